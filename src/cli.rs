@@ -1,0 +1,120 @@
+//! Command-line definitions for `sealfs` (parsing only; see `commands.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sealfs::{BackendPreference, VaultRef, VaultScope, DEFAULT_MAX_VALUE_SIZE};
+
+/// Upper bound for size arguments (16 MiB): values live in memory whole.
+const MAX_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A secrets vault: secrets encrypted at rest, addressed by refs such as
+/// `global/openai_api_key` or `principal:alice/github_token`.
+///
+/// Values are read from standard input (or a prompt, or a file), never from
+/// arguments, so they do not show up in `ps` or shell history.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealfs",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Vault directory [default: $XDG_STATE_HOME/sealfs/vault, else ~/.local/state/sealfs/vault]
+    #[arg(long, env = "SEALFS_VAULT_DIR", global = true, value_name = "DIR")]
+    pub vault_dir: Option<PathBuf>,
+
+    /// Device identity directory [default: the `identity` directory beside the vault directory]
+    #[arg(long, env = "SEALFS_IDENTITY_DIR", global = true, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+
+    /// Backend for sealed blobs: auto or encrypted-file. A vault keeps the
+    /// backend it was created with; naming another one is an error.
+    #[arg(
+        long,
+        env = "SEALFS_BACKEND",
+        global = true,
+        default_value = "auto",
+        value_name = "BACKEND"
+    )]
+    pub backend: BackendPreference,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "SEALFS_MAX_VALUE_SIZE", global = true, default_value_t = DEFAULT_MAX_VALUE_SIZE,
+          value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
+    pub max_value_size: usize,
+
+    /// More log output on stderr (-v info, -vv debug). Never includes values.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store a secret: from stdin (byte-exact), a no-echo prompt on a terminal, a file, or generated.
+    Set(SetArgs),
+    /// Print a secret's raw value to stdout, with nothing added.
+    Get {
+        /// The secret, e.g. global/openai_api_key
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+    },
+    /// List secrets (ref, length in bytes, updated time), never values.
+    List {
+        /// Only this scope: global, principal:<id> or session:<id>
+        scope: Option<VaultScope>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret.
+    Delete {
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+        /// Succeed even if the secret does not exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Store a secret (from stdin) and point FIELD of a TOML config file at it.
+    Configure {
+        /// The TOML file to edit (comments and formatting are kept)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Dotted field name ending in `_vault_ref`, e.g. model_provider.openai_api_key_vault_ref
+        field: String,
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+    },
+    /// Check every `*_vault_ref` field of a TOML config file against the vault.
+    Audit {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the backend in use and why, permission problems, and whether FUSE mounting works here.
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The secret to store, e.g. global/openai_api_key
+    #[arg(value_name = "REF")]
+    pub vault_ref: VaultRef,
+    /// Read the value from this file instead of stdin (byte-exact)
+    #[arg(long, value_name = "PATH", conflicts_with = "generate")]
+    pub from_file: Option<PathBuf>,
+    /// Store N random bytes, encoded as URL-safe base64 text
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
+    pub generate: Option<usize>,
+}

@@ -1,0 +1,333 @@
+//! What each `sealfs` subcommand does. Data goes to stdout, messages to
+//! stderr; a secret value only ever goes to stdout from `get`.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use sealfs::config::{self, ConfigFile, FieldProblem};
+use sealfs::doctor::{self, Level};
+use sealfs::{Entry, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, GlobalArgs, SetArgs};
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Set(args) => set(g, args),
+        Command::Get { vault_ref } => get(g, &vault_ref),
+        Command::List { scope, json } => list(g, scope.as_ref(), json),
+        Command::Delete { vault_ref, force } => delete(g, &vault_ref, force),
+        Command::Configure {
+            config,
+            field,
+            vault_ref,
+        } => configure(g, &config, &field, &vault_ref),
+        Command::Audit { config, json } => audit(g, &config, json),
+        Command::Doctor => doctor(g),
+    }
+}
+
+/// `$XDG_STATE_HOME/sealfs/vault`, else `~/.local/state/sealfs/vault`.
+fn default_vault_dir() -> Result<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return Ok(state.join("sealfs").join("vault"));
+    }
+    match std::env::var_os("HOME").and_then(absolute) {
+        Some(home) => Ok(home.join(".local/state/sealfs/vault")),
+        None => bail!("cannot find the default vault directory: neither XDG_STATE_HOME nor HOME is set to an absolute path; use --vault-dir"),
+    }
+}
+
+fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
+    let vault_dir = match &g.vault_dir {
+        Some(d) => d.clone(),
+        None => default_vault_dir()?,
+    };
+    Ok(VaultConfig {
+        identity_dir: g.identity_dir.clone(),
+        backend: g.backend,
+        max_value_size: g.max_value_size,
+        create,
+        ..VaultConfig::new(vault_dir)
+    })
+}
+
+/// Opens the vault, creating it (and the device identity) if missing.
+fn open_or_create(g: &GlobalArgs) -> Result<Vault> {
+    let config = vault_config(g, true)?;
+    Ok(Vault::open(config)?)
+}
+
+/// Opens an existing vault; `None` if there is none yet.
+fn open_existing(g: &GlobalArgs) -> Result<Option<Vault>> {
+    match Vault::open(vault_config(g, false)?) {
+        Ok(v) => Ok(Some(v)),
+        Err(VaultError::NoVault(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn too_large(r: &VaultRef, max: usize) -> anyhow::Error {
+    anyhow::anyhow!("value for {r} is over the limit of {max} bytes (see --max-value-size)")
+}
+
+/// The value for `r`: from a no-echo prompt (twice) when stdin is a
+/// terminal, otherwise all of stdin, byte-exact.
+fn read_stdin_value(r: &VaultRef, max: usize) -> Result<SensitiveBytes> {
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        let first = SensitiveBytes::from(
+            rpassword::prompt_password(format!("Value for {r}: "))
+                .context("cannot read the value from the terminal")?,
+        );
+        let second = SensitiveBytes::from(
+            rpassword::prompt_password("Again: ")
+                .context("cannot read the value from the terminal")?,
+        );
+        if !first.ct_eq(&second) {
+            bail!("the two entries differ; nothing was stored");
+        }
+        if first.len() > max {
+            return Err(too_large(r, max));
+        }
+        return Ok(first);
+    }
+    SensitiveBytes::read_limited(stdin.lock(), max)
+        .context("cannot read the value from stdin")?
+        .ok_or_else(|| too_large(r, max))
+}
+
+fn read_file_value(r: &VaultRef, path: &Path, max: usize) -> Result<SensitiveBytes> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    SensitiveBytes::read_limited(file, max)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .ok_or_else(|| too_large(r, max))
+}
+
+/// `n` random bytes as URL-safe base64 without padding, built in place.
+fn generate_value(r: &VaultRef, n: usize, max: usize) -> Result<SensitiveBytes> {
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let text_len = base64::encoded_len(n, false)
+        .filter(|l| *l <= max)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--generate {n} would make a value for {r} over the limit of {max} bytes"
+            )
+        })?;
+    let mut raw = SensitiveBytes::zeroed(n);
+    getrandom::fill(raw.expose_mut()).context("the OS random number generator failed")?;
+    let mut text = SensitiveBytes::zeroed(text_len);
+    let written = engine
+        .encode_slice(raw.expose(), text.expose_mut())
+        .context("encoding the generated value")?;
+    text.expose_mut().truncate(written);
+    Ok(text)
+}
+
+fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
+    let r = &args.vault_ref;
+    let max = g.max_value_size;
+    let value = match (&args.from_file, args.generate) {
+        (Some(path), _) => read_file_value(r, path, max)?,
+        (None, Some(n)) => generate_value(r, n, max)?,
+        (None, None) => read_stdin_value(r, max)?,
+    };
+    if value.is_empty() {
+        bail!("refusing to store an empty value for {r}");
+    }
+    open_or_create(g)?.put(r, value)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`| head -c 3`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+fn get(g: &GlobalArgs, r: &VaultRef) -> Result<ExitCode> {
+    let Some(vault) = open_existing(g)? else {
+        bail!(
+            "secret not found: {r} (there is no vault at {} yet)",
+            vault_config(g, false)?.vault_dir.display()
+        );
+    };
+    let value = vault.get(r)?;
+    write_stdout(value.expose())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct EntryJson {
+    #[serde(rename = "ref")]
+    vault_ref: VaultRef,
+    scope: String,
+    key: String,
+    length: u64,
+    created: String,
+    updated: String,
+    version: u64,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Result<ExitCode> {
+    let entries: Vec<Entry> = match open_existing(g)? {
+        Some(vault) => vault.list(scope)?,
+        None => Vec::new(),
+    };
+    let mut out = String::new();
+    if json {
+        let rows: Vec<EntryJson> = entries
+            .into_iter()
+            .map(|e| EntryJson {
+                scope: e.vault_ref.scope().to_string(),
+                key: e.vault_ref.key().to_string(),
+                vault_ref: e.vault_ref,
+                length: e.len,
+                created: rfc3339(e.created),
+                updated: rfc3339(e.updated),
+                version: e.version,
+            })
+            .collect();
+        out = serde_json::to_string_pretty(&rows)?;
+        out.push('\n');
+    } else {
+        for e in entries {
+            out.push_str(&format!(
+                "{}\t{}\t{}\n",
+                e.vault_ref,
+                e.len,
+                rfc3339(e.updated)
+            ));
+        }
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(g: &GlobalArgs, r: &VaultRef, force: bool) -> Result<ExitCode> {
+    let result = match open_existing(g)? {
+        Some(vault) => vault.delete(r),
+        None => Err(VaultError::NotFound(r.clone())),
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(VaultError::NotFound(_)) if force => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn configure(g: &GlobalArgs, path: &Path, field: &str, r: &VaultRef) -> Result<ExitCode> {
+    // Everything that can be checked is checked before the secret is read
+    // or stored, so bad input changes nothing.
+    let mut file = ConfigFile::load_or_new(path)?;
+    config::set_ref_field(file.document_mut(), field, r)?;
+    let value = read_stdin_value(r, g.max_value_size)?;
+    if value.is_empty() {
+        bail!("refusing to store an empty value for {r}");
+    }
+    open_or_create(g)?.put(r, value)?;
+    file.save()
+        .with_context(|| format!("the secret was stored as {r}, but `{field}` was not set"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct AuditRow {
+    field: String,
+    #[serde(rename = "ref")]
+    vault_ref: Option<String>,
+    /// resolved, missing, invalid or error
+    status: &'static str,
+    detail: Option<String>,
+}
+
+fn audit(g: &GlobalArgs, path: &Path, json: bool) -> Result<ExitCode> {
+    let doc = config::load_document(path)?;
+    let vault = open_existing(g)?;
+    let rows: Vec<AuditRow> = config::find_vault_refs(&doc)
+        .into_iter()
+        .map(|f| {
+            let (vault_ref, status, detail) = match f.vault_ref {
+                Err(problem @ (FieldProblem::NotAString(_) | FieldProblem::InvalidRef)) => {
+                    (None, "invalid", Some(problem.to_string()))
+                }
+                Ok(r) => {
+                    let outcome = match &vault {
+                        None => Err(VaultError::NotFound(r.clone())),
+                        // Decrypting proves the secret is usable, not just listed.
+                        Some(v) => v.get(&r).map(drop),
+                    };
+                    match outcome {
+                        Ok(()) => (Some(r.to_string()), "resolved", None),
+                        Err(VaultError::NotFound(_)) => (Some(r.to_string()), "missing", None),
+                        Err(e) => (
+                            Some(r.to_string()),
+                            "error",
+                            Some(format!("{:#}", anyhow::Error::from(e))),
+                        ),
+                    }
+                }
+                Err(problem) => (None, "invalid", Some(problem.to_string())),
+            };
+            AuditRow {
+                field: f.field,
+                vault_ref,
+                status,
+                detail,
+            }
+        })
+        .collect();
+    let all_resolved = rows.iter().all(|r| r.status == "resolved");
+    let mut out = String::new();
+    if json {
+        out = serde_json::to_string_pretty(&rows)?;
+        out.push('\n');
+    } else {
+        for row in &rows {
+            out.push_str(&format!(
+                "{}\t{}\t{}",
+                row.field,
+                row.vault_ref.as_deref().unwrap_or("-"),
+                row.status
+            ));
+            if let Some(d) = &row.detail {
+                out.push('\t');
+                out.push_str(d);
+            }
+            out.push('\n');
+        }
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(if all_resolved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn doctor(g: &GlobalArgs) -> Result<ExitCode> {
+    let report = doctor::diagnose(&vault_config(g, false)?);
+    let mut out = String::new();
+    for f in &report.findings {
+        out.push_str(&format!("{:<5} {}: {}\n", f.level, f.topic, f.message));
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(if report.worst() == Level::Error {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,364 @@
+//! Keys, object ids and the sealed envelope. Pure functions over bytes: no
+//! files, no index. The byte format is documented in `docs/format.md`.
+//!
+//! From the 32-byte device identity and the vault's random id, HKDF-SHA256
+//! derives three independent values, each under its own `info` label:
+//! the AES-256-GCM sealing key, the HMAC-SHA256 key that turns `(scope, key,
+//! version)` into object ids, and an 8-byte key id written into every envelope.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::backend::ObjectId;
+use crate::identity::DeviceIdentity;
+use crate::scope::VaultRef;
+use crate::secret::SensitiveBytes;
+
+pub const MAGIC: [u8; 4] = *b"SLFS";
+pub const FORMAT_VERSION: u8 = 1;
+pub const ALG_AES_256_GCM: u8 = 1;
+const KEY_ID_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// magic(4) format(1) alg(1) key id(8) record version(8) nonce(12)
+pub const HEADER_LEN: usize = 4 + 1 + 1 + KEY_ID_LEN + 8 + NONCE_LEN;
+/// The part of the header that is bound into the additional data.
+const BOUND_HEADER_LEN: usize = HEADER_LEN - NONCE_LEN;
+/// Bytes an envelope adds to the plaintext.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+
+const INFO_SEAL: &[u8] = b"sealfs v1 seal key";
+const INFO_OBJECT_ID: &[u8] = b"sealfs v1 object id key";
+const INFO_KEY_ID: &[u8] = b"sealfs v1 key id";
+
+/// Identifies the sealing key an envelope was made with. Not secret.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    pub fn to_hex(self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<KeyId> {
+        let bytes = unhex(s)?;
+        Some(KeyId(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// Why an envelope did not open. Authentication failures carry no detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CryptoError {
+    #[error("blob is truncated or not a sealfs envelope")]
+    Malformed,
+    #[error("blob has unsupported format version {0} (this build reads version {FORMAT_VERSION})")]
+    UnsupportedFormat(u8),
+    #[error("blob uses unknown algorithm {0}")]
+    UnsupportedAlgorithm(u8),
+    #[error("blob was sealed under key {found}, but this vault's key is {expected}")]
+    WrongKey { found: KeyId, expected: KeyId },
+    #[error(
+        "blob is version {found} but the slot is at version {expected} (stale or replayed blob)"
+    )]
+    VersionMismatch { found: u64, expected: u64 },
+    #[error("authentication failed: the blob was modified or belongs to another slot")]
+    Authentication,
+}
+
+/// The keys of one vault, derived from the device identity.
+pub struct KeyRing {
+    seal: Aes256Gcm,
+    object_ids: Zeroizing<[u8; 32]>,
+    key_id: KeyId,
+}
+
+impl KeyRing {
+    /// `salt` is the vault's random id, so two vaults sharing an identity
+    /// still have unrelated keys.
+    pub fn derive(identity: &DeviceIdentity, salt: &[u8]) -> KeyRing {
+        let hk = Hkdf::<Sha256>::new(Some(salt), identity.expose());
+        let mut seal = Zeroizing::new([0u8; 32]);
+        let mut object_ids = Zeroizing::new([0u8; 32]);
+        let mut key_id = [0u8; KEY_ID_LEN];
+        // `expand` fails only for outputs over 255 * 32 bytes.
+        hk.expand(INFO_SEAL, seal.as_mut())
+            .expect("32 bytes is a valid HKDF length");
+        hk.expand(INFO_OBJECT_ID, object_ids.as_mut())
+            .expect("32 bytes is a valid HKDF length");
+        hk.expand(INFO_KEY_ID, &mut key_id)
+            .expect("8 bytes is a valid HKDF length");
+        KeyRing {
+            seal: Aes256Gcm::new(seal.as_ref().into()),
+            object_ids,
+            key_id: KeyId(key_id),
+        }
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// HMAC-SHA256 of the slot and version: a backend that sees ids cannot
+    /// confirm guessed names, and every version of a slot has its own id.
+    pub fn object_id(&self, r: &VaultRef, version: u64) -> ObjectId {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.object_ids.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(b"sealfs object id v1");
+        mac.update(&slot_bytes(r, version));
+        ObjectId::from_digest(&mac.finalize().into_bytes())
+    }
+
+    /// Seals `plaintext` for `r` at `version` under a fresh random nonce.
+    pub fn seal(&self, r: &VaultRef, version: u64, plaintext: &SensitiveBytes) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        out.extend_from_slice(&MAGIC);
+        out.push(FORMAT_VERSION);
+        out.push(ALG_AES_256_GCM);
+        out.extend_from_slice(&self.key_id.0);
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        let aad = aad(&out[..BOUND_HEADER_LEN], r, version);
+        out.extend_from_slice(plaintext.expose());
+        let tag = self
+            .seal
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut out[HEADER_LEN..])
+            .expect("plaintext length is far below the AES-GCM limit");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens a blob that the index says holds `r` at `version`.
+    pub fn open(
+        &self,
+        r: &VaultRef,
+        version: u64,
+        blob: &[u8],
+    ) -> Result<SensitiveBytes, CryptoError> {
+        let header = parse_header(blob)?;
+        if header.key_id != self.key_id {
+            return Err(CryptoError::WrongKey {
+                found: header.key_id,
+                expected: self.key_id,
+            });
+        }
+        if header.version != version {
+            return Err(CryptoError::VersionMismatch {
+                found: header.version,
+                expected: version,
+            });
+        }
+        let body = &blob[HEADER_LEN..blob.len() - TAG_LEN];
+        let tag = Tag::from_slice(&blob[blob.len() - TAG_LEN..]);
+        let aad = aad(&blob[..BOUND_HEADER_LEN], r, version);
+        let mut plain = SensitiveBytes::from_slice(body);
+        self.seal
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&header.nonce),
+                &aad,
+                plain.expose_mut(),
+                tag,
+            )
+            .map_err(|_| CryptoError::Authentication)?;
+        Ok(plain)
+    }
+}
+
+/// The clear fields of an envelope. Nothing here is trusted before the tag
+/// has been checked; it only lets errors be specific.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key_id: KeyId,
+    pub version: u64,
+    pub nonce: [u8; NONCE_LEN],
+}
+
+pub fn parse_header(blob: &[u8]) -> Result<Header, CryptoError> {
+    if blob.len() < OVERHEAD || blob[..4] != MAGIC {
+        return Err(CryptoError::Malformed);
+    }
+    if blob[4] != FORMAT_VERSION {
+        return Err(CryptoError::UnsupportedFormat(blob[4]));
+    }
+    if blob[5] != ALG_AES_256_GCM {
+        return Err(CryptoError::UnsupportedAlgorithm(blob[5]));
+    }
+    let key_id = KeyId(blob[6..14].try_into().expect("8 bytes"));
+    let version = u64::from_be_bytes(blob[14..22].try_into().expect("8 bytes"));
+    let nonce = blob[22..34].try_into().expect("12 bytes");
+    Ok(Header {
+        key_id,
+        version,
+        nonce,
+    })
+}
+
+/// `len(scope) scope len(key) key version`: lengths are u16 big-endian, so no
+/// two slots encode to the same bytes.
+fn slot_bytes(r: &VaultRef, version: u64) -> Vec<u8> {
+    let scope = r.scope().to_string();
+    let key = r.key().as_str();
+    let mut out = Vec::with_capacity(2 + scope.len() + 2 + key.len() + 8);
+    for part in [scope.as_bytes(), key.as_bytes()] {
+        let len = u16::try_from(part.len()).expect("names are at most 137 bytes");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&version.to_be_bytes());
+    out
+}
+
+fn aad(bound_header: &[u8], r: &VaultRef, version: u64) -> Vec<u8> {
+    let mut out = bound_header.to_vec();
+    out.extend_from_slice(&slot_bytes(r, version));
+    out
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(seed: u8, salt: &[u8]) -> KeyRing {
+        KeyRing::derive(&DeviceIdentity::from_bytes([seed; 32]), salt)
+    }
+
+    fn r(s: &str) -> VaultRef {
+        VaultRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let k = ring(1, b"vault");
+        let value = SensitiveBytes::from_slice(b"multi\nline\0binary\xff");
+        let blob = k.seal(&r("global/a"), 3, &value);
+        assert_eq!(blob.len(), OVERHEAD + value.len());
+        assert_eq!(
+            k.open(&r("global/a"), 3, &blob).unwrap().expose(),
+            value.expose()
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_fails() {
+        let k = ring(1, b"vault");
+        let blob = k.seal(&r("global/a"), 1, &SensitiveBytes::from_slice(b"secret"));
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x01;
+            assert!(k.open(&r("global/a"), 1, &bad).is_err(), "byte {i}");
+        }
+        assert_eq!(
+            k.open(&r("global/a"), 1, &blob[..blob.len() - 1])
+                .unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert_eq!(
+            k.open(&r("global/a"), 1, &blob[..10]).unwrap_err(),
+            CryptoError::Malformed
+        );
+    }
+
+    #[test]
+    fn slot_and_version_are_bound() {
+        let k = ring(1, b"vault");
+        let blob = k.seal(&r("global/a"), 1, &SensitiveBytes::from_slice(b"secret"));
+        assert_eq!(
+            k.open(&r("global/b"), 1, &blob).unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert_eq!(
+            k.open(&r("principal:a/a"), 1, &blob).unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert!(matches!(
+            k.open(&r("global/a"), 2, &blob).unwrap_err(),
+            CryptoError::VersionMismatch {
+                found: 1,
+                expected: 2
+            }
+        ));
+    }
+
+    #[test]
+    fn other_identity_or_vault_is_a_key_error() {
+        let blob = ring(1, b"vault").seal(&r("global/a"), 1, &SensitiveBytes::from_slice(b"s"));
+        assert!(matches!(
+            ring(2, b"vault").open(&r("global/a"), 1, &blob),
+            Err(CryptoError::WrongKey { .. })
+        ));
+        assert!(matches!(
+            ring(1, b"other").open(&r("global/a"), 1, &blob),
+            Err(CryptoError::WrongKey { .. })
+        ));
+    }
+
+    #[test]
+    fn object_ids_are_keyed_and_distinct() {
+        let k = ring(1, b"vault");
+        let a1 = k.object_id(&r("global/a"), 1);
+        assert_eq!(a1, k.object_id(&r("global/a"), 1));
+        assert_ne!(a1, k.object_id(&r("global/a"), 2));
+        assert_ne!(a1, k.object_id(&r("global/b"), 1));
+        assert_ne!(a1, ring(2, b"vault").object_id(&r("global/a"), 1));
+        assert_eq!(a1.as_str().len(), 64);
+    }
+
+    #[test]
+    fn slot_encoding_is_injective() {
+        // "principal:a" + "b.c" vs "principal:a" + "b" ... lengths prefix both parts.
+        assert_ne!(
+            slot_bytes(&r("principal:ab/c"), 1),
+            slot_bytes(&r("principal:a/bc"), 1)
+        );
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])).unwrap(),
+            vec![0, 1, 0xab, 0xff]
+        );
+        assert!(unhex("abc").is_none());
+        assert!(unhex("zz").is_none());
+    }
+}

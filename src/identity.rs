@@ -1,0 +1,115 @@
+//! The device identity: 32 random bytes in an owner-only file, the root from
+//! which every vault key on this device is derived.
+//!
+//! It lives outside the vault directory (by default in the sibling
+//! `identity/`), so a copy of the vault directory alone cannot be opened.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::fsutil;
+
+pub const IDENTITY_LEN: usize = 32;
+pub const IDENTITY_FILE: &str = "device.key";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error("device identity not found at {0} (the vault exists, so it will not be replaced; restore the identity or set --identity-dir)")]
+    Missing(PathBuf),
+    #[error("device identity at {path} is corrupt: expected {IDENTITY_LEN} bytes, found {found}")]
+    Corrupt { path: PathBuf, found: u64 },
+    #[error("device identity at {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("cannot access device identity at {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The device identity bytes, wiped on drop.
+pub struct DeviceIdentity(Zeroizing<[u8; IDENTITY_LEN]>);
+
+impl DeviceIdentity {
+    pub fn from_bytes(bytes: [u8; IDENTITY_LEN]) -> Self {
+        DeviceIdentity(Zeroizing::new(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join(IDENTITY_FILE)
+    }
+
+    /// Loads the identity from `dir`; a missing file is [`IdentityError::Missing`].
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let path = Self::path_in(dir);
+        let io_err = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(IdentityError::Missing(path))
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        let meta = f.metadata().map_err(io_err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(IdentityError::Exposed { path, mode });
+            }
+        }
+        if meta.len() != IDENTITY_LEN as u64 {
+            return Err(IdentityError::Corrupt {
+                path,
+                found: meta.len(),
+            });
+        }
+        let mut bytes = Zeroizing::new([0u8; IDENTITY_LEN]);
+        f.read_exact(bytes.as_mut()).map_err(io_err)?;
+        Ok(DeviceIdentity(bytes))
+    }
+
+    /// Loads the identity from `dir`, creating it if there is none. Safe
+    /// against concurrent creators: the file appears complete or not at all.
+    pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
+        match Self::load(dir) {
+            Err(IdentityError::Missing(_)) => {}
+            other => return other,
+        }
+        let path = Self::path_in(dir);
+        let io_err = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::create_private_dir_all(dir).map_err(io_err)?;
+        let mut bytes = Zeroizing::new([0u8; IDENTITY_LEN]);
+        getrandom::fill(bytes.as_mut()).map_err(|e| io_err(io::Error::other(e)))?;
+        let (mut f, tmp) = fsutil::create_temp_file(dir, ".device-").map_err(io_err)?;
+        let written = f
+            .write_all(bytes.as_ref())
+            .and_then(|()| f.sync_all())
+            // A hard link never replaces an existing file: if another process
+            // won the race, its identity stands and we load it below.
+            .and_then(|()| match fs::hard_link(&tmp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            });
+        let _ = fs::remove_file(&tmp);
+        written.map_err(io_err)?;
+        fsutil::fsync_dir(dir).map_err(io_err)?;
+        Self::load(dir)
+    }
+}

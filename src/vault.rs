@@ -1,0 +1,498 @@
+//! `Vault`: the put/get/delete/list flow over the index, the keys and a
+//! backend.
+//!
+//! Writers (put, delete) hold an exclusive lock on `<vault-dir>/lock` for the
+//! whole operation, so one write happens at a time across processes; readers
+//! take no lock (SQLite WAL gives them a consistent view). A put:
+//!
+//! 1. records the new object id in `pending` (committed),
+//! 2. writes the sealed blob to the backend (atomic per blob),
+//! 3. commits the index row pointing at it (the commit point: from here on the
+//!    write is acknowledged) and moves the replaced object id to `pending`,
+//! 4. deletes the replaced blob and clears it from `pending`.
+//!
+//! A crash anywhere leaves the old value or the new one; whatever `pending`
+//! still names and nothing references is deleted by the next writer.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::backend::{
+    self, BackendChoice, BackendContext, BackendError, BackendKind, BackendPreference, BlobBackend,
+};
+use crate::crypto::{self, CryptoError, KeyId, KeyRing};
+use crate::fsutil;
+use crate::identity::{DeviceIdentity, IdentityError};
+use crate::index::{Index, IndexError, Row};
+use crate::scope::{VaultRef, VaultScope};
+use crate::secret::SensitiveBytes;
+
+/// The default largest value, in bytes.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024;
+/// The on-disk vault format this build writes (recorded in the index).
+pub const VAULT_FORMAT: &str = "1";
+pub const LOCK_FILE: &str = "lock";
+pub const IDENTITY_DIR_NAME: &str = "identity";
+
+/// How to open a vault.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub vault_dir: PathBuf,
+    /// Where the device identity lives; `None` means the sibling `identity`
+    /// directory of the vault directory (`<vault-dir>/../identity`).
+    pub identity_dir: Option<PathBuf>,
+    pub backend: BackendPreference,
+    pub max_value_size: usize,
+    /// Create the vault (and the identity) if there is none.
+    pub create: bool,
+}
+
+impl VaultConfig {
+    pub fn new(vault_dir: impl Into<PathBuf>) -> Self {
+        VaultConfig {
+            vault_dir: vault_dir.into(),
+            identity_dir: None,
+            backend: BackendPreference::Auto,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            create: true,
+        }
+    }
+
+    /// The identity directory in force for this config.
+    pub fn identity_dir(&self) -> PathBuf {
+        self.identity_dir
+            .clone()
+            .unwrap_or_else(|| default_identity_dir(&self.vault_dir))
+    }
+}
+
+/// `<vault-dir>/../identity`, computed lexically.
+pub fn default_identity_dir(vault_dir: &Path) -> PathBuf {
+    match vault_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(IDENTITY_DIR_NAME),
+        Some(_) => PathBuf::from(IDENTITY_DIR_NAME),
+        None => vault_dir.join("..").join(IDENTITY_DIR_NAME),
+    }
+}
+
+/// Metadata of one secret. Never holds the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub vault_ref: VaultRef,
+    pub len: u64,
+    pub created: SystemTime,
+    pub updated: SystemTime,
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    #[error("no vault at {0}")]
+    NoVault(PathBuf),
+    #[error("secret not found: {0}")]
+    NotFound(VaultRef),
+    #[error("refusing to store an empty value for {0}")]
+    EmptyValue(VaultRef),
+    #[error("value for {vault_ref} is {len} bytes, over the limit of {max} bytes")]
+    TooLarge {
+        vault_ref: VaultRef,
+        len: usize,
+        max: usize,
+    },
+    #[error("integrity check failed for {vault_ref}")]
+    Integrity {
+        vault_ref: VaultRef,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("the sealed blob of {0} is missing from the backend")]
+    BlobMissing(VaultRef),
+    #[error("the device identity in {identity_dir} does not belong to the vault at {vault_dir} (the vault's key is {expected}, this identity derives {found})")]
+    WrongIdentity {
+        vault_dir: PathBuf,
+        identity_dir: PathBuf,
+        expected: KeyId,
+        found: KeyId,
+    },
+    #[error("the vault at {dir} uses backend `{recorded}`, but `{requested}` was requested (use --backend {recorded} or auto)")]
+    BackendConflict {
+        dir: PathBuf,
+        recorded: BackendKind,
+        requested: BackendKind,
+    },
+    #[error(
+        "the vault at {dir} uses backend `{name}`, which this build of sealfs does not support"
+    )]
+    UnsupportedBackend { dir: PathBuf, name: String },
+    #[error("the vault at {dir} has format {found:?}; this build reads format {VAULT_FORMAT:?} (upgrade sealfs)")]
+    UnsupportedFormat { dir: PathBuf, found: String },
+    #[error("the vault index at {dir} is incomplete: {what} is missing or invalid")]
+    BadMeta { dir: PathBuf, what: &'static str },
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// An open vault. `Send + Sync`: share it across threads by reference.
+pub struct Vault {
+    dir: PathBuf,
+    identity_dir: PathBuf,
+    reader: Mutex<Index>,
+    writer: Mutex<Index>,
+    backend: Box<dyn BlobBackend>,
+    keys: KeyRing,
+    choice: BackendChoice,
+    max_value_size: usize,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> VaultError + 'a {
+    move |source| VaultError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The exclusive writer lock of a vault, released on drop (and by the kernel
+/// if the process dies).
+struct WriteLock(#[allow(dead_code)] File);
+
+fn write_lock(dir: &Path) -> Result<WriteLock, VaultError> {
+    let path = dir.join(LOCK_FILE);
+    let f = fsutil::open_private_file(&path).map_err(io("open the lock file", &path))?;
+    f.lock().map_err(io("lock", &path))?;
+    Ok(WriteLock(f))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Vault {
+    /// Opens the vault in `config.vault_dir`, creating it if allowed.
+    pub fn open(config: VaultConfig) -> Result<Vault, VaultError> {
+        let dir = config.vault_dir.clone();
+        let identity_dir = config.identity_dir();
+        let index_path = Index::path_in(&dir);
+        if !index_path.exists() {
+            if !config.create {
+                return Err(VaultError::NoVault(dir));
+            }
+            fsutil::create_private_dir_all(&dir).map_err(io("create the vault directory", &dir))?;
+            // Create the file owner-only before SQLite does: its -wal and -shm
+            // files take the database file's mode.
+            fsutil::open_private_file(&index_path).map_err(io("create the index", &index_path))?;
+        }
+        let mut writer = Index::open(&index_path)?;
+        if !writer.is_initialised()? {
+            if !config.create {
+                return Err(VaultError::NoVault(dir));
+            }
+            let _lock = write_lock(&dir)?;
+            writer.init()?;
+            if writer.meta("key_id")?.is_none() {
+                Self::initialise(&writer, &config, &identity_dir)?;
+            }
+        }
+        writer.check_schema()?;
+
+        let format = writer.meta("format")?.unwrap_or_default();
+        if format != VAULT_FORMAT {
+            return Err(VaultError::UnsupportedFormat { dir, found: format });
+        }
+        let bad = |what| VaultError::BadMeta {
+            dir: dir.clone(),
+            what,
+        };
+        let vault_id = writer
+            .meta("vault_id")?
+            .and_then(|s| crypto::unhex(&s))
+            .ok_or_else(|| bad("vault_id"))?;
+        let expected = writer
+            .meta("key_id")?
+            .and_then(|s| KeyId::from_hex(&s))
+            .ok_or_else(|| bad("key_id"))?;
+        let recorded = writer.meta("backend")?.ok_or_else(|| bad("backend"))?;
+
+        let identity = DeviceIdentity::load(&identity_dir)?;
+        let keys = KeyRing::derive(&identity, &vault_id);
+        drop(identity);
+        if keys.key_id() != expected {
+            return Err(VaultError::WrongIdentity {
+                vault_dir: dir,
+                identity_dir,
+                expected,
+                found: keys.key_id(),
+            });
+        }
+
+        let kind: BackendKind = recorded
+            .parse()
+            .map_err(|_| VaultError::UnsupportedBackend {
+                dir: dir.clone(),
+                name: recorded.clone(),
+            })?;
+        let choice = match config.backend {
+            BackendPreference::Explicit(requested) if requested != kind => {
+                return Err(VaultError::BackendConflict {
+                    dir,
+                    recorded: kind,
+                    requested,
+                })
+            }
+            BackendPreference::Explicit(_) => BackendChoice {
+                kind,
+                reason: format!(
+                    "requested explicitly (--backend {kind}) and recorded in the vault"
+                ),
+            },
+            BackendPreference::Auto => BackendChoice {
+                kind,
+                reason: format!(
+                    "recorded in the vault: {}",
+                    writer
+                        .meta("backend_reason")?
+                        .unwrap_or_else(|| "chosen when the vault was created".into())
+                ),
+            },
+        };
+        tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend selected");
+        let ctx = BackendContext {
+            vault_dir: dir.clone(),
+        };
+        let backend = backend::build(kind, &ctx)?;
+        let reader = Index::open(&index_path)?;
+
+        let vault = Vault {
+            dir,
+            identity_dir,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            backend,
+            keys,
+            choice,
+            max_value_size: config.max_value_size,
+        };
+        {
+            let w = vault.writer();
+            if w.has_pending()? {
+                let _lock = write_lock(&vault.dir)?;
+                vault.recover_locked(&w)?;
+            }
+        }
+        Ok(vault)
+    }
+
+    /// Records a new vault's identity, keys and backend (writer lock held).
+    fn initialise(
+        writer: &Index,
+        config: &VaultConfig,
+        identity_dir: &Path,
+    ) -> Result<(), VaultError> {
+        let mut vault_id = [0u8; 16];
+        getrandom::fill(&mut vault_id).map_err(|e| {
+            io("read random bytes for", &config.vault_dir)(std::io::Error::other(e))
+        })?;
+        let identity = DeviceIdentity::load_or_create(identity_dir)?;
+        let keys = KeyRing::derive(&identity, &vault_id);
+        let ctx = BackendContext {
+            vault_dir: config.vault_dir.clone(),
+        };
+        let (_, choice) = backend::select_backend(config.backend, &ctx)?;
+        tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend chosen for a new vault");
+        writer.meta_init("format", VAULT_FORMAT)?;
+        writer.meta_init("vault_id", &crypto::hex(&vault_id))?;
+        writer.meta_init("backend", choice.kind.as_str())?;
+        writer.meta_init("backend_reason", &choice.reason)?;
+        writer.meta_init("created_ms", &now_ms().to_string())?;
+        // Written last: its presence marks the vault as initialised.
+        writer.meta_init("key_id", &keys.key_id().to_hex())?;
+        Ok(())
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes what interrupted writes left behind. Caller holds the lock.
+    fn recover_locked(&self, w: &Index) -> Result<(), VaultError> {
+        self.backend.recover()?;
+        w.forget_referenced_pending()?;
+        for id in w.orphans()? {
+            self.backend.delete_blob(&id)?;
+            w.remove_pending(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `r`, replacing any value there. When this
+    /// returns `Ok`, the value is durable.
+    pub fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError> {
+        if value.is_empty() {
+            return Err(VaultError::EmptyValue(r.clone()));
+        }
+        if value.len() > self.max_value_size {
+            return Err(VaultError::TooLarge {
+                vault_ref: r.clone(),
+                len: value.len(),
+                max: self.max_value_size,
+            });
+        }
+        let mut w = self.writer();
+        let _lock = write_lock(&self.dir)?;
+        if w.has_pending()? {
+            self.recover_locked(&w)?;
+        }
+        let current = w.row(r)?;
+        let version = w.next_version(r)?;
+        let id = self.keys.object_id(r, version);
+        w.add_pending(&id)?;
+        let blob = self.keys.seal(r, version, &value);
+        self.backend.put_blob(&id, &blob)?;
+        let now = now_ms();
+        let row = Row {
+            object_id: id,
+            len: value.len() as u64,
+            created_ms: current.as_ref().map_or(now, |c| c.created_ms),
+            updated_ms: now,
+            version,
+        };
+        w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        if let Some(old) = current {
+            self.discard(&w, &old.object_id);
+        }
+        Ok(self.entry_of(r.clone(), &row))
+    }
+
+    /// Best-effort removal of a replaced blob after the commit point: the
+    /// write already succeeded, so a failure here only leaves the id in
+    /// `pending` for the next writer to sweep.
+    fn discard(&self, w: &Index, id: &crate::backend::ObjectId) {
+        let result = self
+            .backend
+            .delete_blob(id)
+            .map_err(VaultError::from)
+            .and_then(|_| w.remove_pending(id).map_err(VaultError::from));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not remove a replaced blob; it will be swept later");
+        }
+    }
+
+    /// The value of `r`, decrypted and authenticated.
+    pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
+        let mut row = self
+            .reader()
+            .row(r)?
+            .ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        loop {
+            match self.backend.get_blob(&row.object_id) {
+                Ok(blob) => {
+                    return self.keys.open(r, row.version, &blob).map_err(|source| {
+                        VaultError::Integrity {
+                            vault_ref: r.clone(),
+                            source,
+                        }
+                    })
+                }
+                Err(BackendError::NotFound(_)) => {
+                    // A concurrent put or delete may have replaced the blob
+                    // between our index read and the backend read: look again.
+                    match self.reader().row(r)? {
+                        None => return Err(VaultError::NotFound(r.clone())),
+                        Some(now) if now == row => return Err(VaultError::BlobMissing(r.clone())),
+                        Some(now) => row = now,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Removes `r`; [`VaultError::NotFound`] if there is no such secret.
+    pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
+        let mut w = self.writer();
+        let _lock = write_lock(&self.dir)?;
+        if w.has_pending()? {
+            self.recover_locked(&w)?;
+        }
+        let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        w.commit_delete(r, &row)?;
+        self.discard(&w, &row.object_id);
+        Ok(())
+    }
+
+    /// Metadata of every secret in `scope` (all scopes for `None`), sorted.
+    pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, VaultError> {
+        Ok(self
+            .reader()
+            .list(scope)?
+            .into_iter()
+            .map(|(r, row)| self.entry_of(r, &row))
+            .collect())
+    }
+
+    /// Metadata of `r` without decrypting it.
+    pub fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, VaultError> {
+        Ok(self
+            .reader()
+            .row(r)?
+            .map(|row| self.entry_of(r.clone(), &row)))
+    }
+
+    pub fn exists(&self, r: &VaultRef) -> Result<bool, VaultError> {
+        Ok(self.reader().row(r)?.is_some())
+    }
+
+    fn entry_of(&self, vault_ref: VaultRef, row: &Row) -> Entry {
+        Entry {
+            vault_ref,
+            len: row.len,
+            created: time_of(row.created_ms),
+            updated: time_of(row.updated_ms),
+            version: row.version,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn identity_dir(&self) -> &Path {
+        &self.identity_dir
+    }
+
+    pub fn backend_choice(&self) -> &BackendChoice {
+        &self.choice
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.keys.key_id()
+    }
+
+    pub fn max_value_size(&self) -> usize {
+        self.max_value_size
+    }
+}

@@ -1,0 +1,294 @@
+//! The CLI's contract: byte-exact values, listing, deleting, limits, and
+//! clear errors for bad input that change nothing.
+
+use crate::util::Sandbox;
+
+#[test]
+fn binary_and_multiline_values_round_trip_byte_exact() {
+    let sb = Sandbox::new();
+    let all_bytes: Vec<u8> = (0..=255u8).collect();
+    let cases: [(&str, &[u8]); 6] = [
+        ("global/multi", b"line one\nline two\n"),
+        ("global/no-newline", b"sk-abc"),
+        ("global/crlf", b"a\r\nb\r\n\r\n"),
+        ("principal:alice@example.com/binary", &all_bytes),
+        ("session:run-42/nuls", b"\0\0\0"),
+        ("global/trailing.space", b"  padded  \n"),
+    ];
+    for (r, v) in cases {
+        sb.set(r, v);
+    }
+    for (r, v) in cases {
+        assert_eq!(sb.get(r), v, "{r}");
+    }
+    // vault:// refs address the same secret.
+    assert_eq!(
+        sb.run(&["get", "vault://global/multi"], b"").ok().stdout,
+        b"line one\nline two\n"
+    );
+}
+
+#[test]
+fn list_shows_refs_lengths_and_times_never_values() {
+    let sb = Sandbox::new();
+    sb.set("global/b", b"secret-value-1");
+    sb.set("global/a", b"xy");
+    sb.set("principal:alice/token", b"secret-value-2");
+    let all = sb.run(&["list"], b"").ok().stdout_str();
+    let refs: Vec<&str> = all.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(refs, ["global/a", "global/b", "principal:alice/token"]);
+    assert!(
+        all.lines().next().unwrap().starts_with("global/a\t2\t20"),
+        "{all}"
+    );
+    assert!(!all.contains("secret-value"));
+
+    let only = sb.run(&["list", "principal:alice"], b"").ok().stdout_str();
+    assert_eq!(only.lines().count(), 1);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["list", "--json"], b"").ok().stdout).unwrap();
+    let first = &json.as_array().unwrap()[0];
+    assert_eq!(first["ref"], "global/a");
+    assert_eq!(first["length"], 2);
+    assert_eq!(first["version"], 1);
+    assert!(first["updated"].as_str().unwrap().ends_with('Z'));
+    assert!(!json.to_string().contains("secret-value"));
+}
+
+#[test]
+fn overwrite_bumps_version_and_keeps_created() {
+    let sb = Sandbox::new();
+    sb.set("global/k", b"one");
+    let before = sb
+        .vault()
+        .entry(&"global/k".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    sb.set("global/k", b"two");
+    let after = sb
+        .vault()
+        .entry(&"global/k".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(sb.get("global/k"), b"two");
+    assert_eq!((before.version, after.version), (1, 2));
+    assert_eq!(before.created, after.created);
+    assert!(after.updated >= before.updated);
+}
+
+#[test]
+fn delete_removes_and_missing_is_an_error_unless_forced() {
+    let sb = Sandbox::new();
+    sb.set("global/k", b"v");
+    sb.run(&["delete", "global/k"], b"").ok();
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "secret not found: global/k");
+    sb.run(&["delete", "global/k"], b"")
+        .fails(1, "secret not found: global/k");
+    sb.run(&["delete", "--force", "global/k"], b"").ok();
+    assert_eq!(sb.run(&["list"], b"").ok().stdout, b"");
+    // A re-created secret continues the version sequence.
+    sb.set("global/k", b"again");
+    assert_eq!(
+        sb.vault()
+            .entry(&"global/k".parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+#[test]
+fn missing_secret_and_missing_vault() {
+    let sb = Sandbox::new();
+    sb.run(&["get", "global/nope"], b"")
+        .fails(1, "secret not found: global/nope");
+    assert!(!sb.vault_dir().exists(), "reading must not create a vault");
+    assert_eq!(sb.run(&["list"], b"").ok().stdout, b"");
+    sb.set("global/other", b"x");
+    let r = sb
+        .run(&["get", "global/nope"], b"")
+        .fails(1, "secret not found: global/nope");
+    assert_eq!(r.stdout, b"");
+}
+
+#[test]
+fn size_limit_is_enforced_exactly_and_configurable() {
+    let sb = Sandbox::new();
+    let at = vec![b'a'; 64 * 1024];
+    sb.set("global/at-limit", &at);
+    assert_eq!(sb.get("global/at-limit"), at);
+    let over = vec![b'b'; 64 * 1024 + 1];
+    sb.run(&["set", "global/over"], &over)
+        .fails(1, "over the limit of 65536 bytes");
+    sb.run(&["get", "global/over"], b"")
+        .fails(1, "secret not found");
+
+    sb.run(&["--max-value-size", "4", "set", "global/small"], b"12345")
+        .fails(1, "over the limit of 4 bytes");
+    sb.run(&["set", "--max-value-size", "5", "global/small"], b"12345")
+        .ok();
+    let r = sb
+        .cmd(&["set", "global/env-small"])
+        .env("SEALFS_MAX_VALUE_SIZE", "2")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    sb.run(&["--max-value-size", "0", "list"], b"")
+        .fails(2, "--max-value-size");
+}
+
+#[test]
+fn empty_values_are_rejected() {
+    let sb = Sandbox::new();
+    sb.run(&["set", "global/empty"], b"")
+        .fails(1, "refusing to store an empty value for global/empty");
+    std::fs::write(sb.path().join("empty"), b"").unwrap();
+    sb.run(&["set", "global/empty", "--from-file", "empty"], b"")
+        .fails(1, "empty value");
+    sb.run(&["list"], b"").ok();
+    sb.run(&["get", "global/empty"], b"")
+        .fails(1, "secret not found");
+}
+
+#[test]
+fn invalid_refs_and_scopes_are_usage_errors() {
+    let sb = Sandbox::new();
+    sb.set("global/keep", b"kept");
+    let bad = [
+        ("", "invalid ref"),
+        ("global", "invalid ref"),
+        ("global/", "must not be empty"),
+        ("global/UPPER", "only a-z 0-9 . _ - are allowed"),
+        ("global/..", "reserved"),
+        ("global/.", "reserved"),
+        ("global/a/b", "only a-z"),
+        ("global/ key", "only a-z"),
+        ("global/key ", "only a-z"),
+        ("global/tab\t", "\\t"),
+        ("principal:/k", "must not be empty"),
+        ("principal:../k", "reserved"),
+        ("principal:a b/k", "only A-Z"),
+        ("team:x/k", "invalid scope"),
+        ("Global/k", "invalid scope"),
+        ("vault:/global/k", "invalid scope"),
+    ];
+    let long_key = format!("global/{}", "k".repeat(129));
+    let long_id = format!("session:{}/k", "i".repeat(129));
+    let mut cases: Vec<(&str, &str)> = bad.to_vec();
+    cases.push((&long_key, "longer than 128 bytes"));
+    cases.push((&long_id, "longer than 128 bytes"));
+    for (r, needle) in cases {
+        for args in [vec!["set", r], vec!["get", r], vec!["delete", r]] {
+            sb.run(&args, b"value").fails(2, needle);
+        }
+    }
+    for scope in ["principal", "principal:", "session:..", "global:x", "nope"] {
+        sb.run(&["list", scope], b"").fails(2, "invalid");
+    }
+    // Nothing changed.
+    assert_eq!(sb.run(&["list"], b"").ok().stdout_str().lines().count(), 1);
+    assert_eq!(sb.get("global/keep"), b"kept");
+}
+
+#[test]
+fn a_value_is_never_accepted_as_an_argument() {
+    let sb = Sandbox::new();
+    sb.run(&["set", "global/k", "hunter2"], b"")
+        .fails(2, "unexpected argument");
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "secret not found");
+}
+
+#[test]
+fn from_file_and_generate() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path().join("value.bin"), b"from\x00file\n").unwrap();
+    sb.run(&["set", "global/f", "--from-file", "value.bin"], b"ignored")
+        .ok();
+    assert_eq!(sb.get("global/f"), b"from\x00file\n");
+    sb.run(&["set", "global/f2", "--from-file", "missing.bin"], b"")
+        .fails(1, "missing.bin");
+
+    sb.run(&["set", "global/gen", "--generate", "32"], b"").ok();
+    let v = sb.get("global/gen");
+    assert_eq!(v.len(), 43, "32 bytes are 43 base64url characters");
+    assert!(v
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+    sb.run(&["set", "global/gen2", "--generate", "32"], b"")
+        .ok();
+    assert_ne!(sb.get("global/gen2"), v);
+    sb.run(&["set", "global/g", "--generate", "0"], b"")
+        .fails(2, "--generate");
+    sb.run(&["set", "global/g", "--generate", "60000"], b"")
+        .fails(1, "over the limit");
+    sb.run(
+        &[
+            "set",
+            "global/g",
+            "--generate",
+            "4",
+            "--from-file",
+            "value.bin",
+        ],
+        b"",
+    )
+    .fails(2, "cannot be used with");
+}
+
+#[test]
+fn backend_flag_is_checked_and_recorded_choice_is_enforced() {
+    let sb = Sandbox::new();
+    sb.run(&["--backend", "nonsense", "list"], b"")
+        .fails(2, "unknown backend \"nonsense\"");
+    sb.run(&["--backend", "encrypted-file", "set", "global/k"], b"v")
+        .ok();
+    sb.run(&["--backend", "auto", "get", "global/k"], b"").ok();
+    // A vault recorded with another backend is not silently opened with this one.
+    sb.index_exec("UPDATE meta SET value = 'etcd' WHERE name = 'backend'");
+    sb.run(&["--backend", "encrypted-file", "get", "global/k"], b"")
+        .fails(
+            1,
+            "uses backend `etcd`, which this build of sealfs does not support",
+        );
+}
+
+#[test]
+fn doctor_reports_backend_permissions_and_fuse() {
+    let sb = Sandbox::new();
+    let fresh = sb.run(&["doctor"], b"").ok().stdout_str();
+    assert!(fresh.contains("no vault yet"), "{fresh}");
+    sb.set("global/k", b"v");
+    let out = sb.run(&["doctor"], b"").ok().stdout_str();
+    assert!(out.contains("backend: encrypted-file"), "{out}");
+    assert!(out.contains("owner-only"), "{out}");
+    assert!(out.lines().any(|l| l.contains("fuse:")), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let blob = sb.blob_path("global/k");
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bad = sb.run(&["doctor"], b"");
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stdout_str().contains("mode 0644"),
+        "{}",
+        bad.stdout_str()
+    );
+}
+
+#[test]
+fn broken_pipe_on_stdout_is_not_an_error() {
+    let sb = Sandbox::new();
+    sb.set("global/big", &vec![b'x'; 60_000]);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' get global/big | head -c 3", crate::util::BIN))
+        .env("SEALFS_VAULT_DIR", sb.vault_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"xxx");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -1,0 +1,81 @@
+//! What sealfs leaves on disk: owner-only modes everywhere, and no value
+//! in any file other than a sealed blob.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::util::Sandbox;
+
+fn walk(root: &Path, out: &mut Vec<std::path::PathBuf>) {
+    out.push(root.to_owned());
+    if root.is_dir() {
+        for e in std::fs::read_dir(root).unwrap() {
+            walk(&e.unwrap().path(), out);
+        }
+    }
+}
+
+#[test]
+fn everything_in_vault_and_identity_dirs_is_owner_only() {
+    let sb = Sandbox::new();
+    // Even under a permissive umask.
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("umask 000; exec '{}' \"$@\"", crate::util::BIN))
+            .arg("sealfs")
+            .args(args)
+            .env("SEALFS_VAULT_DIR", sb.vault_dir())
+            .stdin(std::process::Stdio::piped());
+        let mut child = sh.spawn().unwrap();
+        crate::util::feed(&mut child, stdin);
+        assert!(child.wait().unwrap().success());
+    };
+    run(&["set", "global/a"], b"1");
+    run(&["set", "principal:bob/b"], b"2");
+    run(&["set", "global/a"], b"3");
+    run(&["delete", "principal:bob/b"], b"");
+    // Hold a reader open so the WAL and shared-memory files exist too.
+    let vault = sb.vault();
+    let _ = vault.list(None).unwrap();
+    let mut paths = Vec::new();
+    walk(&sb.vault_dir(), &mut paths);
+    walk(&sb.identity_dir(), &mut paths);
+    assert!(paths.len() > 6, "{paths:?}");
+    for p in paths {
+        let mode = std::fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o7777;
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} has mode {mode:o}", p.display());
+    }
+}
+
+#[test]
+fn no_plaintext_in_any_file() {
+    let sb = Sandbox::new();
+    let marker = b"PLAINTEXT-MARKER-7d1f";
+    sb.set("global/k", marker);
+    sb.set("global/k2", marker);
+    sb.run(&["delete", "global/k2"], b"").ok();
+    let _vault = sb.vault();
+    let mut paths = Vec::new();
+    walk(sb.path(), &mut paths);
+    for p in paths.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "plaintext found in {}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn the_key_name_is_not_in_the_blob_file_names() {
+    let sb = Sandbox::new();
+    sb.set("global/openai_api_key", b"v");
+    let mut paths = Vec::new();
+    walk(&sb.vault_dir().join("objects"), &mut paths);
+    for p in paths {
+        assert!(!p.to_string_lossy().contains("openai"), "{}", p.display());
+    }
+}

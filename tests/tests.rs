@@ -1,0 +1,11 @@
+//! Integration tests: the real `sealfs` binary and the library against real
+//! vault directories in temp dirs. Shared helpers live in `util.rs`.
+
+mod util;
+
+mod cli;
+mod concurrency;
+mod config;
+mod crash;
+mod files;
+mod tamper;
