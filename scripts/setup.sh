@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages sealfs needs to build and test on Debian/Ubuntu.
+# Idempotent. Set SEALFS_SKIP_APT=1 to skip (e.g. when iterating offline).
+set -euo pipefail
+
+packages=(
+  build-essential # cc for the bundled SQLite
+  pkg-config
+  fuse3           # /dev/fuse helper (fusermount3) for mounts and `sealfs doctor`
+  util-linux      # setpriv, to act as other uids in tests
+  procps          # ps, for the tests that look at processes
+)
+
+if [[ "${SEALFS_SKIP_APT:-0}" == 1 ]]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "setup: no apt-get here; install these yourself: ${packages[*]}" >&2
+  exit 0
+fi
+sudo=()
+if [[ "$(id -u)" != 0 ]]; then
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

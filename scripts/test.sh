@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian/Ubuntu machine and runs everything CI checks:
+# formatting, lints, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+# Whole-run guard; nextest additionally kills any single test after 5 minutes.
+if command -v cargo-nextest >/dev/null; then
+  timeout -k 30s 40m cargo nextest run --workspace --locked --profile ci
+  cargo test --workspace --locked --doc
+else
+  timeout -k 30s 40m cargo test --workspace --locked
+fi
+# Tests must not rewrite tracked files.
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  git diff --exit-code --stat
+fi
