@@ -53,6 +53,10 @@ pub struct GlobalArgs {
           value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub max_value_size: usize,
 
+    /// Audit log file [default: audit.log in the vault directory]
+    #[arg(long, env = "SEALFS_AUDIT_LOG", global = true, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug). Never includes values.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -104,6 +108,26 @@ pub enum Command {
     },
     /// Show the backend in use and why, permission problems, and whether FUSE mounting works here.
     Doctor,
+    /// Print the audit log (who opened, wrote, consumed or was denied what), readably.
+    AuditLog {
+        /// Keep printing new entries as they are appended
+        #[arg(long)]
+        follow: bool,
+        /// The raw JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount the vault with FUSE: runs `sealfs-mountd` with these arguments (see `sealfs mount --help`).
+    #[command(disable_help_flag = true)]
+    Mount {
+        /// MOUNTPOINT and options for sealfs-mountd
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +138,9 @@ pub struct SetArgs {
     /// Read the value from this file instead of stdin (byte-exact)
     #[arg(long, value_name = "PATH", conflicts_with = "generate")]
     pub from_file: Option<PathBuf>,
+    /// Read-once: the first read (an open through the mount or `sealfs get`) consumes it
+    #[arg(long)]
+    pub once: bool,
     /// Store N random bytes, encoded as URL-safe base64 text
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub generate: Option<usize>,

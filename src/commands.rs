@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use sealfs::config::{self, ConfigFile, FieldProblem};
 use sealfs::doctor::{self, Level};
-use sealfs::{Entry, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
+use sealfs::{audit, Entry, PutOptions, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
 use serde::Serialize;
 
 use crate::cli::{Cli, Command, GlobalArgs, SetArgs};
@@ -28,19 +28,41 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => configure(g, &config, &field, &vault_ref),
         Command::Audit { config, json } => audit(g, &config, json),
         Command::Doctor => doctor(g),
+        Command::AuditLog { follow, json } => audit_log(g, follow, json),
+        Command::Mount { args } => mount(g, args),
     }
 }
 
-/// `$XDG_STATE_HOME/sealfs/vault`, else `~/.local/state/sealfs/vault`.
+fn audit_path(g: &GlobalArgs) -> Result<PathBuf> {
+    Ok(match &g.audit_log {
+        Some(p) => p.clone(),
+        None => audit::default_path(&vault_config(g, false)?.vault_dir),
+    })
+}
+
+/// Appends a CLI event to the audit log of an existing vault. The log never
+/// holds values; a failure to write it is a warning, not an error.
+fn record(g: &GlobalArgs, op: &str, r: &VaultRef, outcome: &Result<impl Sized, VaultError>) {
+    let Ok(path) = audit_path(g) else { return };
+    if g.audit_log.is_none() && !path.parent().is_some_and(Path::exists) {
+        return;
+    }
+    let event = audit::Event::new("cli", op, r.to_string(), audit::Caller::current());
+    let event = match outcome {
+        Ok(_) => event,
+        Err(VaultError::NotFound(_)) => event.failed("not found"),
+        Err(_) => event.failed("error"),
+    };
+    match audit::AuditLog::open(&path) {
+        Ok(log) => log.record(&event),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot open the audit log"),
+    }
+}
+
 fn default_vault_dir() -> Result<PathBuf> {
-    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
-        return Ok(state.join("sealfs").join("vault"));
-    }
-    match std::env::var_os("HOME").and_then(absolute) {
-        Some(home) => Ok(home.join(".local/state/sealfs/vault")),
-        None => bail!("cannot find the default vault directory: neither XDG_STATE_HOME nor HOME is set to an absolute path; use --vault-dir"),
-    }
+    sealfs::vault::default_vault_dir().ok_or_else(|| {
+        anyhow::anyhow!("cannot find the default vault directory: neither XDG_STATE_HOME nor HOME is set to an absolute path; use --vault-dir")
+    })
 }
 
 fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
@@ -141,7 +163,10 @@ fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
     if value.is_empty() {
         bail!("refusing to store an empty value for {r}");
     }
-    open_or_create(g)?.put(r, value)?;
+    let options = PutOptions { once: args.once };
+    let result = open_or_create(g)?.put_with(r, value, options);
+    record(g, "set", r, &result);
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +186,13 @@ fn get(g: &GlobalArgs, r: &VaultRef) -> Result<ExitCode> {
             vault_config(g, false)?.vault_dir.display()
         );
     };
-    let value = vault.get(r)?;
+    let result = vault.read(r);
+    let op = match &result {
+        Ok((_, true)) => "consume",
+        _ => "get",
+    };
+    record(g, op, r, &result);
+    let (value, _) = result?;
     write_stdout(value.expose())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -176,6 +207,7 @@ struct EntryJson {
     created: String,
     updated: String,
     version: u64,
+    once: bool,
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
@@ -199,6 +231,7 @@ fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Resul
                 created: rfc3339(e.created),
                 updated: rfc3339(e.updated),
                 version: e.version,
+                once: e.once,
             })
             .collect();
         out = serde_json::to_string_pretty(&rows)?;
@@ -219,7 +252,11 @@ fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Resul
 
 fn delete(g: &GlobalArgs, r: &VaultRef, force: bool) -> Result<ExitCode> {
     let result = match open_existing(g)? {
-        Some(vault) => vault.delete(r),
+        Some(vault) => {
+            let result = vault.delete(r);
+            record(g, "delete", r, &result);
+            result
+        }
         None => Err(VaultError::NotFound(r.clone())),
     };
     match result {
@@ -238,7 +275,9 @@ fn configure(g: &GlobalArgs, path: &Path, field: &str, r: &VaultRef) -> Result<E
     if value.is_empty() {
         bail!("refusing to store an empty value for {r}");
     }
-    open_or_create(g)?.put(r, value)?;
+    let result = open_or_create(g)?.put(r, value);
+    record(g, "set", r, &result);
+    result?;
     file.save()
         .with_context(|| format!("the secret was stored as {r}, but `{field}` was not set"))?;
     Ok(ExitCode::SUCCESS)
@@ -330,4 +369,79 @@ fn doctor(g: &GlobalArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
+    use std::io::{BufRead, Seek};
+    let path = audit_path(g)?;
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !follow => return Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the audit log {}", path.display()))
+        }
+    };
+    let mut reader = io::BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .context("cannot read the audit log")?;
+        if n == 0 || !line.ends_with('\n') {
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A partial line is re-read whole once its writer finishes it.
+            reader.seek_relative(-(n as i64))?;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            continue;
+        }
+        let out = if json {
+            line.clone()
+        } else {
+            match serde_json::from_str::<audit::Event>(line.trim_end()) {
+                Ok(e) => format!("{}\n", e.render()),
+                Err(_) => format!("(unreadable line) {}", line),
+            }
+        };
+        write_stdout(out.as_bytes())?;
+        let _ = reader.stream_position();
+    }
+}
+
+/// `sealfs mount ARGS` runs `sealfs-mountd ARGS`, found beside this binary
+/// or on PATH, with this command's global options passed in the environment.
+fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("sealfs-mountd")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("sealfs-mountd"));
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(&args);
+    if let Some(d) = &g.vault_dir {
+        cmd.env("SEALFS_VAULT_DIR", d);
+    }
+    if let Some(d) = &g.identity_dir {
+        cmd.env("SEALFS_IDENTITY_DIR", d);
+    }
+    if let Some(p) = &g.audit_log {
+        cmd.env("SEALFS_AUDIT_LOG", p);
+    }
+    cmd.env("SEALFS_BACKEND", g.backend.to_string());
+    cmd.env("SEALFS_MAX_VALUE_SIZE", g.max_value_size.to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = cmd.exec();
+        Err(err).with_context(|| format!("cannot run {}", program.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", program.display()))?;
+        Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+    }
 }

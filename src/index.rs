@@ -21,7 +21,7 @@ use crate::backend::ObjectId;
 use crate::scope::{VaultRef, VaultScope};
 
 /// The schema this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 pub const INDEX_FILE: &str = "index.sqlite3";
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,17 @@ pub struct Row {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub version: u64,
+    /// Read-once: the first successful read consumes it.
+    pub once: bool,
+}
+
+/// A scope known to the index: registered (mkdir, with an owner) and/or
+/// holding secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRow {
+    pub scope: VaultScope,
+    pub owner_uid: Option<u32>,
+    pub registered: bool,
 }
 
 pub struct Index {
@@ -73,6 +84,7 @@ CREATE TABLE IF NOT EXISTS secrets (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     version    INTEGER NOT NULL,
+    once       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS secrets_by_object ON secrets (object_id);
@@ -85,7 +97,23 @@ CREATE TABLE IF NOT EXISTS retired (
 CREATE TABLE IF NOT EXISTS pending (
     object_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scopes (
+    scope      TEXT PRIMARY KEY,
+    owner_uid  INTEGER,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// Upgrades from each older schema version to the next.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "ALTER TABLE secrets ADD COLUMN once INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE IF NOT EXISTS scopes (
+         scope      TEXT PRIMARY KEY,
+         owner_uid  INTEGER,
+         created_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+)];
 
 impl Index {
     pub fn path_in(vault_dir: &Path) -> PathBuf {
@@ -134,33 +162,47 @@ impl Index {
         Ok(())
     }
 
-    /// Creates the tables if missing (idempotent) and checks the schema version.
+    /// Creates the tables if missing, or upgrades an older schema; idempotent.
+    /// Call with the vault's writer lock held.
     pub fn init(&mut self) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| IndexError::Sqlite {
-                path: self.path.clone(),
-                source,
-            })?;
-        let version: i64 = tx
+            .map_err(err)?;
+        let mut version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|source| IndexError::Sqlite {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(err)?;
         if version == 0 {
-            tx.execute_batch(SCHEMA)
-                .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
-                .and_then(|()| tx.commit())
-                .map_err(|source| IndexError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            return Ok(());
+            tx.execute_batch(SCHEMA).map_err(err)?;
+            version = SCHEMA_VERSION;
         }
-        drop(tx);
-        self.check_schema()
+        for (from, sql) in MIGRATIONS {
+            if version == *from {
+                tx.execute_batch(sql).map_err(err)?;
+                version = from + 1;
+            }
+        }
+        if version != SCHEMA_VERSION {
+            return Err(IndexError::UnsupportedSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .and_then(|()| tx.commit())
+            .map_err(err)
+    }
+
+    /// The schema version recorded in the file (0 for a new, empty file).
+    pub fn schema_version(&self) -> Result<i64, IndexError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.err())
     }
 
     /// Fails unless this is a sealfs index of a schema this build reads.
@@ -193,7 +235,12 @@ impl Index {
         if version == 0 {
             return Ok(false);
         }
-        self.check_schema()?;
+        if version > SCHEMA_VERSION {
+            return Err(IndexError::UnsupportedSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
         Ok(self.meta("key_id")?.is_some())
     }
 
@@ -222,7 +269,7 @@ impl Index {
         let raw = self
             .conn
             .prepare_cached(
-                "SELECT object_id, len, created_ms, updated_ms, version
+                "SELECT object_id, len, created_ms, updated_ms, version, once
                  FROM secrets WHERE scope = ?1 AND key = ?2",
             )
             .and_then(|mut st| {
@@ -235,9 +282,9 @@ impl Index {
 
     /// Live secrets, ordered by scope then key; all scopes when `scope` is None.
     pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<(VaultRef, Row)>, IndexError> {
-        let sql_all = "SELECT object_id, len, created_ms, updated_ms, version, scope, key
+        let sql_all = "SELECT object_id, len, created_ms, updated_ms, version, once, scope, key
                        FROM secrets ORDER BY scope, key";
-        let sql_one = "SELECT object_id, len, created_ms, updated_ms, version, scope, key
+        let sql_one = "SELECT object_id, len, created_ms, updated_ms, version, once, scope, key
                        FROM secrets WHERE scope = ?1 ORDER BY key";
         let scope_text = scope.map(|s| s.to_string());
         let mut st = self
@@ -245,7 +292,7 @@ impl Index {
             .prepare_cached(if scope.is_some() { sql_one } else { sql_all })
             .map_err(self.err())?;
         let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(RawRow, String, String)> {
-            Ok((raw_row(r)?, r.get(5)?, r.get(6)?))
+            Ok((raw_row(r)?, r.get(6)?, r.get(7)?))
         };
         let rows = match &scope_text {
             Some(s) => st.query_map([s], map),
@@ -333,6 +380,24 @@ impl Index {
             .map_err(self.err())
     }
 
+    fn write_tx<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, IndexError> {
+        let path = self.path.clone();
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
     /// Commits a new value for `r` in one transaction: the row now points at
     /// `row.object_id`, which leaves `pending`, and the replaced object (if
     /// any) enters `pending` for deletion. This is the commit point of a put.
@@ -342,95 +407,206 @@ impl Index {
         row: &Row,
         replaced: Option<&ObjectId>,
     ) -> Result<(), IndexError> {
-        let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let scope = r.scope().to_string();
-        tx.execute(
-            "INSERT INTO secrets (scope, key, object_id, len, created_ms, updated_ms, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (scope, key) DO UPDATE SET
-                object_id = excluded.object_id, len = excluded.len,
-                updated_ms = excluded.updated_ms, version = excluded.version",
-            params![
-                scope,
-                r.key().as_str(),
-                row.object_id.as_str(),
-                row.len as i64,
-                row.created_ms,
-                row.updated_ms,
-                row.version as i64
-            ],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "DELETE FROM retired WHERE scope = ?1 AND key = ?2",
-            params![scope, r.key().as_str()],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "DELETE FROM pending WHERE object_id = ?1",
-            [row.object_id.as_str()],
-        )
-        .map_err(err)?;
-        if let Some(old) = replaced {
-            tx.execute(
-                "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
-                [old.as_str()],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.write_tx(|tx| {
+            upsert_row(tx, r, row)?;
+            unpend(tx, &row.object_id)?;
+            replaced.map_or(Ok(()), |old| pend(tx, old))
+        })
     }
 
     /// Removes `r` in one transaction, remembering its version and marking its
     /// object for deletion. This is the commit point of a delete.
     pub fn commit_delete(&mut self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
-        let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
+        self.write_tx(|tx| remove_row(tx, r, row))
+    }
+
+    /// Moves `from` to `to` in one transaction: `from` is removed as by a
+    /// delete, `to` points at its freshly sealed object, and a value `to`
+    /// held before is marked for deletion.
+    pub fn commit_rename(
+        &mut self,
+        from: &VaultRef,
+        from_row: &Row,
+        to: &VaultRef,
+        to_row: &Row,
+        replaced: Option<&ObjectId>,
+    ) -> Result<(), IndexError> {
+        self.write_tx(|tx| {
+            remove_row(tx, from, from_row)?;
+            upsert_row(tx, to, to_row)?;
+            unpend(tx, &to_row.object_id)?;
+            replaced.map_or(Ok(()), |old| pend(tx, old))
+        })
+    }
+
+    /// Registers `scope` (an empty directory in the mount) with an owner;
+    /// `false` if it was registered already.
+    pub fn register_scope(
+        &mut self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        now_ms: i64,
+    ) -> Result<bool, IndexError> {
+        self.write_tx(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO scopes (scope, owner_uid, created_ms) VALUES (?1, ?2, ?3)",
+                params![scope.to_string(), owner_uid, now_ms],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Forgets a registered scope; `false` if it was not registered.
+    pub fn unregister_scope(&mut self, scope: &VaultScope) -> Result<bool, IndexError> {
+        self.write_tx(|tx| {
+            tx.execute("DELETE FROM scopes WHERE scope = ?1", [scope.to_string()])
+                .map(|n| n == 1)
+        })
+    }
+
+    /// Whether any secret lives in `scope`.
+    pub fn scope_has_secrets(&self, scope: &VaultScope) -> Result<bool, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM secrets WHERE scope = ?1)",
+                [scope.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// The registration of `scope`, if any, and whether it holds secrets.
+    pub fn scope_row(&self, scope: &VaultScope) -> Result<Option<ScopeRow>, IndexError> {
+        let owner: Option<Option<u32>> = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let scope = r.scope().to_string();
-        tx.execute(
-            "DELETE FROM secrets WHERE scope = ?1 AND key = ?2",
-            params![scope, r.key().as_str()],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT INTO retired (scope, key, version) VALUES (?1, ?2, ?3)
-             ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version",
-            params![scope, r.key().as_str(), row.version as i64],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
-            [row.object_id.as_str()],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+            .query_row(
+                "SELECT owner_uid FROM scopes WHERE scope = ?1",
+                [scope.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let registered = owner.is_some();
+        if registered || self.scope_has_secrets(scope)? {
+            Ok(Some(ScopeRow {
+                scope: scope.clone(),
+                owner_uid: owner.flatten(),
+                registered,
+            }))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Every scope that is registered or holds secrets, sorted.
+    pub fn scopes(&self) -> Result<Vec<ScopeRow>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT scope, MAX(owner_uid), MAX(registered) FROM (
+                     SELECT scope, owner_uid, 1 AS registered FROM scopes
+                     UNION ALL
+                     SELECT DISTINCT scope, NULL, 0 FROM secrets
+                 ) GROUP BY scope ORDER BY scope",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<u32>>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        rows.into_iter()
+            .map(|(text, owner_uid, registered)| {
+                let scope = text.parse().map_err(|_| IndexError::CorruptRow {
+                    vault_ref: text.escape_debug().to_string(),
+                    why: "invalid scope",
+                })?;
+                Ok(ScopeRow {
+                    scope,
+                    owner_uid,
+                    registered,
+                })
+            })
+            .collect()
     }
 }
 
-type RawRow = (String, i64, i64, i64, i64);
+fn upsert_row(tx: &rusqlite::Transaction<'_>, r: &VaultRef, row: &Row) -> rusqlite::Result<()> {
+    let scope = r.scope().to_string();
+    tx.execute(
+        "INSERT INTO secrets (scope, key, object_id, len, created_ms, updated_ms, version, once)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (scope, key) DO UPDATE SET
+            object_id = excluded.object_id, len = excluded.len,
+            updated_ms = excluded.updated_ms, version = excluded.version,
+            once = excluded.once",
+        params![
+            scope,
+            r.key().as_str(),
+            row.object_id.as_str(),
+            row.len as i64,
+            row.created_ms,
+            row.updated_ms,
+            row.version as i64,
+            row.once
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM retired WHERE scope = ?1 AND key = ?2",
+        params![scope, r.key().as_str()],
+    )?;
+    Ok(())
+}
+
+/// Deletes the row, remembers its version, and marks its object for deletion.
+fn remove_row(tx: &rusqlite::Transaction<'_>, r: &VaultRef, row: &Row) -> rusqlite::Result<()> {
+    let scope = r.scope().to_string();
+    tx.execute(
+        "DELETE FROM secrets WHERE scope = ?1 AND key = ?2",
+        params![scope, r.key().as_str()],
+    )?;
+    tx.execute(
+        "INSERT INTO retired (scope, key, version) VALUES (?1, ?2, ?3)
+         ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version",
+        params![scope, r.key().as_str(), row.version as i64],
+    )?;
+    pend(tx, &row.object_id)
+}
+
+fn pend(tx: &rusqlite::Transaction<'_>, id: &ObjectId) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
+        [id.as_str()],
+    )
+    .map(drop)
+}
+
+fn unpend(tx: &rusqlite::Transaction<'_>, id: &ObjectId) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
+        .map(drop)
+}
+
+type RawRow = (String, i64, i64, i64, i64, bool);
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn to_row(
     vault_ref: &str,
-    (object_id, len, created_ms, updated_ms, version): RawRow,
+    (object_id, len, created_ms, updated_ms, version, once): RawRow,
 ) -> Result<Row, IndexError> {
     let corrupt = |why| IndexError::CorruptRow {
         vault_ref: vault_ref.escape_debug().to_string(),
@@ -445,5 +621,6 @@ fn to_row(
             .ok()
             .filter(|v| *v > 0)
             .ok_or_else(|| corrupt("invalid version"))?,
+        once,
     })
 }

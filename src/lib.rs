@@ -20,6 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod crypto;
@@ -38,4 +39,6 @@ pub use backend::{
 pub use config::{find_vault_refs, resolve_config_refs, ConfigError};
 pub use scope::{RefError, SecretKey, VaultRef, VaultScope};
 pub use secret::SensitiveBytes;
-pub use vault::{Entry, Vault, VaultConfig, VaultError, DEFAULT_MAX_VALUE_SIZE};
+pub use vault::{
+    Entry, PutOptions, ScopeInfo, Vault, VaultConfig, VaultError, DEFAULT_MAX_VALUE_SIZE,
+};

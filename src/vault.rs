@@ -68,6 +68,18 @@ impl VaultConfig {
     }
 }
 
+/// `$XDG_STATE_HOME/sealfs/vault`, else `~/.local/state/sealfs/vault`;
+/// `None` when neither variable holds an absolute path.
+pub fn default_vault_dir() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").and_then(absolute) {
+        return Some(state.join("sealfs").join("vault"));
+    }
+    std::env::var_os("HOME")
+        .and_then(absolute)
+        .map(|home| home.join(".local/state/sealfs/vault"))
+}
+
 /// `<vault-dir>/../identity`, computed lexically.
 pub fn default_identity_dir(vault_dir: &Path) -> PathBuf {
     match vault_dir.parent() {
@@ -85,6 +97,26 @@ pub struct Entry {
     pub created: SystemTime,
     pub updated: SystemTime,
     pub version: u64,
+    /// Read-once: the first successful read consumes it.
+    pub once: bool,
+}
+
+/// How to store a value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Read-once: the first successful `get` returns the value and deletes it.
+    pub once: bool,
+}
+
+/// A scope that exists: registered (an empty directory made with mkdir, with
+/// its owner) and/or holding secrets. `global` always exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeInfo {
+    pub scope: VaultScope,
+    /// The uid that created the scope through the mount, if recorded.
+    pub owner_uid: Option<u32>,
+    /// Made explicitly (stays while empty) rather than implied by its secrets.
+    pub registered: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +140,16 @@ pub enum VaultError {
         #[source]
         source: CryptoError,
     },
+    #[error("scope {0} exists already")]
+    ScopeExists(VaultScope),
+    #[error("scope {0} does not exist")]
+    NoSuchScope(VaultScope),
+    #[error("scope {0} is not empty")]
+    ScopeNotEmpty(VaultScope),
+    #[error("the global scope always exists and cannot be created or removed")]
+    GlobalScope,
+    #[error("secret {0} exists already")]
+    Exists(VaultRef),
     #[error("the sealed blob of {0} is missing from the backend")]
     BlobMissing(VaultRef),
     #[error("the device identity in {identity_dir} does not belong to the vault at {vault_dir} (the vault's key is {expected}, this identity derives {found})")]
@@ -177,6 +219,14 @@ fn write_lock(dir: &Path) -> Result<WriteLock, VaultError> {
     Ok(WriteLock(f))
 }
 
+fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
+    ScopeInfo {
+        scope: row.scope,
+        owner_uid: row.owner_uid,
+        registered: row.registered,
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -203,6 +253,10 @@ impl Vault {
             fsutil::open_private_file(&index_path).map_err(io("create the index", &index_path))?;
         }
         let mut writer = Index::open(&index_path)?;
+        if writer.is_initialised()? && writer.schema_version()? < crate::index::SCHEMA_VERSION {
+            let _lock = write_lock(&dir)?;
+            writer.init()?;
+        }
         if !writer.is_initialised()? {
             if !config.create {
                 return Err(VaultError::NoVault(dir));
@@ -351,6 +405,29 @@ impl Vault {
     /// Stores `value` under `r`, replacing any value there. When this
     /// returns `Ok`, the value is durable.
     pub fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError> {
+        self.put_with(r, value, PutOptions::default())
+    }
+
+    /// [`Vault::put`] with options (read-once).
+    pub fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, VaultError> {
+        self.check_value(r, &value)?;
+        let mut w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let current = w.row(r)?;
+        let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
+        w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        if let Some(old) = current {
+            self.discard(&w, &old.object_id);
+        }
+        Ok(self.entry_of(r.clone(), &row))
+    }
+
+    fn check_value(&self, r: &VaultRef, value: &SensitiveBytes) -> Result<(), VaultError> {
         if value.is_empty() {
             return Err(VaultError::EmptyValue(r.clone()));
         }
@@ -361,30 +438,43 @@ impl Vault {
                 max: self.max_value_size,
             });
         }
-        let mut w = self.writer();
-        let _lock = write_lock(&self.dir)?;
+        Ok(())
+    }
+
+    /// Takes the writer lock and sweeps what interrupted writers left.
+    fn lock_and_recover(&self, w: &Index) -> Result<WriteLock, VaultError> {
+        let lock = write_lock(&self.dir)?;
         if w.has_pending()? {
-            self.recover_locked(&w)?;
+            self.recover_locked(w)?;
         }
-        let current = w.row(r)?;
+        Ok(lock)
+    }
+
+    /// Seals `value` for the next version of `r` and writes the blob, recorded
+    /// as pending until the caller commits a row pointing at it. `current`
+    /// is the live row of `r`, whose creation time carries over.
+    fn store_blob(
+        &self,
+        w: &Index,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+        current: Option<&Row>,
+        once: bool,
+    ) -> Result<Row, VaultError> {
         let version = w.next_version(r)?;
         let id = self.keys.object_id(r, version);
         w.add_pending(&id)?;
-        let blob = self.keys.seal(r, version, &value);
+        let blob = self.keys.seal(r, version, value);
         self.backend.put_blob(&id, &blob)?;
         let now = now_ms();
-        let row = Row {
+        Ok(Row {
             object_id: id,
             len: value.len() as u64,
-            created_ms: current.as_ref().map_or(now, |c| c.created_ms),
+            created_ms: current.map_or(now, |c| c.created_ms),
             updated_ms: now,
             version,
-        };
-        w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
-        if let Some(old) = current {
-            self.discard(&w, &old.object_id);
-        }
-        Ok(self.entry_of(r.clone(), &row))
+            once,
+        })
     }
 
     /// Best-effort removal of a replaced blob after the commit point: the
@@ -401,22 +491,25 @@ impl Vault {
         }
     }
 
-    /// The value of `r`, decrypted and authenticated.
+    /// The value of `r`, decrypted and authenticated. A read-once secret is
+    /// consumed: exactly one caller gets it, later calls get `NotFound`.
     pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
+        Ok(self.read(r)?.0)
+    }
+
+    /// Like [`Vault::get`], also saying whether this read consumed a
+    /// read-once secret (for the audit log).
+    pub fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), VaultError> {
         let mut row = self
             .reader()
             .row(r)?
             .ok_or_else(|| VaultError::NotFound(r.clone()))?;
         loop {
+            if row.once {
+                return self.consume(r).map(|v| (v, true));
+            }
             match self.backend.get_blob(&row.object_id) {
-                Ok(blob) => {
-                    return self.keys.open(r, row.version, &blob).map_err(|source| {
-                        VaultError::Integrity {
-                            vault_ref: r.clone(),
-                            source,
-                        }
-                    })
-                }
+                Ok(blob) => return self.open_blob(r, &row, &blob).map(|v| (v, false)),
                 Err(BackendError::NotFound(_)) => {
                     // A concurrent put or delete may have replaced the blob
                     // between our index read and the backend read: look again.
@@ -431,17 +524,145 @@ impl Vault {
         }
     }
 
+    /// Reads and deletes `r` under the writer lock, so only one reader wins.
+    fn consume(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
+        let mut w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let blob = match self.backend.get_blob(&row.object_id) {
+            Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(r.clone())),
+            other => other?,
+        };
+        let value = self.open_blob(r, &row, &blob)?;
+        // Rewritten as an ordinary secret since we looked: nothing to consume.
+        if row.once {
+            w.commit_delete(r, &row)?;
+            self.discard(&w, &row.object_id);
+        }
+        Ok(value)
+    }
+
+    fn open_blob(
+        &self,
+        r: &VaultRef,
+        row: &Row,
+        blob: &[u8],
+    ) -> Result<SensitiveBytes, VaultError> {
+        self.keys
+            .open(r, row.version, blob)
+            .map_err(|source| VaultError::Integrity {
+                vault_ref: r.clone(),
+                source,
+            })
+    }
+
     /// Removes `r`; [`VaultError::NotFound`] if there is no such secret.
     pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
         let mut w = self.writer();
-        let _lock = write_lock(&self.dir)?;
-        if w.has_pending()? {
-            self.recover_locked(&w)?;
-        }
+        let _lock = self.lock_and_recover(&w)?;
         let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         w.commit_delete(r, &row)?;
         self.discard(&w, &row.object_id);
         Ok(())
+    }
+
+    /// Moves `from` to `to`, re-sealed for the new slot, replacing any value
+    /// at `to` (unless `no_replace`). Atomic: afterwards exactly one of the
+    /// two names holds the value.
+    pub fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> Result<Entry, VaultError> {
+        let mut w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let from_row = w
+            .row(from)?
+            .ok_or_else(|| VaultError::NotFound(from.clone()))?;
+        if from == to {
+            return Ok(self.entry_of(to.clone(), &from_row));
+        }
+        let target = w.row(to)?;
+        if no_replace && target.is_some() {
+            return Err(VaultError::Exists(to.clone()));
+        }
+        let value = match self.backend.get_blob(&from_row.object_id) {
+            Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(from.clone())),
+            other => self.open_blob(from, &from_row, &other?)?,
+        };
+        let mut to_row = self.store_blob(&w, to, &value, Some(&from_row), from_row.once)?;
+        to_row.updated_ms = from_row.updated_ms;
+        let replaced = target.as_ref().map(|t| &t.object_id);
+        w.commit_rename(from, &from_row, to, &to_row, replaced)?;
+        self.discard(&w, &from_row.object_id);
+        if let Some(t) = &target {
+            self.discard(&w, &t.object_id);
+        }
+        Ok(self.entry_of(to.clone(), &to_row))
+    }
+
+    /// Registers an empty scope (a directory made through the mount).
+    pub fn create_scope(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+    ) -> Result<(), VaultError> {
+        if *scope == VaultScope::Global {
+            return Err(VaultError::GlobalScope);
+        }
+        let mut w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        if w.scope_row(scope)?.is_some() || !w.register_scope(scope, owner_uid, now_ms())? {
+            return Err(VaultError::ScopeExists(scope.clone()));
+        }
+        Ok(())
+    }
+
+    /// Removes an empty scope.
+    pub fn remove_scope(&self, scope: &VaultScope) -> Result<(), VaultError> {
+        if *scope == VaultScope::Global {
+            return Err(VaultError::GlobalScope);
+        }
+        let mut w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        if w.scope_has_secrets(scope)? {
+            return Err(VaultError::ScopeNotEmpty(scope.clone()));
+        }
+        if !w.unregister_scope(scope)? {
+            return Err(VaultError::NoSuchScope(scope.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether `scope` exists, and who registered it.
+    pub fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError> {
+        if *scope == VaultScope::Global {
+            return Ok(Some(ScopeInfo {
+                scope: VaultScope::Global,
+                owner_uid: None,
+                registered: true,
+            }));
+        }
+        Ok(self.reader().scope_row(scope)?.map(scope_info))
+    }
+
+    /// Every scope that exists (registered or holding secrets), sorted;
+    /// `global` first.
+    pub fn scopes(&self) -> Result<Vec<ScopeInfo>, VaultError> {
+        let mut out = vec![ScopeInfo {
+            scope: VaultScope::Global,
+            owner_uid: None,
+            registered: true,
+        }];
+        out.extend(
+            self.reader()
+                .scopes()?
+                .into_iter()
+                .filter(|s| s.scope != VaultScope::Global)
+                .map(scope_info),
+        );
+        Ok(out)
     }
 
     /// Metadata of every secret in `scope` (all scopes for `None`), sorted.
@@ -473,6 +694,7 @@ impl Vault {
             created: time_of(row.created_ms),
             updated: time_of(row.updated_ms),
             version: row.version,
+            once: row.once,
         }
     }
 

@@ -1,0 +1,253 @@
+//! Startup and lifetime of the mount daemon: arguments, hardening before any
+//! secret is read, stale-mount recovery, the mount itself, and signals
+//! (SIGTERM/SIGINT unmount and exit 0, SIGHUP reloads the policy).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use fuser::{Config, MountOption, SessionACL};
+use sealfs::audit::AuditLog;
+use sealfs::{BackendPreference, Vault, VaultConfig, DEFAULT_MAX_VALUE_SIZE};
+
+use crate::fs::{Options, SealFs};
+use crate::fuse::FuseAdapter;
+use crate::policy::Policy;
+
+/// Serve a sealfs vault as a file system: scopes as directories, secrets as
+/// files decrypted only when opened.
+#[derive(Debug, Parser)]
+#[command(name = "sealfs-mountd", version, max_term_width = 100)]
+pub struct Args {
+    /// Where to mount (an existing directory)
+    pub mountpoint: PathBuf,
+
+    /// Vault directory [default: $XDG_STATE_HOME/sealfs/vault, else ~/.local/state/sealfs/vault]
+    #[arg(long, env = "SEALFS_VAULT_DIR", value_name = "DIR")]
+    pub vault_dir: Option<PathBuf>,
+
+    /// Device identity directory [default: `identity` beside the vault directory]
+    #[arg(long, env = "SEALFS_IDENTITY_DIR", value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+
+    /// Backend for sealed blobs (must match the vault's)
+    #[arg(
+        long,
+        env = "SEALFS_BACKEND",
+        default_value = "auto",
+        value_name = "BACKEND"
+    )]
+    pub backend: BackendPreference,
+
+    /// Largest value a write through the mount may make, in bytes
+    #[arg(long, env = "SEALFS_MAX_VALUE_SIZE", default_value_t = DEFAULT_MAX_VALUE_SIZE, value_name = "BYTES")]
+    pub max_value_size: usize,
+
+    /// Policy file granting scopes to users and groups (TOML; reloaded on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Let users other than the mounting one reach the mount (each still
+    /// sees only what the rules grant); a non-root daemon needs
+    /// `user_allow_other` in /etc/fuse.conf
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Refuse every write with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Audit log file [default: audit.log in the vault directory]
+    #[arg(long, env = "SEALFS_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Threads serving requests
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+
+    /// More log output on stderr (-v info, -vv debug). Never includes values.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::INFO,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// No core dumps, no ptrace by other users, no /proc/<pid>/mem for them:
+/// done before the identity or any secret is read.
+fn harden() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).context("cannot mark the process non-dumpable")?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .context("cannot disable core dumps")?;
+    Ok(())
+}
+
+/// A daemon killed with SIGKILL leaves its mount behind, answering ENOTCONN;
+/// detach it so a new mount can take its place.
+pub fn recover_stale_mount(mountpoint: &Path) -> Result<()> {
+    match std::fs::metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTCONN as i32) => {
+            tracing::warn!(mountpoint = %mountpoint.display(), "stale mount from a dead daemon; detaching it");
+            let detached = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
+                .is_ok()
+                || std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(mountpoint)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if !detached {
+                bail!(
+                    "{} is a stale mount and could not be detached; run `fusermount3 -uz {}`",
+                    mountpoint.display(),
+                    mountpoint.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot use mountpoint {}", mountpoint.display())),
+        Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mountpoint.display()),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn check_allow_other() -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if !conf.lines().any(|l| l.trim() == "user_allow_other") {
+        bail!("--allow-other needs `user_allow_other` in /etc/fuse.conf when sealfs-mountd does not run as root");
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    harden()?;
+    let vault_dir = match &args.vault_dir {
+        Some(d) => d.clone(),
+        None => sealfs::vault::default_vault_dir()
+            .context("cannot find the default vault directory; use --vault-dir")?,
+    };
+    if args.allow_other {
+        check_allow_other()?;
+    }
+    recover_stale_mount(&args.mountpoint)?;
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p)?,
+        None => Policy::default(),
+    };
+    let vault = Vault::open(VaultConfig {
+        identity_dir: args.identity_dir.clone(),
+        backend: args.backend,
+        max_value_size: args.max_value_size,
+        create: true,
+        ..VaultConfig::new(&vault_dir)
+    })
+    .with_context(|| format!("cannot open the vault at {}", vault_dir.display()))?;
+    let owner_uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&vault_dir)
+            .with_context(|| format!("cannot stat {}", vault_dir.display()))?
+            .uid()
+    };
+    let audit_path = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| sealfs::audit::default_path(&vault_dir));
+    let audit = AuditLog::open(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    let fs = Arc::new(SealFs::new(
+        vault,
+        owner_uid,
+        policy,
+        audit,
+        Options {
+            read_only: args.read_only,
+            max_value_size: args.max_value_size,
+        },
+    ));
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("sealfs".into()),
+        MountOption::Subtype("sealfs".into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        if args.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    // No DefaultPermissions: the daemon decides every request itself.
+    config.acl = if args.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(usize::from(args.threads));
+
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("cannot install signal handlers")?;
+    let mut signals = signals;
+    let session = fuser::spawn_mount(FuseAdapter::new(Arc::clone(&fs)), &args.mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    tracing::info!(
+        vault = %vault_dir.display(),
+        mountpoint = %args.mountpoint.display(),
+        read_only = args.read_only,
+        allow_other = args.allow_other,
+        "mounted"
+    );
+
+    loop {
+        for sig in signals.pending() {
+            match sig {
+                signal_hook::consts::SIGHUP => match &args.policy {
+                    Some(p) => match Policy::load(p) {
+                        Ok(policy) => {
+                            fs.set_policy(policy);
+                            tracing::info!(policy = %p.display(), "policy reloaded");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "policy not reloaded; keeping the previous one")
+                        }
+                    },
+                    None => tracing::info!("SIGHUP: no --policy file to reload"),
+                },
+                _ => {
+                    tracing::info!(signal = sig, "unmounting");
+                    if let Err(e) = session.umount_and_join() {
+                        tracing::warn!(error = %e, "clean unmount failed; detaching lazily");
+                        let _ =
+                            nix::mount::umount2(&args.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if session.guard.is_finished() {
+            tracing::info!("unmounted from outside; exiting");
+            return session.join().context("the file system thread failed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,1016 @@
+//! What the mount means, independent of FUSE or WinFsp: the tree of scopes
+//! and keys, the per-request permission decisions, open file handles, and
+//! the audit trail. Adapters (`fuse.rs`, `winfsp.rs`) only translate.
+//!
+//! ```text
+//! /                      root
+//! /global/<key>          VaultScope::Global
+//! /principal/<id>/<key>  VaultScope::Principal
+//! /session/<id>/<key>    VaultScope::Session
+//! ```
+//!
+//! Lookup, getattr and readdir read only the index; a value is decrypted
+//! only by `open`, into a buffer owned by that handle and wiped on release.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use sealfs::audit::{AuditLog, Caller, Event};
+use sealfs::scope::ScopeId;
+use sealfs::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
+
+use crate::buffer::LockedBuf;
+use crate::policy::{Access, Policy, Rules, Who};
+
+pub const ROOT_INO: u64 = 1;
+const GLOBAL_INO: u64 = 2;
+const PRINCIPAL_INO: u64 = 3;
+const SESSION_INO: u64 = 4;
+
+/// Why an operation failed; adapters map these to errno or NTSTATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("permission denied")]
+    Denied,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("value too large")]
+    TooLarge,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("file exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("is a directory")]
+    IsDir,
+    #[error("not a directory")]
+    NotDir,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("input/output error")]
+    Io,
+}
+
+impl FsError {
+    /// The errno name, for the audit log.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsError::NotFound => "ENOENT",
+            FsError::Denied => "EACCES",
+            FsError::ReadOnly => "EROFS",
+            FsError::TooLarge => "EFBIG",
+            FsError::Invalid => "EINVAL",
+            FsError::Exists => "EEXIST",
+            FsError::NotEmpty => "ENOTEMPTY",
+            FsError::NotPermitted => "EPERM",
+            FsError::IsDir => "EISDIR",
+            FsError::NotDir => "ENOTDIR",
+            FsError::BadHandle => "EBADF",
+            FsError::Io => "EIO",
+        }
+    }
+}
+
+fn from_vault(e: &VaultError) -> FsError {
+    match e {
+        VaultError::NotFound(_) | VaultError::NoSuchScope(_) => FsError::NotFound,
+        VaultError::TooLarge { .. } => FsError::TooLarge,
+        VaultError::EmptyValue(_) => FsError::Invalid,
+        VaultError::Exists(_) | VaultError::ScopeExists(_) => FsError::Exists,
+        VaultError::ScopeNotEmpty(_) => FsError::NotEmpty,
+        VaultError::GlobalScope => FsError::NotPermitted,
+        other => {
+            tracing::error!(error = %ErrorChain(other), "vault operation failed");
+            FsError::Io
+        }
+    }
+}
+
+/// Displays an error with its causes on one line.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(c) = cur {
+            write!(f, ": {c}")?;
+            cur = c.source();
+        }
+        Ok(())
+    }
+}
+
+/// The two kinds of scope directory under the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    Principal,
+    Session,
+}
+
+impl ScopeKind {
+    fn name(self) -> &'static str {
+        match self {
+            ScopeKind::Principal => "principal",
+            ScopeKind::Session => "session",
+        }
+    }
+
+    fn scope(self, id: ScopeId) -> VaultScope {
+        match self {
+            ScopeKind::Principal => VaultScope::Principal(id),
+            ScopeKind::Session => VaultScope::Session(id),
+        }
+    }
+
+    fn of(scope: &VaultScope) -> Option<Self> {
+        match scope {
+            VaultScope::Global => None,
+            VaultScope::Principal(_) => Some(ScopeKind::Principal),
+            VaultScope::Session(_) => Some(ScopeKind::Session),
+        }
+    }
+}
+
+/// What an inode stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    Kind(ScopeKind),
+    Scope(VaultScope),
+    Secret(VaultRef),
+}
+
+/// Inode numbers, stable for the daemon's lifetime and never reused.
+struct Inodes {
+    by_ino: HashMap<u64, Node>,
+    by_node: HashMap<Node, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    fn new() -> Self {
+        let mut i = Inodes {
+            by_ino: HashMap::new(),
+            by_node: HashMap::new(),
+            next: SESSION_INO + 1,
+        };
+        for (ino, node) in [
+            (ROOT_INO, Node::Root),
+            (GLOBAL_INO, Node::Scope(VaultScope::Global)),
+            (PRINCIPAL_INO, Node::Kind(ScopeKind::Principal)),
+            (SESSION_INO, Node::Kind(ScopeKind::Session)),
+        ] {
+            i.by_ino.insert(ino, node.clone());
+            i.by_node.insert(node, ino);
+        }
+        i
+    }
+
+    fn ino(&mut self, node: Node) -> u64 {
+        if let Some(ino) = self.by_node.get(&node) {
+            return *ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_ino.insert(ino, node.clone());
+        self.by_node.insert(node, ino);
+        ino
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        self.by_ino.get(&ino).cloned()
+    }
+
+    /// The inode of `from` now names `to` (what the kernel expects after a
+    /// rename); an inode `to` had before is forgotten.
+    fn rename(&mut self, from: &Node, to: &Node) {
+        if let Some(old) = self.by_node.remove(to) {
+            self.by_ino.remove(&old);
+        }
+        if let Some(ino) = self.by_node.remove(from) {
+            self.by_ino.insert(ino, to.clone());
+            self.by_node.insert(to.clone(), ino);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    File,
+}
+
+/// Attributes as the caller sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: String,
+}
+
+/// How a file is being opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    pub read: bool,
+    pub write: bool,
+    pub truncate: bool,
+    pub append: bool,
+}
+
+/// What `access(2)` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessMask {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+/// Mount-wide settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub read_only: bool,
+    pub max_value_size: usize,
+}
+
+struct Handle {
+    ino: u64,
+    vault_ref: VaultRef,
+    caller: Caller,
+    buf: LockedBuf,
+    writable: bool,
+    append: bool,
+    /// Changed since the last commit.
+    dirty: bool,
+    /// Made by `create`: the secret does not exist until the first commit.
+    created: bool,
+    /// A write failed (too large): nothing of this handle is committed.
+    poisoned: bool,
+}
+
+/// The file system. `Send + Sync`: adapters call it from many threads.
+pub struct SealFs {
+    vault: Vault,
+    rules: Rules,
+    policy: RwLock<Arc<Policy>>,
+    audit: AuditLog,
+    opts: Options,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    next_fh: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Result<T> = std::result::Result<T, FsError>;
+
+impl SealFs {
+    pub fn new(
+        vault: Vault,
+        owner_uid: u32,
+        policy: Policy,
+        audit: AuditLog,
+        opts: Options,
+    ) -> Self {
+        SealFs {
+            vault,
+            rules: Rules::new(owner_uid),
+            policy: RwLock::new(Arc::new(policy)),
+            audit,
+            opts,
+            inodes: Mutex::new(Inodes::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Replaces the policy (SIGHUP). Takes effect on the next request.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        self.rules.forget_names();
+    }
+
+    /// How many file handles are open (each owns a plaintext buffer).
+    pub fn open_handles(&self) -> usize {
+        lock(&self.handles).len()
+    }
+
+    fn record(&self, event: Event) {
+        self.audit.record(&event);
+    }
+
+    fn event(&self, c: &Caller, op: &str, target: impl Into<String>) -> Event {
+        Event::new("mount", op, target, *c)
+    }
+
+    /// Records a denial and returns `err`.
+    fn deny<T>(&self, c: &Caller, op: &str, target: impl Into<String>, err: FsError) -> Result<T> {
+        self.record(self.event(c, op, target).denied(err.name()));
+        Err(err)
+    }
+
+    fn node(&self, ino: u64) -> Result<Node> {
+        lock(&self.inodes).node(ino).ok_or(FsError::NotFound)
+    }
+
+    fn ino(&self, node: Node) -> u64 {
+        lock(&self.inodes).ino(node)
+    }
+
+    /// What `c` may do in `scope`, decided now.
+    fn access(&self, c: &Caller, scope: &VaultScope) -> Result<Access> {
+        if self.rules.is_admin(c.uid) {
+            return Ok(Access::ReadWrite);
+        }
+        let owner = match scope {
+            VaultScope::Session(_) => self
+                .vault
+                .scope(scope)
+                .map_err(|e| from_vault(&e))?
+                .and_then(|s| s.owner_uid),
+            _ => None,
+        };
+        let policy = Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()));
+        let groups = if policy.uses_groups() {
+            supplementary_groups(c.pid)
+        } else {
+            Vec::new()
+        };
+        let who = Who {
+            uid: c.uid,
+            gid: c.gid,
+            groups: &groups,
+        };
+        Ok(self.rules.access(&policy, &who, scope, owner))
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Access for a write to `scope`: EROFS on a read-only mount, ENOENT if
+    /// the caller cannot even see the scope, EACCES if it can only read.
+    fn require_write(&self, c: &Caller, op: &str, target: &str, scope: &VaultScope) -> Result<()> {
+        self.check_writable()?;
+        match self.access(c, scope)? {
+            Access::ReadWrite => Ok(()),
+            Access::Read => self.deny(c, op, target, FsError::Denied),
+            Access::None => self.deny(c, op, target, FsError::NotFound),
+        }
+    }
+
+    fn dir_attr(&self, ino: u64, perm: u16, uid: u32, gid: u32) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::Directory,
+            size: 0,
+            mtime: self.mounted_at,
+            perm,
+            uid,
+            gid,
+            nlink: 2,
+        }
+    }
+
+    /// Directories of the tree: root-owned 0755, except scope directories,
+    /// which belong to the caller (0700, or 0500 when read-only to them).
+    fn scope_dir_attr(&self, c: &Caller, ino: u64, access: Access) -> Attr {
+        let perm = if access.can_write() && !self.opts.read_only {
+            0o700
+        } else {
+            0o500
+        };
+        self.dir_attr(ino, perm, c.uid, c.gid)
+    }
+
+    fn file_attr(
+        &self,
+        c: &Caller,
+        ino: u64,
+        size: u64,
+        mtime: SystemTime,
+        access: Access,
+    ) -> Attr {
+        // Owned by the caller and private, so ssh, libpq, gpg and netrc
+        // readers accept the file as it is.
+        let perm = if access.can_write() && !self.opts.read_only {
+            0o600
+        } else {
+            0o400
+        };
+        Attr {
+            ino,
+            kind: FileKind::File,
+            size,
+            mtime,
+            perm,
+            uid: c.uid,
+            gid: c.gid,
+            nlink: 1,
+        }
+    }
+
+    /// Attributes of the secret `r` (inode `ino`) for `c`, who may read it:
+    /// from the index, or from a handle that is creating it.
+    fn secret_attr(&self, c: &Caller, ino: u64, r: &VaultRef, access: Access) -> Result<Attr> {
+        if let Some(e) = self.vault.entry(r).map_err(|e| from_vault(&e))? {
+            return Ok(self.file_attr(c, ino, e.len, e.updated, access));
+        }
+        let handles = lock(&self.handles);
+        for h in handles.values() {
+            let h = lock(h);
+            if h.ino == ino && h.created {
+                return Ok(self.file_attr(c, ino, h.buf.len() as u64, SystemTime::now(), access));
+            }
+        }
+        Err(FsError::NotFound)
+    }
+
+    fn scope_exists(&self, scope: &VaultScope) -> Result<bool> {
+        Ok(self
+            .vault
+            .scope(scope)
+            .map_err(|e| from_vault(&e))?
+            .is_some())
+    }
+
+    pub fn lookup(&self, c: &Caller, parent: u64, name: &str) -> Result<Attr> {
+        match self.node(parent)? {
+            Node::Root => match name {
+                "principal" => Ok(self.dir_attr(PRINCIPAL_INO, 0o755, 0, 0)),
+                "session" => Ok(self.dir_attr(SESSION_INO, 0o755, 0, 0)),
+                "global" => {
+                    let access = self.access(c, &VaultScope::Global)?;
+                    if !access.can_read() {
+                        return self.deny(c, "lookup", "global", FsError::NotFound);
+                    }
+                    Ok(self.scope_dir_attr(c, GLOBAL_INO, access))
+                }
+                _ => Err(FsError::NotFound),
+            },
+            Node::Kind(kind) => {
+                let id = ScopeId::new(name).map_err(|_| FsError::NotFound)?;
+                let scope = kind.scope(id);
+                if !self.scope_exists(&scope)? {
+                    return Err(FsError::NotFound);
+                }
+                let access = self.access(c, &scope)?;
+                if !access.can_read() {
+                    return self.deny(c, "lookup", scope.to_string(), FsError::NotFound);
+                }
+                let ino = self.ino(Node::Scope(scope));
+                Ok(self.scope_dir_attr(c, ino, access))
+            }
+            Node::Scope(scope) => {
+                let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
+                let r = VaultRef::new(scope.clone(), key);
+                let access = self.access(c, &scope)?;
+                if !access.can_read() {
+                    if self.vault.exists(&r).map_err(|e| from_vault(&e))? {
+                        return self.deny(c, "lookup", r.to_string(), FsError::NotFound);
+                    }
+                    return Err(FsError::NotFound);
+                }
+                let ino = self.ino(Node::Secret(r.clone()));
+                self.secret_attr(c, ino, &r, access)
+            }
+            Node::Secret(_) => Err(FsError::NotDir),
+        }
+    }
+
+    pub fn getattr(&self, c: &Caller, ino: u64) -> Result<Attr> {
+        match self.node(ino)? {
+            Node::Root => Ok(self.dir_attr(ROOT_INO, 0o755, 0, 0)),
+            Node::Kind(_) => Ok(self.dir_attr(ino, 0o755, 0, 0)),
+            Node::Scope(scope) => {
+                let access = self.access(c, &scope)?;
+                if !access.can_read() || !self.scope_exists(&scope)? {
+                    return Err(FsError::NotFound);
+                }
+                Ok(self.scope_dir_attr(c, ino, access))
+            }
+            Node::Secret(r) => {
+                let access = self.access(c, r.scope())?;
+                if !access.can_read() {
+                    return Err(FsError::NotFound);
+                }
+                self.secret_attr(c, ino, &r, access)
+            }
+        }
+    }
+
+    /// The entries `c` may see in directory `ino`, with `.` and `..`.
+    pub fn readdir(&self, c: &Caller, ino: u64) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let dir = |ino, name: &str| DirEntry {
+            ino,
+            kind: FileKind::Directory,
+            name: name.to_owned(),
+        };
+        let mut out = vec![dir(ino, "."), dir(ROOT_INO, "..")];
+        match node {
+            Node::Root => {
+                if self.access(c, &VaultScope::Global)?.can_read() {
+                    out.push(dir(GLOBAL_INO, "global"));
+                }
+                out.push(dir(PRINCIPAL_INO, "principal"));
+                out.push(dir(SESSION_INO, "session"));
+            }
+            Node::Kind(kind) => {
+                for info in self.vault.scopes().map_err(|e| from_vault(&e))? {
+                    if ScopeKind::of(&info.scope) != Some(kind) {
+                        continue;
+                    }
+                    let readable =
+                        self.rules.is_admin(c.uid) || self.access(c, &info.scope)?.can_read();
+                    if readable {
+                        let name = info
+                            .scope
+                            .id()
+                            .expect("principal and session scopes have ids")
+                            .to_string();
+                        let ino = self.ino(Node::Scope(info.scope));
+                        out.push(dir(ino, &name));
+                    }
+                }
+            }
+            Node::Scope(scope) => {
+                if !self.access(c, &scope)?.can_read() {
+                    return self.deny(c, "readdir", scope.to_string(), FsError::NotFound);
+                }
+                out[1].ino = match ScopeKind::of(&scope) {
+                    None => ROOT_INO,
+                    Some(ScopeKind::Principal) => PRINCIPAL_INO,
+                    Some(ScopeKind::Session) => SESSION_INO,
+                };
+                for e in self.vault.list(Some(&scope)).map_err(|e| from_vault(&e))? {
+                    let name = e.vault_ref.key().to_string();
+                    let ino = self.ino(Node::Secret(e.vault_ref));
+                    out.push(DirEntry {
+                        ino,
+                        kind: FileKind::File,
+                        name,
+                    });
+                }
+            }
+            Node::Secret(_) => return Err(FsError::NotDir),
+        }
+        Ok(out)
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(Mutex::new(h)));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Mutex<Handle>>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    /// Opens secret `ino`. Reading decrypts the value once, into memory
+    /// owned by the returned handle.
+    pub fn open(&self, c: &Caller, ino: u64, mode: OpenMode) -> Result<u64> {
+        let r = match self.node(ino)? {
+            Node::Secret(r) => r,
+            _ => return Err(FsError::IsDir),
+        };
+        let target = r.to_string();
+        let access = self.access(c, r.scope())?;
+        if !access.can_read() {
+            return self.deny(c, "open", target, FsError::NotFound);
+        }
+        if mode.write {
+            self.check_writable()?;
+            if !access.can_write() {
+                return self.deny(c, "open", target, FsError::Denied);
+            }
+        }
+        let writable = mode.write;
+        let buf = if writable {
+            let current = if mode.truncate {
+                None
+            } else {
+                match self.vault.get(&r) {
+                    Ok(v) => Some(v),
+                    Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
+                    Err(e) => return self.fail(c, "open", target, &e),
+                }
+            };
+            let value = current.as_ref().map_or(&[][..], |v| v.expose());
+            LockedBuf::with_value(value, self.opts.max_value_size)
+        } else {
+            match self.vault.read(&r) {
+                Ok((value, consumed)) => {
+                    self.record(self.event(
+                        c,
+                        if consumed { "consume" } else { "open" },
+                        target.clone(),
+                    ));
+                    LockedBuf::adopt(value)
+                }
+                Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
+                Err(e) => return self.fail(c, "open", target, &e),
+            }
+        };
+        let dirty = mode.truncate && writable;
+        Ok(self.new_handle(Handle {
+            ino,
+            vault_ref: r,
+            caller: *c,
+            buf,
+            writable,
+            append: mode.append,
+            dirty,
+            created: false,
+            poisoned: false,
+        }))
+    }
+
+    fn fail<T>(&self, c: &Caller, op: &str, target: String, e: &VaultError) -> Result<T> {
+        let err = from_vault(e);
+        self.record(self.event(c, op, target).failed(err.name()));
+        Err(err)
+    }
+
+    /// Calls `f` with up to `size` bytes of the handle's content at `offset`.
+    pub fn read<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let h = self.handle(fh)?;
+        let h = lock(&h);
+        let content = h.buf.content();
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(content.len());
+        let end = start.saturating_add(size).min(content.len());
+        Ok(f(&content[start..end]))
+    }
+
+    /// Writes into the handle's buffer; visible to others only once
+    /// committed (flush or release).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let h = self.handle(fh)?;
+        let mut h = lock(&h);
+        if !h.writable {
+            return Err(FsError::BadHandle);
+        }
+        let offset = if h.append {
+            h.buf.len()
+        } else {
+            usize::try_from(offset).map_err(|_| FsError::TooLarge)?
+        };
+        if !h.buf.write_at(offset, data) {
+            h.poisoned = true;
+            let c = h.caller;
+            let target = h.vault_ref.to_string();
+            return self.deny(&c, "write", target, FsError::TooLarge);
+        }
+        h.dirty = true;
+        Ok(data.len())
+    }
+
+    /// Commits the handle's content if it changed (called on close(2), so
+    /// the writer sees the outcome).
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        let mut h = lock(&h);
+        self.commit(&mut h)
+    }
+
+    fn commit(&self, h: &mut Handle) -> Result<()> {
+        if h.poisoned {
+            // The writer was told at write(2); close(2) says it again.
+            return Err(FsError::TooLarge);
+        }
+        if !h.dirty {
+            return Ok(());
+        }
+        let op = if h.created { "create" } else { "write" };
+        let target = h.vault_ref.to_string();
+        if h.buf.is_empty() {
+            h.dirty = false;
+            return self.deny(&h.caller, op, target, FsError::Invalid);
+        }
+        let value = SensitiveBytes::from_slice(h.buf.content());
+        match self.vault.put(&h.vault_ref, value) {
+            Ok(_) => {
+                h.dirty = false;
+                h.created = false;
+                self.record(self.event(&h.caller, op, target));
+                Ok(())
+            }
+            Err(e) => {
+                h.dirty = false;
+                self.fail(&h.caller, op, target, &e)
+            }
+        }
+    }
+
+    /// Closes a handle: commits pending changes and wipes its buffer.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let h = lock(&self.handles).remove(&fh).ok_or(FsError::BadHandle)?;
+        let mut h = lock(&h);
+        self.commit(&mut h)
+    }
+
+    /// Creates secret `name` in scope directory `parent`, open for writing.
+    pub fn create(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        mode: OpenMode,
+    ) -> Result<(Attr, u64)> {
+        let scope = match self.node(parent)? {
+            Node::Scope(s) => s,
+            Node::Root | Node::Kind(_) => return Err(FsError::NotPermitted),
+            Node::Secret(_) => return Err(FsError::NotDir),
+        };
+        let target = format!("{scope}/{name}");
+        self.require_write(c, "create", &target, &scope)?;
+        let Ok(key) = SecretKey::new(name) else {
+            return self.deny(c, "create", target, FsError::Invalid);
+        };
+        let r = VaultRef::new(scope, key);
+        if self.vault.exists(&r).map_err(|e| from_vault(&e))? {
+            // O_CREAT|O_EXCL on an existing name (plain O_CREAT is an open).
+            return Err(FsError::Exists);
+        }
+        let ino = self.ino(Node::Secret(r.clone()));
+        let fh = self.new_handle(Handle {
+            ino,
+            vault_ref: r,
+            caller: *c,
+            buf: LockedBuf::with_value(&[], self.opts.max_value_size),
+            writable: true,
+            append: mode.append,
+            dirty: true,
+            created: true,
+            poisoned: false,
+        });
+        Ok((
+            self.file_attr(c, ino, 0, SystemTime::now(), Access::ReadWrite),
+            fh,
+        ))
+    }
+
+    fn secret_in(&self, parent: u64, name: &str) -> Result<VaultRef> {
+        match self.node(parent)? {
+            Node::Scope(scope) => {
+                let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
+                Ok(VaultRef::new(scope, key))
+            }
+            Node::Secret(_) => Err(FsError::NotDir),
+            _ => Err(FsError::NotPermitted),
+        }
+    }
+
+    pub fn unlink(&self, c: &Caller, parent: u64, name: &str) -> Result<()> {
+        let r = self.secret_in(parent, name)?;
+        let target = r.to_string();
+        self.require_write(c, "delete", &target, r.scope())?;
+        match self.vault.delete(&r) {
+            Ok(()) => {
+                self.record(self.event(c, "delete", target));
+                Ok(())
+            }
+            Err(VaultError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) => self.fail(c, "delete", target, &e),
+        }
+    }
+
+    /// Renames a secret, within or across scopes (re-sealed for the new slot).
+    pub fn rename(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        if matches!(self.node(parent)?, Node::Kind(_) | Node::Root) {
+            // Scope directories are not renamed: their names are the scopes.
+            return Err(FsError::NotPermitted);
+        }
+        let from = self.secret_in(parent, name)?;
+        let to_scope = match self.node(new_parent)? {
+            Node::Scope(s) => s,
+            Node::Secret(_) => return Err(FsError::NotDir),
+            _ => return Err(FsError::NotPermitted),
+        };
+        let target = from.to_string();
+        self.require_write(c, "rename", &target, from.scope())?;
+        self.require_write(c, "rename", &format!("{to_scope}/{new_name}"), &to_scope)?;
+        let Ok(key) = SecretKey::new(new_name) else {
+            return self.deny(c, "rename", target, FsError::Invalid);
+        };
+        let to = VaultRef::new(to_scope, key);
+        match self.vault.rename(&from, &to, no_replace) {
+            Ok(_) => {
+                lock(&self.inodes).rename(&Node::Secret(from), &Node::Secret(to.clone()));
+                self.record(self.event(c, "rename", target).to(to.to_string()));
+                Ok(())
+            }
+            Err(VaultError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) => self.fail(c, "rename", target, &e),
+        }
+    }
+
+    /// `mkdir session/<id>` (anyone; the caller owns it) or
+    /// `mkdir principal/<id>` (that principal, root or the vault owner).
+    pub fn mkdir(&self, c: &Caller, parent: u64, name: &str) -> Result<Attr> {
+        let kind = match self.node(parent)? {
+            Node::Kind(k) => k,
+            Node::Secret(_) => return Err(FsError::NotDir),
+            _ => return Err(FsError::NotPermitted),
+        };
+        self.check_writable()?;
+        let target = format!("{}:{name}", kind.name());
+        let Ok(id) = ScopeId::new(name) else {
+            return self.deny(c, "mkdir", target, FsError::Invalid);
+        };
+        let allowed = match kind {
+            ScopeKind::Session => true,
+            ScopeKind::Principal => {
+                self.rules.is_admin(c.uid) || self.rules.is_principal(c.uid, id.as_str())
+            }
+        };
+        if !allowed {
+            return self.deny(c, "mkdir", target, FsError::Denied);
+        }
+        let scope = kind.scope(id);
+        match self.vault.create_scope(&scope, Some(c.uid)) {
+            Ok(()) => {
+                self.record(self.event(c, "mkdir", scope.to_string()));
+                let ino = self.ino(Node::Scope(scope));
+                Ok(self.scope_dir_attr(c, ino, Access::ReadWrite))
+            }
+            Err(e) => self.fail(c, "mkdir", target, &e),
+        }
+    }
+
+    pub fn rmdir(&self, c: &Caller, parent: u64, name: &str) -> Result<()> {
+        let kind = match self.node(parent)? {
+            Node::Kind(k) => k,
+            Node::Secret(_) => return Err(FsError::NotDir),
+            _ => return Err(FsError::NotPermitted),
+        };
+        let id = ScopeId::new(name).map_err(|_| FsError::NotFound)?;
+        let scope = kind.scope(id);
+        let target = scope.to_string();
+        self.require_write(c, "rmdir", &target, &scope)?;
+        match self.vault.remove_scope(&scope) {
+            Ok(()) => {
+                self.record(self.event(c, "rmdir", target));
+                Ok(())
+            }
+            Err(e) => self.fail(c, "rmdir", target, &e),
+        }
+    }
+
+    /// Truncation (`truncate -s`, `ftruncate`); mode and owner changes are
+    /// refused: modes and owners are computed per caller.
+    pub fn setattr(
+        &self,
+        c: &Caller,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        changes_owner_or_mode: bool,
+    ) -> Result<Attr> {
+        if changes_owner_or_mode {
+            return Err(FsError::NotPermitted);
+        }
+        if let Some(size) = size {
+            let size = usize::try_from(size).map_err(|_| FsError::TooLarge)?;
+            match fh.map(|fh| self.handle(fh)).transpose()? {
+                Some(h) => {
+                    let mut h = lock(&h);
+                    if !h.writable {
+                        return Err(FsError::BadHandle);
+                    }
+                    if !h.buf.set_len(size) {
+                        h.poisoned = true;
+                        return Err(FsError::TooLarge);
+                    }
+                    h.dirty = true;
+                }
+                None => {
+                    // truncate(2) by path: open, resize, commit, close.
+                    let mode = OpenMode {
+                        write: true,
+                        ..OpenMode::default()
+                    };
+                    let fh = self.open(c, ino, mode)?;
+                    let resized = self.setattr(c, ino, Some(fh), Some(size as u64), false);
+                    let committed = self.release(fh);
+                    resized?;
+                    committed?;
+                }
+            }
+        }
+        self.getattr(c, ino)
+    }
+
+    /// `access(2)`: answered from the same rules as every other request.
+    pub fn access_check(&self, c: &Caller, ino: u64, mask: AccessMask) -> Result<()> {
+        let node = self.node(ino)?;
+        let scope = match &node {
+            Node::Root | Node::Kind(_) => {
+                if mask.write {
+                    self.check_writable()?;
+                    // New entries appear only as scopes under principal/ and
+                    // session/ (mkdir decides who); the root takes none.
+                    if node == Node::Root && !self.rules.is_admin(c.uid) {
+                        return Err(FsError::Denied);
+                    }
+                }
+                return Ok(());
+            }
+            Node::Scope(s) => s.clone(),
+            Node::Secret(r) => r.scope().clone(),
+        };
+        let access = self.access(c, &scope)?;
+        if !access.can_read() {
+            return Err(FsError::NotFound);
+        }
+        if mask.write && self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if (mask.write && !access.can_write()) || (mask.execute && matches!(node, Node::Secret(_)))
+        {
+            return Err(FsError::Denied);
+        }
+        Ok(())
+    }
+}
+
+/// The supplementary groups of process `pid`, from /proc.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return Vec::new();
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Vec::new()
+    }
+}

@@ -1,0 +1,460 @@
+//! Who may read or write which scope. Decided per request from the caller's
+//! uid and groups; no kernel permission checks, no caching across callers.
+//!
+//! Built-in rules, then the grants of an optional policy file
+//! (`docs/policy.md`):
+//! 1. uid 0 and the vault's owner: read-write everywhere;
+//! 2. `principal:<id>`: the user whose login name is `<id>` (or whose uid is
+//!    `<id>` when numeric): read-write;
+//! 3. `session:<id>`: the uid that created the session: read-write;
+//! 4. policy grants, per scope pattern, to users or groups: read or read-write.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sealfs::VaultScope;
+use serde::Deserialize;
+
+/// What a caller may do in a scope. Ordered: `None < Read < ReadWrite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    None,
+    Read,
+    ReadWrite,
+}
+
+impl Access {
+    pub fn can_read(self) -> bool {
+        self >= Access::Read
+    }
+
+    pub fn can_write(self) -> bool {
+        self == Access::ReadWrite
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("policy file {path}: grant {index}: {message}")]
+    Grant {
+        path: String,
+        index: usize,
+        message: String,
+    },
+}
+
+/// A user or group in a grant: a name or a numeric id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantFile {
+    scope: String,
+    #[serde(default)]
+    users: Vec<NameOrId>,
+    #[serde(default)]
+    groups: Vec<NameOrId>,
+    access: Access,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    grant: Vec<GrantFile>,
+}
+
+/// A scope pattern: the scope text with `*` matching any run of characters
+/// (`global`, `principal:*`, `session:ci-*`, `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopePattern(String);
+
+impl ScopePattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty scope pattern".into());
+        }
+        let ok = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-:*".contains(&b));
+        if !ok {
+            return Err(format!(
+                "invalid scope pattern {s:?}: only scope characters and `*`"
+            ));
+        }
+        if !s.contains('*') {
+            s.parse::<VaultScope>().map_err(|e| e.to_string())?;
+        }
+        Ok(ScopePattern(s.to_owned()))
+    }
+
+    pub fn matches(&self, scope: &VaultScope) -> bool {
+        glob(self.0.as_bytes(), scope.to_string().as_bytes())
+    }
+}
+
+/// `*`-only glob match, iterative with backtracking to the last star.
+fn glob(pat: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pat.len() && pat[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&b| b == b'*')
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    scope: ScopePattern,
+    uids: Vec<u32>,
+    gids: Vec<u32>,
+    access: Access,
+}
+
+/// The grants of a policy file, with names resolved to ids at load time.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    grants: Vec<Grant>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses policy text; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Self, PolicyError> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let mut grants = Vec::new();
+        for (i, g) in file.grant.into_iter().enumerate() {
+            let err = |message: String| PolicyError::Grant {
+                path: origin.to_owned(),
+                index: i + 1,
+                message,
+            };
+            let scope = ScopePattern::parse(&g.scope).map_err(err)?;
+            if g.users.is_empty() && g.groups.is_empty() {
+                return Err(err("names no users and no groups".into()));
+            }
+            let uids = g
+                .users
+                .iter()
+                .map(|u| resolve_user(u).ok_or_else(|| err(format!("unknown user {}", show(u)))))
+                .collect::<Result<_, _>>()?;
+            let gids = g
+                .groups
+                .iter()
+                .map(|g| resolve_group(g).ok_or_else(|| err(format!("unknown group {}", show(g)))))
+                .collect::<Result<_, _>>()?;
+            grants.push(Grant {
+                scope,
+                uids,
+                gids,
+                access: g.access,
+            });
+        }
+        Ok(Policy { grants })
+    }
+
+    /// Whether any grant names a group (callers' supplementary groups are
+    /// only looked up then).
+    pub fn uses_groups(&self) -> bool {
+        self.grants.iter().any(|g| !g.gids.is_empty())
+    }
+
+    fn granted(&self, who: &Who<'_>, scope: &VaultScope) -> Access {
+        self.grants
+            .iter()
+            .filter(|g| g.scope.matches(scope))
+            .filter(|g| g.uids.contains(&who.uid) || g.gids.iter().any(|gid| who.in_group(*gid)))
+            .map(|g| g.access)
+            .max()
+            .unwrap_or(Access::None)
+    }
+}
+
+fn show(n: &NameOrId) -> String {
+    match n {
+        NameOrId::Id(id) => id.to_string(),
+        NameOrId::Name(name) => format!("{name:?}"),
+    }
+}
+
+#[cfg(unix)]
+fn resolve_user(u: &NameOrId) -> Option<u32> {
+    match u {
+        NameOrId::Id(id) => Some(*id),
+        NameOrId::Name(name) => nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+    }
+}
+
+#[cfg(unix)]
+fn resolve_group(g: &NameOrId) -> Option<u32> {
+    match g {
+        NameOrId::Id(id) => Some(*id),
+        NameOrId::Name(name) => nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+    }
+}
+
+#[cfg(not(unix))]
+fn resolve_user(u: &NameOrId) -> Option<u32> {
+    match u {
+        NameOrId::Id(id) => Some(*id),
+        NameOrId::Name(_) => None,
+    }
+}
+
+#[cfg(not(unix))]
+fn resolve_group(g: &NameOrId) -> Option<u32> {
+    resolve_user(g)
+}
+
+/// The caller as the rules see it.
+pub struct Who<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, when known.
+    pub groups: &'a [u32],
+}
+
+impl Who<'_> {
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Applies the built-in rules and a policy. Caches uid -> login name.
+pub struct Rules {
+    owner_uid: u32,
+    names: Mutex<HashMap<u32, Option<String>>>,
+}
+
+impl Rules {
+    pub fn new(owner_uid: u32) -> Self {
+        Rules {
+            owner_uid,
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn owner_uid(&self) -> u32 {
+        self.owner_uid
+    }
+
+    /// Whether `who` is root or the vault's owner: everything is allowed.
+    pub fn is_admin(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner_uid
+    }
+
+    /// What `who` may do in `scope`; `scope_owner` is the uid that created
+    /// a session scope, if recorded.
+    pub fn access(
+        &self,
+        policy: &Policy,
+        who: &Who<'_>,
+        scope: &VaultScope,
+        scope_owner: Option<u32>,
+    ) -> Access {
+        if self.is_admin(who.uid) {
+            return Access::ReadWrite;
+        }
+        let own = match scope {
+            VaultScope::Principal(id) => self.is_principal(who.uid, id.as_str()),
+            VaultScope::Session(_) => scope_owner == Some(who.uid),
+            VaultScope::Global => false,
+        };
+        if own {
+            return Access::ReadWrite;
+        }
+        policy.granted(who, scope)
+    }
+
+    /// `principal:<id>` belongs to the user named `id`, or with uid `id`.
+    pub fn is_principal(&self, uid: u32, id: &str) -> bool {
+        if id.parse::<u32>().ok() == Some(uid) {
+            return true;
+        }
+        self.login_name(uid).as_deref() == Some(id)
+    }
+
+    fn login_name(&self, uid: u32) -> Option<String> {
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.entry(uid).or_insert_with(|| lookup_name(uid)).clone()
+    }
+
+    /// Forgets cached user names (on policy reload).
+    pub fn forget_names(&self) {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+#[cfg(unix)]
+fn lookup_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+#[cfg(not(unix))]
+fn lookup_name(_uid: u32) -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> VaultScope {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn glob_patterns() {
+        let p = |s| ScopePattern::parse(s).unwrap();
+        assert!(p("global").matches(&scope("global")));
+        assert!(!p("global").matches(&scope("session:global")));
+        assert!(p("principal:*").matches(&scope("principal:alice")));
+        assert!(!p("principal:*").matches(&scope("session:alice")));
+        assert!(p("session:ci-*").matches(&scope("session:ci-42")));
+        assert!(!p("session:ci-*").matches(&scope("session:dev-1")));
+        assert!(p("*").matches(&scope("session:x")));
+        assert!(p("*:a*b").matches(&scope("principal:axxb")));
+        assert!(!p("*:a*b").matches(&scope("principal:axxbc")));
+        assert!(ScopePattern::parse("glob/al").is_err());
+        assert!(ScopePattern::parse("team:x").is_err());
+        assert!(ScopePattern::parse("").is_err());
+    }
+
+    #[test]
+    fn policy_grants_by_uid_and_gid() {
+        let policy = Policy::parse(
+            "test",
+            r#"
+[[grant]]
+scope = "global"
+users = [1001, "root"]
+access = "read"
+
+[[grant]]
+scope = "session:ci-*"
+groups = [2000]
+access = "read-write"
+"#,
+        )
+        .unwrap();
+        let rules = Rules::new(4242);
+        let who = |uid, gid| Who {
+            uid,
+            gid,
+            groups: &[],
+        };
+        assert_eq!(
+            rules.access(&policy, &who(1001, 1001), &scope("global"), None),
+            Access::Read
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1002, 1002), &scope("global"), None),
+            Access::None
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1002, 2000), &scope("session:ci-1"), None),
+            Access::ReadWrite
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1002, 2000), &scope("session:x"), None),
+            Access::None
+        );
+        let sup = Who {
+            uid: 1003,
+            gid: 1003,
+            groups: &[2000],
+        };
+        assert_eq!(
+            rules.access(&policy, &sup, &scope("session:ci-9"), None),
+            Access::ReadWrite
+        );
+        // Built-in rules.
+        assert_eq!(
+            rules.access(&policy, &who(4242, 1), &scope("principal:bob"), None),
+            Access::ReadWrite
+        );
+        assert_eq!(
+            rules.access(&policy, &who(0, 0), &scope("global"), None),
+            Access::ReadWrite
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1005, 1), &scope("principal:1005"), None),
+            Access::ReadWrite
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1005, 1), &scope("principal:1006"), None),
+            Access::None
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1007, 1), &scope("session:s"), Some(1007)),
+            Access::ReadWrite
+        );
+        assert_eq!(
+            rules.access(&policy, &who(1008, 1), &scope("session:s"), Some(1007)),
+            Access::None
+        );
+        assert!(rules.is_principal(0, "root"));
+    }
+
+    #[test]
+    fn bad_policies_are_clear_errors() {
+        for (text, needle) in [
+            ("[[grant]]\nscope = \"global\"\naccess = \"read\"\n", "names no users"),
+            ("[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"write\"\n", "unknown variant"),
+            ("[[grant]]\nscope = \"nope:x\"\nusers = [1]\naccess = \"read\"\n", "invalid scope"),
+            ("[[grant]]\nscope = \"global\"\nusers = [\"no-such-user-xyz\"]\naccess = \"read\"\n", "unknown user"),
+            ("[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"read\"\nextra = 1\n", "unknown field"),
+            ("[grant\n", "policy file"),
+        ] {
+            let e = Policy::parse("p.toml", text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

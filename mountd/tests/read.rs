@@ -1,0 +1,196 @@
+//! Reading through the mount: what shell tools see, decrypt-on-open, and
+//! changes made with the CLI showing up on the next open.
+
+use std::io::Read;
+
+use crate::util::{sh, Mounted};
+
+#[test]
+fn shell_tools_see_the_vault() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    m.set("global/openai_api_key", b"sk-live-123\n");
+    m.set("principal:alice/github_token", &binary);
+    m.set("session:run-42/db_password", b"pw");
+    let mnt = m.mnt.display();
+
+    let ls = sh(&format!(
+        "ls {mnt} {mnt}/global {mnt}/principal {mnt}/principal/alice {mnt}/session/run-42"
+    ))
+    .ok()
+    .text();
+    for name in [
+        "global",
+        "principal",
+        "session",
+        "openai_api_key",
+        "alice",
+        "github_token",
+        "db_password",
+    ] {
+        assert!(ls.contains(name), "{ls}");
+    }
+    assert_eq!(
+        sh(&format!("cat {mnt}/global/openai_api_key")).ok().stdout,
+        b"sk-live-123\n"
+    );
+    assert_eq!(
+        sh(&format!("cat {mnt}/principal/alice/github_token"))
+            .ok()
+            .stdout,
+        binary
+    );
+    assert_eq!(
+        sh(&format!("head -c 3 {mnt}/global/openai_api_key"))
+            .ok()
+            .stdout,
+        b"sk-"
+    );
+    assert_eq!(
+        sh(&format!("wc -c < {mnt}/principal/alice/github_token"))
+            .ok()
+            .text()
+            .trim(),
+        "256"
+    );
+    // stat: true length from the index, owner-only mode, owned by the caller.
+    let st = sh(&format!(
+        "stat -c '%s %a %u %g %F' {mnt}/global/openai_api_key"
+    ))
+    .ok()
+    .text();
+    assert_eq!(st.trim(), "12 600 0 0 regular file");
+    // cp out, diff, read in a script.
+    let out = m.root.path().join("copy");
+    sh(&format!(
+        "cp {mnt}/principal/alice/github_token {}",
+        out.display()
+    ))
+    .ok();
+    assert_eq!(std::fs::read(&out).unwrap(), binary);
+    sh(&format!(
+        "printf 'sk-live-123\\n' | diff - {mnt}/global/openai_api_key"
+    ))
+    .ok();
+    let read = sh(&format!(
+        "read -r v < {mnt}/session/run-42/db_password; echo \"got:$v\""
+    ))
+    .ok()
+    .text();
+    assert_eq!(read, "got:pw\n");
+    // The mtime is the value's updated time.
+    let updated = m.cli(&["list", "--json"], b"").ok().text();
+    let mtime = sh(&format!(
+        "date -u -d @$(stat -c %Y {mnt}/global/openai_api_key) +%Y-%m-%dT%H:%M:%SZ"
+    ))
+    .ok()
+    .text();
+    assert!(updated.contains(mtime.trim()), "{updated} vs {mtime}");
+}
+
+#[test]
+fn nothing_is_decrypted_without_an_open() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    m.set("global/a", b"alpha");
+    m.set("global/b", b"beta");
+    let mnt = m.mnt.display();
+    sh(&format!(
+        "ls -la {mnt}/global && stat {mnt}/global/a {mnt}/global/b && test -f {mnt}/global/a"
+    ))
+    .ok();
+    let opens = |m: &Mounted| {
+        m.audit_events()
+            .iter()
+            .filter(|e| e["op"] == "open" && e["source"] == "mount")
+            .count()
+    };
+    assert_eq!(opens(&m), 0, "lookup, getattr and readdir must not decrypt");
+    sh(&format!("cat {mnt}/global/a > /dev/null")).ok();
+    assert_eq!(opens(&m), 1);
+    let e = m
+        .audit_events()
+        .into_iter()
+        .find(|e| e["op"] == "open")
+        .unwrap();
+    assert_eq!(e["ref"], "global/a");
+    assert_eq!(e["uid"], 0);
+    assert!(e["exe"].as_str().unwrap().ends_with("/cat"), "{e}");
+    assert!(!std::fs::read_to_string(m.audit_log())
+        .unwrap()
+        .contains("alpha"));
+}
+
+#[test]
+fn a_change_made_with_the_cli_shows_on_the_next_open_and_not_in_an_open_one() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    m.set("global/k", b"old value");
+    let mut early = std::fs::File::open(m.path("global/k")).unwrap();
+    m.set("global/k", b"new!");
+    assert_eq!(std::fs::read(m.path("global/k")).unwrap(), b"new!");
+    assert_eq!(std::fs::metadata(m.path("global/k")).unwrap().len(), 4);
+    let mut old = Vec::new();
+    early.read_to_end(&mut old).unwrap();
+    assert_eq!(
+        old, b"old value",
+        "an open handle keeps the value it opened"
+    );
+    m.cli(&["delete", "global/k"], b"").ok();
+    assert!(!m.path("global/k").exists());
+}
+
+#[test]
+fn read_once_secrets_are_consumed_by_the_first_open() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    m.cli(&["set", "global/otp", "--once"], b"one-time").ok();
+    m.cli(&["set", "global/otp2", "--once"], b"two").ok();
+    let stat = sh(&format!("stat -c %s {}", m.path("global/otp").display()))
+        .ok()
+        .text();
+    assert_eq!(stat.trim(), "8", "stat does not consume");
+    assert_eq!(std::fs::read(m.path("global/otp")).unwrap(), b"one-time");
+    let err = std::fs::read(m.path("global/otp")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert!(!m.path("global/otp").exists());
+    // `sealfs get` consumes too.
+    assert_eq!(m.get("global/otp2"), b"two");
+    m.cli(&["get", "global/otp2"], b"")
+        .fails_with("secret not found");
+    let consumed: Vec<_> = m
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["op"] == "consume")
+        .collect();
+    assert_eq!(consumed.len(), 2, "{consumed:?}");
+    assert_eq!(consumed[0]["source"], "mount");
+    assert_eq!(consumed[1]["source"], "cli");
+}
+
+#[test]
+fn concurrent_readers_see_whole_values_while_it_is_rewritten() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let a = vec![b'a'; 3000];
+    let b = vec![b'b'; 5000];
+    m.set("global/rot", &a);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..10)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let v = std::fs::read(m.path("global/rot")).unwrap();
+                        assert!(v == a || v == b, "torn read of {} bytes", v.len());
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for i in 0..30 {
+            m.set("global/rot", if i % 2 == 0 { &b } else { &a });
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let total: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(total >= 10, "readers made {total} reads");
+    });
+}

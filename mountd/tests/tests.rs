@@ -1,0 +1,10 @@
+//! Mount tests: real FUSE mounts of real vaults, driven by real programs
+//! (cat, stat, ls, sh) as root and as other uids. Helpers in `util.rs`.
+#![cfg(target_os = "linux")]
+
+mod util;
+
+mod access;
+mod lifecycle;
+mod read;
+mod write;

@@ -1,0 +1,313 @@
+//! Shared helpers for the mount tests: a vault and a mounted daemon in a
+//! temp dir, the `sealfs` CLI, and commands run as other uids. Every mount
+//! is unmounted when its `Mounted` is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MOUNTD: &str = env!("CARGO_BIN_EXE_sealfs-mountd");
+
+/// The `sealfs` CLI, built beside `sealfs-mountd` by `cargo test --workspace`.
+pub fn sealfs_bin() -> PathBuf {
+    let p = Path::new(MOUNTD).with_file_name("sealfs");
+    assert!(
+        p.is_file(),
+        "{} is missing: run the tests with --workspace",
+        p.display()
+    );
+    p
+}
+
+/// Whether FUSE tests can run here. Under CI they must: a missing /dev/fuse
+/// is a failure there, not a skip.
+pub fn fuse_usable() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but FUSE mounts are not possible here (need root and /dev/fuse)"
+        );
+        eprintln!("skipping: FUSE mounts need root and /dev/fuse here");
+    }
+    ok
+}
+
+/// Output of a finished command.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "expected success; stderr: {}",
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, needle: &str) -> Self {
+        assert_ne!(
+            self.code,
+            Some(0),
+            "expected failure; stdout: {:?}",
+            String::from_utf8_lossy(&self.stdout)
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr {:?} lacks {needle:?}",
+            self.stderr
+        );
+        self
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code(),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `cmd` with `stdin`, killed after 60 s so a hung mount cannot hang
+/// the suite.
+pub fn run(mut cmd: Command, stdin: &[u8]) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin);
+    drop(input);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap().into();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command timed out: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `sh -c script` as `uid` (and the same gid, no supplementary groups).
+pub fn sh_as(uid: u32, script: &str) -> Run {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+        "sh",
+        "-c",
+        script,
+    ]);
+    run(c, b"")
+}
+
+/// `sh -c script` as root.
+pub fn sh(script: &str) -> Run {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]);
+    run(c, b"")
+}
+
+/// A vault and its mount in a temp dir (traversable by other uids; the
+/// vault directory itself stays 0700).
+pub struct Mounted {
+    pub root: tempfile::TempDir,
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Mounted {
+    /// A vault with no mount yet.
+    pub fn vault_only() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let mnt = root.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Mounted {
+            root,
+            mnt,
+            child: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A mounted vault (with `--allow-other`, so other uids can reach it),
+    /// or `None` where FUSE tests are skipped.
+    pub fn start(extra: &[&str]) -> Option<Self> {
+        if !fuse_usable() {
+            return None;
+        }
+        let mut m = Self::vault_only();
+        m.mount(extra);
+        Some(m)
+    }
+
+    pub fn vault_dir(&self) -> PathBuf {
+        self.root.path().join("vault")
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.vault_dir().join("audit.log")
+    }
+
+    /// Starts the daemon and waits until the mount is live.
+    pub fn mount(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none());
+        let mut args = vec!["--allow-other".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.args = args.clone();
+        let child = Command::new(MOUNTD)
+            .arg(&self.mnt)
+            .args(&args)
+            .env("SEALFS_VAULT_DIR", self.vault_dir())
+            .env_remove("SEALFS_IDENTITY_DIR")
+            .env_remove("SEALFS_AUDIT_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealfs-mountd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.is_mounted() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = self
+                    .child
+                    .take()
+                    .unwrap()
+                    .stderr
+                    .unwrap()
+                    .read_to_string(&mut err);
+                panic!("sealfs-mountd exited with {status} before mounting: {err}");
+            }
+            assert!(Instant::now() < deadline, "mount did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a live sealfs mount sits on `mnt`.
+    pub fn is_mounted(&self) -> bool {
+        mounted_at(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// The daemon's process, for signals.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    /// Waits for the daemon to exit (at most 20 s).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let child = self.child.as_mut().expect("daemon running");
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(Instant::now() < deadline, "sealfs-mountd did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Forgets the daemon without stopping it (after a kill -9).
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// The `sealfs` CLI on this vault.
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut c = Command::new(sealfs_bin());
+        c.args(args)
+            .env("SEALFS_VAULT_DIR", self.vault_dir())
+            .env_remove("SEALFS_IDENTITY_DIR")
+            .env_remove("SEALFS_AUDIT_LOG");
+        run(c, stdin)
+    }
+
+    pub fn set(&self, r: &str, value: &[u8]) {
+        self.cli(&["set", r], value).ok();
+    }
+
+    pub fn get(&self, r: &str) -> Vec<u8> {
+        self.cli(&["get", r], b"").ok().stdout
+    }
+
+    /// The audit log's events, parsed.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.audit_log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Whether `/proc/self/mountinfo` lists a mount at `path`.
+pub fn mounted_at(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_ref()))
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever happened, leave no mount behind.
+        while mounted_at(&self.mnt) {
+            if nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}

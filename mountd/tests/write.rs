@@ -1,0 +1,100 @@
+//! Quick edits through the mount, checked through the CLI, and the errors
+//! the shell sees for bad ones.
+
+use crate::util::{sh, Mounted};
+
+#[test]
+fn echo_printf_append_rm_mv_mkdir_rmdir() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    m.set("global/key", b"old");
+    let mnt = m.mnt.display();
+    sh(&format!("echo new > {mnt}/global/key")).ok();
+    assert_eq!(m.get("global/key"), b"new\n");
+    sh(&format!("printf x > {mnt}/global/newkey")).ok();
+    assert_eq!(m.get("global/newkey"), b"x");
+    sh(&format!("printf yz >> {mnt}/global/newkey")).ok();
+    assert_eq!(m.get("global/newkey"), b"xyz");
+    sh(&format!("mv {mnt}/global/newkey {mnt}/global/renamed")).ok();
+    assert_eq!(m.get("global/renamed"), b"xyz");
+    m.cli(&["get", "global/newkey"], b"")
+        .fails_with("secret not found");
+    sh(&format!(
+        "mkdir {mnt}/session/run-7 && mv {mnt}/global/renamed {mnt}/session/run-7/moved"
+    ))
+    .ok();
+    assert_eq!(m.get("session:run-7/moved"), b"xyz");
+    sh(&format!("rmdir {mnt}/session/run-7")).fails_with("not empty");
+    sh(&format!(
+        "rm {mnt}/session/run-7/moved && rmdir {mnt}/session/run-7"
+    ))
+    .ok();
+    assert!(!m.path("session/run-7").exists());
+    sh(&format!("rm {mnt}/global/key")).ok();
+    let list = m.cli(&["list"], b"").ok().text();
+    assert_eq!(list, "", "everything was removed: {list}");
+    // Writes are audited, values are not.
+    let ops: Vec<String> = m
+        .audit_events()
+        .iter()
+        .filter(|e| e["source"] == "mount")
+        .map(|e| e["op"].as_str().unwrap().to_owned())
+        .collect();
+    for op in ["write", "create", "rename", "mkdir", "delete", "rmdir"] {
+        assert!(ops.iter().any(|o| o == op), "{op} not in {ops:?}");
+    }
+    assert!(!std::fs::read_to_string(m.audit_log())
+        .unwrap()
+        .contains("xyz"));
+}
+
+#[test]
+fn bad_writes_get_the_right_errno_and_change_nothing() {
+    let Some(m) = Mounted::start(&["--max-value-size", "100"]) else {
+        return;
+    };
+    m.set("global/k", b"keep");
+    let mnt = m.mnt.display();
+    sh(&format!("head -c 101 /dev/zero > {mnt}/global/k")).fails_with("File too large");
+    assert_eq!(m.get("global/k"), b"keep");
+    sh(&format!("head -c 101 /dev/zero > {mnt}/global/fresh")).fails_with("File too large");
+    m.cli(&["get", "global/fresh"], b"")
+        .fails_with("secret not found");
+    sh(&format!("printf x > {mnt}/global/Bad_Name")).fails_with("Invalid argument");
+    // (mv words EINVAL from rename(2) as "a subdirectory of itself": ask the syscall.)
+    let err = std::fs::rename(m.path("global/k"), m.path("global/UPPER")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::EINVAL as i32));
+    sh(&format!("ln -s k {mnt}/global/link")).fails_with("Operation not permitted");
+    sh(&format!("ln {mnt}/global/k {mnt}/global/hard")).fails_with("Operation not permitted");
+    sh(&format!("mknod {mnt}/global/dev c 1 3")).fails_with("Operation not permitted");
+    sh(&format!("chmod 644 {mnt}/global/k")).fails_with("Operation not permitted");
+    sh(&format!("chown 1:1 {mnt}/global/k")).fails_with("Operation not permitted");
+    sh(&format!("mkdir {mnt}/global/sub")).fails_with("Operation not permitted");
+    sh(&format!("mkdir {mnt}/session/..bad..%")).fails_with("Invalid argument");
+    sh(&format!("mv {mnt}/session {mnt}/x")).fails_with("Operation not permitted");
+    assert_eq!(m.get("global/k"), b"keep");
+    assert_eq!(m.cli(&["list"], b"").ok().text().lines().count(), 1);
+}
+
+#[test]
+fn read_only_mounts_refuse_every_write() {
+    let Some(m) = Mounted::start(&["--read-only"]) else {
+        return;
+    };
+    m.set("global/k", b"v");
+    let mnt = m.mnt.display();
+    assert_eq!(std::fs::read(m.path("global/k")).unwrap(), b"v");
+    for cmd in [
+        format!("echo x > {mnt}/global/k"),
+        format!("printf x > {mnt}/global/new"),
+        format!("rm {mnt}/global/k"),
+        format!("mv {mnt}/global/k {mnt}/global/k2"),
+        format!("mkdir {mnt}/session/s"),
+    ] {
+        sh(&cmd).fails_with("Read-only file system");
+    }
+    assert_eq!(
+        sh(&format!("stat -c %a {mnt}/global/k")).ok().text().trim(),
+        "400"
+    );
+    assert_eq!(m.get("global/k"), b"v");
+}

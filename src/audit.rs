@@ -1,0 +1,211 @@
+//! The audit log: one JSON object per line, appended for every access
+//! through the mount (and every CLI operation), never holding a value.
+//!
+//! ```json
+//! {"time":"2026-11-28T16:00:00.123Z","source":"mount","op":"open","ref":"global/k",
+//!  "uid":1000,"gid":1000,"pid":4242,"exe":"/usr/bin/cat","outcome":"ok"}
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub const AUDIT_FILE: &str = "audit.log";
+
+/// The default audit log of the vault in `vault_dir`.
+pub fn default_path(vault_dir: &Path) -> PathBuf {
+    vault_dir.join(AUDIT_FILE)
+}
+
+/// Who asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    /// This process.
+    #[cfg(unix)]
+    pub fn current() -> Self {
+        Caller {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    /// `mount` or `cli`.
+    pub source: String,
+    /// open, consume, write, create, delete, rename, mkdir, rmdir, lookup, get, set, ...
+    pub op: String,
+    /// The ref, or a path under the mount when it is not a valid ref.
+    #[serde(rename = "ref")]
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub to: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exe: Option<String>,
+    /// `ok`, `denied`, or `error`.
+    pub outcome: String,
+    /// Why it was denied or failed (an errno name or a message without values).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    pub fn new(source: &str, op: &str, target: impl Into<String>, caller: Caller) -> Self {
+        Event {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            source: source.into(),
+            op: op.into(),
+            target: target.into(),
+            to: None,
+            uid: caller.uid,
+            gid: caller.gid,
+            pid: caller.pid,
+            exe: exe_of(caller.pid),
+            outcome: "ok".into(),
+            detail: None,
+        }
+    }
+
+    pub fn to(mut self, to: impl Into<String>) -> Self {
+        self.to = Some(to.into());
+        self
+    }
+
+    pub fn denied(mut self, why: impl Into<String>) -> Self {
+        self.outcome = "denied".into();
+        self.detail = Some(why.into());
+        self
+    }
+
+    pub fn failed(mut self, why: impl Into<String>) -> Self {
+        self.outcome = "error".into();
+        self.detail = Some(why.into());
+        self
+    }
+
+    /// A human-readable line.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{}  {:<6} {:<8} {}",
+            self.time, self.source, self.op, self.target
+        );
+        if let Some(to) = &self.to {
+            s.push_str(&format!(" -> {to}"));
+        }
+        s.push_str(&format!(
+            "  uid={} gid={} pid={}",
+            self.uid, self.gid, self.pid
+        ));
+        if let Some(exe) = &self.exe {
+            s.push_str(&format!(" exe={exe}"));
+        }
+        s.push_str(&format!("  {}", self.outcome));
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(" ({d})"));
+        }
+        s
+    }
+}
+
+/// The executable of process `pid`, if it can be read.
+pub fn exe_of(pid: u32) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+/// An append-only audit log file (0600).
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let mut o = OpenOptions::new();
+        o.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(crate::fsutil::FILE_MODE);
+        }
+        Ok(AuditLog {
+            path: path.to_owned(),
+            file: Mutex::new(o.open(path)?),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event as one `write` (O_APPEND keeps lines whole).
+    pub fn append(&self, event: &Event) -> io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(&line)
+    }
+
+    /// Appends, logging (not returning) a failure: used where the operation
+    /// itself must not fail because the log could not be written.
+    pub fn record(&self, event: &Event) {
+        if let Err(e) = self.append(event) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the audit log");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        let caller = Caller {
+            uid: 1,
+            gid: 2,
+            pid: std::process::id(),
+        };
+        log.append(&Event::new("mount", "open", "global/k", caller))
+            .unwrap();
+        log.append(&Event::new("mount", "open", "global/x", caller).denied("EACCES"))
+            .unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let events: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].outcome, "denied");
+        assert!(events[0].exe.is_some());
+        assert!(events[1].render().contains("denied (EACCES)"));
+    }
+}
