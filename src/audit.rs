@@ -30,12 +30,18 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// This process.
-    #[cfg(unix)]
+    /// This process (uid and gid are 0 where the OS has none).
     pub fn current() -> Self {
+        #[cfg(unix)]
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        #[cfg(not(unix))]
+        let (uid, gid) = (0, 0);
         Caller {
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
+            uid,
+            gid,
             pid: std::process::id(),
         }
     }

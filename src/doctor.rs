@@ -269,6 +269,7 @@ pub fn fuse_status() -> (Level, String) {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))

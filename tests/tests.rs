@@ -1,6 +1,8 @@
 //! Integration tests: the real `sealfs` binary and the library against real
 //! vault directories in temp dirs. Shared helpers live in `util.rs`.
 
+#![cfg(unix)]
+
 mod util;
 
 mod cli;

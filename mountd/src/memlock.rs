@@ -3,9 +3,8 @@
 //! warning; the buffer still works, it may just be swapped.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static WARNED: AtomicBool = AtomicBool::new(false);
+#[cfg(unix)]
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Locks the pages of `buf` into RAM; `false` if that was not possible.
 pub fn lock(buf: &[u8]) -> bool {
@@ -20,7 +19,7 @@ pub fn lock(buf: &[u8]) -> bool {
         match unsafe { nix::sys::mman::mlock(ptr, buf.len()) } {
             Ok(()) => true,
             Err(e) => {
-                if !WARNED.swap(true, Ordering::Relaxed) {
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(error = %e, "cannot lock plaintext buffers in memory (raise RLIMIT_MEMLOCK); continuing unlocked");
                 }
                 false
@@ -29,20 +28,18 @@ pub fn lock(buf: &[u8]) -> bool {
     }
     #[cfg(not(unix))]
     {
-        let _ = &WARNED;
         false
     }
 }
 
 /// Undoes [`lock`].
 pub fn unlock(buf: &[u8]) {
-    if buf.is_empty() {
-        return;
-    }
     #[cfg(unix)]
-    {
+    if !buf.is_empty() {
         let ptr = std::ptr::NonNull::from(buf).cast::<std::ffi::c_void>();
         // SAFETY: as in `lock`; the range was locked by `lock`.
         let _ = unsafe { nix::sys::mman::munlock(ptr, buf.len()) };
     }
+    #[cfg(not(unix))]
+    let _ = buf;
 }
