@@ -8,15 +8,20 @@ cd "$(dirname "$0")/.."
 [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/setup.sh
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --workspace
 sealfs="$PWD/target/release/sealfs"
+mountd="$PWD/target/release/sealfs-mountd"
 
 if [[ $# -gt 0 ]]; then
   exec "$sealfs" "$@"
 fi
 
 demo=$(mktemp -d)
-trap 'rm -rf "$demo"' EXIT
+cleanup() {
+  if [[ -n "${daemon:-}" ]]; then kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; fi
+  rm -rf "$demo"
+}
+trap cleanup EXIT
 export SEALFS_VAULT_DIR="$demo/vault"
 echo "demo vault: $SEALFS_VAULT_DIR (removed on exit)"
 set -x
@@ -25,3 +30,20 @@ printf 'sk-demo-%s' "$RANDOM" | "$sealfs" set global/openai_api_key
 "$sealfs" set principal:alice/github_token --generate 24
 "$sealfs" list
 "$sealfs" doctor
+{ set +x; } 2>/dev/null
+
+if [[ -e /dev/fuse && "$(id -u)" == 0 ]]; then
+  mkdir "$demo/mnt"
+  "$mountd" "$demo/mnt" &
+  daemon=$!
+  for _ in $(seq 100); do mountpoint -q "$demo/mnt" && break; sleep 0.05; done
+  set -x
+  ls -l "$demo/mnt/global" "$demo/mnt/principal/alice"
+  cat "$demo/mnt/global/openai_api_key"; echo
+  echo rotated-by-echo > "$demo/mnt/global/openai_api_key"
+  "$sealfs" get global/openai_api_key
+  "$sealfs" audit-log
+  { set +x; } 2>/dev/null
+else
+  echo "(skipping the mount demo: it needs root and /dev/fuse here)"
+fi

@@ -11,6 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== Windows and macOS type checks"
+scripts/check-targets.sh
 echo "== tests"
 # Whole-run guard; nextest additionally kills any single test after 5 minutes.
 if command -v cargo-nextest >/dev/null; then

@@ -131,7 +131,28 @@ pub fn diagnose(config: &VaultConfig) -> Report {
     }
     let (level, message) = fuse_status();
     report.add(level, "fuse", message);
+    report.add(Level::Ok, "allow-other", allow_other_status());
     report
+}
+
+/// Whether a mount can be opened to other users (`sealfs mount --allow-other`).
+pub fn allow_other_status() -> String {
+    #[cfg(unix)]
+    {
+        if nix::unistd::geteuid().is_root() {
+            return "other users can reach a mount made with --allow-other (the daemon runs as root); each sees only what it is granted".into();
+        }
+        let conf = fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+        if conf.lines().any(|l| l.trim() == "user_allow_other") {
+            "--allow-other is permitted: /etc/fuse.conf has user_allow_other".into()
+        } else {
+            "--allow-other needs `user_allow_other` in /etc/fuse.conf (without it only you can reach your mount)".into()
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        "not applicable on this platform".into()
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -267,6 +267,7 @@ fn doctor_reports_backend_permissions_and_fuse() {
     assert!(out.contains("backend: encrypted-file"), "{out}");
     assert!(out.contains("owner-only"), "{out}");
     assert!(out.lines().any(|l| l.contains("fuse:")), "{out}");
+    assert!(out.contains("allow-other:"), "{out}");
     use std::os::unix::fs::PermissionsExt;
     let blob = sb.blob_path("global/k");
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -291,4 +292,94 @@ fn broken_pipe_on_stdout_is_not_an_error() {
         .unwrap();
     assert_eq!(out.stdout, b"xxx");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn read_once_and_the_audit_log() {
+    let sb = Sandbox::new();
+    sb.run(&["set", "--once", "global/otp"], b"123456").ok();
+    let json: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["list", "--json"], b"").ok().stdout).unwrap();
+    assert_eq!(json[0]["once"], true);
+    assert_eq!(sb.get("global/otp"), b"123456");
+    sb.run(&["get", "global/otp"], b"")
+        .fails(1, "secret not found: global/otp");
+    let log = sb.run(&["audit-log"], b"").ok().stdout_str();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].contains(" set ") && lines[0].contains("global/otp") && lines[0].ends_with("ok"),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains(" consume ") && lines[1].contains("uid="),
+        "{log}"
+    );
+    assert!(
+        lines[2].contains(" get ") && lines[2].contains("error (not found)"),
+        "{log}"
+    );
+    assert!(!log.contains("123456"));
+    let json = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["source"], "cli");
+    assert_eq!(first["op"], "set");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(sb.vault_dir().join("audit.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn mount_runs_the_mount_daemon() {
+    let sb = Sandbox::new();
+    let daemon = std::path::Path::new(crate::util::BIN).with_file_name("sealfs-mountd");
+    if !daemon.is_file() {
+        // Built by `cargo test --workspace`, which is what scripts/test.sh runs.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "sealfs-mountd was not built"
+        );
+        return;
+    }
+    let out = sb.run(&["mount", "--help"], b"").ok().stdout_str();
+    assert!(
+        out.contains("sealfs-mountd") && out.contains("--allow-other"),
+        "{out}"
+    );
+    sb.run(&["mount", "/nonexistent/mountpoint"], b"")
+        .fails(1, "/nonexistent/mountpoint");
+}
+
+#[test]
+fn audit_log_follow_prints_new_entries() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    sb.set("global/first", b"1");
+    let mut child = sb
+        .cmd(&["audit-log", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(10);
+    assert!(rx.recv_timeout(wait).unwrap().contains("global/first"));
+    sb.set("global/second", b"2");
+    let next = rx.recv_timeout(wait).unwrap();
+    assert!(
+        next.contains("set") && next.contains("global/second"),
+        "{next}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -88,10 +88,40 @@ pub fn init_logging(verbose: u8) {
 /// No core dumps, no ptrace by other users, no /proc/<pid>/mem for them:
 /// done before the identity or any secret is read.
 fn harden() -> Result<()> {
-    nix::sys::prctl::set_dumpable(false).context("cannot mark the process non-dumpable")?;
+    sys::set_non_dumpable()?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .context("cannot disable core dumps")?;
     Ok(())
+}
+
+/// The calls that differ between Linux and macOS.
+mod sys {
+    use std::path::Path;
+
+    use anyhow::Result;
+
+    #[cfg(target_os = "linux")]
+    pub fn set_non_dumpable() -> Result<()> {
+        use anyhow::Context;
+        nix::sys::prctl::set_dumpable(false).context("cannot mark the process non-dumpable")
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn set_non_dumpable() -> Result<()> {
+        // No PR_SET_DUMPABLE here; the zero core limit still applies.
+        Ok(())
+    }
+
+    /// Detaches the mount at `path` even if it is busy or its daemon died.
+    #[cfg(target_os = "linux")]
+    pub fn detach(path: &Path) -> bool {
+        nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).is_ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn detach(path: &Path) -> bool {
+        nix::mount::unmount(path, nix::mount::MntFlags::MNT_FORCE).is_ok()
+    }
 }
 
 /// A daemon killed with SIGKILL leaves its mount behind, answering ENOTCONN;
@@ -100,8 +130,7 @@ pub fn recover_stale_mount(mountpoint: &Path) -> Result<()> {
     match std::fs::metadata(mountpoint) {
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOTCONN as i32) => {
             tracing::warn!(mountpoint = %mountpoint.display(), "stale mount from a dead daemon; detaching it");
-            let detached = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH)
-                .is_ok()
+            let detached = sys::detach(mountpoint)
                 || std::process::Command::new("fusermount3")
                     .arg("-uz")
                     .arg(mountpoint)
@@ -237,8 +266,7 @@ pub fn run(args: Args) -> Result<()> {
                     tracing::info!(signal = sig, "unmounting");
                     if let Err(e) = session.umount_and_join() {
                         tracing::warn!(error = %e, "clean unmount failed; detaching lazily");
-                        let _ =
-                            nix::mount::umount2(&args.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                        let _ = sys::detach(&args.mountpoint);
                     }
                     return Ok(());
                 }
@@ -249,5 +277,17 @@ pub fn run(args: Args) -> Result<()> {
             return session.join().context("the file system thread failed");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn harden_makes_the_process_non_dumpable_without_core_dumps() {
+        super::harden().unwrap();
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
+        let (soft, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE).unwrap();
+        assert_eq!((soft, hard), (0, 0));
     }
 }

@@ -279,6 +279,8 @@ pub struct SealFs {
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
+    /// Values decrypted so far (only `open` decrypts).
+    decrypts: AtomicU64,
     mounted_at: SystemTime,
 }
 
@@ -305,6 +307,7 @@ impl SealFs {
             inodes: Mutex::new(Inodes::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            decrypts: AtomicU64::new(0),
             mounted_at: SystemTime::now(),
         }
     }
@@ -326,6 +329,17 @@ impl SealFs {
     /// How many file handles are open (each owns a plaintext buffer).
     pub fn open_handles(&self) -> usize {
         lock(&self.handles).len()
+    }
+
+    /// How many values have been decrypted since the mount started.
+    pub fn decryptions(&self) -> u64 {
+        self.decrypts.load(Ordering::Relaxed)
+    }
+
+    /// Decrypts `r` (consuming it if read-once), counting it.
+    fn decrypt(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), VaultError> {
+        self.decrypts.fetch_add(1, Ordering::Relaxed);
+        self.vault.read(r)
     }
 
     fn record(&self, event: Event) {
@@ -631,8 +645,8 @@ impl SealFs {
             let current = if mode.truncate {
                 None
             } else {
-                match self.vault.get(&r) {
-                    Ok(v) => Some(v),
+                match self.decrypt(&r) {
+                    Ok((v, _)) => Some(v),
                     Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
                     Err(e) => return self.fail(c, "open", target, &e),
                 }
@@ -640,7 +654,7 @@ impl SealFs {
             let value = current.as_ref().map_or(&[][..], |v| v.expose());
             LockedBuf::with_value(value, self.opts.max_value_size)
         } else {
-            match self.vault.read(&r) {
+            match self.decrypt(&r) {
                 Ok((value, consumed)) => {
                     self.record(self.event(
                         c,
@@ -719,10 +733,14 @@ impl SealFs {
     pub fn flush(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
         let mut h = lock(&h);
-        self.commit(&mut h)
+        self.commit(&mut h, false)
     }
 
-    fn commit(&self, h: &mut Handle) -> Result<()> {
+    /// Stores the handle's content if it changed. An empty content is not a
+    /// value: a shell's `echo x > file` closes a duplicate of the truncated
+    /// file before writing, so an empty flush waits for more; only the last
+    /// close (`last`) refuses it.
+    fn commit(&self, h: &mut Handle, last: bool) -> Result<()> {
         if h.poisoned {
             // The writer was told at write(2); close(2) says it again.
             return Err(FsError::TooLarge);
@@ -733,6 +751,9 @@ impl SealFs {
         let op = if h.created { "create" } else { "write" };
         let target = h.vault_ref.to_string();
         if h.buf.is_empty() {
+            if !last {
+                return Ok(());
+            }
             h.dirty = false;
             return self.deny(&h.caller, op, target, FsError::Invalid);
         }
@@ -755,7 +776,7 @@ impl SealFs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = lock(&self.handles).remove(&fh).ok_or(FsError::BadHandle)?;
         let mut h = lock(&h);
-        self.commit(&mut h)
+        self.commit(&mut h, true)
     }
 
     /// Creates secret `name` in scope directory `parent`, open for writing.
@@ -1012,5 +1033,152 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
     {
         let _ = pid;
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealfs::VaultConfig;
+
+    const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    };
+
+    fn fs() -> (tempfile::TempDir, SealFs) {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(VaultConfig::new(dir.path().join("vault"))).unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        let opts = Options {
+            read_only: false,
+            max_value_size: 1024,
+        };
+        (
+            dir,
+            SealFs::new(vault, 4242, Policy::default(), audit, opts),
+        )
+    }
+
+    fn put(fs: &SealFs, r: &str, v: &[u8]) {
+        fs.vault()
+            .put(&r.parse().unwrap(), SensitiveBytes::from_slice(v))
+            .unwrap();
+    }
+
+    #[test]
+    fn only_open_decrypts_and_release_drops_the_buffer() {
+        let (_dir, fs) = fs();
+        put(&fs, "global/a", b"alpha");
+        put(&fs, "principal:bob/b", b"beta");
+        let global = fs.lookup(&ROOT, ROOT_INO, "global").unwrap();
+        let a = fs.lookup(&ROOT, global.ino, "a").unwrap();
+        assert_eq!(a.size, 5);
+        fs.getattr(&ROOT, a.ino).unwrap();
+        for ino in [ROOT_INO, global.ino, PRINCIPAL_INO] {
+            fs.readdir(&ROOT, ino).unwrap();
+        }
+        assert_eq!(fs.decryptions(), 0);
+        let read = OpenMode {
+            read: true,
+            ..OpenMode::default()
+        };
+        let fh = fs.open(&ROOT, a.ino, read).unwrap();
+        assert_eq!(fs.decryptions(), 1);
+        assert_eq!(fs.open_handles(), 1);
+        assert_eq!(fs.read(fh, 1, 3, |b| b.to_vec()).unwrap(), b"lph");
+        assert_eq!(fs.read(fh, 9, 3, |b| b.to_vec()).unwrap(), b"");
+        fs.release(fh).unwrap();
+        assert_eq!(fs.open_handles(), 0);
+        assert_eq!(fs.read(fh, 0, 5, |b| b.len()), Err(FsError::BadHandle));
+    }
+
+    #[test]
+    fn writes_become_visible_on_flush_and_failed_writes_commit_nothing() {
+        let (_dir, fs) = fs();
+        put(&fs, "global/k", b"old");
+        let k = fs.lookup(&ROOT, GLOBAL_INO, "k").unwrap();
+        let write = OpenMode {
+            write: true,
+            truncate: true,
+            ..OpenMode::default()
+        };
+        let fh = fs.open(&ROOT, k.ino, write).unwrap();
+        fs.write(fh, 0, b"new").unwrap();
+        assert_eq!(
+            fs.vault()
+                .get(&"global/k".parse().unwrap())
+                .unwrap()
+                .expose(),
+            b"old"
+        );
+        fs.flush(fh).unwrap();
+        assert_eq!(
+            fs.vault()
+                .get(&"global/k".parse().unwrap())
+                .unwrap()
+                .expose(),
+            b"new"
+        );
+        fs.release(fh).unwrap();
+
+        let fh = fs.open(&ROOT, k.ino, write).unwrap();
+        fs.write(fh, 0, &[b'x'; 1000]).unwrap();
+        assert_eq!(fs.write(fh, 1000, &[b'x'; 100]), Err(FsError::TooLarge));
+        assert_eq!(fs.release(fh), Err(FsError::TooLarge));
+        assert_eq!(
+            fs.vault()
+                .get(&"global/k".parse().unwrap())
+                .unwrap()
+                .expose(),
+            b"new"
+        );
+
+        let (attr, fh) = fs.create(&ROOT, GLOBAL_INO, "fresh", write).unwrap();
+        assert_eq!(
+            fs.getattr(&ROOT, attr.ino).unwrap().size,
+            0,
+            "visible while being created"
+        );
+        fs.write(fh, 0, b"v").unwrap();
+        fs.release(fh).unwrap();
+        assert_eq!(fs.getattr(&ROOT, attr.ino).unwrap().size, 1);
+        assert_eq!(
+            fs.create(&ROOT, GLOBAL_INO, "Bad", write).unwrap_err(),
+            FsError::Invalid
+        );
+    }
+
+    #[test]
+    fn callers_without_grants_see_nothing() {
+        let (_dir, fs) = fs();
+        put(&fs, "global/a", b"alpha");
+        let stranger = Caller {
+            uid: 1234,
+            gid: 1234,
+            pid: 1,
+        };
+        assert_eq!(
+            fs.lookup(&stranger, ROOT_INO, "global").unwrap_err(),
+            FsError::NotFound
+        );
+        let names: Vec<String> = fs
+            .readdir(&stranger, ROOT_INO)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [".", "..", "principal", "session"]);
+        assert_eq!(
+            fs.getattr(&stranger, GLOBAL_INO).unwrap_err(),
+            FsError::NotFound
+        );
+        let owner = Caller {
+            uid: 4242,
+            gid: 1,
+            pid: 1,
+        };
+        assert_eq!(fs.lookup(&owner, GLOBAL_INO, "a").unwrap().uid, 4242);
     }
 }

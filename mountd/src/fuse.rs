@@ -105,6 +105,22 @@ mod libc_o {
     pub const APPEND: i32 = OFlag::O_APPEND.bits();
 }
 
+/// (exchange, no-replace) from renameat2 flags; macOS has neither.
+fn rename_flags(flags: RenameFlags) -> (bool, bool) {
+    #[cfg(target_os = "linux")]
+    {
+        (
+            flags.contains(RenameFlags::RENAME_EXCHANGE),
+            flags.contains(RenameFlags::RENAME_NOREPLACE),
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = flags;
+        (false, false)
+    }
+}
+
 /// Direct I/O: reads always come to us (so the per-request checks hold) and
 /// no plaintext stays in the kernel's page cache.
 const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
@@ -226,10 +242,10 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+        let (exchange, no_replace) = rename_flags(flags);
+        if exchange {
             return reply.error(Errno::EINVAL);
         }
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (Some(from), Some(to)) = (name.to_str(), newname.to_str()) else {
             return reply.error(Errno::EINVAL);
         };

@@ -96,3 +96,34 @@ fn a_scope_directory_bind_mounted_into_another_namespace() {
         b"rotated"
     );
 }
+
+#[test]
+fn the_daemon_is_hardened_and_mounted_nosuid_nodev_noexec() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", m.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    // (PR_SET_DUMPABLE 0 is checked by a unit test of `daemon::harden`:
+    // from outside, a root daemon's /proc files look the same either way.)
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(m.mnt.to_str().unwrap()))
+        .unwrap();
+    for opt in ["nosuid", "nodev", "noexec"] {
+        assert!(
+            line.split(' ').nth(5).unwrap().split(',').any(|o| o == opt),
+            "{opt} missing: {line}"
+        );
+    }
+    assert!(
+        line.contains(" - fuse sealfs ") || line.contains(" - fuse.sealfs "),
+        "{line}"
+    );
+    // Executing a secret is refused even for root.
+    m.set("global/script", b"#!/bin/sh\necho ran\n");
+    sh(&format!("{}", m.path("global/script").display())).fails_with("Permission denied");
+}

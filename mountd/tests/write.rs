@@ -10,6 +10,16 @@ fn echo_printf_append_rm_mv_mkdir_rmdir() {
     let mnt = m.mnt.display();
     sh(&format!("echo new > {mnt}/global/key")).ok();
     assert_eq!(m.get("global/key"), b"new\n");
+    // The shell's redirection closes a duplicate of the truncated file before
+    // writing: that is not a refused empty value.
+    assert!(
+        m.audit_events().iter().all(|e| e["outcome"] == "ok"),
+        "{:?}",
+        m.audit_events()
+    );
+    // Truncating to nothing is refused (empty values are not stored).
+    sh(&format!(": > {mnt}/global/key")).ok();
+    assert_eq!(m.get("global/key"), b"new\n");
     sh(&format!("printf x > {mnt}/global/newkey")).ok();
     assert_eq!(m.get("global/newkey"), b"x");
     sh(&format!("printf yz >> {mnt}/global/newkey")).ok();
