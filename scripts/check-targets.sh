@@ -26,5 +26,5 @@ check() {
   cargo check --workspace --all-targets --locked --no-default-features --target "$target" "$@"
 }
 
-check x86_64-pc-windows-msvc
+check x86_64-pc-windows-msvc --features sealfs-mountd/winfsp-docsrs
 check aarch64-apple-darwin --features sealfs-mountd/macos-no-mount

@@ -16,12 +16,13 @@ scripts/check-targets.sh
 echo "== tests"
 # Whole-run guard; nextest additionally kills any single test after 5 minutes.
 if command -v cargo-nextest >/dev/null; then
+  # nextest does not run doc tests; run them first so its summary ends the log.
+  cargo test --workspace --locked --doc --quiet
   timeout -k 30s 40m cargo nextest run --workspace --locked --profile ci
-  cargo test --workspace --locked --doc
 else
   timeout -k 30s 40m cargo test --workspace --locked
 fi
 # Tests must not rewrite tracked files.
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  git diff --exit-code --stat
+  git diff --exit-code --stat >&2
 fi

@@ -646,7 +646,12 @@ impl SealFs {
                 None
             } else {
                 match self.decrypt(&r) {
-                    Ok((v, _)) => Some(v),
+                    Ok((v, consumed)) => {
+                        if consumed {
+                            self.record(self.event(c, "consume", target.clone()));
+                        }
+                        Some(v)
+                    }
                     Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
                     Err(e) => return self.fail(c, "open", target, &e),
                 }

@@ -16,3 +16,5 @@ pub mod policy;
 pub mod daemon;
 #[cfg(unix)]
 pub mod fuse;
+#[cfg(windows)]
+pub mod winfsp;
