@@ -9,6 +9,10 @@ packages=(
   fuse3           # /dev/fuse helper (fusermount3) for mounts and `sealfs doctor`
   util-linux      # setpriv, to act as other uids in tests
   procps          # ps, for the tests that look at processes
+  dbus            # a private session bus for the Secret Service tests (dbus-daemon, dbus-send)
+  dbus-user-session
+  gnome-keyring   # the real Secret Service the backend is tested against
+  libsecret-tools # secret-tool, to look at what the backend stored
 )
 
 if [[ "${SEALFS_SKIP_APT:-0}" == 1 ]]; then

@@ -37,8 +37,9 @@ pub struct GlobalArgs {
     #[arg(long, env = "SEALFS_IDENTITY_DIR", global = true, value_name = "DIR")]
     pub identity_dir: Option<PathBuf>,
 
-    /// Backend for sealed blobs: auto or encrypted-file. A vault keeps the
-    /// backend it was created with; naming another one is an error.
+    /// Backend for sealed blobs: auto, encrypted-file, secret-service (Linux),
+    /// keychain (macOS) or dpapi (Windows). A vault keeps the backend it was
+    /// created with; naming another one is an error (see `sealfs migrate`).
     #[arg(
         long,
         env = "SEALFS_BACKEND",
@@ -52,6 +53,11 @@ pub struct GlobalArgs {
     #[arg(long, env = "SEALFS_MAX_VALUE_SIZE", global = true, default_value_t = DEFAULT_MAX_VALUE_SIZE,
           value_name = "BYTES", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub max_value_size: usize,
+
+    /// Time limit for one call to an OS keystore, in seconds
+    #[arg(long, env = "SEALFS_KEYSTORE_TIMEOUT", global = true, default_value_t = 5.0, value_name = "SECONDS",
+          value_parser = parse_timeout)]
+    pub keystore_timeout: f64,
 
     /// Audit log file [default: audit.log in the vault directory]
     #[arg(long, env = "SEALFS_AUDIT_LOG", global = true, value_name = "FILE")]
@@ -108,6 +114,12 @@ pub enum Command {
     },
     /// Show the backend in use and why, permission problems, and whether FUSE mounting works here.
     Doctor,
+    /// Move every secret to another backend (copy, verify, switch, delete); safe to re-run after an interruption.
+    Migrate {
+        /// The backend to move to
+        #[arg(long, value_name = "BACKEND")]
+        to: sealfs::BackendKind,
+    },
     /// Print the audit log (who opened, wrote, consumed or was denied what), readably.
     AuditLog {
         /// Keep printing new entries as they are appended
@@ -144,4 +156,11 @@ pub struct SetArgs {
     /// Store N random bytes, encoded as URL-safe base64 text
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub generate: Option<usize>,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 600.0 => Ok(v),
+        _ => Err("expected a number of seconds between 0 and 600".into()),
+    }
 }

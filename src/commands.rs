@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit { config, json } => audit(g, &config, json),
         Command::Doctor => doctor(g),
         Command::AuditLog { follow, json } => audit_log(g, follow, json),
+        Command::Migrate { to } => migrate(g, to),
         Command::Mount { args } => mount(g, args),
     }
 }
@@ -73,6 +74,10 @@ fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
     Ok(VaultConfig {
         identity_dir: g.identity_dir.clone(),
         backend: g.backend,
+        backend_options: sealfs::backend::BackendOptions {
+            timeout: std::time::Duration::from_secs_f64(g.keystore_timeout),
+            session_bus: None,
+        },
         max_value_size: g.max_value_size,
         create,
         ..VaultConfig::new(vault_dir)
@@ -444,4 +449,24 @@ fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
             .with_context(|| format!("cannot run {}", program.display()))?;
         Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
     }
+}
+
+fn migrate(g: &GlobalArgs, to: sealfs::BackendKind) -> Result<ExitCode> {
+    let report = Vault::migrate(vault_config(g, false)?, to)?;
+    if report.from == report.to && report.blobs == 0 {
+        eprintln!("sealfs: the vault already uses {to}; nothing to migrate");
+    } else {
+        eprintln!(
+            "sealfs: {} {} secret(s) from {} to {}",
+            if report.resumed {
+                "finished moving"
+            } else {
+                "moved"
+            },
+            report.blobs,
+            report.from,
+            report.to
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,9 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::backend::BackendKind;
 use crate::identity::DeviceIdentity;
-use crate::vault::{Vault, VaultConfig, VaultError};
+use crate::vault::{IdentityStore, Vault, VaultConfig, VaultError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -64,6 +65,27 @@ pub fn diagnose(config: &VaultConfig) -> Report {
         create: false,
         ..config.clone()
     };
+    let ctx = |vault_id: &str| crate::backend::BackendContext {
+        vault_dir: dir.clone(),
+        vault_id: vault_id.to_owned(),
+        options: config.backend_options.clone(),
+    };
+    let probe =
+        BackendKind::platform().map(|kind| crate::backend::probe(kind, &ctx("doctor-probe")));
+    if let Some(p) = &probe {
+        match &p.result {
+            Ok(took) => report.add(
+                Level::Ok,
+                "probe",
+                format!(
+                    "{}: stored, read back and deleted a probe item in {} ms",
+                    p.kind,
+                    took.as_millis()
+                ),
+            ),
+            Err(why) => report.add(Level::Ok, "probe", format!("{}: not usable: {why}", p.kind)),
+        }
+    }
     match Vault::open(config) {
         Ok(vault) => {
             let count = vault.list(None).map(|l| l.len());
@@ -81,15 +103,19 @@ pub fn diagnose(config: &VaultConfig) -> Report {
                 "backend",
                 format!("{}: {}", choice.kind, choice.reason),
             );
-            report.add(
-                Level::Ok,
-                "identity",
-                format!(
-                    "{} (file; key id {})",
+            let identity = match vault.identity_store() {
+                IdentityStore::File => format!(
+                    "in the owner-only file {} (key id {})",
                     DeviceIdentity::path_in(&identity_dir).display(),
                     vault.key_id()
                 ),
-            );
+                IdentityStore::Backend => format!(
+                    "in the {} store beside the blobs (key id {}); the vault directory alone cannot be decrypted",
+                    choice.kind,
+                    vault.key_id()
+                ),
+            };
+            report.add(Level::Ok, "identity", identity);
         }
         Err(VaultError::NoVault(_)) => {
             report.add(
@@ -100,9 +126,7 @@ pub fn diagnose(config: &VaultConfig) -> Report {
                     dir.display()
                 ),
             );
-            let choice = crate::backend::choose_auto_backend(&crate::backend::BackendContext {
-                vault_dir: dir.clone(),
-            });
+            let choice = crate::backend::choice_after(probe);
             report.add(
                 Level::Ok,
                 "backend",

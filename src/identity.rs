@@ -20,6 +20,14 @@ pub const IDENTITY_FILE: &str = "device.key";
 pub enum IdentityError {
     #[error("device identity not found at {0} (the vault exists, so it will not be replaced; restore the identity or set --identity-dir)")]
     Missing(PathBuf),
+    #[error("the vault's device identity is missing from the {0} store")]
+    MissingInStore(String),
+    #[error(
+        "the device identity in the keystore is corrupt: expected {IDENTITY_LEN} bytes, found {0}"
+    )]
+    CorruptInStore(usize),
+    #[error("cannot read random bytes for a new device identity")]
+    Random,
     #[error("device identity at {path} is corrupt: expected {IDENTITY_LEN} bytes, found {found}")]
     Corrupt { path: PathBuf, found: u64 },
     #[error("device identity at {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")]
@@ -38,6 +46,48 @@ pub struct DeviceIdentity(Zeroizing<[u8; IDENTITY_LEN]>);
 impl DeviceIdentity {
     pub fn from_bytes(bytes: [u8; IDENTITY_LEN]) -> Self {
         DeviceIdentity(Zeroizing::new(bytes))
+    }
+
+    /// A fresh random identity (kept in a keystore by the caller).
+    pub fn generate() -> Result<Self, IdentityError> {
+        let mut bytes = Zeroizing::new([0u8; IDENTITY_LEN]);
+        getrandom::fill(bytes.as_mut()).map_err(|_| IdentityError::Random)?;
+        Ok(DeviceIdentity(bytes))
+    }
+
+    /// An identity read from a keystore.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, IdentityError> {
+        let mut out = Zeroizing::new([0u8; IDENTITY_LEN]);
+        if bytes.len() != IDENTITY_LEN {
+            return Err(IdentityError::CorruptInStore(bytes.len()));
+        }
+        out.copy_from_slice(bytes);
+        Ok(DeviceIdentity(out))
+    }
+
+    /// Writes this identity as the owner-only file in `dir`, unless one is
+    /// there; `Ok(false)` if an identity file exists already.
+    pub fn save_new(&self, dir: &Path) -> Result<bool, IdentityError> {
+        let path = Self::path_in(dir);
+        let io_err = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        fsutil::create_private_dir_all(dir).map_err(io_err)?;
+        let (mut f, tmp) = fsutil::create_temp_file(dir, ".device-").map_err(io_err)?;
+        let written = f
+            .write_all(self.expose())
+            .and_then(|()| f.sync_all())
+            .and_then(|()| fs::hard_link(&tmp, &path));
+        let _ = fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
+                fsutil::fsync_dir(dir).map_err(io_err)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     pub fn expose(&self) -> &[u8] {

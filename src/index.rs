@@ -439,6 +439,44 @@ impl Index {
         })
     }
 
+    /// Sets (`Some`) or removes (`None`) several meta values in one
+    /// transaction.
+    pub fn set_meta(&mut self, values: &[(&str, Option<&str>)]) -> Result<(), IndexError> {
+        self.write_tx(|tx| {
+            for (name, value) in values {
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                        [name, v],
+                    )?,
+                    None => tx.execute("DELETE FROM meta WHERE name = ?1", [name])?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    /// The object id of every live secret.
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT object_id FROM secrets ORDER BY object_id")
+            .map_err(self.err())?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        ids.iter()
+            .map(|s| {
+                ObjectId::parse(s).ok_or_else(|| IndexError::CorruptRow {
+                    vault_ref: s.escape_debug().to_string(),
+                    why: "invalid object id",
+                })
+            })
+            .collect()
+    }
+
     /// Registers `scope` (an empty directory in the mount) with an owner;
     /// `false` if it was registered already.
     pub fn register_scope(

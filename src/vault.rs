@@ -20,7 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::backend::{
-    self, BackendChoice, BackendContext, BackendError, BackendKind, BackendPreference, BlobBackend,
+    self, BackendChoice, BackendContext, BackendError, BackendKind, BackendOptions,
+    BackendPreference, BlobBackend, ObjectId,
 };
 use crate::crypto::{self, CryptoError, KeyId, KeyRing};
 use crate::fsutil;
@@ -44,6 +45,8 @@ pub struct VaultConfig {
     /// directory of the vault directory (`<vault-dir>/../identity`).
     pub identity_dir: Option<PathBuf>,
     pub backend: BackendPreference,
+    /// How to reach OS keystores (timeout, D-Bus address).
+    pub backend_options: BackendOptions,
     pub max_value_size: usize,
     /// Create the vault (and the identity) if there is none.
     pub create: bool,
@@ -55,6 +58,7 @@ impl VaultConfig {
             vault_dir: vault_dir.into(),
             identity_dir: None,
             backend: BackendPreference::Auto,
+            backend_options: BackendOptions::default(),
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             create: true,
         }
@@ -148,6 +152,16 @@ pub enum VaultError {
     ScopeNotEmpty(VaultScope),
     #[error("the global scope always exists and cannot be created or removed")]
     GlobalScope,
+    #[error(
+        "the vault at {dir} was migrated to the {to} backend since it was opened; open it again"
+    )]
+    Migrated { dir: PathBuf, to: String },
+    #[error("migration check failed: blob {0} read back from the new backend differs from what was written")]
+    MigrationVerify(ObjectId),
+    #[error("{0} already holds a different device identity; choose another --identity-dir for this vault")]
+    IdentityConflict(PathBuf),
+    #[error("migration interrupted at {0}")]
+    Interrupted(&'static str),
     #[error("secret {0} exists already")]
     Exists(VaultRef),
     #[error("the sealed blob of {0} is missing from the backend")]
@@ -197,6 +211,7 @@ pub struct Vault {
     backend: Box<dyn BlobBackend>,
     keys: KeyRing,
     choice: BackendChoice,
+    identity_store: IdentityStore,
     max_value_size: usize,
 }
 
@@ -217,6 +232,139 @@ fn write_lock(dir: &Path) -> Result<WriteLock, VaultError> {
     let f = fsutil::open_private_file(&path).map_err(io("open the lock file", &path))?;
     f.lock().map_err(io("lock", &path))?;
     Ok(WriteLock(f))
+}
+
+/// A point in a migration, reported to [`Vault::migrate_with`]'s hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateStage {
+    /// This many blobs are copied and verified.
+    Copied(usize),
+    /// The vault now uses the new backend.
+    Committed,
+    /// This many blobs are deleted from the old backend.
+    Deleted(usize),
+}
+
+/// What a migration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub from: BackendKind,
+    pub to: BackendKind,
+    /// Secrets moved (0 when there was nothing to do).
+    pub blobs: usize,
+    /// Whether this run finished an interrupted one.
+    pub resumed: bool,
+}
+
+fn copy_verified(target: &dyn BlobBackend, id: &ObjectId, blob: &[u8]) -> Result<(), VaultError> {
+    target.put_blob(id, blob)?;
+    let back = zeroize::Zeroizing::new(target.get_blob(id)?);
+    if back.as_slice() != blob {
+        return Err(VaultError::MigrationVerify(id.clone()));
+    }
+    Ok(())
+}
+
+/// Where a vault's device identity is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityStore {
+    /// `<identity-dir>/device.key`, an owner-only file.
+    File,
+    /// The platform keystore that holds the vault's blobs.
+    Backend,
+}
+
+impl IdentityStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityStore::File => "file",
+            IdentityStore::Backend => "backend",
+        }
+    }
+
+    fn load(
+        self,
+        identity_dir: &Path,
+        backend: &dyn BlobBackend,
+    ) -> Result<DeviceIdentity, VaultError> {
+        match self {
+            IdentityStore::File => Ok(DeviceIdentity::load(identity_dir)?),
+            IdentityStore::Backend => {
+                let bytes =
+                    zeroize::Zeroizing::new(match backend.get_blob(&ObjectId::identity()) {
+                        Err(BackendError::NotFound(_)) => {
+                            return Err(VaultError::Identity(IdentityError::MissingInStore(
+                                backend.kind().to_string(),
+                            )))
+                        }
+                        other => other?,
+                    });
+                Ok(DeviceIdentity::from_slice(&bytes)?)
+            }
+        }
+    }
+}
+
+/// What the index's `meta` table records about a vault.
+struct Meta {
+    vault_id: Vec<u8>,
+    key_id: KeyId,
+    backend: BackendKind,
+    backend_reason: String,
+    identity_store: IdentityStore,
+}
+
+impl Meta {
+    fn read(index: &Index, dir: &Path) -> Result<Meta, VaultError> {
+        let format = index.meta("format")?.unwrap_or_default();
+        if format != VAULT_FORMAT {
+            return Err(VaultError::UnsupportedFormat {
+                dir: dir.to_owned(),
+                found: format,
+            });
+        }
+        let bad = |what| VaultError::BadMeta {
+            dir: dir.to_owned(),
+            what,
+        };
+        let vault_id = index
+            .meta("vault_id")?
+            .and_then(|s| crypto::unhex(&s))
+            .ok_or_else(|| bad("vault_id"))?;
+        let key_id = index
+            .meta("key_id")?
+            .and_then(|s| KeyId::from_hex(&s))
+            .ok_or_else(|| bad("key_id"))?;
+        let recorded = index.meta("backend")?.ok_or_else(|| bad("backend"))?;
+        let backend = recorded
+            .parse()
+            .map_err(|_| VaultError::UnsupportedBackend {
+                dir: dir.to_owned(),
+                name: recorded.clone(),
+            })?;
+        let identity_store = match index.meta("identity_store")?.as_deref() {
+            None | Some("file") => IdentityStore::File,
+            Some("backend") => IdentityStore::Backend,
+            Some(_) => return Err(bad("identity_store")),
+        };
+        Ok(Meta {
+            vault_id,
+            key_id,
+            backend,
+            backend_reason: index
+                .meta("backend_reason")?
+                .unwrap_or_else(|| "chosen when the vault was created".into()),
+            identity_store,
+        })
+    }
+
+    fn context(&self, config: &VaultConfig) -> BackendContext {
+        BackendContext {
+            vault_dir: config.vault_dir.clone(),
+            vault_id: crypto::hex(&self.vault_id),
+            options: config.backend_options.clone(),
+        }
+    }
 }
 
 fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
@@ -268,43 +416,9 @@ impl Vault {
             }
         }
         writer.check_schema()?;
+        let meta = Meta::read(&writer, &dir)?;
 
-        let format = writer.meta("format")?.unwrap_or_default();
-        if format != VAULT_FORMAT {
-            return Err(VaultError::UnsupportedFormat { dir, found: format });
-        }
-        let bad = |what| VaultError::BadMeta {
-            dir: dir.clone(),
-            what,
-        };
-        let vault_id = writer
-            .meta("vault_id")?
-            .and_then(|s| crypto::unhex(&s))
-            .ok_or_else(|| bad("vault_id"))?;
-        let expected = writer
-            .meta("key_id")?
-            .and_then(|s| KeyId::from_hex(&s))
-            .ok_or_else(|| bad("key_id"))?;
-        let recorded = writer.meta("backend")?.ok_or_else(|| bad("backend"))?;
-
-        let identity = DeviceIdentity::load(&identity_dir)?;
-        let keys = KeyRing::derive(&identity, &vault_id);
-        drop(identity);
-        if keys.key_id() != expected {
-            return Err(VaultError::WrongIdentity {
-                vault_dir: dir,
-                identity_dir,
-                expected,
-                found: keys.key_id(),
-            });
-        }
-
-        let kind: BackendKind = recorded
-            .parse()
-            .map_err(|_| VaultError::UnsupportedBackend {
-                dir: dir.clone(),
-                name: recorded.clone(),
-            })?;
+        let kind = meta.backend;
         let choice = match config.backend {
             BackendPreference::Explicit(requested) if requested != kind => {
                 return Err(VaultError::BackendConflict {
@@ -321,19 +435,23 @@ impl Vault {
             },
             BackendPreference::Auto => BackendChoice {
                 kind,
-                reason: format!(
-                    "recorded in the vault: {}",
-                    writer
-                        .meta("backend_reason")?
-                        .unwrap_or_else(|| "chosen when the vault was created".into())
-                ),
+                reason: format!("recorded in the vault: {}", meta.backend_reason),
             },
         };
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend selected");
-        let ctx = BackendContext {
-            vault_dir: dir.clone(),
-        };
-        let backend = backend::build(kind, &ctx)?;
+        let backend = backend::build(kind, &meta.context(&config))?;
+
+        let identity = meta.identity_store.load(&identity_dir, &*backend)?;
+        let keys = KeyRing::derive(&identity, &meta.vault_id);
+        drop(identity);
+        if keys.key_id() != meta.key_id {
+            return Err(VaultError::WrongIdentity {
+                vault_dir: dir,
+                identity_dir,
+                expected: meta.key_id,
+                found: keys.key_id(),
+            });
+        }
         let reader = Index::open(&index_path)?;
 
         let vault = Vault {
@@ -344,6 +462,7 @@ impl Vault {
             backend,
             keys,
             choice,
+            identity_store: meta.identity_store,
             max_value_size: config.max_value_size,
         };
         {
@@ -357,6 +476,8 @@ impl Vault {
     }
 
     /// Records a new vault's identity, keys and backend (writer lock held).
+    /// With a platform store, the device identity goes into that store, not
+    /// into a file.
     fn initialise(
         writer: &Index,
         config: &VaultConfig,
@@ -366,17 +487,29 @@ impl Vault {
         getrandom::fill(&mut vault_id).map_err(|e| {
             io("read random bytes for", &config.vault_dir)(std::io::Error::other(e))
         })?;
-        let identity = DeviceIdentity::load_or_create(identity_dir)?;
-        let keys = KeyRing::derive(&identity, &vault_id);
         let ctx = BackendContext {
             vault_dir: config.vault_dir.clone(),
+            vault_id: crypto::hex(&vault_id),
+            options: config.backend_options.clone(),
         };
-        let (_, choice) = backend::select_backend(config.backend, &ctx)?;
+        let (backend, choice) = backend::select_backend(config.backend, &ctx)?;
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend chosen for a new vault");
+        let (identity, store) = if choice.kind.is_platform_store() {
+            let identity = DeviceIdentity::generate()?;
+            backend.put_blob(&ObjectId::identity(), identity.expose())?;
+            (identity, IdentityStore::Backend)
+        } else {
+            (
+                DeviceIdentity::load_or_create(identity_dir)?,
+                IdentityStore::File,
+            )
+        };
+        let keys = KeyRing::derive(&identity, &vault_id);
         writer.meta_init("format", VAULT_FORMAT)?;
         writer.meta_init("vault_id", &crypto::hex(&vault_id))?;
         writer.meta_init("backend", choice.kind.as_str())?;
         writer.meta_init("backend_reason", &choice.reason)?;
+        writer.meta_init("identity_store", store.as_str())?;
         writer.meta_init("created_ms", &now_ms().to_string())?;
         // Written last: its presence marks the vault as initialised.
         writer.meta_init("key_id", &keys.key_id().to_hex())?;
@@ -389,6 +522,16 @@ impl Vault {
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Index> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_not_migrated(&self, index: &Index) -> Result<(), VaultError> {
+        match index.meta("backend")? {
+            Some(now) if now != self.choice.kind.as_str() => Err(VaultError::Migrated {
+                dir: self.dir.clone(),
+                to: now,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Deletes what interrupted writes left behind. Caller holds the lock.
@@ -442,8 +585,10 @@ impl Vault {
     }
 
     /// Takes the writer lock and sweeps what interrupted writers left.
+    /// Refuses to write through a backend the vault has migrated away from.
     fn lock_and_recover(&self, w: &Index) -> Result<WriteLock, VaultError> {
         let lock = write_lock(&self.dir)?;
+        self.check_not_migrated(w)?;
         if w.has_pending()? {
             self.recover_locked(w)?;
         }
@@ -480,7 +625,7 @@ impl Vault {
     /// Best-effort removal of a replaced blob after the commit point: the
     /// write already succeeded, so a failure here only leaves the id in
     /// `pending` for the next writer to sweep.
-    fn discard(&self, w: &Index, id: &crate::backend::ObjectId) {
+    fn discard(&self, w: &Index, id: &ObjectId) {
         let result = self
             .backend
             .delete_blob(id)
@@ -515,7 +660,10 @@ impl Vault {
                     // between our index read and the backend read: look again.
                     match self.reader().row(r)? {
                         None => return Err(VaultError::NotFound(r.clone())),
-                        Some(now) if now == row => return Err(VaultError::BlobMissing(r.clone())),
+                        Some(now) if now == row => {
+                            self.check_not_migrated(&self.reader())?;
+                            return Err(VaultError::BlobMissing(r.clone()));
+                        }
                         Some(now) => row = now,
                     }
                 }
@@ -698,6 +846,125 @@ impl Vault {
         }
     }
 
+    /// Moves every blob (and a keystore-held identity) to the `to` backend:
+    /// copy, verify by reading back, switch the vault over in one commit,
+    /// then delete from the old backend. An interruption at any point loses
+    /// nothing; running it again finishes the job.
+    pub fn migrate(config: VaultConfig, to: BackendKind) -> Result<MigrateReport, VaultError> {
+        Self::migrate_with(config, to, |_| Ok(()))
+    }
+
+    /// [`Vault::migrate`], calling `hook` after each step (tests inject
+    /// interruptions there).
+    pub fn migrate_with(
+        config: VaultConfig,
+        to: BackendKind,
+        mut hook: impl FnMut(MigrateStage) -> Result<(), VaultError>,
+    ) -> Result<MigrateReport, VaultError> {
+        let config = VaultConfig {
+            backend: BackendPreference::Auto,
+            create: false,
+            ..config
+        };
+        let vault = Vault::open(config.clone())?;
+        let mut w = vault.writer();
+        let _lock = vault.lock_and_recover(&w)?;
+        let meta = Meta::read(&w, &vault.dir)?;
+        let from = meta.backend;
+        let ctx = meta.context(&config);
+        let ids = w.object_ids()?;
+        let mut report = MigrateReport {
+            from,
+            to,
+            blobs: ids.len(),
+            resumed: w.meta("migration_target")?.is_some(),
+        };
+
+        if from == to {
+            // Finish the clean-up of a migration that committed and stopped.
+            let Some(old) = w.meta("migration_cleanup")? else {
+                report.blobs = 0;
+                return Ok(report);
+            };
+            let old: BackendKind = old.parse().map_err(|_| VaultError::UnsupportedBackend {
+                dir: vault.dir.clone(),
+                name: old.clone(),
+            })?;
+            report.from = old;
+            report.resumed = true;
+            let old_backend = backend::build(old, &ctx)?;
+            Self::clean_up(&mut w, &*old_backend, &ids, &mut hook)?;
+            return Ok(report);
+        }
+
+        let identity = meta
+            .identity_store
+            .load(&vault.identity_dir, &*vault.backend)?;
+        let target = backend::build(to, &ctx)?;
+        w.set_meta(&[("migration_target", Some(to.as_str()))])?;
+        for (n, id) in ids.iter().enumerate() {
+            let blob = match vault.backend.get_blob(id) {
+                // Copied before an earlier run was interrupted after it
+                // deleted the source? Then the target must hold it.
+                Err(BackendError::NotFound(_)) => target.get_blob(id)?,
+                other => other?,
+            };
+            copy_verified(&*target, id, &blob)?;
+            hook(MigrateStage::Copied(n + 1))?;
+        }
+        let store = if to.is_platform_store() {
+            copy_verified(&*target, &ObjectId::identity(), identity.expose())?;
+            IdentityStore::Backend
+        } else {
+            match DeviceIdentity::load(&vault.identity_dir) {
+                Ok(existing) if existing.expose() == identity.expose() => {}
+                Ok(_) => return Err(VaultError::IdentityConflict(vault.identity_dir.clone())),
+                Err(IdentityError::Missing(_)) => {
+                    if !identity.save_new(&vault.identity_dir)? {
+                        return Err(VaultError::IdentityConflict(vault.identity_dir.clone()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            IdentityStore::File
+        };
+        drop(identity);
+        let reason = format!("migrated from {from} with `sealfs migrate`");
+        w.set_meta(&[
+            ("backend", Some(to.as_str())),
+            ("backend_reason", Some(&reason)),
+            ("identity_store", Some(store.as_str())),
+            ("migration_cleanup", Some(from.as_str())),
+            ("migration_target", None),
+        ])?;
+        hook(MigrateStage::Committed)?;
+        let mut old_ids = ids;
+        if meta.identity_store == IdentityStore::Backend {
+            old_ids.push(ObjectId::identity());
+        }
+        Self::clean_up(&mut w, &*vault.backend, &old_ids, &mut hook)?;
+        Ok(report)
+    }
+
+    /// Deletes the migrated blobs from the old backend, then forgets it.
+    fn clean_up(
+        w: &mut Index,
+        old: &dyn BlobBackend,
+        ids: &[ObjectId],
+        hook: &mut impl FnMut(MigrateStage) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
+        let mut ids = ids.to_vec();
+        if !ids.contains(&ObjectId::identity()) && old.kind().is_platform_store() {
+            ids.push(ObjectId::identity());
+        }
+        for (n, id) in ids.iter().enumerate() {
+            old.delete_blob(id)?;
+            hook(MigrateStage::Deleted(n + 1))?;
+        }
+        w.set_meta(&[("migration_cleanup", None)])?;
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -708,6 +975,11 @@ impl Vault {
 
     pub fn backend_choice(&self) -> &BackendChoice {
         &self.choice
+    }
+
+    /// Where this vault's device identity is kept.
+    pub fn identity_store(&self) -> IdentityStore {
+        self.identity_store
     }
 
     pub fn key_id(&self) -> KeyId {

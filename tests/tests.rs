@@ -5,6 +5,7 @@
 
 mod util;
 
+mod backends;
 mod cli;
 mod concurrency;
 mod config;

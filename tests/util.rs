@@ -96,7 +96,8 @@ impl Sandbox {
         let mut c = Command::new(BIN);
         c.args(args)
             .env_remove("SEALFS_IDENTITY_DIR")
-            .env_remove("SEALFS_BACKEND")
+            // Hermetic on desktops too, where `auto` would find a keyring.
+            .env("SEALFS_BACKEND", "encrypted-file")
             .env_remove("SEALFS_MAX_VALUE_SIZE")
             .env("SEALFS_VAULT_DIR", self.vault_dir())
             .current_dir(self.path());
@@ -188,4 +189,154 @@ pub fn assert_no_leftovers(sb: &Sandbox, live: usize) {
             .count(),
         0
     );
+}
+
+/// A private D-Bus session with a real gnome-keyring Secret Service,
+/// unlocked with a throwaway password, in temp HOME and XDG_RUNTIME_DIR.
+/// Both daemons are killed on drop.
+pub struct Keyring {
+    _home: tempfile::TempDir,
+    bus: Child,
+    keyring: Child,
+    address: String,
+}
+
+impl Keyring {
+    /// Starts the session, or `None` where the tools are missing outside CI
+    /// (under CI that is a failure, not a skip).
+    pub fn start() -> Option<Keyring> {
+        let have = |bin: &str| {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        };
+        if !have("dbus-daemon") || !have("gnome-keyring-daemon") {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but dbus-daemon or gnome-keyring-daemon is missing (scripts/setup.sh installs them)"
+            );
+            eprintln!("skipping: no dbus-daemon or gnome-keyring-daemon here");
+            return None;
+        }
+        use std::io::{BufRead, BufReader};
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let runtime = home.path().join("run");
+        std::fs::create_dir(&runtime).unwrap();
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A bus of our own with no service activation: nothing but the
+        // daemon started below may answer for the Secret Service.
+        let config = home.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:dir={}</listen>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                runtime.display()
+            ),
+        )
+        .unwrap();
+        let mut bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dbus-daemon");
+        let mut line = String::new();
+        BufReader::new(bus.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line.trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("HOME", home.path())
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start gnome-keyring-daemon");
+        // The unlock password, then EOF.
+        keyring
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"test-password")
+            .unwrap();
+        let k = Keyring {
+            _home: home,
+            bus,
+            keyring,
+            address,
+        };
+        k.wait_ready();
+        Some(k)
+    }
+
+    /// Waits until the Secret Service answers on the bus.
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let owned = Command::new("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"));
+            if owned {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Secret Service did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the keyring daemon: an
+    /// unresponsive Secret Service.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &self.keyring.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Keyring {
+    fn drop(&mut self) {
+        self.freeze(false);
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
 }

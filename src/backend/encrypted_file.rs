@@ -33,7 +33,13 @@ impl EncryptedFile {
     pub const TMP_DIR: &'static str = "tmp";
 
     pub fn open(vault_dir: &Path) -> Result<Self, BackendError> {
-        let objects = vault_dir.join(Self::OBJECTS_DIR);
+        Self::open_in(vault_dir, Self::OBJECTS_DIR)
+    }
+
+    /// The same layout under another directory name (the DPAPI backend
+    /// keeps its protected files beside, not among, these).
+    pub fn open_in(vault_dir: &Path, objects_dir: &str) -> Result<Self, BackendError> {
+        let objects = vault_dir.join(objects_dir);
         let tmp = vault_dir.join(Self::TMP_DIR);
         for dir in [&objects, &tmp] {
             fsutil::create_private_dir_all(dir).map_err(io_err("creating the blob directories"))?;

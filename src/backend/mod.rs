@@ -5,8 +5,13 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
+pub mod dpapi;
 pub mod encrypted_file;
+pub mod keychain;
+#[cfg(target_os = "linux")]
+pub mod secret_service;
 
 pub use encrypted_file::EncryptedFile;
 
@@ -15,6 +20,12 @@ pub use encrypted_file::EncryptedFile;
 pub struct ObjectId(String);
 
 impl ObjectId {
+    /// The reserved id under which a platform store keeps the vault's device
+    /// identity (never an HMAC output in practice).
+    pub fn identity() -> Self {
+        ObjectId("0".repeat(64))
+    }
+
     pub(crate) fn from_digest(digest: &[u8]) -> Self {
         ObjectId(crate::crypto::hex(digest))
     }
@@ -61,6 +72,21 @@ pub enum BackendError {
         backend: BackendKind,
         reason: String,
     },
+    #[error("{backend} backend is locked: {reason}")]
+    Locked {
+        backend: BackendKind,
+        reason: String,
+    },
+    #[error("{backend} backend did not answer within {timeout:?} (a locked keyring waiting on a prompt, or a hung service)")]
+    Timeout {
+        backend: BackendKind,
+        timeout: Duration,
+    },
+    #[error("{backend} backend: {message}")]
+    Other {
+        backend: BackendKind,
+        message: String,
+    },
 }
 
 /// Storage for sealed blobs. Every call is fallible (later backends talk to
@@ -85,19 +111,53 @@ pub trait BlobBackend: Send + Sync {
     }
 }
 
-/// The backends this build can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The backends sealfs knows. Every name parses on every platform; building
+/// one that this platform lacks is a clear `Unavailable` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendKind {
     EncryptedFile,
+    /// Linux: the freedesktop Secret Service (gnome-keyring, KWallet) over D-Bus.
+    SecretService,
+    /// macOS: generic-password items in the login keychain.
+    MacosKeychain,
+    /// Windows: DPAPI-protected (user scope) files in the vault directory.
+    WindowsDpapi,
 }
 
 impl BackendKind {
-    pub const ALL: &'static [BackendKind] = &[BackendKind::EncryptedFile];
+    pub const ALL: &'static [BackendKind] = &[
+        BackendKind::EncryptedFile,
+        BackendKind::SecretService,
+        BackendKind::MacosKeychain,
+        BackendKind::WindowsDpapi,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::EncryptedFile => "encrypted-file",
+            BackendKind::SecretService => "secret-service",
+            BackendKind::MacosKeychain => "keychain",
+            BackendKind::WindowsDpapi => "dpapi",
+        }
+    }
+
+    /// An OS keystore: it also keeps the vault's device identity, so the
+    /// vault directory alone (or with the identity directory) is not enough.
+    pub fn is_platform_store(self) -> bool {
+        self != BackendKind::EncryptedFile
+    }
+
+    /// The platform store of the OS this build is for, if any.
+    pub fn platform() -> Option<BackendKind> {
+        if cfg!(target_os = "linux") {
+            Some(BackendKind::SecretService)
+        } else if cfg!(target_os = "macos") {
+            Some(BackendKind::MacosKeychain)
+        } else if cfg!(windows) {
+            Some(BackendKind::WindowsDpapi)
+        } else {
+            None
         }
     }
 }
@@ -159,10 +219,37 @@ impl FromStr for BackendPreference {
     }
 }
 
+/// The default time limit for one call to an OS keystore.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach the platform stores.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// Limit for one keystore call; past it the call fails with `Timeout`
+    /// (a locked keyring showing a prompt must not hang the CLI or daemon).
+    pub timeout: Duration,
+    /// D-Bus address of the session bus for the Secret Service; `None` uses
+    /// `DBUS_SESSION_BUS_ADDRESS` / the default session bus.
+    pub session_bus: Option<String>,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            timeout: DEFAULT_TIMEOUT,
+            session_bus: None,
+        }
+    }
+}
+
 /// What a backend needs to know about the vault it serves.
 #[derive(Debug, Clone)]
 pub struct BackendContext {
     pub vault_dir: PathBuf,
+    /// The vault's id (hex): keystore items carry it, so several vaults can
+    /// share one keystore without seeing each other's blobs.
+    pub vault_id: String,
+    pub options: BackendOptions,
 }
 
 /// A backend chosen for a vault, and the reason, for `doctor` and the logs.
@@ -172,12 +259,67 @@ pub struct BackendChoice {
     pub reason: String,
 }
 
-/// Picks the best backend usable here. Platform keystores join this list in
-/// later releases; today the embedded encrypted-file store is the only one.
-pub fn choose_auto_backend(_ctx: &BackendContext) -> BackendChoice {
-    BackendChoice {
-        kind: BackendKind::EncryptedFile,
-        reason: "auto: no platform keystore backend is built in yet, using the embedded encrypted-file store".into(),
+/// The outcome of probing the platform store: store, read back and delete a
+/// probe item, within the timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: BackendKind,
+    pub result: Result<Duration, String>,
+}
+
+/// Probes `kind` for real with a throwaway item.
+pub fn probe(kind: BackendKind, ctx: &BackendContext) -> Probe {
+    let started = std::time::Instant::now();
+    let result = (|| {
+        let mut token = [0u8; 16];
+        getrandom::fill(&mut token).map_err(|e| e.to_string())?;
+        let ctx = BackendContext {
+            vault_id: format!("probe-{}", crate::crypto::hex(&token)),
+            ..ctx.clone()
+        };
+        let backend = build(kind, &ctx).map_err(|e| e.to_string())?;
+        let id = ObjectId::from_digest(&[7u8; 32]);
+        let payload = b"sealfs probe";
+        backend.put_blob(&id, payload).map_err(|e| e.to_string())?;
+        let back = backend.get_blob(&id).map_err(|e| e.to_string());
+        let deleted = backend.delete_blob(&id).map_err(|e| e.to_string());
+        if back? != payload {
+            return Err("the probe item read back differently".to_owned());
+        }
+        deleted?;
+        Ok(started.elapsed())
+    })();
+    tracing::debug!(backend = %kind, ?result, "probed platform store");
+    Probe { kind, result }
+}
+
+/// Picks the best backend usable here: the platform store when a real probe
+/// succeeds, otherwise the embedded encrypted-file store. The reason says
+/// which and why.
+pub fn choose_auto_backend(ctx: &BackendContext) -> BackendChoice {
+    choice_after(BackendKind::platform().map(|kind| probe(kind, ctx)))
+}
+
+/// The `auto` choice given the platform store's probe (`None`: no store).
+pub fn choice_after(probe: Option<Probe>) -> BackendChoice {
+    let Some(Probe { kind, result }) = probe else {
+        return BackendChoice {
+            kind: BackendKind::EncryptedFile,
+            reason: "auto: this platform has no supported keystore; using encrypted-file".into(),
+        };
+    };
+    match result {
+        Ok(took) => BackendChoice {
+            kind,
+            reason: format!(
+                "auto: {kind} answered a probe (store, read back, delete) in {} ms",
+                took.as_millis()
+            ),
+        },
+        Err(why) => BackendChoice {
+            kind: BackendKind::EncryptedFile,
+            reason: format!("auto: {kind} is not usable ({why}); using encrypted-file"),
+        },
     }
 }
 
@@ -197,6 +339,13 @@ pub fn select_backend(
     Ok((build(choice.kind, ctx)?, choice))
 }
 
+fn unavailable(kind: BackendKind) -> BackendError {
+    BackendError::Unavailable {
+        backend: kind,
+        reason: "not supported on this platform".into(),
+    }
+}
+
 /// Builds the backend of `kind` for the vault in `ctx`.
 pub fn build(
     kind: BackendKind,
@@ -204,6 +353,16 @@ pub fn build(
 ) -> Result<Box<dyn BlobBackend>, BackendError> {
     match kind {
         BackendKind::EncryptedFile => Ok(Box::new(EncryptedFile::open(&ctx.vault_dir)?)),
+        #[cfg(target_os = "linux")]
+        BackendKind::SecretService => {
+            Ok(Box::new(secret_service::LinuxSecretService::connect(ctx)?))
+        }
+        #[cfg(target_os = "macos")]
+        BackendKind::MacosKeychain => Ok(Box::new(keychain::MacosKeychain::new(ctx))),
+        #[cfg(windows)]
+        BackendKind::WindowsDpapi => Ok(Box::new(dpapi::WindowsDpapi::open(ctx)?)),
+        #[allow(unreachable_patterns)]
+        other => Err(unavailable(other)),
     }
 }
 
