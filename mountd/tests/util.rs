@@ -189,6 +189,7 @@ impl Mounted {
             .arg(&self.mnt)
             .args(&args)
             .env("SEALFS_VAULT_DIR", self.vault_dir())
+            .env("SEALFS_BACKEND", "encrypted-file")
             .env_remove("SEALFS_IDENTITY_DIR")
             .env_remove("SEALFS_AUDIT_LOG")
             .stdin(Stdio::null())
@@ -260,6 +261,7 @@ impl Mounted {
         let mut c = Command::new(sealfs_bin());
         c.args(args)
             .env("SEALFS_VAULT_DIR", self.vault_dir())
+            .env("SEALFS_BACKEND", "encrypted-file")
             .env_remove("SEALFS_IDENTITY_DIR")
             .env_remove("SEALFS_AUDIT_LOG");
         run(c, stdin)
