@@ -40,6 +40,6 @@ pub use config::{find_vault_refs, resolve_config_refs, ConfigError};
 pub use scope::{RefError, SecretKey, VaultRef, VaultScope};
 pub use secret::SensitiveBytes;
 pub use vault::{
-    Entry, IdentityStore, MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault, VaultConfig,
-    VaultError, DEFAULT_MAX_VALUE_SIZE,
+    Entry, FaultPoint, IdentityStore, MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault,
+    VaultConfig, VaultError, DEFAULT_MAX_VALUE_SIZE,
 };

@@ -160,6 +160,8 @@ pub enum VaultError {
     MigrationVerify(ObjectId),
     #[error("{0} already holds a different device identity; choose another --identity-dir for this vault")]
     IdentityConflict(PathBuf),
+    #[error("injected fault at {0:?}")]
+    Fault(FaultPoint),
     #[error("migration interrupted at {0}")]
     Interrupted(&'static str),
     #[error("secret {0} exists already")]
@@ -202,8 +204,27 @@ pub enum VaultError {
     Index(#[from] IndexError),
 }
 
+/// Points inside a write where a test can make the operation stop, as a
+/// crash there would (the process dies, the lock is released, nothing after
+/// the point happens). Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The new object id is recorded as pending; no blob yet.
+    PutAfterPending,
+    /// The new blob is written; the index does not point at it yet.
+    PutAfterBlob,
+    /// The index points at the new blob; the replaced blob is not deleted yet.
+    PutAfterCommit,
+    /// The row is gone from the index; its blob is not deleted yet.
+    DeleteAfterCommit,
+}
+
+type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
 /// An open vault. `Send + Sync`: share it across threads by reference.
 pub struct Vault {
+    fault: Option<FaultHook>,
     dir: PathBuf,
     identity_dir: PathBuf,
     reader: Mutex<Index>,
@@ -455,6 +476,7 @@ impl Vault {
         let reader = Index::open(&index_path)?;
 
         let vault = Vault {
+            fault: None,
             dir,
             identity_dir,
             reader: Mutex::new(reader),
@@ -524,6 +546,19 @@ impl Vault {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Makes writes stop at the points where `hook` returns true (tests).
+    #[doc(hidden)]
+    pub fn set_fault_hook(&mut self, hook: impl Fn(FaultPoint) -> bool + Send + Sync + 'static) {
+        self.fault = Some(Box::new(hook));
+    }
+
+    fn fault(&self, point: FaultPoint) -> Result<(), VaultError> {
+        match &self.fault {
+            Some(hook) if hook(point) => Err(VaultError::Fault(point)),
+            _ => Ok(()),
+        }
+    }
+
     fn check_not_migrated(&self, index: &Index) -> Result<(), VaultError> {
         match index.meta("backend")? {
             Some(now) if now != self.choice.kind.as_str() => Err(VaultError::Migrated {
@@ -563,7 +598,9 @@ impl Vault {
         let _lock = self.lock_and_recover(&w)?;
         let current = w.row(r)?;
         let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
+        self.fault(FaultPoint::PutAfterBlob)?;
         w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        self.fault(FaultPoint::PutAfterCommit)?;
         if let Some(old) = current {
             self.discard(&w, &old.object_id);
         }
@@ -609,6 +646,7 @@ impl Vault {
         let version = w.next_version(r)?;
         let id = self.keys.object_id(r, version);
         w.add_pending(&id)?;
+        self.fault(FaultPoint::PutAfterPending)?;
         let blob = self.keys.seal(r, version, value);
         self.backend.put_blob(&id, &blob)?;
         let now = now_ms();
@@ -658,7 +696,10 @@ impl Vault {
                 Err(BackendError::NotFound(_)) => {
                     // A concurrent put or delete may have replaced the blob
                     // between our index read and the backend read: look again.
-                    match self.reader().row(r)? {
+                    // (Bound first: the reader lock must be released before
+                    // the check below takes it again.)
+                    let current = self.reader().row(r)?;
+                    match current {
                         None => return Err(VaultError::NotFound(r.clone())),
                         Some(now) if now == row => {
                             self.check_not_migrated(&self.reader())?;
@@ -710,6 +751,7 @@ impl Vault {
         let _lock = self.lock_and_recover(&w)?;
         let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         w.commit_delete(r, &row)?;
+        self.fault(FaultPoint::DeleteAfterCommit)?;
         self.discard(&w, &row.object_id);
         Ok(())
     }

@@ -14,7 +14,7 @@ fn kill_9_of_writers_loses_no_acknowledged_write() {
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let mut hot_last = b"initial".to_vec();
     let (mut killed, mut finished) = (0, 0);
-    for i in 0..60 {
+    for i in 0..200 {
         // Half the writes create new keys, half overwrite one hot key.
         let (r, value) = if i % 2 == 0 {
             (format!("global/k{i}"), format!("value {i}").into_bytes())
@@ -29,7 +29,7 @@ fn kill_9_of_writers_loses_no_acknowledged_write() {
             .spawn()
             .unwrap();
         feed(&mut child, &value);
-        std::thread::sleep(Duration::from_micros(rng.below(25_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
         let _ = child.kill(); // SIGKILL; fails harmlessly if it already exited
         let status = child.wait().unwrap();
         if status.success() {

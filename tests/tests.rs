@@ -9,6 +9,8 @@ mod backends;
 mod cli;
 mod concurrency;
 mod config;
+mod corrupt;
 mod crash;
+mod faults;
 mod files;
 mod tamper;

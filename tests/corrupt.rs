@@ -1,0 +1,128 @@
+//! Corrupted vault state: each kind gives its own clear error, never wrong
+//! plaintext and never a panic.
+
+use std::fs;
+
+use crate::util::Sandbox;
+
+fn two_vaults_sharing_an_identity() -> (Sandbox, std::path::PathBuf) {
+    let sb = Sandbox::new();
+    sb.set("global/k", b"value in vault one");
+    // A second vault beside the first: same identity directory, its own vault id.
+    let other = sb.path().join("vault2");
+    let out = sb
+        .cmd(&["set", "global/k"])
+        .env("SEALFS_VAULT_DIR", &other)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"value in vault two")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    (sb, other)
+}
+
+#[test]
+fn a_blob_from_another_vault_is_refused() {
+    let (sb, other) = two_vaults_sharing_an_identity();
+    let mine = sb.blob_path("global/k");
+    let theirs = {
+        let conn = rusqlite::Connection::open(other.join("index.sqlite3")).unwrap();
+        let id: String = conn
+            .query_row("SELECT object_id FROM secrets", [], |r| r.get(0))
+            .unwrap();
+        other.join("objects").join(&id[..2]).join(&id)
+    };
+    fs::copy(&theirs, &mine).unwrap();
+    let out = sb
+        .run(&["get", "global/k"], b"")
+        .fails(1, "integrity check failed for global/k");
+    assert!(out.stderr.contains("sealed under key"), "{}", out.stderr);
+    assert_eq!(out.stdout, b"");
+}
+
+#[test]
+fn an_index_from_another_vault_is_refused() {
+    let (sb, other) = two_vaults_sharing_an_identity();
+    for f in ["index.sqlite3"] {
+        fs::copy(other.join(f), sb.vault_dir().join(f)).unwrap();
+    }
+    // The foreign index names blobs this vault does not have.
+    let out = sb.run(&["get", "global/k"], b"");
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("missing from the backend"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("value in"));
+
+    // An index from a vault with another identity does not even open.
+    let one = Sandbox::new();
+    one.set("global/k", b"x");
+    let two = Sandbox::new();
+    two.set("global/k", b"y");
+    fs::copy(
+        two.vault_dir().join("index.sqlite3"),
+        one.vault_dir().join("index.sqlite3"),
+    )
+    .unwrap();
+    one.run(&["get", "global/k"], b"")
+        .fails(1, "does not belong to the vault");
+}
+
+#[test]
+fn unknown_format_and_schema_versions_are_named() {
+    let sb = Sandbox::new();
+    sb.set("global/k", b"v");
+    sb.index_exec("UPDATE meta SET value = '9' WHERE name = 'format'");
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "has format \"9\"; this build reads format \"1\"");
+    sb.index_exec("UPDATE meta SET value = '1' WHERE name = 'format'; PRAGMA user_version = 99;");
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "schema version 99");
+    sb.index_exec("PRAGMA user_version = 2;");
+    // A blob of a future envelope format.
+    let path = sb.blob_path("global/k");
+    let mut blob = fs::read(&path).unwrap();
+    blob[4] = 2;
+    fs::write(&path, &blob).unwrap();
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "unsupported format version 2");
+}
+
+#[test]
+fn a_damaged_index_file_is_a_clear_error() {
+    let sb = Sandbox::new();
+    sb.set("global/k", b"v");
+    let index = sb.vault_dir().join("index.sqlite3");
+    let mut bytes = fs::read(&index).unwrap();
+    bytes[..16].copy_from_slice(b"not sqlite at al");
+    fs::write(&index, &bytes).unwrap();
+    let out = sb.run(&["get", "global/k"], b"").fails(1, "index");
+    assert!(out.stderr.contains("not a database"), "{}", out.stderr);
+    fs::write(&index, b"").unwrap();
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "secret not found");
+}
+
+#[test]
+fn index_rows_pointing_at_the_wrong_blob_or_version_are_refused() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value a");
+    sb.set("global/b", b"value b");
+    sb.index_exec("UPDATE secrets SET object_id = (SELECT object_id FROM secrets WHERE key = 'b') WHERE key = 'a'");
+    sb.run(&["get", "global/a"], b"")
+        .fails(1, "integrity check failed for global/a");
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value a");
+    sb.index_exec("UPDATE secrets SET version = version + 1");
+    sb.run(&["get", "global/a"], b"")
+        .fails(1, "integrity check failed");
+    sb.index_exec("UPDATE secrets SET object_id = 'zz'");
+    sb.run(&["get", "global/a"], b"")
+        .fails(1, "index entry for global/a is corrupt: invalid object id");
+}

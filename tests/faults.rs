@@ -1,0 +1,107 @@
+//! Faults injected at each step of a put and a delete: reopening gives the
+//! old state or the new one, never a mix, and no blob or temp file is left.
+
+use sealfs::{FaultPoint, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
+
+use crate::util::{assert_no_leftovers, Sandbox};
+
+fn r(s: &str) -> VaultRef {
+    VaultRef::parse(s).unwrap()
+}
+
+fn open(sb: &Sandbox) -> Vault {
+    Vault::open(VaultConfig::new(sb.vault_dir())).unwrap()
+}
+
+fn faulty(sb: &Sandbox, at: FaultPoint) -> Vault {
+    let mut v = open(sb);
+    v.set_fault_hook(move |p| p == at);
+    v
+}
+
+#[test]
+fn a_put_stopped_at_any_step_leaves_old_or_new() {
+    for (at, committed) in [
+        (FaultPoint::PutAfterPending, false),
+        (FaultPoint::PutAfterBlob, false),
+        (FaultPoint::PutAfterCommit, true),
+    ] {
+        for existing in [false, true] {
+            let sb = Sandbox::new();
+            let vault = open(&sb);
+            vault
+                .put(&r("global/other"), SensitiveBytes::from_slice(b"untouched"))
+                .unwrap();
+            if existing {
+                vault
+                    .put(&r("global/k"), SensitiveBytes::from_slice(b"old"))
+                    .unwrap();
+            }
+            drop(vault);
+            let err = faulty(&sb, at)
+                .put(&r("global/k"), SensitiveBytes::from_slice(b"new"))
+                .unwrap_err();
+            assert!(matches!(err, VaultError::Fault(p) if p == at));
+            // Reopening sweeps what the stopped writer left.
+            let vault = open(&sb);
+            let got = vault.get(&r("global/k"));
+            match (committed, existing) {
+                (true, _) => assert_eq!(got.unwrap().expose(), b"new", "{at:?}"),
+                (false, true) => assert_eq!(got.unwrap().expose(), b"old", "{at:?}"),
+                (false, false) => assert!(matches!(got, Err(VaultError::NotFound(_))), "{at:?}"),
+            }
+            assert_eq!(
+                vault.get(&r("global/other")).unwrap().expose(),
+                b"untouched"
+            );
+            let live = vault.list(None).unwrap().len();
+            assert_no_leftovers(&sb, live);
+            // And the vault takes writes again.
+            vault
+                .put(&r("global/k"), SensitiveBytes::from_slice(b"after"))
+                .unwrap();
+            assert_eq!(vault.get(&r("global/k")).unwrap().expose(), b"after");
+        }
+    }
+}
+
+#[test]
+fn a_delete_stopped_after_its_commit_is_a_delete() {
+    let sb = Sandbox::new();
+    let vault = open(&sb);
+    vault
+        .put(&r("global/k"), SensitiveBytes::from_slice(b"v"))
+        .unwrap();
+    drop(vault);
+    let err = faulty(&sb, FaultPoint::DeleteAfterCommit)
+        .delete(&r("global/k"))
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Fault(_)));
+    let vault = open(&sb);
+    assert!(matches!(
+        vault.get(&r("global/k")),
+        Err(VaultError::NotFound(_))
+    ));
+    assert_no_leftovers(&sb, 0);
+}
+
+#[test]
+fn a_stray_temp_file_is_removed_by_the_next_writer() {
+    let sb = Sandbox::new();
+    let vault = open(&sb);
+    vault
+        .put(&r("global/k"), SensitiveBytes::from_slice(b"v"))
+        .unwrap();
+    drop(vault);
+    // As if a writer died inside the blob write: pending id plus a temp file.
+    let _ = faulty(&sb, FaultPoint::PutAfterPending)
+        .put(&r("global/k"), SensitiveBytes::from_slice(b"w"));
+    std::fs::write(
+        sb.vault_dir().join("tmp").join(".sealfs-dead.tmp"),
+        b"partial",
+    )
+    .unwrap();
+    let vault = open(&sb);
+    assert_eq!(vault.get(&r("global/k")).unwrap().expose(), b"v");
+    assert_no_leftovers(&sb, 1);
+}
