@@ -131,6 +131,18 @@ impl KeyRing {
     pub fn seal(&self, r: &VaultRef, version: u64, plaintext: &SensitiveBytes) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        self.seal_with_nonce(r, version, plaintext, nonce)
+    }
+
+    /// [`KeyRing::seal`] with a given nonce: the one sealing code path, open
+    /// to known-answer tests. A nonce must never be reused under a key.
+    fn seal_with_nonce(
+        &self,
+        r: &VaultRef,
+        version: u64,
+        plaintext: &SensitiveBytes,
+        nonce: [u8; NONCE_LEN],
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.extend_from_slice(&MAGIC);
         out.push(FORMAT_VERSION);
@@ -350,6 +362,97 @@ mod tests {
             slot_bytes(&r("principal:ab/c"), 1),
             slot_bytes(&r("principal:a/bc"), 1)
         );
+    }
+
+    fn unhex_str(s: &str) -> Vec<u8> {
+        unhex(s).unwrap()
+    }
+
+    /// RFC 5869, test case 1 (HKDF-SHA256), through the crate we derive with.
+    #[test]
+    fn hkdf_sha256_rfc5869_case_1() {
+        let ikm = [0x0bu8; 22];
+        let salt = unhex_str("000102030405060708090a0b0c");
+        let info = unhex_str("f0f1f2f3f4f5f6f7f8f9");
+        let mut okm = [0u8; 42];
+        Hkdf::<Sha256>::new(Some(&salt), &ikm)
+            .expand(&info, &mut okm)
+            .unwrap();
+        assert_eq!(
+            hex(&okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        );
+    }
+
+    /// The GCM specification's test case 16 (AES-256, 96-bit IV, with AAD).
+    #[test]
+    fn aes_256_gcm_known_answer() {
+        let key = unhex_str("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
+        let iv = unhex_str("cafebabefacedbaddecaf888");
+        let aad = unhex_str("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let mut buf = unhex_str(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
+        let cipher = Aes256Gcm::new(key.as_slice().into());
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&iv), &aad, &mut buf)
+            .unwrap();
+        assert_eq!(
+            hex(&buf),
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+        );
+        assert_eq!(hex(&tag), "76fc6ece0f4e1768cddf8853bb2d551b");
+    }
+
+    /// Pins the envelope byte format: same identity, salt, nonce, slot and
+    /// plaintext must give these exact bytes (docs/format.md).
+    #[test]
+    fn envelope_known_answer() {
+        let k = ring(1, b"vault");
+        let blob = k.seal_with_nonce(
+            &r("global/a"),
+            1,
+            &SensitiveBytes::from_slice(b"secret"),
+            [2; 12],
+        );
+        assert_eq!(&blob[..4], b"SLFS");
+        assert_eq!(blob[4..6], [1, 1]);
+        assert_eq!(&blob[6..14], &k.key_id().0);
+        assert_eq!(blob[14..22], 1u64.to_be_bytes());
+        assert_eq!(blob[22..34], [2; 12]);
+        assert_eq!(
+            k.open(&r("global/a"), 1, &blob).unwrap().expose(),
+            b"secret"
+        );
+        assert_eq!(
+            hex(&blob[34..]),
+            PINNED_CIPHERTEXT_AND_TAG,
+            "the envelope format changed"
+        );
+        assert_eq!(k.key_id().to_hex(), PINNED_KEY_ID);
+    }
+
+    const PINNED_CIPHERTEXT_AND_TAG: &str = "2f3bcd17348997a156929c2b816d71ebdf493162b1a2";
+    const PINNED_KEY_ID: &str = "692c72c08f5d987a";
+
+    #[test]
+    fn every_byte_of_header_nonce_ciphertext_and_tag_is_authenticated() {
+        let k = ring(3, b"v");
+        let blob = k.seal(
+            &r("session:s/k"),
+            7,
+            &SensitiveBytes::from_slice(b"0123456789"),
+        );
+        for i in 0..blob.len() {
+            for bit in 0..8 {
+                let mut bad = blob.clone();
+                bad[i] ^= 1 << bit;
+                assert!(
+                    k.open(&r("session:s/k"), 7, &bad).is_err(),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,23 @@
 //! `LockedBuf`: a fixed-capacity plaintext buffer for one open file, locked
 //! into RAM (no swap) where the memlock limit allows, wiped when dropped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sealfs::SensitiveBytes;
 use zeroize::Zeroize;
+
+/// Buffers dropped, and how many of them were found not all-zero after the
+/// wipe (must stay 0): the hook the tests use to check wiping, not trust it.
+static WIPED: AtomicU64 = AtomicU64::new(0);
+static NOT_WIPED: AtomicU64 = AtomicU64::new(0);
+
+/// (buffers wiped, buffers found dirty after wiping) since the process started.
+pub fn wipe_stats() -> (u64, u64) {
+    (
+        WIPED.load(Ordering::SeqCst),
+        NOT_WIPED.load(Ordering::SeqCst),
+    )
+}
 
 /// Plaintext owned by one file handle. The capacity is fixed at creation,
 /// so writes never reallocate (which would leave an unwiped copy).
@@ -91,7 +106,13 @@ impl LockedBuf {
 
 impl Drop for LockedBuf {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        // Wipe in place (the buffer spans its whole allocation), then look.
+        self.buf.expose_mut().as_mut_slice().zeroize();
+        let clean = self.buf.expose().iter().all(|&b| b == 0);
+        WIPED.fetch_add(1, Ordering::SeqCst);
+        if !clean {
+            NOT_WIPED.fetch_add(1, Ordering::SeqCst);
+        }
         if self.locked {
             crate::memlock::unlock(self.buf.expose());
         }

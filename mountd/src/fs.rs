@@ -467,10 +467,12 @@ impl SealFs {
         if let Some(e) = self.vault.entry(r).map_err(|e| from_vault(&e))? {
             return Ok(self.file_attr(c, ino, e.len, e.updated, access));
         }
+        // Not in the index: being created, or a read-once secret consumed by
+        // an open that is still in progress (cat's fstat must still work).
         let handles = lock(&self.handles);
         for h in handles.values() {
             let h = lock(h);
-            if h.ino == ino && h.created {
+            if h.ino == ino {
                 return Ok(self.file_attr(c, ino, h.buf.len() as u64, SystemTime::now(), access));
             }
         }
@@ -1094,9 +1096,20 @@ mod tests {
         assert_eq!(fs.open_handles(), 1);
         assert_eq!(fs.read(fh, 1, 3, |b| b.to_vec()).unwrap(), b"lph");
         assert_eq!(fs.read(fh, 9, 3, |b| b.to_vec()).unwrap(), b"");
+        let (wiped, dirty) = crate::buffer::wipe_stats();
         fs.release(fh).unwrap();
         assert_eq!(fs.open_handles(), 0);
         assert_eq!(fs.read(fh, 0, 5, |b| b.len()), Err(FsError::BadHandle));
+        let (wiped_after, dirty_after) = crate::buffer::wipe_stats();
+        assert!(
+            wiped_after > wiped,
+            "release dropped and wiped the handle's buffer"
+        );
+        assert_eq!(dirty_after, dirty);
+        assert_eq!(
+            dirty_after, 0,
+            "every dropped buffer was all zeros after its wipe"
+        );
     }
 
     #[test]

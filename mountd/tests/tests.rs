@@ -5,6 +5,7 @@
 mod util;
 
 mod access;
+mod hygiene;
 mod lifecycle;
 mod read;
 mod write;

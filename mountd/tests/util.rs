@@ -141,6 +141,7 @@ pub struct Mounted {
     pub root: tempfile::TempDir,
     pub mnt: PathBuf,
     child: Option<Child>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     args: Vec<String>,
 }
 
@@ -156,6 +157,7 @@ impl Mounted {
             root,
             mnt,
             child: None,
+            stderr: None,
             args: Vec::new(),
         }
     }
@@ -197,6 +199,15 @@ impl Mounted {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sealfs-mountd");
+        let mut child = child;
+        // Drained by a thread so a chatty daemon never blocks on a full pipe.
+        let mut stderr = child.stderr.take().unwrap();
+        self.stderr = Some(std::thread::spawn(move || {
+            let mut out = String::new();
+            use std::io::Read;
+            let _ = stderr.read_to_string(&mut out);
+            out
+        }));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.is_mounted() {
@@ -243,6 +254,14 @@ impl Mounted {
             assert!(Instant::now() < deadline, "sealfs-mountd did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the (exited) daemon wrote to stderr.
+    pub fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Forgets the daemon without stopping it (after a kill -9).
