@@ -150,6 +150,10 @@ pub struct SetArgs {
     /// Read the value from this file instead of stdin (byte-exact)
     #[arg(long, value_name = "PATH", conflicts_with = "generate")]
     pub from_file: Option<PathBuf>,
+    /// Anything after REF: refused without being echoed, since it is
+    /// usually a secret typed where it must not go.
+    #[arg(hide = true, value_name = "VALUE", allow_hyphen_values = true)]
+    pub stray: Vec<std::ffi::OsString>,
     /// Read-once: the first read (an open through the mount or `sealfs get`) consumes it
     #[arg(long)]
     pub once: bool,

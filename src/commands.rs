@@ -159,6 +159,13 @@ fn generate_value(r: &VaultRef, n: usize, max: usize) -> Result<SensitiveBytes> 
 
 fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
     let r = &args.vault_ref;
+    if !args.stray.is_empty() {
+        // Not echoed: it is most likely the secret itself.
+        eprintln!(
+            "error: `sealfs set` takes the value from stdin, a prompt, --from-file or --generate, never from an argument; nothing was stored (and the argument is now in your shell history)"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let max = g.max_value_size;
     let value = match (&args.from_file, args.generate) {
         (Some(path), _) => read_file_value(r, path, max)?,

@@ -197,8 +197,14 @@ fn invalid_refs_and_scopes_are_usage_errors() {
 #[test]
 fn a_value_is_never_accepted_as_an_argument() {
     let sb = Sandbox::new();
-    sb.run(&["set", "global/k", "hunter2"], b"")
-        .fails(2, "unexpected argument");
+    let out = sb
+        .run(&["set", "global/k", "hunter2"], b"")
+        .fails(2, "never from an argument");
+    assert!(
+        !out.stderr.contains("hunter2"),
+        "the value is not echoed: {}",
+        out.stderr
+    );
     sb.run(&["get", "global/k"], b"")
         .fails(1, "secret not found");
 }

@@ -6,6 +6,7 @@
 mod util;
 
 mod backends;
+mod badinput;
 mod cli;
 mod concurrency;
 mod config;

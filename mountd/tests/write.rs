@@ -81,6 +81,21 @@ fn bad_writes_get_the_right_errno_and_change_nothing() {
     sh(&format!("mkdir {mnt}/global/sub")).fails_with("Operation not permitted");
     sh(&format!("mkdir {mnt}/session/..bad..%")).fails_with("Invalid argument");
     sh(&format!("mv {mnt}/session {mnt}/x")).fails_with("Operation not permitted");
+    // Paths: overlong, invalid, and dot names.
+    let long = "k".repeat(129);
+    sh(&format!("printf x > {mnt}/global/{long}")).fails_with("Invalid argument");
+    sh(&format!("cat {mnt}/global/{long}")).fails_with("No such file");
+    let too_long = "k".repeat(300);
+    sh(&format!("printf x > {mnt}/global/{too_long}")).fails_with("Invalid argument");
+    let max = sh(&format!("getconf NAME_MAX {mnt}/global")).ok().text();
+    assert_eq!(max.trim(), "128", "statfs tells programs the real limit");
+    for name in ["with space", "tab\tname", "UPPER", "a:b", "é"] {
+        sh(&format!("printf x > \"{mnt}/global/{name}\"")).fails_with("Invalid argument");
+    }
+    sh(&format!("printf x > {mnt}/global/..")).fails_with("Is a directory");
+    sh(&format!("printf x > {mnt}/global/.")).fails_with("Is a directory");
+    sh(&format!("mkdir {mnt}/session/{}", "s".repeat(129))).fails_with("Invalid argument");
+    sh(&format!("mkdir {mnt}/principal/..")).fails_with("File exists");
     assert_eq!(m.get("global/k"), b"keep");
     assert_eq!(m.cli(&["list"], b"").ok().text().lines().count(), 1);
 }
