@@ -488,10 +488,22 @@ impl Vault {
             max_value_size: config.max_value_size,
         };
         {
+            // Sweeping what a dead writer left is a write; if it cannot
+            // happen now (a full disk), reading must still work, and the
+            // next writer sweeps instead.
             let w = vault.writer();
-            if w.has_pending()? {
-                let _lock = write_lock(&vault.dir)?;
-                vault.recover_locked(&w)?;
+            let swept = w
+                .has_pending()
+                .map_err(VaultError::from)
+                .and_then(|pending| {
+                    if pending {
+                        let _lock = write_lock(&vault.dir)?;
+                        vault.recover_locked(&w)?;
+                    }
+                    Ok(())
+                });
+            if let Err(e) = swept {
+                tracing::warn!(error = %e, "could not sweep leftovers of an interrupted write; the next write will");
             }
         }
         Ok(vault)

@@ -105,3 +105,74 @@ fn a_stray_temp_file_is_removed_by_the_next_writer() {
     assert_eq!(vault.get(&r("global/k")).unwrap().expose(), b"v");
     assert_no_leftovers(&sb, 1);
 }
+
+/// The vault directory on a tiny file system: a put that does not fit fails
+/// with a clear error and every earlier value stays readable.
+#[test]
+fn a_full_disk_fails_the_put_and_keeps_earlier_values() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: mounting a tmpfs must work"
+        );
+        eprintln!("skipping: mounting a small tmpfs needs root");
+        return;
+    }
+    let sb = Sandbox::new();
+    let small = sb.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=400k,mode=0700", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let vault = Vault::open(VaultConfig::new(small.join("vault"))).unwrap();
+    let mut stored = Vec::new();
+    let err = loop {
+        let i = stored.len();
+        let v = vec![b'a' + (i % 26) as u8; 30_000];
+        match vault.put(&r(&format!("global/k{i}")), SensitiveBytes::from_slice(&v)) {
+            Ok(_) => stored.push(v),
+            Err(e) => break e,
+        }
+        assert!(i < 100, "400 KiB never filled up");
+    };
+    let msg = format!("{:#}", anyhow::Error::from(err));
+    assert!(
+        msg.contains("full") || msg.contains("No space left"),
+        "{msg}"
+    );
+    assert!(stored.len() >= 3, "only {} fit", stored.len());
+    drop(vault);
+    let vault = Vault::open(VaultConfig::new(small.join("vault"))).unwrap();
+    for (i, v) in stored.iter().enumerate() {
+        assert_eq!(
+            vault.get(&r(&format!("global/k{i}"))).unwrap().expose(),
+            v.as_slice()
+        );
+    }
+    // With room again, the same vault works on.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=2m"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    vault
+        .put(&r("global/again"), SensitiveBytes::from_slice(b"fits"))
+        .unwrap();
+    vault.delete(&r("global/k0")).unwrap();
+    assert_eq!(vault.get(&r("global/again")).unwrap().expose(), b"fits");
+    eprintln!("disk full after {} puts: {msg}", stored.len());
+}

@@ -149,10 +149,13 @@ pub enum Node {
     Secret(VaultRef),
 }
 
-/// Inode numbers, stable for the daemon's lifetime and never reused.
+/// Inode numbers, never reused. The kernel's lookup count of each is kept,
+/// and an inode it has forgotten is dropped, so memory stays flat however
+/// many names come and go.
 struct Inodes {
     by_ino: HashMap<u64, Node>,
     by_node: HashMap<Node, u64>,
+    lookups: HashMap<u64, u64>,
     next: u64,
 }
 
@@ -161,6 +164,7 @@ impl Inodes {
         let mut i = Inodes {
             by_ino: HashMap::new(),
             by_node: HashMap::new(),
+            lookups: HashMap::new(),
             next: SESSION_INO + 1,
         };
         for (ino, node) in [
@@ -188,6 +192,38 @@ impl Inodes {
 
     fn node(&self, ino: u64) -> Option<Node> {
         self.by_ino.get(&ino).cloned()
+    }
+
+    /// The inode `node` has, or a stand-in number if it has none yet (for
+    /// directory listings, which do not count as lookups).
+    fn peek(&self, node: &Node) -> u64 {
+        self.by_node.get(node).copied().unwrap_or(u64::MAX)
+    }
+
+    /// The kernel now holds one more reference (a lookup, create or mkdir
+    /// reply).
+    fn remember(&mut self, ino: u64) {
+        *self.lookups.entry(ino).or_default() += 1;
+    }
+
+    /// The kernel dropped `n` references.
+    fn forget(&mut self, ino: u64, n: u64) {
+        if ino <= SESSION_INO {
+            return;
+        }
+        let left = self.lookups.get(&ino).map_or(0, |c| c.saturating_sub(n));
+        if left > 0 {
+            self.lookups.insert(ino, left);
+            return;
+        }
+        self.lookups.remove(&ino);
+        if let Some(node) = self.by_ino.remove(&ino) {
+            self.by_node.remove(&node);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_ino.len()
     }
 
     /// The inode of `from` now names `to` (what the kernel expects after a
@@ -487,7 +523,25 @@ impl SealFs {
             .is_some())
     }
 
+    /// Resolves `name` in `parent`. A successful lookup is a reference the
+    /// kernel holds until it calls [`SealFs::forget`].
     pub fn lookup(&self, c: &Caller, parent: u64, name: &str) -> Result<Attr> {
+        let attr = self.lookup_inner(c, parent, name)?;
+        lock(&self.inodes).remember(attr.ino);
+        Ok(attr)
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        lock(&self.inodes).forget(ino, n);
+    }
+
+    /// How many inodes are known (for memory checks).
+    pub fn inode_count(&self) -> usize {
+        lock(&self.inodes).len()
+    }
+
+    fn lookup_inner(&self, c: &Caller, parent: u64, name: &str) -> Result<Attr> {
         match self.node(parent)? {
             Node::Root => match name {
                 "principal" => Ok(self.dir_attr(PRINCIPAL_INO, 0o755, 0, 0)),
@@ -598,7 +652,7 @@ impl SealFs {
                 };
                 for e in self.vault.list(Some(&scope)).map_err(|e| from_vault(&e))? {
                     let name = e.vault_ref.key().to_string();
-                    let ino = self.ino(Node::Secret(e.vault_ref));
+                    let ino = lock(&self.inodes).peek(&Node::Secret(e.vault_ref));
                     out.push(DirEntry {
                         ino,
                         kind: FileKind::File,
@@ -810,6 +864,7 @@ impl SealFs {
             return Err(FsError::Exists);
         }
         let ino = self.ino(Node::Secret(r.clone()));
+        lock(&self.inodes).remember(ino);
         let fh = self.new_handle(Handle {
             ino,
             vault_ref: r,
@@ -917,6 +972,7 @@ impl SealFs {
             Ok(()) => {
                 self.record(self.event(c, "mkdir", scope.to_string()));
                 let ino = self.ino(Node::Scope(scope));
+                lock(&self.inodes).remember(ino);
                 Ok(self.scope_dir_attr(c, ino, Access::ReadWrite))
             }
             Err(e) => self.fail(c, "mkdir", target, &e),

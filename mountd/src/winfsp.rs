@@ -202,13 +202,38 @@ impl WinFspAdapter {
         }
     }
 
-    /// Attributes of `path`, looked up from the root one component at a time.
-    fn walk(&self, c: &Caller, path: &str) -> Result<Attr, FsError> {
-        let mut attr = self.fs.getattr(c, ROOT_INO)?;
+    /// Looks `path` up from the root one component at a time, runs `f` on
+    /// it, then gives the lookups back (SealFs counts them as the kernel
+    /// would). With `keep`, the final one stays held: a file context owns
+    /// it until `close`.
+    fn walk_then<T>(
+        &self,
+        c: &Caller,
+        path: &str,
+        keep: bool,
+        f: impl FnOnce(&Attr) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let mut held = Vec::new();
+        let mut result = self.fs.getattr(c, ROOT_INO);
         for name in path.split('\\').filter(|n| !n.is_empty()) {
-            attr = self.fs.lookup(c, attr.ino, name)?;
+            result = result.and_then(|parent| self.fs.lookup(c, parent.ino, name));
+            match &result {
+                Ok(a) => held.push(a.ino),
+                Err(_) => break,
+            }
         }
-        Ok(attr)
+        let out = result.and_then(|attr| f(&attr));
+        if keep && out.is_ok() {
+            held.pop();
+        }
+        for ino in held.into_iter().rev() {
+            self.fs.forget(ino, 1);
+        }
+        out
+    }
+
+    fn walk(&self, c: &Caller, path: &str) -> Result<Attr, FsError> {
+        self.walk_then(c, path, false, |a| Ok(*a))
     }
 
     /// Length of a handle's content: what its opener reads and writes.
@@ -282,20 +307,27 @@ impl FileSystemContext for WinFspAdapter {
         file_info: &mut OpenFileInfo,
     ) -> FspResult<FileCtx> {
         let c = self.caller();
-        let attr = self.walk(&c, &path_str(file_name, FsError::NotFound)?)?;
         let mode = open_mode(granted_access);
-        let fh = match attr.kind {
-            FileKind::File if mode.read || mode.write => Some(self.fs.open(&c, attr.ino, mode)?),
-            // Directories, and opens for attributes, security or deletion
-            // only (as stat(2) is not an open on Unix).
-            _ => None,
-        };
+        let path = path_str(file_name, FsError::NotFound)?;
+        let (attr, fh) = self.walk_then(&c, &path, true, |attr| {
+            let fh = match attr.kind {
+                FileKind::File if mode.read || mode.write => {
+                    Some(self.fs.open(&c, attr.ino, mode)?)
+                }
+                // Directories, and opens for attributes, security or deletion
+                // only (as stat(2) is not an open on Unix).
+                _ => None,
+            };
+            Ok((*attr, fh))
+        })?;
         fill(file_info.as_mut(), &attr);
         Ok(FileCtx::new(&attr, fh))
     }
 
     fn close(&self, ctx: FileCtx) {
         self.release(&ctx);
+        // The lookup this context held since open or create.
+        self.fs.forget(ctx.ino, 1);
     }
 
     fn create(
