@@ -77,11 +77,14 @@ fn eight_processes_five_hundred_mixed_operations_each() {
     let sb = Sandbox::new();
     sb.set("global/shared", b"shared 0");
     let started = std::time::Instant::now();
-    let results: Vec<(
+    /// Per writer: its index, its own keys' acknowledged values, and the
+    /// values it wrote to the shared key.
+    type Outcome = (
         usize,
         std::collections::BTreeMap<String, Vec<u8>>,
         Vec<String>,
-    )> = thread::scope(|s| {
+    );
+    let results: Vec<Outcome> = thread::scope(|s| {
         let handles: Vec<_> = (0..WRITERS)
             .map(|w| {
                 let sb = &sb;
