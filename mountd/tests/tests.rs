@@ -7,5 +7,6 @@ mod util;
 mod access;
 mod hygiene;
 mod lifecycle;
+mod load;
 mod read;
 mod write;

@@ -1,0 +1,211 @@
+//! The mount under load and over time: many readers against a rotating
+//! value, a long create/read/delete soak, and the daemon killed mid-work.
+//! Memory and open files of the daemon must come back to where they were.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sealfs::{SensitiveBytes, Vault, VaultConfig};
+
+use crate::util::Mounted;
+
+/// (resident KiB, open fds) of process `pid`.
+fn usage(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+fn seconds(var: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+#[test]
+fn sixteen_readers_while_a_writer_rotates_the_value_every_10ms() {
+    let Some(m) = Mounted::start(&["--threads", "8"]) else {
+        return;
+    };
+    let a = vec![b'a'; 700];
+    let b = vec![b'b'; 1900];
+    m.set("global/rot", &a);
+    for _ in 0..200 {
+        std::fs::read(m.path("global/rot")).unwrap();
+    }
+    let before = usage(m.pid());
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    let rotations = AtomicU64::new(0);
+    let run_for = seconds("SEALFS_LOAD_SECS", 30);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let v = std::fs::read(m.path("global/rot")).unwrap();
+                    assert!(v == a || v == b, "torn read: {} bytes", v.len());
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        s.spawn(|| {
+            let vault = Vault::open(VaultConfig::new(m.vault_dir())).unwrap();
+            let r = "global/rot".parse().unwrap();
+            let started = Instant::now();
+            let mut i = 0u64;
+            while started.elapsed() < run_for {
+                let v = if i % 2 == 0 { &b } else { &a };
+                vault.put(&r, SensitiveBytes::from_slice(v)).unwrap();
+                rotations.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = usage(m.pid());
+    let (reads, rotations) = (
+        reads.load(Ordering::Relaxed),
+        rotations.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "16 readers for {run_for:?}: {reads} whole reads, {rotations} rotations; daemon RSS {} -> {} KiB, fds {} -> {}",
+        before.0, after.0, before.1, after.1
+    );
+    assert!(
+        reads > 1000 && rotations > 100,
+        "{reads} reads, {rotations} rotations"
+    );
+    assert_eq!(
+        after.1, before.1,
+        "the daemon's open files came back to their start"
+    );
+    assert!(
+        after.0 < before.0 + 16 * 1024,
+        "RSS grew from {} to {} KiB",
+        before.0,
+        after.0
+    );
+}
+
+#[test]
+fn ten_thousand_create_read_delete_cycles_with_flat_memory() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let cycles: usize = std::env::var("SEALFS_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut at_warm = (0, 0);
+    let started = Instant::now();
+    for i in 0..cycles {
+        let p = m.path(&format!("global/soak-{i}"));
+        let v = format!("value {i}");
+        std::fs::write(&p, &v).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), v.as_bytes());
+        std::fs::remove_file(&p).unwrap();
+        if i == cycles / 10 {
+            at_warm = usage(m.pid());
+        }
+    }
+    let at_end = usage(m.pid());
+    eprintln!(
+        "{cycles} create/read/delete cycles in {:?}; daemon RSS {} KiB at 10% -> {} KiB at the end, fds {} -> {}",
+        started.elapsed(),
+        at_warm.0,
+        at_end.0,
+        at_warm.1,
+        at_end.1
+    );
+    assert_eq!(at_end.1, at_warm.1);
+    assert!(
+        at_end.0 < at_warm.0 + 4 * 1024,
+        "RSS grew from {} to {} KiB",
+        at_warm.0,
+        at_end.0
+    );
+    assert_eq!(m.cli(&["list"], b"").ok().text(), "");
+}
+
+#[test]
+fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
+    let Some(mut m) = Mounted::start(&[]) else {
+        return;
+    };
+    m.set("global/k", b"v0");
+    let acked = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                // Acknowledged once fsync() returned OK (std's close
+                // ignores errors, so fs::write cannot tell).
+                let written = std::fs::File::create(m.path("global/k")).and_then(|mut f| {
+                    use std::io::Write;
+                    f.write_all(format!("v{n}").as_bytes())?;
+                    f.sync_all()
+                });
+                if written.is_err() {
+                    break;
+                }
+                acked.store(n, Ordering::SeqCst);
+                n += 1;
+            }
+        });
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    match std::fs::read(m.path("global/k")) {
+                        Ok(v) => assert!(v.starts_with(b"v"), "torn read"),
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        m.signal(nix::sys::signal::Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+    });
+    m.reap();
+    let last = acked.load(Ordering::SeqCst);
+    assert!(last > 5, "only {last} writes before the kill");
+    // A new daemon on the same mountpoint, no manual cleanup.
+    m.mount(&[]);
+    let now = std::fs::read(m.path("global/k")).unwrap();
+    let n: u64 = String::from_utf8(now[1..].to_vec())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= last, "acknowledged v{last} but the vault holds v{n}");
+    std::fs::write(m.path("global/k"), b"after restart").unwrap();
+    assert_eq!(m.get("global/k"), b"after restart");
+    let blobs = walk_count(&m.vault_dir().join("objects"));
+    assert_eq!(blobs, 1, "leftovers of the killed writes are swept");
+}
+
+fn walk_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk_count(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
