@@ -65,7 +65,7 @@ fn sixteen_readers_while_a_writer_rotates_the_value_every_10ms() {
             let started = Instant::now();
             let mut i = 0u64;
             while started.elapsed() < run_for {
-                let v = if i % 2 == 0 { &b } else { &a };
+                let v = if i.is_multiple_of(2) { &b } else { &a };
                 vault.put(&r, SensitiveBytes::from_slice(v)).unwrap();
                 rotations.fetch_add(1, Ordering::Relaxed);
                 i += 1;
