@@ -13,6 +13,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== Windows and macOS type checks"
 scripts/check-targets.sh
+echo "== fuzz (short run of every target)"
+scripts/fuzz.sh
 echo "== tests"
 # Whole-run guard; nextest additionally kills any single test after 5 minutes.
 if command -v cargo-nextest >/dev/null; then

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# A short fuzz run of every target (cargo fuzz, libFuzzer) from the
+# committed seed corpus. FUZZ_SECONDS per target (default 10).
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
+fi
+
+seconds="${FUZZ_SECONDS:-10}"
+cargo +nightly fuzz build -O --sanitizer none
+for target in refs envelope policy config; do
+  # New inputs go to a scratch directory, so the run never changes the
+  # committed corpus.
+  scratch=$(mktemp -d)
+  echo "== fuzz $target for ${seconds}s"
+  cargo +nightly fuzz run -O --sanitizer none "$target" "$scratch" "corpus/$target" -- \
+    -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|SUMMARY" || true
+  status=${PIPESTATUS[0]}
+  rm -rf "$scratch"
+  if [[ "$status" != 0 ]]; then
+    echo "fuzz target $target failed" >&2
+    exit 1
+  fi
+done
