@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use sealfs::{SecretKey, VaultRef, VaultScope};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(r) = VaultRef::parse(text) {
         let printed = r.to_string();
         assert_eq!(VaultRef::parse(&printed).unwrap(), r);
