@@ -66,7 +66,8 @@ fn kill_9_of_writers_loses_no_acknowledged_write() {
     assert_no_leftovers(&sb, live);
     // The timing must actually exercise both outcomes.
     assert!(
-        killed >= 5 && finished >= 5,
+        killed >= 20 && finished >= 20,
         "killed {killed}, finished {finished}"
     );
+    eprintln!("kill -9 loop: {killed} writers killed, {finished} acknowledged, none lost");
 }
