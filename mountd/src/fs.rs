@@ -499,7 +499,17 @@ impl SealFs {
 
     /// Attributes of the secret `r` (inode `ino`) for `c`, who may read it:
     /// from the index, or from a handle that is creating it.
-    fn secret_attr(&self, c: &Caller, ino: u64, r: &VaultRef, access: Access) -> Result<Attr> {
+    /// `by_name`: a lookup, which sees a secret being created but not one
+    /// that is gone while a handle still holds it open (as an unlinked file
+    /// keeps working through its descriptor but has no name).
+    fn secret_attr(
+        &self,
+        c: &Caller,
+        ino: u64,
+        r: &VaultRef,
+        access: Access,
+        by_name: bool,
+    ) -> Result<Attr> {
         if let Some(e) = self.vault.entry(r).map_err(|e| from_vault(&e))? {
             return Ok(self.file_attr(c, ino, e.len, e.updated, access));
         }
@@ -508,7 +518,7 @@ impl SealFs {
         let handles = lock(&self.handles);
         for h in handles.values() {
             let h = lock(h);
-            if h.ino == ino {
+            if h.ino == ino && (h.created || !by_name) {
                 return Ok(self.file_attr(c, ino, h.buf.len() as u64, SystemTime::now(), access));
             }
         }
@@ -579,7 +589,7 @@ impl SealFs {
                     return Err(FsError::NotFound);
                 }
                 let ino = self.ino(Node::Secret(r.clone()));
-                self.secret_attr(c, ino, &r, access)
+                self.secret_attr(c, ino, &r, access, true)
             }
             Node::Secret(_) => Err(FsError::NotDir),
         }
@@ -601,7 +611,7 @@ impl SealFs {
                 if !access.can_read() {
                     return Err(FsError::NotFound);
                 }
-                self.secret_attr(c, ino, &r, access)
+                self.secret_attr(c, ino, &r, access, false)
             }
         }
     }
