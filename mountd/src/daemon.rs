@@ -237,7 +237,8 @@ pub fn run(args: Args) -> Result<()> {
     ])
     .context("cannot install signal handlers")?;
     let mut signals = signals;
-    let session = fuser::spawn_mount(FuseAdapter::new(Arc::clone(&fs)), &args.mountpoint, &config)
+    let adapter = FuseAdapter::new(Arc::clone(&fs), crate::fuse::cache_ttl(args.allow_other));
+    let session = fuser::spawn_mount(adapter, &args.mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     tracing::info!(
         vault = %vault_dir.display(),

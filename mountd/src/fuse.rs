@@ -15,19 +15,31 @@ use sealfs::audit::Caller;
 
 use crate::fs::{AccessMask, Attr, FileKind, FsError, OpenMode, SealFs};
 
-/// Zero TTL for entries and attributes: owner and mode are computed per
-/// caller and permissions are decided per request, so nothing one caller
-/// looked up may be served from the kernel's cache to another; and a value
-/// changed with `sealfs set` shows its new size at once.
-const TTL: Duration = Duration::ZERO;
+/// How long the kernel may cache entries and attributes.
+///
+/// With `allow_other`, zero: owner and mode are computed per caller and
+/// permissions are decided per request, so nothing one caller looked up may
+/// be served from the kernel's cache to another. Without it only the
+/// mounting user can reach the mount, so there is no other caller to leak
+/// to, and one second of caching saves a lookup and a getattr per open; a
+/// `sealfs set` shows its new size within that second (the content is
+/// always fresh: every open decrypts again).
+pub fn cache_ttl(allow_other: bool) -> Duration {
+    if allow_other {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1)
+    }
+}
 
 pub struct FuseAdapter {
     fs: Arc<SealFs>,
+    ttl: Duration,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<SealFs>) -> Self {
-        FuseAdapter { fs }
+    pub fn new(fs: Arc<SealFs>, ttl: Duration) -> Self {
+        FuseAdapter { fs, ttl }
     }
 }
 
@@ -125,6 +137,15 @@ fn rename_flags(flags: RenameFlags) -> (bool, bool) {
 /// no plaintext stays in the kernel's page cache.
 const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 
+/// A read-only open has nothing to flush: skip the FLUSH request on close.
+fn open_flags(mode: OpenMode) -> FopenFlags {
+    if mode.write {
+        OPEN_FLAGS
+    } else {
+        OPEN_FLAGS | FopenFlags::FOPEN_NOFLUSH
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // O_TRUNC arrives with open() instead of as a separate truncate to
@@ -135,7 +156,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match name_str(name).and_then(|n| self.fs.lookup(&caller(req), parent.0, n)) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -146,7 +167,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(&caller(req), ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -174,7 +195,7 @@ impl Filesystem for FuseAdapter {
             .fs
             .setattr(&caller(req), ino.0, fh.map(|f| f.0), size, changes)
         {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -206,7 +227,7 @@ impl Filesystem for FuseAdapter {
             None => return reply.error(Errno::EINVAL),
         };
         match self.fs.mkdir(&caller(req), parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -274,8 +295,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(&caller(req), ino.0, open_mode(flags.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), OPEN_FLAGS),
+        let mode = open_mode(flags.0);
+        match self.fs.open(&caller(req), ino.0, mode) {
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags(mode)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -422,7 +444,7 @@ impl Filesystem for FuseAdapter {
             .create(&caller(req), parent.0, name, open_mode(flags))
         {
             Ok((a, fh)) => reply.created(
-                &TTL,
+                &self.ttl,
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),

@@ -200,3 +200,28 @@ fn concurrent_readers_see_whole_values_while_it_is_rewritten() {
         assert!(total >= 10, "readers made {total} reads");
     });
 }
+
+#[test]
+fn a_private_mount_caches_names_but_every_open_reads_the_current_value() {
+    // Without --allow-other the kernel may cache entries and attributes for
+    // a second (only the owner can reach the mount); contents never.
+    let Some(m) = Mounted::start_private(&[]) else {
+        return;
+    };
+    m.set("global/k", b"abcd");
+    assert_eq!(std::fs::read(m.path("global/k")).unwrap(), b"abcd");
+    m.set("global/k", b"a longer value");
+    assert_eq!(
+        std::fs::read(m.path("global/k")).unwrap(),
+        b"a longer value"
+    );
+    m.set("global/k", b"xy");
+    assert_eq!(
+        sh(&format!("cat {}", m.path("global/k").display()))
+            .ok()
+            .stdout,
+        b"xy"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(std::fs::metadata(m.path("global/k")).unwrap().len(), 2);
+}

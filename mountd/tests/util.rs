@@ -181,10 +181,27 @@ impl Mounted {
         self.vault_dir().join("audit.log")
     }
 
-    /// Starts the daemon and waits until the mount is live.
+    /// A mounted vault that only its owner can reach (no `--allow-other`).
+    pub fn start_private(extra: &[&str]) -> Option<Self> {
+        if !fuse_usable() {
+            return None;
+        }
+        let mut m = Self::vault_only();
+        m.mount_with(extra, false);
+        Some(m)
+    }
+
+    /// Starts the daemon (with `--allow-other`) and waits until the mount is live.
     pub fn mount(&mut self, extra: &[&str]) {
+        self.mount_with(extra, true);
+    }
+
+    fn mount_with(&mut self, extra: &[&str], allow_other: bool) {
         assert!(self.child.is_none());
-        let mut args = vec!["--allow-other".to_string()];
+        let mut args = Vec::new();
+        if allow_other {
+            args.push("--allow-other".to_string());
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         self.args = args.clone();
         let child = Command::new(MOUNTD)
