@@ -314,6 +314,9 @@ pub struct SealFs {
     opts: Options,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    /// Listings taken at opendir, served in pieces by readdir: a large
+    /// scope is read from the index once per `ls`, not once per piece.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     /// Values decrypted so far (only `open` decrypts).
     decrypts: AtomicU64,
@@ -342,6 +345,7 @@ impl SealFs {
             opts,
             inodes: Mutex::new(Inodes::new()),
             handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             decrypts: AtomicU64::new(0),
             mounted_at: SystemTime::now(),
@@ -673,6 +677,24 @@ impl SealFs {
             Node::Secret(_) => return Err(FsError::NotDir),
         }
         Ok(out)
+    }
+
+    /// Takes the listing of directory `ino` for `c` once; [`SealFs::listing`]
+    /// serves it to each readdir, [`SealFs::releasedir`] drops it.
+    pub fn opendir(&self, c: &Caller, ino: u64) -> Result<u64> {
+        let entries = self.readdir(c, ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    /// The listing of an open directory (the caller skips to its offset).
+    pub fn listing(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
     }
 
     fn new_handle(&self, h: Handle) -> u64 {

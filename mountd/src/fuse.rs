@@ -386,15 +386,22 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(&caller(req), ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn readdir(
         &self,
-        req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(&caller(req), ino.0) {
+        let entries = match self.fs.listing(fh.0) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
@@ -407,6 +414,18 @@ impl Filesystem for FuseAdapter {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
         reply.ok();
     }
 
