@@ -232,11 +232,20 @@ fn a_large_scope_lists_completely_in_one_pass() {
     let vault = sealfs::Vault::open(sealfs::VaultConfig::new(m.vault_dir())).unwrap();
     for i in 0..1500 {
         let r = format!("global/key-{i:05}").parse().unwrap();
-        vault.put(&r, sealfs::SensitiveBytes::from_slice(b"v")).unwrap();
+        vault
+            .put(&r, sealfs::SensitiveBytes::from_slice(b"v"))
+            .unwrap();
     }
     // Many readdir requests, one listing taken at opendir.
-    let out = sh(&format!("ls {} | wc -l", m.path("global").display())).ok().text();
+    let out = sh(&format!("ls {} | wc -l", m.path("global").display()))
+        .ok()
+        .text();
     assert_eq!(out.trim(), "1500");
-    let names = sh(&format!("ls {} | sort | uniq | wc -l", m.path("global").display())).ok().text();
+    let names = sh(&format!(
+        "ls {} | sort | uniq | wc -l",
+        m.path("global").display()
+    ))
+    .ok()
+    .text();
     assert_eq!(names.trim(), "1500", "no name twice");
 }
