@@ -1156,6 +1156,15 @@ mod tests {
         )
     }
 
+    /// The value the vault holds for `r` now.
+    fn stored(fs: &SealFs, r: &str) -> Vec<u8> {
+        fs.vault()
+            .get(&r.parse().unwrap())
+            .unwrap()
+            .expose()
+            .to_vec()
+    }
+
     fn put(fs: &SealFs, r: &str, v: &[u8]) {
         fs.vault()
             .put(&r.parse().unwrap(), SensitiveBytes::from_slice(v))
@@ -1212,34 +1221,16 @@ mod tests {
         };
         let fh = fs.open(&ROOT, k.ino, write).unwrap();
         fs.write(fh, 0, b"new").unwrap();
-        assert_eq!(
-            fs.vault()
-                .get(&"global/k".parse().unwrap())
-                .unwrap()
-                .expose(),
-            b"old"
-        );
+        assert_eq!(stored(&fs, "global/k"), b"old");
         fs.flush(fh).unwrap();
-        assert_eq!(
-            fs.vault()
-                .get(&"global/k".parse().unwrap())
-                .unwrap()
-                .expose(),
-            b"new"
-        );
+        assert_eq!(stored(&fs, "global/k"), b"new");
         fs.release(fh).unwrap();
 
         let fh = fs.open(&ROOT, k.ino, write).unwrap();
         fs.write(fh, 0, &[b'x'; 1000]).unwrap();
         assert_eq!(fs.write(fh, 1000, &[b'x'; 100]), Err(FsError::TooLarge));
         assert_eq!(fs.release(fh), Err(FsError::TooLarge));
-        assert_eq!(
-            fs.vault()
-                .get(&"global/k".parse().unwrap())
-                .unwrap()
-                .expose(),
-            b"new"
-        );
+        assert_eq!(stored(&fs, "global/k"), b"new");
 
         let (attr, fh) = fs.create(&ROOT, GLOBAL_INO, "fresh", write).unwrap();
         assert_eq!(

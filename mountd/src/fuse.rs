@@ -68,6 +68,14 @@ fn errno(e: FsError) -> Errno {
     }
 }
 
+/// Replies to a request that returns nothing but success or an errno.
+fn answer(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -233,17 +241,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match name_str(name).and_then(|n| self.fs.unlink(&caller(req), parent.0, n)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            name_str(name).and_then(|n| self.fs.unlink(&caller(req), parent.0, n)),
+        )
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match name_str(name).and_then(|n| self.fs.rmdir(&caller(req), parent.0, n)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            name_str(name).and_then(|n| self.fs.rmdir(&caller(req), parent.0, n)),
+        )
     }
 
     fn symlink(
@@ -274,13 +282,11 @@ impl Filesystem for FuseAdapter {
         let (Some(from), Some(to)) = (name.to_str(), newname.to_str()) else {
             return reply.error(Errno::EINVAL);
         };
-        match self
-            .fs
-            .rename(&caller(req), parent.0, from, newparent.0, to, no_replace)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(
+            reply,
+            self.fs
+                .rename(&caller(req), parent.0, from, newparent.0, to, no_replace),
+        )
     }
 
     fn link(
@@ -350,10 +356,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.fs.flush(fh.0))
     }
 
     fn release(
@@ -366,10 +369,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.fs.release(fh.0))
     }
 
     fn fsync(
@@ -380,10 +380,7 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.fs.flush(fh.0))
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -439,10 +436,7 @@ impl Filesystem for FuseAdapter {
             write: mask.contains(AccessFlags::W_OK),
             execute: mask.contains(AccessFlags::X_OK),
         };
-        match self.fs.access_check(&caller(req), ino.0, mask) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        answer(reply, self.fs.access_check(&caller(req), ino.0, mask))
     }
 
     fn create(
