@@ -59,6 +59,27 @@ export SEALFS_VAULT_DIR="$work/vault"
 "$bench" fill --vault-dir "$SEALFS_VAULT_DIR" --files "$files" >/dev/null
 "$mountd" "$work/mnt" 2>"$work/mountd.log" &
 pids+=($!); wait_mount "$work/mnt"
+# The same vault read-only (no atime invalidation, so no GETATTR per fstat),
+# and with the daemon pinned to CPU 0 (to show what cross-CPU wakeups cost).
+mkdir -p "$work/mnt-ro" "$work/mnt-cpu0" "$work/mnt-count" "$work/mnt-count-ro"
+"$mountd" --read-only "$work/mnt-ro" 2>/dev/null &
+pids+=($!); wait_mount "$work/mnt-ro"
+taskset -c 0 "$mountd" "$work/mnt-cpu0" 2>/dev/null &
+pids+=($!); wait_mount "$work/mnt-cpu0"
+
+echo "== 0. FUSE requests per cat (daemon debug log)"
+count_requests() { # <name> <mountd flags...>
+  local name=$1; shift
+  "$mountd" -vv "$@" "$work/mnt-$name" 2>"$work/$name.log" &
+  local pid=$!; wait_mount "$work/mnt-$name"
+  cat "$work/mnt-$name/global/k0000" >/dev/null; sleep 0.2; : > "$work/$name.log"
+  for _ in $(seq 10); do cat "$work/mnt-$name/global/k0000" >/dev/null; done
+  sleep 0.3; kill "$pid"; wait "$pid" 2>/dev/null || true
+  grep -ao 'FUSE( *[0-9]*) ino [0-9a-fx]* [A-Z_]*' "$work/$name.log" | awk '{print $NF}' \
+    | sort | uniq -c | awk -v n="$name" '{printf "%s %s %s\n", n, $2, $1 / 10}'
+}
+{ count_requests count; count_requests count-ro --read-only; } > "$out/requests.txt"
+cat "$out/requests.txt"
 
 echo "== 1. per-open cost: $runs runs x $rounds rounds x $files files"
 for run in $(seq "$runs"); do
@@ -97,11 +118,17 @@ hyperfine --shell=none --warmup 10 --runs "$hf_runs" --export-json "$out/process
   -n "cat tmpfs" "cat $work/tmpfs/k0000" \
   -n "cat gocryptfs" "cat $work/gc-plain/k0000" \
   -n "cat sealfs mount" "cat $work/mnt/global/k0000" \
+  -n "cat sealfs mount, read-only" "cat $work/mnt-ro/global/k0000" \
   -n "sealfs get" "$sealfs get global/k0000" \
+  -n "sealfs --version" "$sealfs --version" \
   -n "secret-tool lookup" "secret-tool lookup service bench key k0000" \
   -n "pass show" "pass show bench/k0000" \
   -n "systemd-creds decrypt" "systemd-creds decrypt --name=k0000 $work/k0000.cred -" \
   -n "age -d" "age -d -i $work/age.key $work/k0000.age" >/dev/null
+# Everything on CPU 0: the daemon (pinned above), hyperfine and its children.
+taskset -c 0 hyperfine --shell=none --warmup 10 --runs "$hf_runs" --export-json "$out/process-cpu0.json" \
+  -n "cat tmpfs" "cat $work/tmpfs/k0000" \
+  -n "cat sealfs mount" "cat $work/mnt-cpu0/global/k0000" >/dev/null
 
 echo "== 3. scale: $counts secrets"
 "$bench" scale --vault-dir "$work/scale-vault" --counts "$counts" > "$out/scale.json"

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::backend::ObjectId;
-use crate::scope::{VaultRef, VaultScope};
+use crate::scope::{SecretKey, VaultRef, VaultScope};
 
 /// The schema this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -281,6 +281,33 @@ impl Index {
     }
 
     /// Live secrets, ordered by scope then key; all scopes when `scope` is None.
+    /// Calls `f` with each key of `scope` in order, reading only the key
+    /// column: a listing of 100,000 keys holds one key at a time, not rows.
+    pub fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        mut f: impl FnMut(SecretKey),
+    ) -> Result<(), IndexError> {
+        let scope_text = scope.to_string();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key FROM secrets WHERE scope = ?1 ORDER BY key")
+            .map_err(self.err())?;
+        let mut rows = st.query([&scope_text]).map_err(self.err())?;
+        while let Some(row) = rows.next().map_err(self.err())? {
+            let text = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(self.err())?;
+            let key = SecretKey::new(text).map_err(|_| IndexError::CorruptRow {
+                vault_ref: format!("{scope_text}/{}", text.escape_debug()),
+                why: "invalid key",
+            })?;
+            f(key);
+        }
+        Ok(())
+    }
+
     pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<(VaultRef, Row)>, IndexError> {
         let sql_all = "SELECT object_id, len, created_ms, updated_ms, version, once, scope, key
                        FROM secrets ORDER BY scope, key";

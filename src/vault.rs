@@ -27,7 +27,7 @@ use crate::crypto::{self, CryptoError, KeyId, KeyRing};
 use crate::fsutil;
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::index::{Index, IndexError, Row};
-use crate::scope::{VaultRef, VaultScope};
+use crate::scope::{SecretKey, VaultRef, VaultScope};
 use crate::secret::SensitiveBytes;
 
 /// The default largest value, in bytes.
@@ -875,6 +875,16 @@ impl Vault {
             .into_iter()
             .map(|(r, row)| self.entry_of(r, &row))
             .collect())
+    }
+
+    /// Calls `f` with each key of `scope`, in order, without building the
+    /// metadata [`Vault::list`] returns (directory listings of big scopes).
+    pub fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: impl FnMut(SecretKey),
+    ) -> Result<(), VaultError> {
+        Ok(self.reader().for_each_key(scope, f)?)
     }
 
     /// Metadata of `r` without decrypting it.

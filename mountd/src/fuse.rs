@@ -407,7 +407,7 @@ impl Filesystem for FuseAdapter {
                 FileKind::Directory => FileType::Directory,
                 FileKind::File => FileType::RegularFile,
             };
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, &e.name) {
+            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, e.name) {
                 break;
             }
         }

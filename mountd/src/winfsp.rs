@@ -432,13 +432,13 @@ impl FileSystemContext for WinFspAdapter {
         match dir.acquire(marker.is_none(), None) {
             Ok(lock) => {
                 let c = self.caller();
-                for e in self.fs.readdir(&c, ctx.ino)? {
+                for e in self.fs.readdir(&c, ctx.ino)?.iter() {
                     // Windows lists no "." or ".." in a volume's root.
                     if ctx.ino == ROOT_INO && (e.name == "." || e.name == "..") {
                         continue;
                     }
                     let mut info: DirInfo = DirInfo::new();
-                    if info.set_name(&e.name).is_err() {
+                    if info.set_name(e.name).is_err() {
                         continue; // longer than a Windows name can be
                     }
                     match self.fs.getattr(&c, e.ino) {
