@@ -13,6 +13,10 @@ packages=(
   dbus-user-session
   gnome-keyring   # the real Secret Service the backend is tested against
   libsecret-tools # secret-tool, to look at what the backend stored
+  etcd-server     # the real etcd the fleet backend is tested against
+  etcd-client     # etcdctl, to forge and inspect records in tests
+  protobuf-compiler # protoc, which etcd-client's build script needs
+  libprotobuf-dev # the well-known .proto files protoc imports
 )
 
 if [[ "${SEALFS_SKIP_APT:-0}" == 1 ]]; then

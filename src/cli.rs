@@ -40,6 +40,8 @@ pub struct GlobalArgs {
     /// Backend for sealed blobs: auto, encrypted-file, secret-service (Linux),
     /// keychain (macOS) or dpapi (Windows). A vault keeps the backend it was
     /// created with; naming another one is an error (see `sealfs migrate`).
+    /// `etcd`: the fleet vault in etcd (see `sealfs fleet`); the local vault
+    /// then keeps this host's fleet identity and a sealed cache.
     #[arg(
         long,
         env = "SEALFS_BACKEND",
@@ -47,7 +49,27 @@ pub struct GlobalArgs {
         default_value = "auto",
         value_name = "BACKEND"
     )]
-    pub backend: BackendPreference,
+    pub backend: BackendArg,
+
+    /// etcd endpoints of the fleet (with --backend etcd), comma-separated, e.g. http://10.0.0.5:2379
+    #[arg(
+        long,
+        env = "SEALFS_ETCD_ENDPOINTS",
+        global = true,
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Key prefix of the fleet in etcd
+    #[arg(long, env = "SEALFS_ETCD_PREFIX", global = true, default_value = "sealfs", value_name = "PREFIX",
+          value_parser = parse_prefix)]
+    pub etcd_prefix: String,
+
+    /// Time limit for one etcd call, in seconds
+    #[arg(long, env = "SEALFS_ETCD_TIMEOUT", global = true, default_value_t = 5.0, value_name = "SECONDS",
+          value_parser = parse_timeout)]
+    pub etcd_timeout: f64,
 
     /// Largest value accepted, in bytes.
     #[arg(long, env = "SEALFS_MAX_VALUE_SIZE", global = true, default_value_t = DEFAULT_MAX_VALUE_SIZE,
@@ -129,6 +151,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Share secrets across hosts through etcd (use with --backend etcd --etcd-endpoints ...).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Mount the vault with FUSE: runs `sealfs-mountd` with these arguments (see `sealfs mount --help`).
     #[command(disable_help_flag = true)]
     Mount {
@@ -139,6 +166,75 @@ pub enum Command {
             value_name = "ARGS"
         )]
         args: Vec<std::ffi::OsString>,
+    },
+}
+
+/// Where secrets live: a local vault's backend, or the fleet in etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendArg {
+    Local(BackendPreference),
+    Etcd,
+}
+
+impl BackendArg {
+    /// The backend of the local vault (with etcd, the one holding this
+    /// host's fleet identity).
+    pub fn local(self) -> BackendPreference {
+        match self {
+            BackendArg::Local(p) => p,
+            BackendArg::Etcd => BackendPreference::Auto,
+        }
+    }
+}
+
+impl std::str::FromStr for BackendArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "etcd" {
+            return Ok(BackendArg::Etcd);
+        }
+        s.parse()
+            .map(BackendArg::Local)
+            .map_err(|e| format!("{e} (or etcd)"))
+    }
+}
+
+impl std::fmt::Display for BackendArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendArg::Local(p) => p.fmt(f),
+            BackendArg::Etcd => f.write_str("etcd"),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Print this host's age recipient (creating its identity on first use), to give to a member for `enroll`.
+    Recipient,
+    /// Start a fleet under the etcd prefix, with this host as its first member.
+    Init,
+    /// Let another host read and write the fleet's secrets (run by a member).
+    Enroll {
+        /// The host's recipient, from `sealfs fleet recipient` on it (age1...)
+        recipient: String,
+    },
+    /// Drop a host and rotate every scope's fleet key, so it cannot read new values.
+    Revoke {
+        /// The host's recipient (age1...)
+        recipient: String,
+    },
+    /// Members, this host's enrolment, and each scope's key epoch.
+    Status {
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store the etcd user and password (read from stdin) in this host's local vault.
+    Login {
+        /// etcd user name
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -160,6 +256,21 @@ pub struct SetArgs {
     /// Store N random bytes, encoded as URL-safe base64 text
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub generate: Option<usize>,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let p = s.trim_matches('/');
+    if p.is_empty()
+        || p.len() > 128
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(
+            "expected letters, digits, '-', '_', '.' or '/', at most 128 characters".into(),
+        );
+    }
+    Ok(p.to_owned())
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {

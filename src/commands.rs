@@ -12,10 +12,16 @@ use sealfs::doctor::{self, Level};
 use sealfs::{audit, Entry, PutOptions, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
 use serde::Serialize;
 
-use crate::cli::{Cli, Command, GlobalArgs, SetArgs};
+use crate::cli::{BackendArg, Cli, Command, GlobalArgs, SetArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
+    if g.backend == BackendArg::Etcd || matches!(cli.command, Command::Fleet { .. }) {
+        #[cfg(feature = "fleet")]
+        return crate::fleet_cli::run(cli);
+        #[cfg(not(feature = "fleet"))]
+        bail!("this sealfs was built without the fleet (etcd) backend");
+    }
     match cli.command {
         Command::Set(args) => set(g, args),
         Command::Get { vault_ref } => get(g, &vault_ref),
@@ -31,10 +37,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::AuditLog { follow, json } => audit_log(g, follow, json),
         Command::Migrate { to } => migrate(g, to),
         Command::Mount { args } => mount(g, args),
+        Command::Fleet { .. } => unreachable!("handled above"),
     }
 }
 
-fn audit_path(g: &GlobalArgs) -> Result<PathBuf> {
+pub(crate) fn audit_path(g: &GlobalArgs) -> Result<PathBuf> {
     Ok(match &g.audit_log {
         Some(p) => p.clone(),
         None => audit::default_path(&vault_config(g, false)?.vault_dir),
@@ -44,15 +51,24 @@ fn audit_path(g: &GlobalArgs) -> Result<PathBuf> {
 /// Appends a CLI event to the audit log of an existing vault. The log never
 /// holds values; a failure to write it is a warning, not an error.
 fn record(g: &GlobalArgs, op: &str, r: &VaultRef, outcome: &Result<impl Sized, VaultError>) {
+    let failure = match outcome {
+        Ok(_) => None,
+        Err(VaultError::NotFound(_)) => Some("not found"),
+        Err(_) => Some("error"),
+    };
+    record_outcome(g, op, &r.to_string(), failure);
+}
+
+/// Appends a CLI event (`failure`: why it failed, if it did).
+pub(crate) fn record_outcome(g: &GlobalArgs, op: &str, target: &str, failure: Option<&str>) {
     let Ok(path) = audit_path(g) else { return };
     if g.audit_log.is_none() && !path.parent().is_some_and(Path::exists) {
         return;
     }
-    let event = audit::Event::new("cli", op, r.to_string(), audit::Caller::current());
-    let event = match outcome {
-        Ok(_) => event,
-        Err(VaultError::NotFound(_)) => event.failed("not found"),
-        Err(_) => event.failed("error"),
+    let event = audit::Event::new("cli", op, target.to_owned(), audit::Caller::current());
+    let event = match failure {
+        None => event,
+        Some(why) => event.failed(why),
     };
     match audit::AuditLog::open(&path) {
         Ok(log) => log.record(&event),
@@ -66,14 +82,14 @@ fn default_vault_dir() -> Result<PathBuf> {
     })
 }
 
-fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
+pub(crate) fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
     let vault_dir = match &g.vault_dir {
         Some(d) => d.clone(),
         None => default_vault_dir()?,
     };
     Ok(VaultConfig {
         identity_dir: g.identity_dir.clone(),
-        backend: g.backend,
+        backend: g.backend.local(),
         backend_options: sealfs::backend::BackendOptions {
             timeout: std::time::Duration::from_secs_f64(g.keystore_timeout),
             session_bus: None,
@@ -85,7 +101,7 @@ fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> {
 }
 
 /// Opens the vault, creating it (and the device identity) if missing.
-fn open_or_create(g: &GlobalArgs) -> Result<Vault> {
+pub(crate) fn open_or_create(g: &GlobalArgs) -> Result<Vault> {
     let config = vault_config(g, true)?;
     Ok(Vault::open(config)?)
 }
@@ -99,13 +115,13 @@ fn open_existing(g: &GlobalArgs) -> Result<Option<Vault>> {
     }
 }
 
-fn too_large(r: &VaultRef, max: usize) -> anyhow::Error {
+pub(crate) fn too_large(r: &VaultRef, max: usize) -> anyhow::Error {
     anyhow::anyhow!("value for {r} is over the limit of {max} bytes (see --max-value-size)")
 }
 
 /// The value for `r`: from a no-echo prompt (twice) when stdin is a
 /// terminal, otherwise all of stdin, byte-exact.
-fn read_stdin_value(r: &VaultRef, max: usize) -> Result<SensitiveBytes> {
+pub(crate) fn read_stdin_value(r: &VaultRef, max: usize) -> Result<SensitiveBytes> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
         let first = SensitiveBytes::from(
@@ -129,7 +145,7 @@ fn read_stdin_value(r: &VaultRef, max: usize) -> Result<SensitiveBytes> {
         .ok_or_else(|| too_large(r, max))
 }
 
-fn read_file_value(r: &VaultRef, path: &Path, max: usize) -> Result<SensitiveBytes> {
+pub(crate) fn read_file_value(r: &VaultRef, path: &Path, max: usize) -> Result<SensitiveBytes> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     SensitiveBytes::read_limited(file, max)
@@ -138,7 +154,7 @@ fn read_file_value(r: &VaultRef, path: &Path, max: usize) -> Result<SensitiveByt
 }
 
 /// `n` random bytes as URL-safe base64 without padding, built in place.
-fn generate_value(r: &VaultRef, n: usize, max: usize) -> Result<SensitiveBytes> {
+pub(crate) fn generate_value(r: &VaultRef, n: usize, max: usize) -> Result<SensitiveBytes> {
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let text_len = base64::encoded_len(n, false)
         .filter(|l| *l <= max)
@@ -183,7 +199,7 @@ fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
 }
 
 /// Writes to stdout; a closed pipe (`| head -c 3`) is not an error.
-fn write_stdout(bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -222,7 +238,7 @@ struct EntryJson {
     once: bool,
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
@@ -231,6 +247,11 @@ fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Resul
         Some(vault) => vault.list(scope)?,
         None => Vec::new(),
     };
+    print_entries(entries, json)
+}
+
+/// `sealfs list` output: a line per secret, or JSON.
+pub(crate) fn print_entries(entries: Vec<Entry>, json: bool) -> Result<ExitCode> {
     let mut out = String::new();
     if json {
         let rows: Vec<EntryJson> = entries

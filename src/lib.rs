@@ -25,6 +25,8 @@ pub mod backend;
 pub mod config;
 pub mod crypto;
 pub mod doctor;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod fsutil;
 pub mod identity;
 pub mod index;

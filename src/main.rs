@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+#[cfg(feature = "fleet")]
+mod fleet_cli;
 
 use std::process::ExitCode;
 

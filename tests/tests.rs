@@ -14,4 +14,6 @@ mod corrupt;
 mod crash;
 mod faults;
 mod files;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod tamper;

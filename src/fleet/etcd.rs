@@ -1,0 +1,245 @@
+//! The etcd v3 store under a fleet vault: blocking calls with a time limit
+//! over the async `etcd-client`, on a runtime owned by the store.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Pause between attempts while etcd does not answer.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// After a call gave up, how long further calls fail at once.
+const DOWN_PAUSE: Duration = Duration::from_secs(1);
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+
+use super::FleetError;
+
+/// A record read from etcd: its value and the revision that last changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// What a transaction requires of a key before it applies.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// The key does not exist.
+    Absent,
+    /// The key was last changed at this revision.
+    Revision(i64),
+}
+
+/// One change in a transaction.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+/// How to reach etcd.
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    /// Key prefix, without slashes at either end, e.g. `sealfs`.
+    pub prefix: String,
+    pub timeout: Duration,
+    /// User and password, when etcd has authentication on.
+    pub credentials: Option<(String, crate::SensitiveBytes)>,
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+pub struct EtcdStore {
+    rt: tokio::runtime::Runtime,
+    opts: EtcdOptions,
+    /// Dropped after a transport error, so the next call reconnects.
+    client: Mutex<Option<Client>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+fn unreachable(opts: &EtcdOptions, why: impl std::fmt::Display) -> FleetError {
+    FleetError::Unreachable {
+        endpoints: opts.endpoints.join(","),
+        why: why.to_string(),
+    }
+}
+
+impl EtcdStore {
+    pub fn new(opts: EtcdOptions) -> Result<Self, FleetError> {
+        if opts.endpoints.is_empty() {
+            return Err(FleetError::NoEndpoints);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| FleetError::Etcd(format!("cannot start the I/O runtime: {e}")))?;
+        Ok(EtcdStore {
+            rt,
+            opts,
+            client: Mutex::new(None),
+            down_until: Mutex::new(None),
+        })
+    }
+
+    pub fn options(&self) -> &EtcdOptions {
+        &self.opts
+    }
+
+    /// `<prefix>/<rest>`, the full etcd key.
+    pub fn key(&self, rest: &str) -> String {
+        format!("/{}/{rest}", self.opts.prefix)
+    }
+
+    fn client(&self) -> Result<Client, FleetError> {
+        let mut slot = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(self.opts.timeout)
+            .with_timeout(self.opts.timeout);
+        if let Some((user, password)) = &self.opts.credentials {
+            let password = String::from_utf8_lossy(password.expose()).into_owned();
+            options = options.with_user(user.clone(), password);
+        }
+        let endpoints = self.opts.endpoints.clone();
+        let c = self
+            .rt
+            .block_on(async {
+                tokio::time::timeout(self.opts.timeout, Client::connect(endpoints, Some(options)))
+                    .await
+            })
+            .map_err(|_| unreachable(&self.opts, "timed out connecting"))?
+            .map_err(|e| self.classify(e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    fn classify(&self, e: etcd_client::Error) -> FleetError {
+        use etcd_client::Error as E;
+        match &e {
+            E::TransportError(_) | E::IoError(_) => unreachable(&self.opts, e),
+            // gRPC codes: 1 cancelled, 4 deadline exceeded, 14 unavailable.
+            // 2 (unknown) is what a connection broken mid-call shows as.
+            E::GRpcStatus(s)
+                if matches!(s.code() as i32, 1 | 4 | 14)
+                    || (s.code() as i32 == 2 && s.message().contains("transport")) =>
+            {
+                unreachable(&self.opts, s.message())
+            }
+            // 16: unauthenticated.
+            E::GRpcStatus(s) if s.code() as i32 == 16 => {
+                FleetError::Etcd(format!("etcd refused the credentials: {}", s.message()))
+            }
+            _ => FleetError::Etcd(e.to_string()),
+        }
+    }
+
+    /// Runs one call with the time limit; a transport failure drops the
+    /// client so the next call reconnects.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
+    where
+        F: FnOnce(Client) -> Fut + Clone,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        // Just after etcd was found unreachable, fail at once rather than
+        // wait out the time limit again for every record of a read.
+        if let Some(until) = *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            if Instant::now() < until {
+                return Err(unreachable(&self.opts, "unreachable a moment ago"));
+            }
+        }
+        // A call may land on a member that just went down, or during a
+        // leader election: fresh connections keep trying, within the limit.
+        let deadline = Instant::now() + self.opts.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let out = match self.client() {
+                Ok(client) => match self
+                    .rt
+                    .block_on(async { tokio::time::timeout(left, f.clone()(client)).await })
+                {
+                    Err(_) => Err(unreachable(&self.opts, "timed out")),
+                    Ok(r) => r.map_err(|e| self.classify(e)),
+                },
+                Err(e) => Err(e),
+            };
+            match out {
+                Err(e @ FleetError::Unreachable { .. }) => {
+                    *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now() + DOWN_PAUSE);
+                        return Err(e);
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Record>, FleetError> {
+        let key = key.to_owned();
+        let resp = self.call(|mut c| async move { c.get(key, None).await })?;
+        Ok(resp.kvs().first().map(|kv| Record {
+            value: kv.value().to_vec(),
+            mod_revision: kv.mod_revision(),
+        }))
+    }
+
+    /// Every record under `prefix`, with its key.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, FleetError> {
+        let prefix = prefix.to_owned();
+        let resp = self.call(|mut c| async move {
+            c.get(prefix, Some(GetOptions::new().with_prefix())).await
+        })?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Record {
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Applies `changes` atomically if every expectation holds; `false`
+    /// (nothing applied) if another writer got there first.
+    pub fn apply(
+        &self,
+        expect: &[(String, Expect)],
+        changes: &[Change],
+    ) -> Result<bool, FleetError> {
+        let compares: Vec<Compare> = expect
+            .iter()
+            .map(|(k, e)| match e {
+                Expect::Absent => Compare::version(k.as_str(), CompareOp::Equal, 0),
+                Expect::Revision(r) => Compare::mod_revision(k.as_str(), CompareOp::Equal, *r),
+            })
+            .collect();
+        let ops: Vec<TxnOp> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
+                Change::Delete(k) => TxnOp::delete(k.as_str(), None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        Ok(resp.succeeded())
+    }
+}

@@ -1,0 +1,411 @@
+//! The fleet vault on a real etcd started by the tests: hosts sharing
+//! secrets, enrolment and revocation, concurrent writers, replay, and
+//! member failures.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealfs::fleet::etcd::{Change, EtcdStore};
+use sealfs::fleet::{EtcdOptions, FleetError, FleetVault};
+use sealfs::{SensitiveBytes, VaultRef};
+
+use crate::util::{Etcd, Run, Sandbox};
+
+/// One host: its own local vault (and so its own identity) and cache.
+struct Host {
+    sb: Sandbox,
+    endpoints: String,
+}
+
+impl Host {
+    fn new(etcd: &Etcd) -> Host {
+        Host {
+            sb: Sandbox::new(),
+            endpoints: etcd.endpoints(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut all = vec![
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &self.endpoints,
+            "--etcd-timeout",
+            "2",
+        ];
+        all.extend_from_slice(args);
+        self.sb.run(&all, stdin)
+    }
+
+    fn recipient(&self) -> String {
+        self.run(&["fleet", "recipient"], b"")
+            .ok()
+            .stdout_str()
+            .trim()
+            .to_owned()
+    }
+
+    fn set(&self, r: &str, v: &[u8]) {
+        self.run(&["set", r], v).ok();
+    }
+
+    fn get(&self, r: &str) -> Vec<u8> {
+        self.run(&["get", r], b"").ok().stdout
+    }
+
+    /// The library's view, as a long-running process (the mount) has it.
+    fn vault(&self) -> FleetVault {
+        let local = self.sb.vault();
+        FleetVault::open(
+            &local,
+            EtcdOptions {
+                endpoints: self.endpoints.split(',').map(str::to_owned).collect(),
+                prefix: "sealfs".into(),
+                timeout: Duration::from_secs(2),
+                credentials: None,
+            },
+            self.sb.vault_dir().join("fleet-cache"),
+            sealfs::DEFAULT_MAX_VALUE_SIZE,
+        )
+        .expect("open the fleet vault")
+    }
+}
+
+/// A fleet of `n` hosts on one etcd, the first one initialising it and
+/// enrolling the others.
+fn fleet(etcd: &Etcd, n: usize) -> Vec<Host> {
+    let hosts: Vec<Host> = (0..n).map(|_| Host::new(etcd)).collect();
+    hosts[0].run(&["fleet", "init"], b"").ok();
+    for h in &hosts[1..] {
+        let r = h.recipient();
+        hosts[0].run(&["fleet", "enroll", &r], b"").ok();
+    }
+    hosts
+}
+
+fn r(s: &str) -> VaultRef {
+    s.parse().unwrap()
+}
+
+#[test]
+fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/db_password", b"hunter2");
+    assert_eq!(b.get("global/db_password"), b"hunter2");
+    b.set("principal:ci/token", b"from-b");
+    assert_eq!(a.get("principal:ci/token"), b"from-b");
+    assert!(a
+        .run(&["list"], b"")
+        .ok()
+        .stdout_str()
+        .contains("principal:ci/token\t6\t"));
+
+    let stranger = Host::new(&etcd);
+    let who = stranger.recipient();
+    stranger.run(&["get", "global/db_password"], b"").fails(
+        1,
+        &format!("this host ({who}) is not enrolled in scope global"),
+    );
+    stranger
+        .run(&["set", "global/db_password"], b"evil")
+        .fails(1, "is not enrolled");
+    stranger
+        .run(&["fleet", "init"], b"")
+        .fails(1, "a fleet exists under this prefix already");
+    assert_eq!(a.get("global/db_password"), b"hunter2");
+    // A member cannot enroll garbage, or someone twice.
+    a.run(&["fleet", "enroll", "age1notarecipient"], b"")
+        .fails(1, "not an age X25519 recipient");
+    a.run(&["fleet", "enroll", &b.recipient()], b"")
+        .fails(1, "is enrolled already");
+    // Values never reach etcd in the clear.
+    let dump = etcd.ctl(&["get", "--prefix", "/sealfs"]);
+    assert!(dump.status.success());
+    assert!(!String::from_utf8_lossy(&dump.stdout).contains("hunter2"));
+}
+
+#[test]
+fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/api_key", b"before");
+    assert_eq!(b.get("global/api_key"), b"before");
+    let objects_before = etcd.ctl(&["get", "--prefix", "/sealfs/obj/"]).stdout;
+
+    let status = a.run(&["fleet", "status", "--json"], b"").ok().stdout_str();
+    assert!(status.contains("\"epoch\": 1"), "{status}");
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    let status = a.run(&["fleet", "status", "--json"], b"").ok().stdout_str();
+    assert!(status.contains("\"epoch\": 2"), "{status}");
+    // Only the data keys were re-wrapped: the stored values are unchanged.
+    assert_eq!(
+        etcd.ctl(&["get", "--prefix", "/sealfs/obj/"]).stdout,
+        objects_before
+    );
+
+    a.set("global/api_key", b"after");
+    b.run(&["get", "global/api_key"], b"")
+        .fails(1, "is not enrolled in scope global");
+    b.run(&["set", "global/api_key"], b"x")
+        .fails(1, "is not enrolled");
+    assert_eq!(c.get("global/api_key"), b"after");
+    assert_eq!(a.get("global/api_key"), b"after");
+    a.run(&["fleet", "revoke", &a.recipient()], b"")
+        .fails(1, "refusing to revoke this host itself");
+    a.run(&["fleet", "revoke", &b.recipient()], b"")
+        .fails(1, "is not a member");
+}
+
+#[test]
+fn concurrent_writers_on_two_hosts_lose_no_acknowledged_write() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let vaults: Vec<Arc<FleetVault>> = hosts.iter().map(|h| Arc::new(h.vault())).collect();
+    const WRITES: usize = 25;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let v = Arc::clone(&vaults[t % 2]);
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..WRITES {
+                    // Every writer rewrites the shared key and its own one.
+                    let value = format!("t{t}-{i}");
+                    let shared = v
+                        .put(
+                            &r("global/shared"),
+                            &SensitiveBytes::from_slice(value.as_bytes()),
+                        )
+                        .unwrap();
+                    let own = v
+                        .put(
+                            &r(&format!("global/own{t}")),
+                            &SensitiveBytes::from_slice(value.as_bytes()),
+                        )
+                        .unwrap();
+                    acked.push((shared.version, value.clone()));
+                    assert!(own.version > shared.version);
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut versions = BTreeMap::new();
+    for t in threads {
+        for (version, value) in t.join().unwrap() {
+            // Each acknowledged write got a version of its own.
+            assert!(
+                versions.insert(version, value).is_none(),
+                "version {version} given twice"
+            );
+        }
+    }
+    assert_eq!(versions.len(), 4 * WRITES);
+    // The shared key holds the last acknowledged write, on both hosts.
+    let (last_version, last_value) = versions.last_key_value().unwrap();
+    for v in &vaults {
+        assert_eq!(
+            v.get(&r("global/shared")).unwrap().expose(),
+            last_value.as_bytes()
+        );
+        let e = v.list(None).unwrap();
+        assert_eq!(
+            e.iter()
+                .find(|e| e.vault_ref == r("global/shared"))
+                .unwrap()
+                .version,
+            *last_version
+        );
+        for t in 0..4 {
+            let own = v.get(&r(&format!("global/own{t}"))).unwrap();
+            assert_eq!(own.expose(), format!("t{t}-{}", WRITES - 1).as_bytes());
+        }
+    }
+    // Exactly one object per live secret: no half-written or orphaned ones.
+    let keys = etcd
+        .ctl(&["get", "--prefix", "/sealfs/obj/", "--keys-only"])
+        .stdout;
+    let objects = String::from_utf8_lossy(&keys)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(objects, 5);
+}
+
+#[test]
+fn an_older_record_written_back_into_etcd_is_refused() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let store = EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: "sealfs".into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+    })
+    .unwrap();
+    let manifest = store.key("index/global");
+    let objects = || store.get_prefix(&store.key("obj/")).unwrap();
+    a.set("global/k", b"old");
+    assert_eq!(b.get("global/k"), b"old");
+    let old_manifest = store.get(&manifest).unwrap().unwrap().value;
+    let (_, old_object) = objects().pop().unwrap();
+    a.set("global/k", b"new");
+    assert_eq!(b.get("global/k"), b"new");
+
+    // The old value's object put under the current object's key: it was
+    // sealed for another record version (and data key), so it does not open.
+    let (current_key, current_object) = objects().pop().unwrap();
+    assert!(store
+        .apply(&[], &[Change::Put(current_key.clone(), old_object.value)])
+        .unwrap());
+    b.run(&["get", "global/k"], b"")
+        .fails(1, "integrity check failed for global/k");
+    assert!(store
+        .apply(&[], &[Change::Put(current_key, current_object.value)])
+        .unwrap());
+    assert_eq!(b.get("global/k"), b"new");
+
+    // The old manifest (validly authenticated, but older) put back.
+    let current_manifest = store.get(&manifest).unwrap().unwrap().value;
+    assert!(store
+        .apply(&[], &[Change::Put(manifest.clone(), old_manifest)])
+        .unwrap());
+    for h in [a, b] {
+        h.run(&["get", "global/k"], b"").fails(
+            1,
+            "refusing the manifest of scope global: its counter 1 is older than 2",
+        );
+    }
+    // A forged manifest (one length changed) does not authenticate.
+    let mut forged = current_manifest.clone();
+    let pos = forged.windows(5).position(|w| w == b"\\\"len").unwrap();
+    forged[pos + 8] ^= 1;
+    assert!(store
+        .apply(&[], &[Change::Put(manifest.clone(), forged)])
+        .unwrap());
+    a.run(&["get", "global/k"], b"")
+        .fails(1, "integrity check failed for the manifest of global");
+    assert!(store
+        .apply(&[], &[Change::Put(manifest, current_manifest)])
+        .unwrap());
+    assert_eq!(a.get("global/k"), b"new");
+}
+
+#[test]
+fn a_member_down_changes_nothing_and_all_down_serves_cached_reads() {
+    let Some(mut etcd) = Etcd::start(3) else {
+        return;
+    };
+    let hosts = fleet(&etcd, 2);
+    let a = hosts[0].vault();
+    a.put(
+        &r("global/k"),
+        &SensitiveBytes::from_slice(b"value-one-0001"),
+    )
+    .unwrap();
+    assert_eq!(a.get(&r("global/k")).unwrap().expose(), b"value-one-0001");
+
+    etcd.members[0].kill();
+    a.put(
+        &r("global/k"),
+        &SensitiveBytes::from_slice(b"value-two-0002"),
+    )
+    .unwrap();
+    assert_eq!(a.get(&r("global/k")).unwrap().expose(), b"value-two-0002");
+    assert_eq!(hosts[1].get("global/k"), b"value-two-0002");
+
+    for m in &mut etcd.members {
+        m.kill();
+    }
+    // Reads this host has made before keep working from its sealed cache.
+    assert_eq!(a.get(&r("global/k")).unwrap().expose(), b"value-two-0002");
+    assert_eq!(hosts[0].get("global/k"), b"value-two-0002");
+    let err = a
+        .put(
+            &r("global/k"),
+            &SensitiveBytes::from_slice(b"value-three-03"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, FleetError::Unreachable { .. }), "{err}");
+    hosts[0]
+        .run(&["set", "global/k"], b"value-three-03")
+        .fails(1, "etcd is unreachable at");
+    // Nothing in the cache is plaintext.
+    let cache = hosts[0].sb.vault_dir().join("fleet-cache");
+    for f in walk(&cache) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"value-two-0002"),
+            "{} holds the value",
+            f.display()
+        );
+    }
+
+    for m in &mut etcd.members {
+        m.start();
+    }
+    etcd.wait_healthy();
+    // The same process reconnects by itself.
+    a.put(
+        &r("global/k"),
+        &SensitiveBytes::from_slice(b"value-three-03"),
+    )
+    .unwrap();
+    assert_eq!(hosts[1].get("global/k"), b"value-three-03");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    a.set("global/k", b"before-auth");
+    for args in [
+        &["user", "add", "root:root-pw-0001"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = etcd.ctl(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let refused = a.run(&["get", "global/k"], b"");
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("etcd"), "{}", refused.stderr);
+
+    a.run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
+        .ok();
+    assert_eq!(a.get("global/k"), b"before-auth");
+    a.set("global/k", b"after-auth");
+    // The password sits sealed in the host's local vault, nowhere in clear.
+    for f in walk(&a.sb.vault_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"root-pw-0001"),
+            "{} holds the password",
+            f.display()
+        );
+    }
+    a.run(&["fleet", "login", "--user", "root"], b"")
+        .fails(1, "refusing an empty password");
+}
