@@ -19,10 +19,12 @@ for target in refs envelope policy config; do
   # committed corpus.
   scratch=$(mktemp -d)
   echo "== fuzz $target for ${seconds}s"
+  log=$(mktemp)
+  status=0
   cargo +nightly fuzz run -O --sanitizer none "$target" "$scratch" "corpus/$target" -- \
-    -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|SUMMARY" || true
-  status=${PIPESTATUS[0]}
-  rm -rf "$scratch"
+    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
+  grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|SUMMARY|artifact" "$log" || true
+  rm -rf "$scratch" "$log"
   if [[ "$status" != 0 ]]; then
     echo "fuzz target $target failed" >&2
     exit 1

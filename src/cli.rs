@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use sealfs::{BackendPreference, VaultRef, VaultScope, DEFAULT_MAX_VALUE_SIZE};
+pub use sealfs::store::BackendArg;
+use sealfs::{VaultRef, VaultScope, DEFAULT_MAX_VALUE_SIZE};
 
 /// Upper bound for size arguments (16 MiB): values live in memory whole.
 const MAX_LIMIT: u64 = 16 * 1024 * 1024;
@@ -63,7 +64,7 @@ pub struct GlobalArgs {
 
     /// Key prefix of the fleet in etcd
     #[arg(long, env = "SEALFS_ETCD_PREFIX", global = true, default_value = "sealfs", value_name = "PREFIX",
-          value_parser = parse_prefix)]
+          value_parser = sealfs::store::parse_etcd_prefix)]
     pub etcd_prefix: String,
 
     /// Time limit for one etcd call, in seconds
@@ -169,45 +170,6 @@ pub enum Command {
     },
 }
 
-/// Where secrets live: a local vault's backend, or the fleet in etcd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendArg {
-    Local(BackendPreference),
-    Etcd,
-}
-
-impl BackendArg {
-    /// The backend of the local vault (with etcd, the one holding this
-    /// host's fleet identity).
-    pub fn local(self) -> BackendPreference {
-        match self {
-            BackendArg::Local(p) => p,
-            BackendArg::Etcd => BackendPreference::Auto,
-        }
-    }
-}
-
-impl std::str::FromStr for BackendArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "etcd" {
-            return Ok(BackendArg::Etcd);
-        }
-        s.parse()
-            .map(BackendArg::Local)
-            .map_err(|e| format!("{e} (or etcd)"))
-    }
-}
-
-impl std::fmt::Display for BackendArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BackendArg::Local(p) => p.fmt(f),
-            BackendArg::Etcd => f.write_str("etcd"),
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Print this host's age recipient (creating its identity on first use), to give to a member for `enroll`.
@@ -256,21 +218,6 @@ pub struct SetArgs {
     /// Store N random bytes, encoded as URL-safe base64 text
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub generate: Option<usize>,
-}
-
-fn parse_prefix(s: &str) -> Result<String, String> {
-    let p = s.trim_matches('/');
-    if p.is_empty()
-        || p.len() > 128
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
-    {
-        return Err(
-            "expected letters, digits, '-', '_', '.' or '/', at most 128 characters".into(),
-        );
-    }
-    Ok(p.to_owned())
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {

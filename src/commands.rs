@@ -445,7 +445,7 @@ fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
 
 /// `sealfs mount ARGS` runs `sealfs-mountd ARGS`, found beside this binary
 /// or on PATH, with this command's global options passed in the environment.
-fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+pub(crate) fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("sealfs-mountd")))
@@ -463,6 +463,11 @@ fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
         cmd.env("SEALFS_AUDIT_LOG", p);
     }
     cmd.env("SEALFS_BACKEND", g.backend.to_string());
+    if !g.etcd_endpoints.is_empty() {
+        cmd.env("SEALFS_ETCD_ENDPOINTS", g.etcd_endpoints.join(","));
+    }
+    cmd.env("SEALFS_ETCD_PREFIX", &g.etcd_prefix);
+    cmd.env("SEALFS_ETCD_TIMEOUT", g.etcd_timeout.to_string());
     cmd.env("SEALFS_MAX_VALUE_SIZE", g.max_value_size.to_string());
     #[cfg(unix)]
     {

@@ -340,6 +340,16 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Found by `cargo fuzz` (target `config`): toml_edit 0.23 panicked
+    /// ("all items have spans") on this file instead of returning an error.
+    #[test]
+    fn a_file_that_crashed_the_toml_parser_is_a_clear_error() {
+        let bytes = include_bytes!("../fuzz/regressions/config-toml-edit-span-panic");
+        let text = std::str::from_utf8(bytes).unwrap();
+        let err = parse_document(Path::new("evil.toml"), text).unwrap_err();
+        assert!(err.to_string().contains("evil.toml"), "{err}");
+    }
+
     #[test]
     fn finds_refs_at_any_depth() {
         let d = doc(r#"

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use sealfs::fleet::{self, EtcdOptions, FleetEntry, FleetError, FleetVault};
+use sealfs::fleet::{self, EtcdOptions, FleetError, FleetVault};
 use sealfs::{Entry, SensitiveBytes, Vault, VaultRef};
 
 use crate::cli::{Cli, Command, FleetCommand, GlobalArgs, SetArgs};
@@ -22,7 +22,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { vault_ref } => get(g, &vault_ref),
         Command::List { scope, json } => {
             let entries = open(g)?.list(scope.as_ref())?;
-            print_entries(entries.into_iter().map(to_entry).collect(), json)
+            print_entries(entries.into_iter().map(Entry::from).collect(), json)
         }
         Command::Delete { vault_ref, force } => {
             let result = open(g)?.delete(&vault_ref);
@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 other => other.map(|()| ExitCode::SUCCESS).map_err(Into::into),
             }
         }
+        Command::Mount { args } => crate::commands::mount(g, args),
         other => bail!(
             "`sealfs {}` does not work with --backend etcd yet; use set, get, list, delete or fleet",
             command_name(&other)
@@ -46,19 +47,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Doctor => "doctor",
         Command::Migrate { .. } => "migrate",
         Command::AuditLog { .. } => "audit-log",
-        Command::Mount { .. } => "mount",
         _ => "this command",
-    }
-}
-
-fn to_entry(e: FleetEntry) -> Entry {
-    Entry {
-        vault_ref: e.vault_ref,
-        len: e.len,
-        created: e.created,
-        updated: e.updated,
-        version: e.version,
-        once: false,
     }
 }
 

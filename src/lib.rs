@@ -32,6 +32,7 @@ pub mod identity;
 pub mod index;
 pub mod scope;
 pub mod secret;
+pub mod store;
 pub mod vault;
 
 pub use backend::{
@@ -41,6 +42,7 @@ pub use backend::{
 pub use config::{find_vault_refs, resolve_config_refs, ConfigError};
 pub use scope::{RefError, SecretKey, VaultRef, VaultScope};
 pub use secret::SensitiveBytes;
+pub use store::SecretStore;
 pub use vault::{
     Entry, FaultPoint, IdentityStore, MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault,
     VaultConfig, VaultError, DEFAULT_MAX_VALUE_SIZE,

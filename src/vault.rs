@@ -166,6 +166,11 @@ pub enum VaultError {
     Interrupted(&'static str),
     #[error("secret {0} exists already")]
     Exists(VaultRef),
+    #[error("{0} is not supported by this vault")]
+    Unsupported(&'static str),
+    #[cfg(feature = "fleet")]
+    #[error(transparent)]
+    Fleet(Box<crate::fleet::FleetError>),
     #[error("the sealed blob of {0} is missing from the backend")]
     BlobMissing(VaultRef),
     #[error("the device identity in {identity_dir} does not belong to the vault at {vault_dir} (the vault's key is {expected}, this identity derives {found})")]

@@ -63,7 +63,9 @@ impl Host {
             EtcdOptions {
                 endpoints: self.endpoints.split(',').map(str::to_owned).collect(),
                 prefix: "sealfs".into(),
-                timeout: Duration::from_secs(2),
+                // The default: long enough to ride out a leader election
+                // when a member dies.
+                timeout: Duration::from_secs(5),
                 credentials: None,
             },
             self.sb.vault_dir().join("fleet-cache"),

@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fuser::{Config, MountOption, SessionACL};
 use sealfs::audit::AuditLog;
-use sealfs::{BackendPreference, Vault, VaultConfig, DEFAULT_MAX_VALUE_SIZE};
+use sealfs::store::BackendArg;
+use sealfs::{SecretStore, Vault, VaultConfig, DEFAULT_MAX_VALUE_SIZE};
 
 use crate::fs::{Options, SealFs};
 use crate::fuse::FuseAdapter;
@@ -32,14 +33,39 @@ pub struct Args {
     #[arg(long, env = "SEALFS_IDENTITY_DIR", value_name = "DIR")]
     pub identity_dir: Option<PathBuf>,
 
-    /// Backend for sealed blobs (must match the vault's)
+    /// Backend for sealed blobs (must match the vault's), or `etcd` to
+    /// serve the fleet vault (the local vault then holds this host's
+    /// fleet identity and sealed cache)
     #[arg(
         long,
         env = "SEALFS_BACKEND",
         default_value = "auto",
         value_name = "BACKEND"
     )]
-    pub backend: BackendPreference,
+    pub backend: BackendArg,
+
+    /// etcd endpoints of the fleet (with --backend etcd), comma-separated
+    #[arg(
+        long,
+        env = "SEALFS_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URLS"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Key prefix of the fleet in etcd
+    #[arg(long, env = "SEALFS_ETCD_PREFIX", default_value = "sealfs", value_name = "PREFIX",
+          value_parser = sealfs::store::parse_etcd_prefix)]
+    pub etcd_prefix: String,
+
+    /// Time limit for one etcd call, in seconds
+    #[arg(
+        long,
+        env = "SEALFS_ETCD_TIMEOUT",
+        default_value_t = 5.0,
+        value_name = "SECONDS"
+    )]
+    pub etcd_timeout: f64,
 
     /// Largest value a write through the mount may make, in bytes
     #[arg(long, env = "SEALFS_MAX_VALUE_SIZE", default_value_t = DEFAULT_MAX_VALUE_SIZE, value_name = "BYTES")]
@@ -162,6 +188,65 @@ fn check_allow_other() -> Result<()> {
     Ok(())
 }
 
+/// The fleet watch thread: stopped and joined when the daemon returns.
+#[derive(Default)]
+struct WatchGuard {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The fleet vault in etcd, with a thread watching its prefix so every
+/// open sees changes made on any host.
+#[cfg(feature = "fleet")]
+fn open_fleet(
+    args: &Args,
+    local: &Vault,
+    vault_dir: &Path,
+    watch: &mut WatchGuard,
+) -> Result<Arc<dyn SecretStore>> {
+    use sealfs::fleet::{EtcdOptions, FleetVault};
+    if !(args.etcd_timeout > 0.0 && args.etcd_timeout <= 600.0) {
+        bail!("--etcd-timeout must be between 0 and 600 seconds");
+    }
+    let opts = EtcdOptions {
+        endpoints: args.etcd_endpoints.clone(),
+        prefix: args.etcd_prefix.clone(),
+        timeout: Duration::from_secs_f64(args.etcd_timeout),
+        credentials: None,
+    };
+    let fleet = Arc::new(
+        FleetVault::open(
+            local,
+            opts,
+            vault_dir.join("fleet-cache"),
+            args.max_value_size,
+        )
+        .context("cannot open the fleet vault")?,
+    );
+    let (f, stop) = (Arc::clone(&fleet), Arc::clone(&watch.stop));
+    watch.thread = Some(
+        std::thread::Builder::new()
+            .name("fleet-watch".into())
+            .spawn(move || f.run_watch(&stop))
+            .context("cannot start the fleet watch thread")?,
+    );
+    Ok(fleet)
+}
+
+#[cfg(not(feature = "fleet"))]
+fn open_fleet(_: &Args, _: &Vault, _: &Path, _: &mut WatchGuard) -> Result<Arc<dyn SecretStore>> {
+    bail!("this sealfs-mountd was built without the fleet (etcd) backend")
+}
+
 pub fn run(args: Args) -> Result<()> {
     harden()?;
     let vault_dir = match &args.vault_dir {
@@ -179,12 +264,17 @@ pub fn run(args: Args) -> Result<()> {
     };
     let vault = Vault::open(VaultConfig {
         identity_dir: args.identity_dir.clone(),
-        backend: args.backend,
+        backend: args.backend.local(),
         max_value_size: args.max_value_size,
         create: true,
         ..VaultConfig::new(&vault_dir)
     })
     .with_context(|| format!("cannot open the vault at {}", vault_dir.display()))?;
+    let mut watch = WatchGuard::default();
+    let store: Arc<dyn SecretStore> = match args.backend {
+        BackendArg::Local(_) => Arc::new(vault),
+        BackendArg::Etcd => open_fleet(&args, &vault, &vault_dir, &mut watch)?,
+    };
     let owner_uid = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&vault_dir)
@@ -198,7 +288,7 @@ pub fn run(args: Args) -> Result<()> {
     let audit = AuditLog::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
     let fs = Arc::new(SealFs::new(
-        vault,
+        store,
         owner_uid,
         policy,
         audit,

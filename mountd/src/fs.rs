@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use sealfs::audit::{AuditLog, Caller, Event};
 use sealfs::scope::ScopeId;
-use sealfs::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
+use sealfs::{SecretKey, SecretStore, SensitiveBytes, VaultError, VaultRef, VaultScope};
 
 use crate::buffer::LockedBuf;
 use crate::policy::{Access, Policy, Rules, Who};
@@ -86,7 +86,11 @@ fn from_vault(e: &VaultError) -> FsError {
         VaultError::EmptyValue(_) => FsError::Invalid,
         VaultError::Exists(_) | VaultError::ScopeExists(_) => FsError::Exists,
         VaultError::ScopeNotEmpty(_) => FsError::NotEmpty,
-        VaultError::GlobalScope => FsError::NotPermitted,
+        VaultError::GlobalScope | VaultError::Unsupported(_) => FsError::NotPermitted,
+        #[cfg(feature = "fleet")]
+        VaultError::Fleet(f) if matches!(**f, sealfs::fleet::FleetError::NotEnrolled { .. }) => {
+            FsError::Denied
+        }
         other => {
             tracing::error!(error = %ErrorChain(other), "vault operation failed");
             FsError::Io
@@ -346,7 +350,7 @@ struct Handle {
 
 /// The file system. `Send + Sync`: adapters call it from many threads.
 pub struct SealFs {
-    vault: Vault,
+    vault: Arc<dyn SecretStore>,
     rules: Rules,
     policy: RwLock<Arc<Policy>>,
     audit: AuditLog,
@@ -370,7 +374,7 @@ type Result<T> = std::result::Result<T, FsError>;
 
 impl SealFs {
     pub fn new(
-        vault: Vault,
+        vault: Arc<dyn SecretStore>,
         owner_uid: u32,
         policy: Policy,
         audit: AuditLog,
@@ -391,8 +395,8 @@ impl SealFs {
         }
     }
 
-    pub fn vault(&self) -> &Vault {
-        &self.vault
+    pub fn vault(&self) -> &dyn SecretStore {
+        &*self.vault
     }
 
     pub fn options(&self) -> &Options {
@@ -708,7 +712,7 @@ impl SealFs {
                 out.push(ino, FileKind::Directory, ".");
                 out.push(parent, FileKind::Directory, "..");
                 self.vault
-                    .for_each_key(&scope, |key| {
+                    .for_each_key(&scope, &mut |key| {
                         // The inodes lock is a leaf, taken only briefly.
                         let node = Node::Secret(VaultRef::new(scope.clone(), key));
                         let ino = lock(&self.inodes).peek(&node);
@@ -1188,7 +1192,7 @@ mod tests {
 
     fn fs() -> (tempfile::TempDir, SealFs) {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::open(VaultConfig::new(dir.path().join("vault"))).unwrap();
+        let vault = sealfs::Vault::open(VaultConfig::new(dir.path().join("vault"))).unwrap();
         let audit = AuditLog::open(&dir.path().join("audit.log")).unwrap();
         let opts = Options {
             read_only: false,
@@ -1196,15 +1200,16 @@ mod tests {
         };
         (
             dir,
-            SealFs::new(vault, 4242, Policy::default(), audit, opts),
+            SealFs::new(Arc::new(vault), 4242, Policy::default(), audit, opts),
         )
     }
 
     /// The value the vault holds for `r` now.
     fn stored(fs: &SealFs, r: &str) -> Vec<u8> {
         fs.vault()
-            .get(&r.parse().unwrap())
+            .read(&r.parse().unwrap())
             .unwrap()
+            .0
             .expose()
             .to_vec()
     }

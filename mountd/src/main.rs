@@ -86,7 +86,7 @@ mod win {
             .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
         // Every Windows request is made as uid 0, which is also the owner.
         let fs = Arc::new(SealFs::new(
-            vault,
+            Arc::new(vault),
             0,
             Policy::default(),
             audit,

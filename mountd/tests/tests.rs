@@ -5,6 +5,8 @@
 mod util;
 
 mod access;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod hygiene;
 mod lifecycle;
 mod load;

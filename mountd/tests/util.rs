@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
+pub use etcd::*;
+
 pub const MOUNTD: &str = env!("CARGO_BIN_EXE_sealfs-mountd");
 
 /// The `sealfs` CLI, built beside `sealfs-mountd` by `cargo test --workspace`.
@@ -194,6 +198,11 @@ impl Mounted {
     /// Starts the daemon (with `--allow-other`) and waits until the mount is live.
     pub fn mount(&mut self, extra: &[&str]) {
         self.mount_with(extra, true);
+    }
+
+    /// Starts the daemon for its owner only and waits until the mount is live.
+    pub fn mount_private(&mut self, extra: &[&str]) {
+        self.mount_with(extra, false);
     }
 
     fn mount_with(&mut self, extra: &[&str], allow_other: bool) {

@@ -1,6 +1,7 @@
 //! The etcd v3 store under a fleet vault: blocking calls with a time limit
 //! over the async `etcd-client`, on a runtime owned by the store.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// After a call gave up, how long further calls fail at once.
 const DOWN_PAUSE: Duration = Duration::from_secs(1);
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+};
 
 use super::FleetError;
 
@@ -44,6 +47,21 @@ pub struct EtcdOptions {
     pub timeout: Duration,
     /// User and password, when etcd has authentication on.
     pub credentials: Option<(String, crate::SensitiveBytes)>,
+}
+
+impl EtcdOptions {
+    /// A copy (for a second connection, such as the watch's).
+    pub fn duplicate(&self) -> EtcdOptions {
+        EtcdOptions {
+            endpoints: self.endpoints.clone(),
+            prefix: self.prefix.clone(),
+            timeout: self.timeout,
+            credentials: self
+                .credentials
+                .as_ref()
+                .map(|(u, p)| (u.clone(), crate::SensitiveBytes::from_slice(p.expose()))),
+        }
+    }
 }
 
 impl std::fmt::Debug for EtcdOptions {
@@ -241,5 +259,65 @@ impl EtcdStore {
         let txn = Txn::new().when(compares).and_then(ops);
         let resp = self.call(|mut c| async move { c.txn(txn).await })?;
         Ok(resp.succeeded())
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> Result<i64, FleetError> {
+        let key = self.key("members");
+        let resp = self.call(|mut c| async move { c.get(key, None).await })?;
+        resp.header()
+            .map(|h| h.revision())
+            .ok_or_else(|| FleetError::Etcd("a response without a header".into()))
+    }
+
+    /// Calls `on` with the keys changed under the prefix after `revision`,
+    /// until `stop` is set (`Ok`) or the watch breaks (`Err`: compaction,
+    /// cancellation or a lost connection; the caller resynchronises).
+    pub fn watch(
+        &self,
+        revision: i64,
+        stop: &AtomicBool,
+        mut on: impl FnMut(Vec<String>),
+    ) -> Result<(), FleetError> {
+        let mut client = self.client()?;
+        let prefix = self.key("");
+        let result = self.rt.block_on(async {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let mut stream = client.watch(prefix, Some(options)).await?;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
+                    Err(_) => continue,
+                    Ok(Ok(Some(resp))) => {
+                        if resp.canceled() || resp.compact_revision() > 0 {
+                            return Ok(Some("the watch was cancelled or compacted"));
+                        }
+                        let keys = resp
+                            .events()
+                            .iter()
+                            .filter_map(|e| e.kv())
+                            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                            .collect::<Vec<_>>();
+                        if !keys.is_empty() {
+                            on(keys);
+                        }
+                    }
+                    Ok(Ok(None)) => return Ok(Some("the watch stream ended")),
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+        });
+        match result {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(unreachable(&self.opts, why)),
+            Err(e) => {
+                *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Err(self.classify(e))
+            }
+        }
     }
 }

@@ -75,6 +75,7 @@ pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, FleetError> {
 }
 
 /// A scope's fleet key.
+#[derive(Clone)]
 pub struct FleetKey(Zeroizing<[u8; 32]>);
 
 impl std::fmt::Debug for FleetKey {

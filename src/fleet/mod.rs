@@ -26,8 +26,10 @@ mod cache;
 pub mod etcd;
 pub mod keys;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -131,7 +133,7 @@ struct Members {
     recipients: BTreeSet<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Keyring {
     epoch: u64,
     key_id: String,
@@ -193,6 +195,7 @@ pub struct ScopeStatus {
 }
 
 /// A scope's verified state as read.
+#[derive(Clone)]
 struct ScopeState {
     key: FleetKey,
     keyring: Keyring,
@@ -206,6 +209,21 @@ pub struct FleetVault {
     host: HostIdentity,
     cache: Cache,
     max_value_size: usize,
+    memo: Mutex<Memo>,
+}
+
+/// Verified scope states and sealed objects held in memory, valid only
+/// while a watch on the prefix runs ([`FleetVault::run_watch`]): every
+/// change it reports drops what it touches, and a broken watch drops it
+/// all, so reads never serve what etcd no longer holds.
+#[derive(Default)]
+struct Memo {
+    live: bool,
+    /// Bumped by every change; a read started before one does not store
+    /// what it read.
+    generation: u64,
+    scopes: HashMap<VaultScope, ScopeState>,
+    objects: HashMap<String, Vec<u8>>,
 }
 
 impl std::fmt::Debug for FleetVault {
@@ -282,7 +300,115 @@ impl FleetVault {
             host,
             cache,
             max_value_size,
+            memo: Mutex::new(Memo::default()),
         })
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the changes under the prefix flowing into the in-memory state
+    /// until `stop` is set: after any change on any host, the next read
+    /// here sees it. A watch that breaks (compaction, lost connection)
+    /// drops everything held and starts again from a fresh read.
+    pub fn run_watch(&self, stop: &AtomicBool) {
+        use std::sync::atomic::Ordering;
+        let store = match EtcdStore::new(self.store.options().duplicate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the fleet watch");
+                return;
+            }
+        };
+        let prefix = self.store.key("");
+        while !stop.load(Ordering::Relaxed) {
+            let revision = match store.revision() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "fleet watch: etcd not reachable yet");
+                    self.reset_memo(false);
+                    std::thread::sleep(Duration::from_millis(300));
+                    continue;
+                }
+            };
+            self.reset_memo(true);
+            tracing::info!(revision, "fleet watch running");
+            let result = store.watch(revision, stop, |keys| self.invalidate(&prefix, &keys));
+            self.reset_memo(false);
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "fleet watch interrupted; resynchronising");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn reset_memo(&self, live: bool) {
+        let mut m = self.memo();
+        m.live = live;
+        m.generation += 1;
+        m.scopes.clear();
+        m.objects.clear();
+    }
+
+    fn reset_memo_scopes(&self) {
+        let mut m = self.memo();
+        m.generation += 1;
+        m.scopes.clear();
+    }
+
+    fn invalidate(&self, prefix: &str, keys: &[String]) {
+        let mut m = self.memo();
+        m.generation += 1;
+        for k in keys {
+            match k.strip_prefix(prefix) {
+                Some(rest) if rest.starts_with("obj/") => {
+                    m.objects.remove(&rest["obj/".len()..]);
+                }
+                _ => m.scopes.clear(),
+            }
+        }
+    }
+
+    /// The generation to store a read under, if the memo is live.
+    fn memo_generation(&self) -> Option<u64> {
+        let m = self.memo();
+        m.live.then_some(m.generation)
+    }
+
+    /// For reads: the memo's copy while the watch runs, else a fresh read.
+    fn scope_state_for_read(&self, scope: &VaultScope) -> Result<Option<ScopeState>, FleetError> {
+        let generation = {
+            let m = self.memo();
+            if let Some(s) = m.scopes.get(scope).filter(|_| m.live) {
+                return Ok(Some(s.clone()));
+            }
+            m.live.then_some(m.generation)
+        };
+        let state = self.scope_state(scope, false, true)?;
+        if let (Some(g), Some(st)) = (generation, &state) {
+            let mut m = self.memo();
+            if m.live && m.generation == g {
+                m.scopes.insert(scope.clone(), st.clone());
+            }
+        }
+        Ok(state)
+    }
+
+    /// A sealed object, from the memo while the watch runs.
+    fn object_for_read(&self, id: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        if let Some(o) = self.memo().objects.get(id).cloned() {
+            return Ok(Some(o));
+        }
+        let generation = self.memo_generation();
+        let obj = self.read(&self.object_key(id), true)?.map(|r| r.value);
+        if let (Some(g), Some(o)) = (generation, &obj) {
+            let mut m = self.memo();
+            if m.live && m.generation == g {
+                m.objects.insert(id.to_owned(), o.clone());
+            }
+        }
+        Ok(obj)
     }
 
     pub fn recipient(&self) -> String {
@@ -757,6 +883,7 @@ impl FleetVault {
             if !self.store.apply(&expect, &changes)? {
                 return Ok(None);
             }
+            self.reset_memo_scopes();
             self.cache.set_high_water(scope, version)?;
             self.cache.put(&self.manifest_key(scope), &manifest)?;
             self.cache.put(&self.object_key(&object), &sealed)?;
@@ -775,7 +902,7 @@ impl FleetVault {
     pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, FleetError> {
         for _ in 0..MAX_ATTEMPTS {
             let state = self
-                .scope_state(r.scope(), false, true)?
+                .scope_state_for_read(r.scope())?
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
             let e = state
                 .manifest
@@ -784,7 +911,8 @@ impl FleetVault {
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
             // A concurrent rewrite may delete the object we were told about:
             // read the manifest again.
-            let Some(obj) = self.read(&self.object_key(&e.object), true)? else {
+            let Some(obj) = self.object_for_read(&e.object)? else {
+                self.reset_memo_scopes();
                 continue;
             };
             let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
@@ -793,7 +921,7 @@ impl FleetVault {
                 .unwrap_data_key(&wrapped, r, e.version, state.manifest.epoch)
                 .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
             return dek
-                .open(r, e.version, &obj.value)
+                .open(r, e.version, &obj)
                 .ok_or_else(|| FleetError::Integrity(r.to_string()));
         }
         Err(FleetError::Conflict(r.to_string()))
@@ -821,6 +949,7 @@ impl FleetVault {
                 ],
             )?;
             if ok {
+                self.reset_memo_scopes();
                 self.cache.set_high_water(scope, state.manifest.counter)?;
                 self.cache.put(&self.manifest_key(scope), &manifest)?;
                 self.cache.remove(&self.object_key(&old.object))?;
@@ -841,7 +970,7 @@ impl FleetVault {
         };
         let mut out = Vec::new();
         for scope in scopes {
-            let state = match self.scope_state(&scope, false, true) {
+            let state = match self.scope_state_for_read(&scope) {
                 Ok(Some(s)) => s,
                 Ok(None) => continue,
                 Err(e) => return Err(e),
@@ -858,5 +987,147 @@ impl FleetVault {
             }
         }
         Ok(out)
+    }
+}
+
+/// Fleet errors as the mount sees them: "not found" and limits as the
+/// local vault's, anything else wrapped.
+fn to_vault_error(e: FleetError) -> VaultError {
+    match e {
+        FleetError::NotFound(r) => VaultError::NotFound(r),
+        FleetError::EmptyValue(r) => VaultError::EmptyValue(r),
+        FleetError::TooLarge {
+            vault_ref,
+            len,
+            max,
+        } => VaultError::TooLarge {
+            vault_ref,
+            len,
+            max,
+        },
+        FleetError::Local(e) => e,
+        e => VaultError::Fleet(Box::new(e)),
+    }
+}
+
+impl From<FleetEntry> for crate::Entry {
+    fn from(e: FleetEntry) -> crate::Entry {
+        to_entry(e)
+    }
+}
+
+fn to_entry(e: FleetEntry) -> crate::Entry {
+    crate::Entry {
+        vault_ref: e.vault_ref,
+        len: e.len,
+        created: e.created,
+        updated: e.updated,
+        version: e.version,
+        once: false,
+    }
+}
+
+impl crate::SecretStore for FleetVault {
+    fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), VaultError> {
+        self.get(r).map(|v| (v, false)).map_err(to_vault_error)
+    }
+
+    fn entry(&self, r: &VaultRef) -> Result<Option<crate::Entry>, VaultError> {
+        let state = self
+            .scope_state_for_read(r.scope())
+            .map_err(to_vault_error)?;
+        Ok(state.and_then(|s| {
+            s.manifest.entries.get(r.key().as_str()).map(|e| {
+                to_entry(FleetEntry {
+                    vault_ref: r.clone(),
+                    len: e.len,
+                    version: e.version,
+                    created: UNIX_EPOCH + Duration::from_millis(e.created_ms),
+                    updated: UNIX_EPOCH + Duration::from_millis(e.updated_ms),
+                })
+            })
+        }))
+    }
+
+    fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: &mut dyn FnMut(SecretKey),
+    ) -> Result<(), VaultError> {
+        let state = self.scope_state_for_read(scope).map_err(to_vault_error)?;
+        for k in state.iter().flat_map(|s| s.manifest.entries.keys()) {
+            let key = SecretKey::new(k.as_str())
+                .map_err(|e| to_vault_error(corrupt("manifest key", e)))?;
+            f(key);
+        }
+        Ok(())
+    }
+
+    fn scopes(&self) -> Result<Vec<crate::ScopeInfo>, VaultError> {
+        let mut out = vec![crate::ScopeInfo {
+            scope: VaultScope::Global,
+            owner_uid: None,
+            registered: true,
+        }];
+        for (scope, _) in self.scopes_with_keyrings().map_err(to_vault_error)? {
+            if scope != VaultScope::Global {
+                out.push(crate::ScopeInfo {
+                    scope,
+                    owner_uid: None,
+                    registered: true,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn scope(&self, scope: &VaultScope) -> Result<Option<crate::ScopeInfo>, VaultError> {
+        if *scope == VaultScope::Global {
+            return Ok(Some(crate::ScopeInfo {
+                scope: VaultScope::Global,
+                owner_uid: None,
+                registered: true,
+            }));
+        }
+        let exists = self
+            .scope_state_for_read(scope)
+            .map_err(to_vault_error)?
+            .is_some();
+        Ok(exists.then(|| crate::ScopeInfo {
+            scope: scope.clone(),
+            owner_uid: None,
+            registered: true,
+        }))
+    }
+
+    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<crate::Entry, VaultError> {
+        FleetVault::put(self, r, &value)
+            .map(to_entry)
+            .map_err(to_vault_error)
+    }
+
+    fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
+        FleetVault::delete(self, r).map_err(to_vault_error)
+    }
+
+    fn rename(
+        &self,
+        _from: &VaultRef,
+        _to: &VaultRef,
+        _no_replace: bool,
+    ) -> Result<crate::Entry, VaultError> {
+        Err(VaultError::Unsupported("rename in the fleet vault"))
+    }
+
+    fn create_scope(&self, _scope: &VaultScope, _owner_uid: Option<u32>) -> Result<(), VaultError> {
+        Err(VaultError::Unsupported(
+            "creating an empty scope in the fleet vault (a scope appears with its first secret)",
+        ))
+    }
+
+    fn remove_scope(&self, _scope: &VaultScope) -> Result<(), VaultError> {
+        Err(VaultError::Unsupported(
+            "removing a scope of the fleet vault",
+        ))
     }
 }
