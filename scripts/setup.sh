@@ -17,7 +17,16 @@ packages=(
   etcd-client     # etcdctl, to forge and inspect records in tests
   protobuf-compiler # protoc, which etcd-client's build script needs
   libprotobuf-dev # the well-known .proto files protoc imports
+  chromium        # the real browser the console's end-to-end test drives
+  nodejs          # runs that test (playwright-core, from tests/e2e)
+  openssl         # a throwaway certificate for the console's TLS test
+  curl            # an HTTPS client for that test
+  ca-certificates
 )
+# Node.js from NodeSource ships npm; Debian's nodejs needs the npm package.
+if ! command -v npm >/dev/null; then
+  packages+=(npm)
+fi
 
 if [[ "${SEALFS_SKIP_APT:-0}" == 1 ]]; then
   exit 0

@@ -15,6 +15,8 @@ echo "== Windows and macOS type checks"
 scripts/check-targets.sh
 echo "== fuzz (short run of every target)"
 scripts/fuzz.sh
+echo "== browser test dependencies (playwright-core, pinned in tests/e2e/package-lock.json)"
+npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 echo "== tests"
 # Whole-run guard; nextest additionally kills any single test after 5 minutes.
 if command -v cargo-nextest >/dev/null; then

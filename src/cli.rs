@@ -152,6 +152,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the operator web console on loopback; prints a one-time URL (Ctrl-C stops it).
+    Console(ConsoleArgs),
     /// Share secrets across hosts through etcd (use with --backend etcd --etcd-endpoints ...).
     Fleet {
         #[command(subcommand)]
@@ -198,6 +200,25 @@ pub enum FleetCommand {
         #[arg(long)]
         user: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address to serve on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback --listen address (needs --tls-cert and --tls-key)
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// TLS certificate (PEM) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A TOML config file whose `*_vault_ref` fields the console checks
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

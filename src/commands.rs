@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use sealfs::config::{self, ConfigFile, FieldProblem};
+use sealfs::config::{self, ConfigFile};
 use sealfs::doctor::{self, Level};
 use sealfs::{audit, Entry, PutOptions, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef};
 use serde::Serialize;
 
-use crate::cli::{BackendArg, Cli, Command, GlobalArgs, SetArgs};
+use crate::cli::{BackendArg, Cli, Command, ConsoleArgs, GlobalArgs, SetArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
@@ -38,6 +38,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Migrate { to } => migrate(g, to),
         Command::Mount { args } => mount(g, args),
         Command::Fleet { .. } => unreachable!("handled above"),
+        Command::Console(args) => console(g, args),
     }
 }
 
@@ -317,30 +318,33 @@ fn configure(g: &GlobalArgs, path: &Path, field: &str, r: &VaultRef) -> Result<E
 }
 
 #[derive(Serialize)]
-struct AuditRow {
-    field: String,
+pub(crate) struct AuditRow {
+    pub field: String,
     #[serde(rename = "ref")]
-    vault_ref: Option<String>,
+    pub vault_ref: Option<String>,
     /// resolved, missing, invalid or error
-    status: &'static str,
-    detail: Option<String>,
+    pub status: &'static str,
+    pub detail: Option<String>,
 }
 
-fn audit(g: &GlobalArgs, path: &Path, json: bool) -> Result<ExitCode> {
-    let doc = config::load_document(path)?;
-    let vault = open_existing(g)?;
-    let rows: Vec<AuditRow> = config::find_vault_refs(&doc)
+/// The status of every `*_vault_ref` field of `doc` against `vault`.
+pub(crate) fn audit_rows(vault: Option<&Vault>, doc: &toml_edit::DocumentMut) -> Vec<AuditRow> {
+    config::find_vault_refs(doc)
         .into_iter()
         .map(|f| {
             let (vault_ref, status, detail) = match f.vault_ref {
-                Err(problem @ (FieldProblem::NotAString(_) | FieldProblem::InvalidRef)) => {
-                    (None, "invalid", Some(problem.to_string()))
-                }
+                Err(problem) => (None, "invalid", Some(problem.to_string())),
                 Ok(r) => {
-                    let outcome = match &vault {
+                    let outcome = match vault {
                         None => Err(VaultError::NotFound(r.clone())),
-                        // Decrypting proves the secret is usable, not just listed.
-                        Some(v) => v.get(&r).map(drop),
+                        // Decrypting proves the secret is usable, not just
+                        // listed; a read-once secret is only looked up, since
+                        // reading it would consume it.
+                        Some(v) => match v.entry(&r) {
+                            Ok(Some(e)) if e.once => Ok(()),
+                            Ok(_) => v.get(&r).map(drop),
+                            Err(e) => Err(e),
+                        },
                     };
                     match outcome {
                         Ok(()) => (Some(r.to_string()), "resolved", None),
@@ -352,7 +356,6 @@ fn audit(g: &GlobalArgs, path: &Path, json: bool) -> Result<ExitCode> {
                         ),
                     }
                 }
-                Err(problem) => (None, "invalid", Some(problem.to_string())),
             };
             AuditRow {
                 field: f.field,
@@ -361,7 +364,13 @@ fn audit(g: &GlobalArgs, path: &Path, json: bool) -> Result<ExitCode> {
                 detail,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn audit(g: &GlobalArgs, path: &Path, json: bool) -> Result<ExitCode> {
+    let doc = config::load_document(path)?;
+    let vault = open_existing(g)?;
+    let rows = audit_rows(vault.as_ref(), &doc);
     let all_resolved = rows.iter().all(|r| r.status == "resolved");
     let mut out = String::new();
     if json {
@@ -502,4 +511,25 @@ fn migrate(g: &GlobalArgs, to: sealfs::BackendKind) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn console(g: &GlobalArgs, args: ConsoleArgs) -> Result<ExitCode> {
+    #[cfg(feature = "console")]
+    {
+        let vault = vault_config(g, false)?;
+        crate::console::run(crate::console::ConsoleOptions {
+            listen: args.listen,
+            allow_remote: args.allow_remote,
+            tls: args.tls_cert.zip(args.tls_key),
+            config: args.config,
+            audit_log: audit_path(g)?,
+            vault,
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "console"))]
+    {
+        let _ = (g, args);
+        bail!("this sealfs was built without the web console");
+    }
 }

@@ -47,6 +47,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Doctor => "doctor",
         Command::Migrate { .. } => "migrate",
         Command::AuditLog { .. } => "audit-log",
+        Command::Console(_) => "console",
         _ => "this command",
     }
 }

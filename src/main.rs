@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+#[cfg(feature = "console")]
+mod console;
 #[cfg(feature = "fleet")]
 mod fleet_cli;
 

@@ -31,6 +31,23 @@ pub enum RefError {
     BadRef(String),
 }
 
+impl RefError {
+    /// The reason without the rejected text, for places where that text
+    /// could be a secret typed into the wrong field (the web console).
+    pub fn without_input(&self) -> String {
+        match self {
+            RefError::UnknownScope(_) => {
+                "the scope must be `global`, `principal:<id>` or `session:<id>`".to_owned()
+            }
+            RefError::BadScopeId { why, .. } => format!("the scope id: {why}"),
+            RefError::BadKey { why, .. } => format!("the key: {why}"),
+            RefError::BadRef(_) => {
+                "expected `<scope>/<key>`, e.g. `global/openai_api_key`".to_owned()
+            }
+        }
+    }
+}
+
 /// The name rules shared by scope ids and keys.
 fn check_name(s: &str, allowed: fn(u8) -> bool, charset: &'static str) -> Result<(), &'static str> {
     if s.is_empty() {
@@ -245,6 +262,21 @@ impl serde::Serialize for VaultRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_without_input_never_repeat_it() {
+        for bad in [
+            "sk-live-PASTED",
+            "PASTED/k",
+            "principal:sk live PASTED/k",
+            "global/sk-live-PASTED!",
+        ] {
+            let e = VaultRef::parse(bad).unwrap_err();
+            assert!(e.to_string().contains("PASTED"), "{e}");
+            let msg = e.without_input();
+            assert!(!msg.contains("PASTED") && !msg.is_empty(), "{msg}");
+        }
+    }
 
     #[test]
     fn valid_refs_parse_and_round_trip() {

@@ -10,6 +10,8 @@ mod badinput;
 mod cli;
 mod concurrency;
 mod config;
+#[cfg(feature = "console")]
+mod console;
 mod corrupt;
 mod crash;
 mod faults;
