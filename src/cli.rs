@@ -200,6 +200,19 @@ pub enum FleetCommand {
         #[arg(long)]
         user: String,
     },
+    /// Store etcd's CA certificate and this host's client certificate and
+    /// key (PEM files) in this host's local vault, for `--client-cert-auth`
+    Tls {
+        /// CA certificate that signed etcd's server certificate
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// This host's client certificate
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// This host's private key (delete the file once it is stored)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

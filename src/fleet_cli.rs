@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use sealfs::fleet::{self, EtcdOptions, FleetError, FleetVault};
 use sealfs::{Entry, SensitiveBytes, Vault, VaultRef};
 
@@ -76,6 +76,7 @@ fn open(g: &GlobalArgs) -> Result<FleetVault> {
         prefix: g.etcd_prefix.clone(),
         timeout: Duration::from_secs_f64(g.etcd_timeout),
         credentials: None,
+        tls: None,
     };
     Ok(FleetVault::open(&local, opts, cache_dir, g.max_value_size)?)
 }
@@ -136,6 +137,16 @@ fn fleet(g: &GlobalArgs, command: FleetCommand) -> Result<ExitCode> {
             fleet::store_credentials(&local(g)?, &user, password)?;
             eprintln!("stored the etcd credentials of {user} in this host's local vault");
         }
+        FleetCommand::Tls { ca, cert, key } => {
+            let ca = read_pem(&ca, "CERTIFICATE")?;
+            let cert = read_pem(&cert, "CERTIFICATE")?;
+            let key = SensitiveBytes::from(read_pem(&key, "PRIVATE KEY")?);
+            fleet::store_tls(&local(g)?, fleet::EtcdTls { ca, cert, key })?;
+            eprintln!(
+                "stored etcd's CA and this host's client certificate and key in its local vault; \
+                 the key file is no longer needed"
+            );
+        }
         FleetCommand::Init => {
             let v = open(g)?;
             v.init()?;
@@ -194,4 +205,23 @@ fn fleet(g: &GlobalArgs, command: FleetCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A PEM file holding a `-----BEGIN ...{label}-----` block. Errors name
+/// the file, never its content.
+fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).unwrap_or("");
+    let has_block = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
+    if !has_block {
+        let mut bytes = bytes;
+        zeroize::Zeroize::zeroize(&mut bytes);
+        bail!(
+            "{} is not a PEM file with a {label} block; nothing was stored",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }

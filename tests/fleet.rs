@@ -10,7 +10,7 @@ use sealfs::fleet::etcd::{Change, EtcdStore};
 use sealfs::fleet::{EtcdOptions, FleetError, FleetVault};
 use sealfs::{SensitiveBytes, VaultRef};
 
-use crate::util::{Etcd, Run, Sandbox};
+use crate::util::{Etcd, Run, Sandbox, TestPki};
 
 /// One host: its own local vault (and so its own identity) and cache.
 struct Host {
@@ -67,6 +67,7 @@ impl Host {
                 // when a member dies.
                 timeout: Duration::from_secs(5),
                 credentials: None,
+                tls: None,
             },
             self.sb.vault_dir().join("fleet-cache"),
             sealfs::DEFAULT_MAX_VALUE_SIZE,
@@ -248,6 +249,7 @@ fn an_older_record_written_back_into_etcd_is_refused() {
         prefix: "sealfs".into(),
         timeout: Duration::from_secs(2),
         credentials: None,
+        tls: None,
     })
     .unwrap();
     let manifest = store.key("index/global");
@@ -410,4 +412,82 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
     }
     a.run(&["fleet", "login", "--user", "root"], b"")
         .fails(1, "refusing an empty password");
+}
+
+/// etcd with `--client-cert-auth`: a host without a certificate is refused
+/// with a clear error; `sealfs fleet tls` keeps the CA, certificate and key
+/// sealed in the local vault (paths in argv, never key material), and then
+/// the fleet works over TLS.
+#[test]
+fn a_client_certificate_from_the_local_vault_opens_a_tls_etcd() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some(pki) = TestPki::new(certs.path()) else {
+        return;
+    };
+    let Some(etcd) = Etcd::start_tls(&pki) else {
+        return;
+    };
+    let a = Host::new(&etcd);
+    assert!(a.endpoints.starts_with("https://"));
+    let refused = a.run(&["fleet", "init"], b"");
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("etcd"), "{}", refused.stderr);
+
+    // Not PEM, or the wrong kind of block: refused, nothing stored.
+    let (ca, cert, key) = (
+        pki.file("ca.pem"),
+        pki.file("client.pem"),
+        pki.file("client.key"),
+    );
+    a.run(
+        &["fleet", "tls", "--ca", &ca, "--cert", &cert, "--key", &cert],
+        b"",
+    )
+    .fails(1, "PRIVATE KEY block; nothing was stored");
+    a.run(&["fleet", "init"], b"").fails(1, "etcd");
+
+    a.run(
+        &["fleet", "tls", "--ca", &ca, "--cert", &cert, "--key", &key],
+        b"",
+    )
+    .ok();
+    a.run(&["fleet", "init"], b"").ok();
+    a.set("global/over_tls", b"tls-value");
+    assert_eq!(a.get("global/over_tls"), b"tls-value");
+    // What etcd holds is sealed, and the key sits nowhere in clear.
+    let stored = etcd.ctl(&["get", "--prefix", "/sealfs/"]);
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&stored.stdout).contains("tls-value"));
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let body_line = key_pem.lines().nth(1).unwrap().to_owned();
+    for f in walk(&a.sb.vault_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes
+                .windows(body_line.len())
+                .any(|w| w == body_line.as_bytes()),
+            "{} holds the private key",
+            f.display()
+        );
+    }
+    // http:// endpoints with a stored certificate: a clear error.
+    let plain = etcd.endpoints().replace("https://", "http://");
+    let r = a.sb.run(
+        &[
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &plain,
+            "--etcd-timeout",
+            "2",
+            "get",
+            "global/over_tls",
+        ],
+        b"",
+    );
+    r.fails(1, "must be https://");
 }

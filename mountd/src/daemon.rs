@@ -222,6 +222,7 @@ fn open_fleet(
         prefix: args.etcd_prefix.clone(),
         timeout: Duration::from_secs_f64(args.etcd_timeout),
         credentials: None,
+        tls: None,
     };
     let fleet = Arc::new(
         FleetVault::open(

@@ -47,6 +47,26 @@ pub struct EtcdOptions {
     pub timeout: Duration,
     /// User and password, when etcd has authentication on.
     pub credentials: Option<(String, crate::SensitiveBytes)>,
+    /// A client certificate, when etcd asks for one (`--client-cert-auth`).
+    pub tls: Option<EtcdTls>,
+}
+
+/// etcd's CA certificate and this host's client certificate and private
+/// key, PEM. Kept in the host's local vault (`sealfs fleet tls`).
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: crate::SensitiveBytes,
+}
+
+impl EtcdTls {
+    fn duplicate(&self) -> EtcdTls {
+        EtcdTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: crate::SensitiveBytes::from_slice(self.key.expose()),
+        }
+    }
 }
 
 impl EtcdOptions {
@@ -60,6 +80,7 @@ impl EtcdOptions {
                 .credentials
                 .as_ref()
                 .map(|(u, p)| (u.clone(), crate::SensitiveBytes::from_slice(p.expose()))),
+            tls: self.tls.as_ref().map(EtcdTls::duplicate),
         }
     }
 }
@@ -127,6 +148,23 @@ impl EtcdStore {
         if let Some((user, password)) = &self.opts.credentials {
             let password = String::from_utf8_lossy(password.expose()).into_owned();
             options = options.with_user(user.clone(), password);
+        }
+        if let Some(tls) = &self.opts.tls {
+            if let Some(plain) = self
+                .opts
+                .endpoints
+                .iter()
+                .find(|e| !e.starts_with("https://"))
+            {
+                return Err(FleetError::Etcd(format!(
+                    "a client certificate is stored, so every endpoint must be https://, not {plain}"
+                )));
+            }
+            // tonic copies the key into its own buffer for the handshake.
+            let config = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca))
+                .identity(etcd_client::Identity::from_pem(&tls.cert, tls.key.expose()));
+            options = options.with_tls(config);
         }
         let endpoints = self.opts.endpoints.clone();
         let c = self

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
 use cache::Cache;
 use etcd::{Change, Expect, Record};
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use keys::{DataKey, FleetKey, HostIdentity};
 
 /// Local-vault refs of this host's fleet credentials.
@@ -46,6 +46,9 @@ const LOCAL_SCOPE: &str = "principal:sealfs-fleet";
 const IDENTITY_KEY: &str = "age-identity";
 pub const ETCD_USER_KEY: &str = "etcd-user";
 pub const ETCD_PASSWORD_KEY: &str = "etcd-password";
+const ETCD_TLS_CA_KEY: &str = "etcd-tls-ca";
+const ETCD_TLS_CERT_KEY: &str = "etcd-tls-cert";
+pub const ETCD_TLS_KEY_KEY: &str = "etcd-tls-key";
 
 /// Attempts of a write that keeps losing compare-and-swap races.
 const MAX_ATTEMPTS: u32 = 50;
@@ -281,6 +284,31 @@ pub fn store_credentials(
     Ok(())
 }
 
+/// etcd's CA and this host's client certificate and key, if stored.
+pub fn stored_tls(local: &Vault) -> Result<Option<EtcdTls>, FleetError> {
+    let ca = match local.get(&local_ref(ETCD_TLS_CA_KEY)) {
+        Ok(ca) => ca.expose().to_vec(),
+        Err(VaultError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let cert = local.get(&local_ref(ETCD_TLS_CERT_KEY))?.expose().to_vec();
+    let key = local.get(&local_ref(ETCD_TLS_KEY_KEY))?;
+    Ok(Some(EtcdTls { ca, cert, key }))
+}
+
+/// Stores etcd's CA and this host's client certificate and key in the
+/// local vault; the key is written last, so a half-stored set is never
+/// used (the CA marks a set as present, and reading it needs all three).
+pub fn store_tls(local: &Vault, tls: EtcdTls) -> Result<(), FleetError> {
+    local.put(&local_ref(ETCD_TLS_KEY_KEY), tls.key)?;
+    local.put(
+        &local_ref(ETCD_TLS_CERT_KEY),
+        SensitiveBytes::from(tls.cert),
+    )?;
+    local.put(&local_ref(ETCD_TLS_CA_KEY), SensitiveBytes::from(tls.ca))?;
+    Ok(())
+}
+
 impl FleetVault {
     /// Opens the fleet vault of this host: `local` holds its identity and
     /// `cache_dir` its sealed copies of records.
@@ -293,6 +321,9 @@ impl FleetVault {
         let host = host_identity(local)?;
         if opts.credentials.is_none() {
             opts.credentials = stored_credentials(local)?;
+        }
+        if opts.tls.is_none() {
+            opts.tls = stored_tls(local)?;
         }
         let cache = Cache::open(cache_dir)?;
         Ok(FleetVault {

@@ -45,6 +45,8 @@ pub struct EtcdMember {
     data: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// More etcd flags (TLS).
+    extra: Vec<String>,
 }
 
 impl EtcdMember {
@@ -62,6 +64,7 @@ impl EtcdMember {
             .args(["--initial-cluster", &self.cluster])
             .args(["--initial-cluster-token", "sealfs-test"])
             .args(["--initial-cluster-state", "new"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -87,16 +90,143 @@ impl Drop for EtcdMember {
 /// An etcd cluster of `n` members on free loopback ports.
 pub struct Etcd {
     pub members: Vec<EtcdMember>,
+    /// etcdctl's TLS flags, when the cluster wants client certificates.
+    ctl_tls: Vec<String>,
     _dir: tempfile::TempDir,
+}
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and a client
+/// certificate, made with `openssl` (PEM files in `dir`).
+pub struct TestPki {
+    pub dir: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(dir: &std::path::Path) -> Option<TestPki> {
+        if !have_tools(&["openssl"]) {
+            return None;
+        }
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=sealfs-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat());
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    &format!("/CN={name}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ]);
+        }
+        Some(TestPki {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
 }
 
 impl Etcd {
     /// Starts the cluster and waits until it answers, or `None` where etcd
     /// is not installed outside CI.
     pub fn start(n: usize) -> Option<Etcd> {
+        Etcd::start_with(n, None)
+    }
+
+    /// One member that serves clients over TLS only and asks each for a
+    /// certificate signed by `pki`'s CA (`--client-cert-auth`).
+    pub fn start_tls(pki: &TestPki) -> Option<Etcd> {
+        Etcd::start_with(1, Some(pki))
+    }
+
+    fn start_with(n: usize, pki: Option<&TestPki>) -> Option<Etcd> {
         if !have_tools(&["etcd", "etcdctl"]) {
             return None;
         }
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let extra: Vec<String> = match pki {
+            Some(p) => vec![
+                "--client-cert-auth".into(),
+                "--trusted-ca-file".into(),
+                p.file("ca.pem"),
+                "--cert-file".into(),
+                p.file("server.pem"),
+                "--key-file".into(),
+                p.file("server.key"),
+            ],
+            None => Vec::new(),
+        };
+        let ctl_tls: Vec<String> = match pki {
+            Some(p) => vec![
+                format!("--cacert={}", p.file("ca.pem")),
+                format!("--cert={}", p.file("client.pem")),
+                format!("--key={}", p.file("client.key")),
+            ],
+            None => Vec::new(),
+        };
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let cluster = ports
@@ -110,18 +240,23 @@ impl Etcd {
             .enumerate()
             .map(|(i, (client, peer))| EtcdMember {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{client}"),
+                client_url: format!("{scheme}://127.0.0.1:{client}"),
                 peer_url: format!("http://127.0.0.1:{peer}"),
                 cluster: cluster.clone(),
                 data: dir.path().join(format!("m{i}")),
                 child: None,
                 log: dir.path().join(format!("m{i}.log")),
+                extra: extra.clone(),
             })
             .collect();
         for m in &mut members {
             m.start();
         }
-        let etcd = Etcd { members, _dir: dir };
+        let etcd = Etcd {
+            members,
+            ctl_tls,
+            _dir: dir,
+        };
         etcd.wait_healthy();
         Some(etcd)
     }
@@ -146,6 +281,7 @@ impl Etcd {
         loop {
             let ok = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
+                .args(&self.ctl_tls)
                 .args([
                     "--endpoints",
                     &running.join(","),
@@ -182,6 +318,7 @@ impl Etcd {
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(&self.ctl_tls)
             .args(["--endpoints", &self.endpoints()])
             .args(args)
             .output()
