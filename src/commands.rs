@@ -174,14 +174,22 @@ pub(crate) fn generate_value(r: &VaultRef, n: usize, max: usize) -> Result<Sensi
     Ok(text)
 }
 
+/// `sealfs set REF VALUE`: refused with exit 2, the argument not echoed
+/// (it is most likely the secret itself).
+pub(crate) fn refuse_stray_value(args: &SetArgs) -> Option<ExitCode> {
+    if args.stray.is_empty() {
+        return None;
+    }
+    eprintln!(
+        "error: `sealfs set` takes the value from stdin, a prompt, --from-file or --generate, never from an argument; nothing was stored (and the argument is now in your shell history)"
+    );
+    Some(ExitCode::from(2))
+}
+
 fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
     let r = &args.vault_ref;
-    if !args.stray.is_empty() {
-        // Not echoed: it is most likely the secret itself.
-        eprintln!(
-            "error: `sealfs set` takes the value from stdin, a prompt, --from-file or --generate, never from an argument; nothing was stored (and the argument is now in your shell history)"
-        );
-        return Ok(ExitCode::from(2));
+    if let Some(code) = refuse_stray_value(&args) {
+        return Ok(code);
     }
     let max = g.max_value_size;
     let value = match (&args.from_file, args.generate) {
@@ -226,8 +234,9 @@ fn get(g: &GlobalArgs, r: &VaultRef) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A secret's metadata as JSON (`sealfs list --json`, the console).
 #[derive(Serialize)]
-struct EntryJson {
+pub(crate) struct EntryJson {
     #[serde(rename = "ref")]
     vault_ref: VaultRef,
     scope: String,
@@ -243,6 +252,21 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+impl EntryJson {
+    pub(crate) fn of(e: &Entry) -> EntryJson {
+        EntryJson {
+            scope: e.vault_ref.scope().to_string(),
+            key: e.vault_ref.key().to_string(),
+            vault_ref: e.vault_ref.clone(),
+            length: e.len,
+            created: rfc3339(e.created),
+            updated: rfc3339(e.updated),
+            version: e.version,
+            once: e.once,
+        }
+    }
+}
+
 fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Result<ExitCode> {
     let entries: Vec<Entry> = match open_existing(g)? {
         Some(vault) => vault.list(scope)?,
@@ -255,19 +279,7 @@ fn list(g: &GlobalArgs, scope: Option<&sealfs::VaultScope>, json: bool) -> Resul
 pub(crate) fn print_entries(entries: Vec<Entry>, json: bool) -> Result<ExitCode> {
     let mut out = String::new();
     if json {
-        let rows: Vec<EntryJson> = entries
-            .into_iter()
-            .map(|e| EntryJson {
-                scope: e.vault_ref.scope().to_string(),
-                key: e.vault_ref.key().to_string(),
-                vault_ref: e.vault_ref,
-                length: e.len,
-                created: rfc3339(e.created),
-                updated: rfc3339(e.updated),
-                version: e.version,
-                once: e.once,
-            })
-            .collect();
+        let rows: Vec<EntryJson> = entries.iter().map(EntryJson::of).collect();
         out = serde_json::to_string_pretty(&rows)?;
         out.push('\n');
     } else {

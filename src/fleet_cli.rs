@@ -83,11 +83,8 @@ fn open(g: &GlobalArgs) -> Result<FleetVault> {
 
 fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
     let r = &args.vault_ref;
-    if !args.stray.is_empty() {
-        eprintln!(
-            "error: `sealfs set` takes the value from stdin, a prompt, --from-file or --generate, never from an argument; nothing was stored (and the argument is now in your shell history)"
-        );
-        return Ok(ExitCode::from(2));
+    if let Some(code) = crate::commands::refuse_stray_value(&args) {
+        return Ok(code);
     }
     if args.once {
         bail!("--once is not supported by the fleet backend; nothing was stored");

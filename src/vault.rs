@@ -241,6 +241,23 @@ pub struct Vault {
     max_value_size: usize,
 }
 
+/// A value `put` would accept for `r`: not empty, at most `max` bytes.
+/// Callers that must refuse before opening a vault (the console) use it
+/// directly.
+pub fn check_value(r: &VaultRef, value: &SensitiveBytes, max: usize) -> Result<(), VaultError> {
+    if value.is_empty() {
+        return Err(VaultError::EmptyValue(r.clone()));
+    }
+    if value.len() > max {
+        return Err(VaultError::TooLarge {
+            vault_ref: r.clone(),
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> VaultError + 'a {
     move |source| VaultError::Io {
         what,
@@ -625,17 +642,7 @@ impl Vault {
     }
 
     fn check_value(&self, r: &VaultRef, value: &SensitiveBytes) -> Result<(), VaultError> {
-        if value.is_empty() {
-            return Err(VaultError::EmptyValue(r.clone()));
-        }
-        if value.len() > self.max_value_size {
-            return Err(VaultError::TooLarge {
-                vault_ref: r.clone(),
-                len: value.len(),
-                max: self.max_value_size,
-            });
-        }
-        Ok(())
+        check_value(r, value, self.max_value_size)
     }
 
     /// Takes the writer lock and sweeps what interrupted writers left.

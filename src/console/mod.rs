@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::commands::EntryJson;
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -31,8 +32,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sealfs::audit::{self, AuditLog, Caller, Event};
-use sealfs::{Entry, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef, VaultScope};
-use serde::{Deserialize, Serialize};
+use sealfs::{SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef, VaultScope};
+use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -475,25 +476,34 @@ async fn index(
         .into_response()
 }
 
-fn open_vault(c: &Console) -> ApiResult<Vault> {
+/// The vault, or `None` when none has been created yet (reads then see an
+/// empty vault; storing creates it).
+fn open_existing(c: &Console) -> ApiResult<Option<Vault>> {
     let config = VaultConfig {
         create: false,
         ..c.opts.vault.clone()
     };
     match Vault::open(config) {
-        Ok(v) => Ok(v),
-        Err(VaultError::NoVault(dir)) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "there is no vault at {} yet: store a secret to create it",
-                dir.display()
-            ),
-        )),
+        Ok(v) => Ok(Some(v)),
+        Err(VaultError::NoVault(_)) => Ok(None),
         Err(e) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot open the vault: {:#}", anyhow::Error::from(e)),
         )),
     }
+}
+
+/// The vault, for actions on one secret: none yet is an error.
+fn open_vault(c: &Console) -> ApiResult<Vault> {
+    open_existing(c)?.ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "there is no vault at {} yet: store a secret to create it",
+                c.opts.vault.vault_dir.display()
+            ),
+        )
+    })
 }
 
 /// Runs vault work off the async threads.
@@ -536,36 +546,6 @@ fn parse_ref(s: &str) -> ApiResult<VaultRef> {
     VaultRef::parse(s.trim()).map_err(|e| bad(format!("bad ref: {}", e.without_input())))
 }
 
-#[derive(Serialize)]
-struct EntryJson {
-    #[serde(rename = "ref")]
-    vault_ref: String,
-    scope: String,
-    key: String,
-    length: u64,
-    created: String,
-    updated: String,
-    version: u64,
-    once: bool,
-}
-
-fn rfc3339(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn entry_json(e: &Entry) -> EntryJson {
-    EntryJson {
-        vault_ref: e.vault_ref.to_string(),
-        scope: e.vault_ref.scope().to_string(),
-        key: e.vault_ref.key().to_string(),
-        length: e.len,
-        created: rfc3339(e.created),
-        updated: rfc3339(e.updated),
-        version: e.version,
-        once: e.once,
-    }
-}
-
 fn sid_of(c: &Console, headers: &HeaderMap) -> String {
     session_id(headers, &c.cookie).unwrap_or_default()
 }
@@ -581,15 +561,9 @@ async fn session_info(State(c): State<Arc<Console>>) -> ApiResult<Json<serde_jso
 
 async fn scopes(State(c): State<Arc<Console>>) -> ApiResult<Json<serde_json::Value>> {
     blocking(move || {
-        let vault = match open_vault(&c) {
-            Ok(v) => v,
+        let Some(vault) = open_existing(&c)? else {
             // No vault yet: only the global scope exists.
-            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, m))
-                if m.starts_with("there is no vault") =>
-            {
-                return Ok(Json(json!({ "scopes": ["global"] })));
-            }
-            Err(e) => return Err(e),
+            return Ok(Json(json!({ "scopes": ["global"] })));
         };
         let mut names: Vec<String> = vault
             .scopes()
@@ -621,20 +595,14 @@ async fn list(
         None => None,
     };
     blocking(move || {
-        let vault = match open_vault(&c) {
-            Ok(v) => v,
-            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, m))
-                if m.starts_with("there is no vault") =>
-            {
-                return Ok(Json(json!({ "entries": [] })));
-            }
-            Err(e) => return Err(e),
+        let Some(vault) = open_existing(&c)? else {
+            return Ok(Json(json!({ "entries": [] })));
         };
         let entries: Vec<EntryJson> = vault
             .list(scope.as_ref())
             .map_err(from_vault)?
             .iter()
-            .map(entry_json)
+            .map(EntryJson::of)
             .collect();
         Ok(Json(json!({ "entries": entries })))
     })
@@ -655,7 +623,7 @@ async fn inspect(
     blocking(move || {
         let vault = open_vault(&c)?;
         match vault.entry(&r).map_err(from_vault)? {
-            Some(e) => Ok(Json(json!({ "entry": entry_json(&e) }))),
+            Some(e) => Ok(Json(json!({ "entry": EntryJson::of(&e) }))),
             None => Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("secret not found: {r}"),
@@ -686,20 +654,12 @@ async fn store(
     let req: StoreBody = json_body(&body)?;
     let r = parse_ref(&req.vault_ref)?;
     let value = SensitiveBytes::from(req.value);
-    let max = c.opts.vault.max_value_size;
-    if value.is_empty() {
-        record(&c, "set", &r.to_string(), Some("empty value"));
-        return Err(bad(format!("refusing to store an empty value for {r}")));
-    }
-    if value.len() > max {
-        record(&c, "set", &r.to_string(), Some("over the size limit"));
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "value for {r} is {} bytes, over the limit of {max} bytes",
-                value.len()
-            ),
-        ));
+    // Refused before the vault is opened (or created).
+    let checked =
+        sealfs::vault::check_value(&r, &value, c.opts.vault.max_value_size).map_err(from_vault);
+    if checked.is_err() {
+        audited(&c, "set", &r, &checked);
+        checked?;
     }
     blocking(move || {
         let config = VaultConfig {
@@ -718,7 +678,7 @@ async fn store(
         let e = result?;
         Ok((
             StatusCode::CREATED,
-            Json(json!({ "entry": entry_json(&e) })),
+            Json(json!({ "entry": EntryJson::of(&e) })),
         ))
     })
     .await
@@ -863,15 +823,7 @@ async fn config_refs(State(c): State<Arc<Console>>) -> ApiResult<Json<serde_json
                 format!("{:#}", anyhow::Error::from(e)),
             )
         })?;
-        let vault = match open_vault(&c) {
-            Ok(v) => Some(v),
-            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, m))
-                if m.starts_with("there is no vault") =>
-            {
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let vault = open_existing(&c)?;
         let rows = crate::commands::audit_rows(vault.as_ref(), &doc);
         Ok(Json(
             json!({ "path": path.display().to_string(), "fields": rows }),
