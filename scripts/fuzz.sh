@@ -24,9 +24,17 @@ for target in refs envelope policy config; do
   cargo +nightly fuzz run -O --sanitizer none "$target" "$scratch" "corpus/$target" -- \
     -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
   grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|panicked|SUMMARY|artifact" "$log" || true
+  execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
   rm -rf "$scratch" "$log"
   if [[ "$status" != 0 ]]; then
     echo "fuzz target $target failed" >&2
+    exit 1
+  fi
+  # A target that barely runs proves nothing: every target does well over
+  # 10,000 executions a second here, so ask for 1,000 a second at least.
+  floor=$((seconds * 1000))
+  if [[ -z "$execs" || "$execs" -lt "$floor" ]]; then
+    echo "fuzz target $target ran ${execs:-no} executions in ${seconds}s; want >= $floor" >&2
     exit 1
   fi
 done

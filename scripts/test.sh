@@ -1,9 +1,40 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine and runs everything CI checks:
 # formatting, lints, and the whole test suite.
+#
+# Every test that needs a real component (FUSE, gnome-keyring, etcd,
+# Chromium, TLS tools, root for a tmpfs) fails when it cannot run. For a
+# partial run, opt out explicitly with SEALFS_ALLOW_SKIP=1: the run then ends
+# with a loud list of what was skipped. Under CI the opt-out is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+
+if [[ "${SEALFS_ALLOW_SKIP:-0}" == 1 && -n "${CI:-}" ]]; then
+  echo "test.sh: SEALFS_ALLOW_SKIP=1 is refused under CI: CI runs everything" >&2
+  exit 2
+fi
+# The whole run's list of skipped tests and checks (tests/support/skip.rs).
+mkdir -p target
+export SEALFS_SKIP_LIST="$PWD/target/sealfs-skipped.txt"
+: >"$SEALFS_SKIP_LIST"
+report_skips() {
+  local status=$?
+  if [[ -s "$SEALFS_SKIP_LIST" ]]; then
+    {
+      echo
+      echo "################################################################"
+      echo "## PARTIAL RUN (SEALFS_ALLOW_SKIP=1): these were SKIPPED:"
+      sed 's/^/##   /' "$SEALFS_SKIP_LIST"
+      echo "################################################################"
+    } >&2
+  fi
+  exit "$status"
+}
+trap report_skips EXIT
+# Load and soak knobs shorten those tests until they prove nothing: the full
+# run uses the tests' own figures.
+unset SEALFS_LOAD_SECS SEALFS_SOAK_CYCLES
 
 scripts/setup.sh
 

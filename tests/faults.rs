@@ -85,37 +85,57 @@ fn a_delete_stopped_after_its_commit_is_a_delete() {
     assert_no_leftovers(&sb, 0);
 }
 
+/// What a writer that died inside the blob write leaves (a pending id and a
+/// temp file) is swept by the next open, and by the next write of a vault
+/// that was already open when the writer died.
 #[test]
-fn a_stray_temp_file_is_removed_by_the_next_writer() {
+fn a_dead_writers_temp_file_is_swept_on_open_and_by_the_next_writer() {
+    let leave_a_dead_write = |sb: &Sandbox| {
+        let _ = faulty(sb, FaultPoint::PutAfterPending)
+            .put(&r("global/k"), SensitiveBytes::from_slice(b"w"));
+        std::fs::write(
+            sb.vault_dir().join("tmp").join(".sealfs-dead.tmp"),
+            b"partial",
+        )
+        .unwrap();
+    };
+    // Swept on open.
     let sb = Sandbox::new();
     let vault = open(&sb);
     vault
         .put(&r("global/k"), SensitiveBytes::from_slice(b"v"))
         .unwrap();
     drop(vault);
-    // As if a writer died inside the blob write: pending id plus a temp file.
-    let _ = faulty(&sb, FaultPoint::PutAfterPending)
-        .put(&r("global/k"), SensitiveBytes::from_slice(b"w"));
-    std::fs::write(
-        sb.vault_dir().join("tmp").join(".sealfs-dead.tmp"),
-        b"partial",
-    )
-    .unwrap();
+    leave_a_dead_write(&sb);
     let vault = open(&sb);
     assert_eq!(vault.get(&r("global/k")).unwrap().expose(), b"v");
     assert_no_leftovers(&sb, 1);
+    // Swept by a writer whose vault was open all along.
+    let sb = Sandbox::new();
+    let vault = open(&sb);
+    vault
+        .put(&r("global/k"), SensitiveBytes::from_slice(b"v"))
+        .unwrap();
+    leave_a_dead_write(&sb);
+    assert!(
+        std::fs::read_dir(sb.vault_dir().join("tmp"))
+            .unwrap()
+            .count()
+            > 0,
+        "the dead write left nothing to sweep"
+    );
+    vault
+        .put(&r("global/other"), SensitiveBytes::from_slice(b"o"))
+        .unwrap();
+    assert_eq!(vault.get(&r("global/k")).unwrap().expose(), b"v");
+    assert_no_leftovers(&sb, 2);
 }
 
 /// The vault directory on a tiny file system: a put that does not fit fails
 /// with a clear error and every earlier value stays readable.
 #[test]
 fn a_full_disk_fails_the_put_and_keeps_earlier_values() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: mounting a tmpfs must work"
-        );
-        eprintln!("skipping: mounting a small tmpfs needs root");
+    if !crate::util::have_root("mounting a small tmpfs") {
         return;
     }
     let sb = Sandbox::new();

@@ -9,6 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 
 use sealfs::{Vault, VaultConfig, VaultRef};
 
+#[path = "support/skip.rs"]
+mod skip;
+pub use skip::*;
+
 #[path = "support/etcd.rs"]
 mod etcd;
 pub use etcd::*;

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+pub use skip::*;
+
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
 pub use etcd::*;
@@ -27,18 +31,14 @@ pub fn sealfs_bin() -> PathBuf {
     p
 }
 
-/// Whether FUSE tests can run here. Under CI they must: a missing /dev/fuse
-/// is a failure there, not a skip.
+/// Whether FUSE tests can run here. They must: a missing /dev/fuse or root
+/// fails the test unless skips were allowed (`support/skip.rs`).
 pub fn fuse_usable() -> bool {
-    let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but FUSE mounts are not possible here (need root and /dev/fuse)"
-        );
-        eprintln!("skipping: FUSE mounts need root and /dev/fuse here");
+    if !Path::new("/dev/fuse").exists() {
+        missing("FUSE (/dev/fuse)");
+        return false;
     }
-    ok
+    have_root("FUSE mounts with --allow-other")
 }
 
 /// Output of a finished command.

@@ -5,26 +5,9 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 
-/// Whether every tool in `bins` is on PATH. Missing ones are a skip with a
-/// message locally, and a failure when `CI` is set.
-pub fn have_tools(bins: &[&str]) -> bool {
-    let have = |bin: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-    };
-    let missing: Vec<&str> = bins.iter().copied().filter(|b| !have(b)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set but {missing:?} is missing (scripts/setup.sh installs it)"
-    );
-    eprintln!("skipping: {missing:?} not installed here");
-    false
-}
+use super::have_tools;
+use std::process::{Child, Command, Output, Stdio};
 
 /// A free TCP port on loopback (bound, then released for the caller).
 pub fn free_port() -> u16 {
