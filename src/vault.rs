@@ -194,6 +194,8 @@ pub enum VaultError {
     UnsupportedFormat { dir: PathBuf, found: String },
     #[error("the vault index at {dir} is incomplete: {what} is missing or invalid")]
     BadMeta { dir: PathBuf, what: &'static str },
+    #[error("the vault index at {dir} is missing or empty, but objects/ holds {blobs} sealed blobs: refusing to start a new vault over them (restore index.sqlite3 from a backup)")]
+    IndexLost { dir: PathBuf, blobs: usize },
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -428,12 +430,38 @@ fn time_of(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// A vault directory whose index is gone or empty while sealed blobs remain
+/// lost its index: starting a fresh vault there would orphan every value
+/// without a word, so it is an error instead.
+fn refuse_lost_index(dir: &Path) -> Result<(), VaultError> {
+    let objects = dir.join(crate::backend::encrypted_file::EncryptedFile::OBJECTS_DIR);
+    let Ok(fans) = std::fs::read_dir(&objects) else {
+        return Ok(());
+    };
+    let blobs: usize = fans
+        .flatten()
+        .filter_map(|fan| std::fs::read_dir(fan.path()).ok())
+        .map(|files| files.flatten().count())
+        .sum();
+    if blobs == 0 {
+        return Ok(());
+    }
+    Err(VaultError::IndexLost {
+        dir: dir.to_path_buf(),
+        blobs,
+    })
+}
+
 impl Vault {
     /// Opens the vault in `config.vault_dir`, creating it if allowed.
     pub fn open(config: VaultConfig) -> Result<Vault, VaultError> {
         let dir = config.vault_dir.clone();
         let identity_dir = config.identity_dir();
         let index_path = Index::path_in(&dir);
+        // Checked before SQLite touches the file: opening writes to it.
+        if std::fs::metadata(&index_path).map_or(true, |m| m.len() == 0) {
+            refuse_lost_index(&dir)?;
+        }
         if !index_path.exists() {
             if !config.create {
                 return Err(VaultError::NoVault(dir));
@@ -449,6 +477,7 @@ impl Vault {
             writer.init()?;
         }
         if !writer.is_initialised()? {
+            refuse_lost_index(&dir)?;
             if !config.create {
                 return Err(VaultError::NoVault(dir));
             }

@@ -106,9 +106,24 @@ fn a_damaged_index_file_is_a_clear_error() {
     fs::write(&index, &bytes).unwrap();
     let out = sb.run(&["get", "global/k"], b"").fails(1, "index");
     assert!(out.stderr.contains("not a database"), "{}", out.stderr);
-    fs::write(&index, b"").unwrap();
-    sb.run(&["get", "global/k"], b"")
-        .fails(1, "secret not found");
+    // An emptied or deleted index with sealed blobs left is lost data, not
+    // a fresh vault: reads and writes both refuse, and no write starts a
+    // new vault that would orphan every blob.
+    let lost = "is missing or empty, but objects/ holds 1 sealed blobs";
+    for damage in ["emptied", "deleted"] {
+        if damage == "emptied" {
+            fs::write(&index, b"").unwrap();
+        } else {
+            fs::remove_file(&index).unwrap();
+        }
+        sb.run(&["get", "global/k"], b"").fails(1, lost);
+        sb.run(&["set", "global/other"], b"x").fails(1, lost);
+        sb.run(&["list"], b"").fails(1, lost);
+        assert!(
+            !index.exists() || fs::metadata(&index).unwrap().len() == 0,
+            "{damage}: a refused command re-initialised the index"
+        );
+    }
 }
 
 #[test]
