@@ -79,3 +79,56 @@ fn the_key_name_is_not_in_the_blob_file_names() {
         assert!(!p.to_string_lossy().contains("openai"), "{}", p.display());
     }
 }
+
+/// Threat model: a copy of the vault directory reveals no scope id and no
+/// key name. Every file is read whole (index, WAL, retired versions, temp
+/// files, the audit log), after sets, a delete, a rename and a scope.
+///
+/// EXPECTED FAILURE until issue #12 ("no names at rest") lands: today the
+/// index keeps names in the clear. `should_panic` keeps the test honest both
+/// ways: it fails the day names stop showing, and that day the attribute
+/// goes and the test stands as the proof.
+#[test]
+#[should_panic(expected = "vault directory reveals")]
+fn no_scope_id_or_key_name_in_any_file() {
+    let sb = Sandbox::new();
+    let names = [
+        "scopeid-marker-3c5e",
+        "keyname-marker-a91b",
+        "renamed-marker-77d0",
+        "deleted-marker-e2f4",
+    ];
+    sb.set("principal:scopeid-marker-3c5e/keyname-marker-a91b", b"v1");
+    sb.set("principal:scopeid-marker-3c5e/keyname-marker-a91b", b"v2");
+    sb.set("global/deleted-marker-e2f4", b"gone");
+    sb.run(&["delete", "global/deleted-marker-e2f4"], b"").ok();
+    sb.set("global/to-rename", b"r");
+    {
+        let vault = sb.vault();
+        vault
+            .rename(
+                &"global/to-rename".parse().unwrap(),
+                &"global/renamed-marker-77d0".parse().unwrap(),
+                true,
+            )
+            .unwrap();
+        // Read while a connection is open, so the WAL is there too.
+        assert_eq!(vault.list(None).unwrap().len(), 2);
+        let mut paths = Vec::new();
+        walk(&sb.vault_dir(), &mut paths);
+        let mut found = Vec::new();
+        for p in paths.iter().filter(|p| p.is_file()) {
+            let bytes = std::fs::read(p).unwrap();
+            let name = p.to_string_lossy();
+            for n in names {
+                if name.contains(n) || bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    found.push(format!("{n} in {}", p.display()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "the vault directory reveals names: {found:#?}"
+        );
+    }
+}
