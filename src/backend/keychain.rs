@@ -81,67 +81,59 @@ fn other(message: &str) -> BackendError {
     }
 }
 
-/// The keychain backend (its `BlobBackend` impl is macOS only).
+/// The keychain backend (its `BlobBackend` impl is macOS only; the calls
+/// to `security` below are plain code, run on every platform by the tests
+/// against a stand-in program that records what it was given).
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub struct MacosKeychain {
     service: String,
     timeout: std::time::Duration,
+    program: std::path::PathBuf,
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 impl MacosKeychain {
     pub fn new(ctx: &BackendContext) -> Self {
         MacosKeychain {
             service: service(&ctx.vault_id),
             timeout: ctx.options.timeout,
+            program: "/usr/bin/security".into(),
         }
     }
-}
 
-#[cfg(target_os = "macos")]
-mod run {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use crate::backend::BlobBackend;
-
-    /// Runs `security` with `stdin`, killed after `timeout`.
+    /// Runs `security` with `stdin`, killed after the timeout.
     fn security(
+        &self,
         args: &[String],
         stdin: &[u8],
-        timeout: Duration,
     ) -> Result<(Option<i32>, Vec<u8>), BackendError> {
-        let mut child = Command::new("/usr/bin/security")
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        let io = |op: &'static str| {
+            move |source| BackendError::Io {
+                backend: KIND,
+                op,
+                source,
+            }
+        };
+        let mut child = Command::new(&self.program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| BackendError::Io {
-                backend: KIND,
-                op: "running security",
-                source,
-            })?;
+            .map_err(io("running security"))?;
         let _ = child.stdin.take().expect("piped").write_all(stdin);
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + self.timeout;
         loop {
             if child
                 .try_wait()
-                .map_err(|source| BackendError::Io {
-                    backend: KIND,
-                    op: "waiting for security",
-                    source,
-                })?
+                .map_err(io("waiting for security"))?
                 .is_some()
             {
-                let out = child
-                    .wait_with_output()
-                    .map_err(|source| BackendError::Io {
-                        backend: KIND,
-                        op: "reading security",
-                        source,
-                    })?;
+                let out = child.wait_with_output().map_err(io("reading security"))?;
                 return Ok((out.status.code(), out.stdout));
             }
             if Instant::now() > deadline {
@@ -149,40 +141,53 @@ mod run {
                 let _ = child.wait();
                 return Err(BackendError::Timeout {
                     backend: KIND,
-                    timeout,
+                    timeout: self.timeout,
                 });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    impl BlobBackend for MacosKeychain {
-        fn kind(&self) -> BackendKind {
-            KIND
-        }
+    fn put(&self, id: &ObjectId, blob: &[u8]) -> Result<(), BackendError> {
+        let cmd = add_command(&self.service, id, blob);
+        let (code, _) = self.security(&["-i".to_owned()], cmd.as_bytes())?;
+        status_error(code, id, "add").map_or(Ok(()), Err)
+    }
 
-        fn put_blob(&self, id: &ObjectId, blob: &[u8]) -> Result<(), BackendError> {
-            let cmd = add_command(&self.service, id, blob);
-            let (code, _) = security(&["-i".to_owned()], cmd.as_bytes(), self.timeout)?;
-            status_error(code, id, "add").map_or(Ok(()), Err)
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>, BackendError> {
+        let (code, out) = self.security(&find_args(&self.service, id), b"")?;
+        if let Some(e) = status_error(code, id, "find") {
+            return Err(e);
         }
+        decode_password(&out)
+    }
 
-        fn get_blob(&self, id: &ObjectId) -> Result<Vec<u8>, BackendError> {
-            let (code, out) = security(&find_args(&self.service, id), b"", self.timeout)?;
-            if let Some(e) = status_error(code, id, "find") {
-                return Err(e);
-            }
-            decode_password(&out)
+    fn delete(&self, id: &ObjectId) -> Result<bool, BackendError> {
+        let (code, _) = self.security(&delete_args(&self.service, id), b"")?;
+        match status_error(code, id, "delete") {
+            None => Ok(true),
+            Some(BackendError::NotFound(_)) => Ok(false),
+            Some(e) => Err(e),
         }
+    }
+}
 
-        fn delete_blob(&self, id: &ObjectId) -> Result<bool, BackendError> {
-            let (code, _) = security(&delete_args(&self.service, id), b"", self.timeout)?;
-            match status_error(code, id, "delete") {
-                None => Ok(true),
-                Some(BackendError::NotFound(_)) => Ok(false),
-                Some(e) => Err(e),
-            }
-        }
+#[cfg(target_os = "macos")]
+impl crate::backend::BlobBackend for MacosKeychain {
+    fn kind(&self) -> BackendKind {
+        KIND
+    }
+
+    fn put_blob(&self, id: &ObjectId, blob: &[u8]) -> Result<(), BackendError> {
+        self.put(id, blob)
+    }
+
+    fn get_blob(&self, id: &ObjectId) -> Result<Vec<u8>, BackendError> {
+        self.get(id)
+    }
+
+    fn delete_blob(&self, id: &ObjectId) -> Result<bool, BackendError> {
+        self.delete(id)
     }
 }
 
@@ -194,28 +199,61 @@ mod tests {
         ObjectId::parse(&"0f".repeat(32)).unwrap()
     }
 
+    /// The real put/get/delete code runs a stand-in `security` that keeps
+    /// the item in a file and records every argv and stdin it was given:
+    /// the blob (in base64, as the keychain stores it) reaches stdin and
+    /// never an argument, and the round trip gives the blob back.
+    #[cfg(unix)]
     #[test]
     fn the_blob_travels_on_stdin_never_in_arguments() {
-        let blob = b"\x00sealed\xffbytes";
-        let svc = service("abcd");
-        for args in [find_args(&svc, &id()), delete_args(&svc, &id())] {
-            assert!(args.iter().all(|a| !a.contains("c2VhbGVk")), "{args:?}");
-            assert!(
-                args.contains(&"sealfs:abcd".to_owned())
-                    && args.contains(&id().as_str().to_owned())
-            );
-        }
-        let line = add_command(&svc, &id(), blob);
-        assert!(line.starts_with("add-generic-password -U "), "{line}");
-        assert!(line.ends_with("\"\n"));
-        let b64 = line
-            .rsplit("-w \"")
-            .next()
-            .unwrap()
-            .trim_end_matches("\"\n");
-        assert_eq!(
-            decode_password(format!("{b64}\n").as_bytes()).unwrap(),
-            blob
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("security");
+        std::fs::write(
+            &fake,
+            r#"#!/bin/sh
+here=$(dirname "$0")
+printf '%s\n' "$*" >>"$here/argv"
+input=$(cat)
+printf '%s\n' "$input" >>"$here/stdin"
+case "$1" in
+  -i) printf '%s' "$input" | sed 's/.*-w "\([^"]*\)".*/\1/' >"$here/item" ;;
+  find-generic-password) [ -f "$here/item" ] || exit 44; cat "$here/item"; echo ;;
+  delete-generic-password) [ -f "$here/item" ] || exit 44; rm "$here/item" ;;
+  *) exit 1 ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let keychain = MacosKeychain {
+            service: service("abcd"),
+            timeout: std::time::Duration::from_secs(10),
+            program: fake,
+        };
+        let blob = b"\x00sealed blob\xffbytes of the secret";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+        assert!(matches!(
+            keychain.get(&id()),
+            Err(BackendError::NotFound(_))
+        ));
+        keychain.put(&id(), blob).unwrap();
+        assert_eq!(keychain.get(&id()).unwrap(), blob);
+        assert!(keychain.delete(&id()).unwrap());
+        assert!(!keychain.delete(&id()).unwrap());
+        let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
+        let stdin = std::fs::read_to_string(dir.path().join("stdin")).unwrap();
+        assert_eq!(argv.lines().count(), 5, "{argv}");
+        assert!(!argv.contains(&b64), "the blob reached argv: {argv}");
+        assert!(
+            argv.contains("sealfs:abcd") && argv.contains(id().as_str()),
+            "{argv}"
+        );
+        assert!(
+            stdin
+                .lines()
+                .any(|l| l.starts_with("add-generic-password -U ") && l.contains(&b64)),
+            "the blob never reached stdin: {stdin}"
         );
     }
 
