@@ -316,6 +316,73 @@ fn secret_service_keeps_the_identity_and_blobs_out_of_the_vault_directory() {
         !listing.contains("global/k") && !listing.contains("in the keyring"),
         "{listing}"
     );
+    // Threat model: the vault and identity directories together are not
+    // enough. A copy of both, opened where that keyring does not answer,
+    // gives an error and no value, whichever backend is asked for.
+    drop(vault);
+    let copy = Sandbox::new();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(sb.vault_dir())
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    if sb.identity_dir().exists() {
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(sb.identity_dir())
+            .arg(copy.path())
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
+    let elsewhere = BackendOptions {
+        timeout: Duration::from_secs(2),
+        session_bus: Some("unix:path=/nonexistent/bus".to_owned()),
+    };
+    for backend in [
+        BackendPreference::Auto,
+        BackendPreference::Explicit(BackendKind::SecretService),
+    ] {
+        let err = Vault::open(VaultConfig {
+            backend,
+            backend_options: elsewhere.clone(),
+            ..VaultConfig::new(copy.vault_dir())
+        })
+        .err()
+        .expect("a copy of the directories opened without the keyring");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("secret-service backend is unavailable"),
+            "{backend:?}: {msg}"
+        );
+    }
+    let err = Vault::open(VaultConfig {
+        backend: BackendPreference::Explicit(BackendKind::EncryptedFile),
+        ..VaultConfig::new(copy.vault_dir())
+    })
+    .err()
+    .expect("the copy opened as an encrypted-file vault");
+    assert!(
+        err.to_string().contains("uses backend `secret-service`"),
+        "{err}"
+    );
+    // And the CLI says the same in one line, printing nothing.
+    let out = copy
+        .cmd(&["get", "global/k"])
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .env("SEALFS_KEYSTORE_TIMEOUT", "2")
+        .env("SEALFS_BACKEND", "auto")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secret-service backend is unavailable"),
+        "{stderr}"
+    );
 }
 
 #[test]
