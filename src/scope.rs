@@ -314,39 +314,100 @@ mod tests {
 
     #[test]
     fn invalid_forms_are_rejected_with_a_reason() {
+        // Each form, with the part it names and the reason it gives.
         let bad = [
-            "",
-            "/",
-            "global",
-            "global/",
-            "/key",
-            "global/Key",
-            "global/..",
-            "global/.",
-            "global/a/b",
-            "global/a\0b",
-            "global/ key",
-            "global/key ",
-            " global/key",
-            "global/key\n",
-            "principal:/key",
-            "principal:../key",
-            "principal:./key",
-            "principal:a b/key",
-            "principal:a\0/key",
-            "principal/key",
-            "session/key",
-            "team:x/key",
-            "Global/key",
-            "global:x/key",
-            "vault:///global/key",
-            "vault://",
-            "vault:/global/key",
-            "principal:a:b/key",
+            ("", "invalid ref \"\": expected `<scope>/<key>`"),
+            ("/", "invalid scope \"\": expected `global`"),
+            ("global", "invalid ref \"global\": expected `<scope>/<key>`"),
+            ("global/", "invalid secret key \"\": must not be empty"),
+            ("/key", "invalid scope \"\": expected `global`"),
+            (
+                "global/Key",
+                "invalid secret key \"Key\": only a-z 0-9 . _ - are allowed",
+            ),
+            (
+                "global/..",
+                "invalid secret key \"..\": `.` and `..` are reserved",
+            ),
+            (
+                "global/.",
+                "invalid secret key \".\": `.` and `..` are reserved",
+            ),
+            (
+                "global/a/b",
+                "invalid secret key \"a/b\": only a-z 0-9 . _ - are allowed",
+            ),
+            (
+                "global/a\0b",
+                "invalid secret key \"a\\0b\": only a-z 0-9 . _ - are allowed",
+            ),
+            (
+                "global/ key",
+                "invalid secret key \" key\": only a-z 0-9 . _ - are allowed",
+            ),
+            (
+                "global/key ",
+                "invalid secret key \"key \": only a-z 0-9 . _ - are allowed",
+            ),
+            (
+                " global/key",
+                "invalid scope \" global\": expected `global`",
+            ),
+            (
+                "global/key\n",
+                "invalid secret key \"key\\n\": only a-z 0-9 . _ - are allowed",
+            ),
+            ("principal:/key", "invalid scope id \"\": must not be empty"),
+            (
+                "principal:../key",
+                "invalid scope id \"..\": `.` and `..` are reserved",
+            ),
+            (
+                "principal:./key",
+                "invalid scope id \".\": `.` and `..` are reserved",
+            ),
+            (
+                "principal:a b/key",
+                "invalid scope id \"a b\": only A-Z a-z 0-9 . _ @ - are allowed",
+            ),
+            (
+                "principal:a\0/key",
+                "invalid scope id \"a\\0\": only A-Z a-z 0-9 . _ @ - are allowed",
+            ),
+            (
+                "principal/key",
+                "invalid scope \"principal\": expected `global`",
+            ),
+            (
+                "session/key",
+                "invalid scope \"session\": expected `global`",
+            ),
+            ("team:x/key", "invalid scope \"team:x\": expected `global`"),
+            ("Global/key", "invalid scope \"Global\": expected `global`"),
+            (
+                "global:x/key",
+                "invalid scope \"global:x\": expected `global`",
+            ),
+            (
+                "vault:///global/key",
+                "invalid scope \"\": expected `global`",
+            ),
+            (
+                "vault://",
+                "invalid ref \"vault://\": expected `<scope>/<key>`",
+            ),
+            (
+                "vault:/global/key",
+                "invalid scope \"vault:\": expected `global`",
+            ),
+            (
+                "principal:a:b/key",
+                "invalid scope id \"a:b\": only A-Z a-z 0-9 . _ @ - are allowed",
+            ),
         ];
-        for text in bad {
-            let err = VaultRef::parse(text).expect_err(text);
-            assert!(!err.to_string().is_empty());
+        for (text, needle) in bad {
+            let err = VaultRef::parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
         }
         let long = format!("global/{}", "k".repeat(129));
         assert!(VaultRef::parse(&long).is_err());

@@ -125,6 +125,11 @@ fn another_device_identity_cannot_open_the_vault() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(out.stdout, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} does not belong to the vault", dir.display())),
+        "{stderr}"
+    );
 }
 
 #[test]
