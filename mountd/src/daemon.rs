@@ -263,6 +263,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Policy::load(p)?,
         None => Policy::default(),
     };
+    tracing::debug!(resolved = %policy.to_toml(), "policy");
     let vault = Vault::open(VaultConfig {
         identity_dir: args.identity_dir.clone(),
         backend: args.backend.local(),
@@ -345,6 +346,7 @@ pub fn run(args: Args) -> Result<()> {
                 signal_hook::consts::SIGHUP => match &args.policy {
                     Some(p) => match Policy::load(p) {
                         Ok(policy) => {
+                            tracing::debug!(resolved = %policy.to_toml(), "policy");
                             fs.set_policy(policy);
                             tracing::info!(policy = %p.display(), "policy reloaded");
                         }

@@ -131,7 +131,7 @@ fn glob(pat: &[u8], text: &[u8]) -> bool {
     pat[p..].iter().all(|&b| b == b'*')
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Grant {
     scope: ScopePattern,
     uids: Vec<u32>,
@@ -140,7 +140,7 @@ struct Grant {
 }
 
 /// The grants of a policy file, with names resolved to ids at load time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     grants: Vec<Grant>,
 }
@@ -158,7 +158,14 @@ impl Policy {
     pub fn parse(origin: &str, text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
             path: origin.to_owned(),
-            message: e.message().to_owned(),
+            message: match e.span() {
+                Some(span) => format!(
+                    "line {}: {}",
+                    text[..span.start.min(text.len())].matches('\n').count() + 1,
+                    e.message()
+                ),
+                None => e.message().to_owned(),
+            },
         })?;
         let mut grants = Vec::new();
         for (i, g) in file.grant.into_iter().enumerate() {
@@ -189,6 +196,32 @@ impl Policy {
             });
         }
         Ok(Policy { grants })
+    }
+
+    /// The policy as resolved, in the policy file's own syntax with numeric
+    /// ids (`-v` logs it at load): parsing it gives this policy back.
+    pub fn to_toml(&self) -> String {
+        let ids = |ids: &[u32]| {
+            ids.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = String::new();
+        for g in &self.grants {
+            let access = match g.access {
+                Access::None => "none",
+                Access::Read => "read",
+                Access::ReadWrite => "read-write",
+            };
+            out.push_str(&format!(
+                "[[grant]]\nscope = \"{}\"\nusers = [{}]\ngroups = [{}]\naccess = \"{access}\"\n\n",
+                g.scope.0,
+                ids(&g.uids),
+                ids(&g.gids)
+            ));
+        }
+        out
     }
 
     /// Whether any grant names a group (callers' supplementary groups are
@@ -445,16 +478,33 @@ access = "read-write"
 
     #[test]
     fn bad_policies_are_clear_errors() {
+        // Each error names the file and the grant (by number, or by line
+        // where the TOML itself is wrong) and says what is wrong.
+        let ok = "[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"read\"\n\n";
         for (text, needle) in [
-            ("[[grant]]\nscope = \"global\"\naccess = \"read\"\n", "names no users"),
-            ("[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"write\"\n", "unknown variant"),
-            ("[[grant]]\nscope = \"nope:x\"\nusers = [1]\naccess = \"read\"\n", "invalid scope"),
-            ("[[grant]]\nscope = \"global\"\nusers = [\"no-such-user-xyz\"]\naccess = \"read\"\n", "unknown user"),
-            ("[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"read\"\nextra = 1\n", "unknown field"),
-            ("[grant\n", "policy file"),
+            (format!("{ok}[[grant]]\nscope = \"global\"\naccess = \"read\"\n"), "policy file p.toml: grant 2: names no users and no groups"),
+            (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"write\"\n"), "policy file p.toml: line 9: unknown variant `write`"),
+            (format!("{ok}[[grant]]\nscope = \"nope:x\"\nusers = [1]\naccess = \"read\"\n"), "policy file p.toml: grant 2: invalid scope"),
+            (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [\"no-such-user-xyz\"]\naccess = \"read\"\n"), "policy file p.toml: grant 2: unknown user \"no-such-user-xyz\""),
+            (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"read\"\nextra = 1\n"), "policy file p.toml: line 10: unknown field `extra`"),
+            (format!("{ok}[grant\n"), "policy file p.toml: line 6: "),
         ] {
-            let e = Policy::parse("p.toml", text).unwrap_err().to_string();
-            assert!(e.contains(needle), "{e}");
+            let e = Policy::parse("p.toml", &text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn the_resolved_form_parses_back_to_the_same_policy() {
+        let policy = Policy::parse(
+            "test",
+            "[[grant]]\nscope = \"session:ci-*\"\nusers = [\"root\", 7]\ngroups = [0]\naccess = \"read-write\"\n\n\
+             [[grant]]\nscope = \"*\"\ngroups = [12]\naccess = \"none\"\n",
+        )
+        .unwrap();
+        let text = policy.to_toml();
+        assert!(text.contains("users = [0, 7]"), "{text}");
+        assert_eq!(Policy::parse("again", &text).unwrap(), policy, "{text}");
+        assert_eq!(Policy::default().to_toml(), "");
     }
 }
