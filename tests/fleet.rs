@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
+use sealfs::fleet::keys::{manifest_mac_input, FleetKey, HostIdentity};
 use sealfs::fleet::{EtcdOptions, FleetError, FleetVault};
 use sealfs::{SensitiveBytes, VaultRef};
 
@@ -140,18 +142,37 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
     assert_eq!(b.get("global/api_key"), b"before");
     let objects_before = etcd.ctl(&["get", "--prefix", "/sealfs/obj/"]).stdout;
 
-    let status = a.run(&["fleet", "status", "--json"], b"").ok().stdout_str();
-    assert!(status.contains("\"epoch\": 1"), "{status}");
+    // The fleet key B holds: its copy in the keyring, unwrapped with B's
+    // own identity (what a revoked host keeps).
+    let b_identity = host_identity(b);
+    let old_key = keyring_key(&etcd, &b_identity).expect("B is in the keyring");
+    let status = scope_status(a);
+    assert_eq!(status["epoch"], 1, "{status}");
+    assert_eq!(status["key_id"], old_key.id().as_str(), "{status}");
+    // The check below can tell: today B's key opens the data key.
+    assert!(opens_data_key(&etcd, &old_key, "global/api_key"));
+
     a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
-    let status = a.run(&["fleet", "status", "--json"], b"").ok().stdout_str();
-    assert!(status.contains("\"epoch\": 2"), "{status}");
+    let status = scope_status(a);
+    assert_eq!(status["epoch"], 2, "{status}");
+    // A new key: another fingerprint, in the keyring and in the status.
+    let new_key = keyring_key(&etcd, &host_identity(a)).expect("A is in the keyring");
+    assert_eq!(status["key_id"], new_key.id().as_str(), "{status}");
+    assert_ne!(new_key.id(), old_key.id(), "revoke kept the fleet key");
+    assert!(keyring_key(&etcd, &b_identity).is_none());
     // Only the data keys were re-wrapped: the stored values are unchanged.
     assert_eq!(
         etcd.ctl(&["get", "--prefix", "/sealfs/obj/"]).stdout,
         objects_before
     );
+    // B's old key neither opens the re-wrapped data key nor authenticates
+    // the new manifest; the new key does both.
+    assert!(!opens_data_key(&etcd, &old_key, "global/api_key"));
+    assert!(opens_data_key(&etcd, &new_key, "global/api_key"));
 
     a.set("global/api_key", b"after");
+    assert!(!opens_data_key(&etcd, &old_key, "global/api_key"));
+    assert!(opens_data_key(&etcd, &new_key, "global/api_key"));
     b.run(&["get", "global/api_key"], b"")
         .fails(1, "is not enrolled in scope global");
     b.run(&["set", "global/api_key"], b"x")
@@ -162,6 +183,79 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
         .fails(1, "refusing to revoke this host itself");
     a.run(&["fleet", "revoke", &b.recipient()], b"")
         .fails(1, "is not a member");
+}
+
+/// A host's age identity, from its local vault.
+fn host_identity(h: &Host) -> HostIdentity {
+    let id =
+        h.sb.vault()
+            .get(&r("principal:sealfs-fleet/age-identity"))
+            .unwrap();
+    HostIdentity::parse(id.expose()).unwrap()
+}
+
+/// The value of an etcd key, as JSON.
+fn etcd_json(etcd: &Etcd, key: &str) -> serde_json::Value {
+    let out = etcd.ctl(&["get", "--print-value-only", key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn b64(s: &serde_json::Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.as_str().unwrap())
+        .unwrap()
+}
+
+/// The global scope's fleet key as wrapped to `id` in the keyring, checked
+/// against the keyring's fingerprint; `None` if `id` has no copy.
+fn keyring_key(etcd: &Etcd, id: &HostIdentity) -> Option<FleetKey> {
+    let ring = etcd_json(etcd, "/sealfs/keyring/global");
+    let wrapped = ring["wrapped"].get(id.recipient())?;
+    let key = FleetKey::unwrap_for(id, &b64(wrapped)).unwrap();
+    assert_eq!(ring["key_id"], key.id().as_str());
+    Some(key)
+}
+
+/// Whether `key` unwraps the data key of `vault_ref` in the global
+/// manifest as etcd holds it (and, checked to agree, authenticates it).
+fn opens_data_key(etcd: &Etcd, key: &FleetKey, vault_ref: &str) -> bool {
+    let vr = r(vault_ref);
+    let stored = etcd_json(etcd, "/sealfs/index/global");
+    let body_text = stored["body"].as_str().unwrap();
+    let mac_ok = key.verify_mac(
+        &manifest_mac_input(vr.scope(), body_text.as_bytes()),
+        &b64(&stored["mac"]),
+    );
+    let body: serde_json::Value = serde_json::from_str(body_text).unwrap();
+    let e = &body["entries"][vr.key().as_str()];
+    let unwrapped = key
+        .unwrap_data_key(
+            &b64(&e["dek"]),
+            &vr,
+            e["version"].as_u64().unwrap(),
+            body["epoch"].as_u64().unwrap(),
+        )
+        .is_some();
+    assert_eq!(mac_ok, unwrapped, "MAC and data key disagree");
+    unwrapped
+}
+
+/// The global scope in `fleet status --json` of host `h`.
+fn scope_status(h: &Host) -> serde_json::Value {
+    let out = h.run(&["fleet", "status", "--json"], b"").ok().stdout;
+    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    status["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["scope"] == "global")
+        .cloned()
+        .unwrap()
 }
 
 #[test]
@@ -393,9 +487,20 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let refused = a.run(&["get", "global/k"], b"");
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
-    assert!(refused.stderr.contains("etcd"), "{}", refused.stderr);
+    // Refused for what it is: no credentials, then a wrong password (not
+    // "unreachable", nor a generic etcd error).
+    a.run(&["get", "global/k"], b"").fails(
+        1,
+        "etcd authentication failed: no user and password are stored on this host \
+         (etcdserver: user name is empty); store them with `sealfs fleet login --user NAME`",
+    );
+    a.run(&["fleet", "login", "--user", "root"], b"wrong-pw-0002")
+        .ok();
+    a.run(&["get", "global/k"], b"").fails(
+        1,
+        "etcd authentication failed: the password stored for root was refused \
+         (etcdserver: authentication failed, invalid user ID or password)",
+    );
 
     a.run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
         .ok();
@@ -429,9 +534,27 @@ fn a_client_certificate_from_the_local_vault_opens_a_tls_etcd() {
     };
     let a = Host::new(&etcd);
     assert!(a.endpoints.starts_with("https://"));
-    let refused = a.run(&["fleet", "init"], b"");
-    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
-    assert!(refused.stderr.contains("etcd"), "{}", refused.stderr);
+    // Without a CA and certificate the handshake fails, and says so (not
+    // "unreachable").
+    let no_tls = format!(
+        "TLS handshake with etcd at {} failed: invalid peer certificate: UnknownIssuer; \
+         this host has no CA or client certificate stored",
+        a.endpoints
+    );
+    a.run(&["fleet", "init"], b"").fails(1, &no_tls);
+    // The TLS entries of the local vault, as `sealfs list` shows them.
+    let tls_entries = || {
+        let list = a.sb.run(&["list"], b"").ok().stdout_str();
+        assert!(
+            list.contains("principal:sealfs-fleet/age-identity\t"),
+            "{list}"
+        );
+        list.lines()
+            .filter_map(|l| l.split('\t').next())
+            .filter(|r| r.starts_with("principal:sealfs-fleet/etcd-tls"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
 
     // Not PEM, or the wrong kind of block: refused, nothing stored.
     let (ca, cert, key) = (
@@ -444,13 +567,22 @@ fn a_client_certificate_from_the_local_vault_opens_a_tls_etcd() {
         b"",
     )
     .fails(1, "PRIVATE KEY block; nothing was stored");
-    a.run(&["fleet", "init"], b"").fails(1, "etcd");
+    assert_eq!(tls_entries(), Vec::<String>::new());
+    a.run(&["fleet", "init"], b"").fails(1, &no_tls);
 
     a.run(
         &["fleet", "tls", "--ca", &ca, "--cert", &cert, "--key", &key],
         b"",
     )
     .ok();
+    assert_eq!(
+        tls_entries(),
+        [
+            "principal:sealfs-fleet/etcd-tls-ca",
+            "principal:sealfs-fleet/etcd-tls-cert",
+            "principal:sealfs-fleet/etcd-tls-key",
+        ]
+    );
     a.run(&["fleet", "init"], b"").ok();
     a.set("global/over_tls", b"tls-value");
     assert_eq!(a.get("global/over_tls"), b"tls-value");

@@ -181,6 +181,19 @@ impl EtcdStore {
 
     fn classify(&self, e: etcd_client::Error) -> FleetError {
         use etcd_client::Error as E;
+        // Before "unreachable": a refused handshake shows as a transport
+        // failure, but retrying cannot fix it and the cause is the setup.
+        if let Some(cause) = tls_failure(&e) {
+            let hint = if self.opts.tls.is_some() {
+                "check etcd's CA and the client certificate stored with `sealfs fleet tls`"
+            } else {
+                "this host has no CA or client certificate stored; store them with `sealfs fleet tls`"
+            };
+            return FleetError::Tls {
+                endpoints: self.opts.endpoints.join(","),
+                why: format!("{cause}; {hint}"),
+            };
+        }
         match &e {
             E::TransportError(_) | E::IoError(_) => unreachable(&self.opts, e),
             // gRPC codes: 1 cancelled, 4 deadline exceeded, 14 unavailable.
@@ -191,9 +204,26 @@ impl EtcdStore {
             {
                 unreachable(&self.opts, s.message())
             }
-            // 16: unauthenticated.
-            E::GRpcStatus(s) if s.code() as i32 == 16 => {
-                FleetError::Etcd(format!("etcd refused the credentials: {}", s.message()))
+            // 16: unauthenticated; 3 (invalid argument) is what etcd says
+            // to a missing user or a wrong password.
+            E::GRpcStatus(s)
+                if s.code() as i32 == 16
+                    || (s.code() as i32 == 3
+                        && (s.message().contains("user name is empty")
+                            || s.message().contains("authentication failed"))) =>
+            {
+                FleetError::Auth(match &self.opts.credentials {
+                    None => format!(
+                        "no user and password are stored on this host ({}); \
+                         store them with `sealfs fleet login --user NAME`",
+                        s.message()
+                    ),
+                    Some((user, _)) => format!(
+                        "the password stored for {user} was refused ({}); \
+                         store the right one with `sealfs fleet login --user {user}`",
+                        s.message()
+                    ),
+                })
             }
             _ => FleetError::Etcd(e.to_string()),
         }
@@ -358,4 +388,36 @@ impl EtcdStore {
             }
         }
     }
+}
+
+/// The TLS failure (rustls's words) in `e` or its causes, if it is one: a
+/// certificate this host does not trust, or an alert from etcd refusing
+/// this host's certificate.
+fn tls_failure(e: &etcd_client::Error) -> Option<String> {
+    use etcd_client::Error as E;
+    let is_tls = |text: &str| {
+        [
+            "invalid peer certificate",
+            "peer sent no certificates",
+            "received fatal alert",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+    };
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+        // A status's own text is its message; its cause is below.
+        E::GRpcStatus(s) if is_tls(s.message()) => return Some(s.message().to_owned()),
+        E::GRpcStatus(s) => std::error::Error::source(s),
+        E::TransportError(t) => Some(t),
+        E::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if is_tls(&text) {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
 }

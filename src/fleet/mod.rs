@@ -61,6 +61,14 @@ pub enum FleetError {
     Unreachable { endpoints: String, why: String },
     #[error("etcd: {0}")]
     Etcd(String),
+    /// etcd wants a user and password this host does not have, or refused
+    /// the stored ones.
+    #[error("etcd authentication failed: {0}")]
+    Auth(String),
+    /// The TLS handshake failed: etcd's certificate is not trusted, or etcd
+    /// refused this host's client certificate (or its lack of one).
+    #[error("TLS handshake with etcd at {endpoints} failed: {why}")]
+    Tls { endpoints: String, why: String },
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
     #[error("a fleet exists under this prefix already and this host is not in it; ask a member to run `sealfs fleet enroll {0}`")]
