@@ -1,23 +1,8 @@
 //! `LockedBuf`: a fixed-capacity plaintext buffer for one open file, locked
 //! into RAM (no swap) where the memlock limit allows, wiped when dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use sealfs::SensitiveBytes;
 use zeroize::Zeroize;
-
-/// Buffers dropped, and how many of them were found not all-zero after the
-/// wipe (must stay 0): the hook the tests use to check wiping, not trust it.
-static WIPED: AtomicU64 = AtomicU64::new(0);
-static NOT_WIPED: AtomicU64 = AtomicU64::new(0);
-
-/// (buffers wiped, buffers found dirty after wiping) since the process started.
-pub fn wipe_stats() -> (u64, u64) {
-    (
-        WIPED.load(Ordering::SeqCst),
-        NOT_WIPED.load(Ordering::SeqCst),
-    )
-}
 
 /// Plaintext owned by one file handle. The capacity is fixed at creation,
 /// so writes never reallocate (which would leave an unwiped copy).
@@ -25,6 +10,9 @@ pub struct LockedBuf {
     buf: SensitiveBytes,
     len: usize,
     locked: bool,
+    /// Names this buffer for [`wipe_watch`].
+    #[cfg(test)]
+    id: u64,
 }
 
 impl LockedBuf {
@@ -37,6 +25,8 @@ impl LockedBuf {
             buf,
             len: value.len(),
             locked,
+            #[cfg(test)]
+            id: wipe_watch::next_id(),
         }
     }
 
@@ -47,6 +37,8 @@ impl LockedBuf {
             len: value.len(),
             buf: value,
             locked,
+            #[cfg(test)]
+            id: wipe_watch::next_id(),
         }
     }
 
@@ -106,16 +98,80 @@ impl LockedBuf {
 
 impl Drop for LockedBuf {
     fn drop(&mut self) {
-        // Wipe in place (the buffer spans its whole allocation), then look.
+        // Wipe in place (the buffer spans its whole allocation) while it is
+        // still locked, so no plaintext can be swapped out after the unlock.
         self.buf.expose_mut().as_mut_slice().zeroize();
-        let clean = self.buf.expose().iter().all(|&b| b == 0);
-        WIPED.fetch_add(1, Ordering::SeqCst);
-        if !clean {
-            NOT_WIPED.fetch_add(1, Ordering::SeqCst);
-        }
+        #[cfg(test)]
+        wipe_watch::observe(self);
         if self.locked {
             crate::memlock::unlock(self.buf.expose());
         }
+    }
+}
+
+/// Test hook: a test names one buffer it wants watched, and the drop of that
+/// buffer (and no other) records whether all its bytes were zero at the
+/// point it is unlocked. Keyed by buffer, so tests running in parallel and
+/// dropping their own buffers cannot answer for each other.
+#[cfg(test)]
+pub(crate) mod wipe_watch {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use super::LockedBuf;
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    /// Watched buffer id -> `None` while alive, `Some(all zero)` once dropped.
+    static WATCHED: Mutex<BTreeMap<u64, Option<bool>>> = Mutex::new(BTreeMap::new());
+
+    /// What became of a watched buffer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Fate {
+        /// Not dropped (yet).
+        Alive,
+        /// Dropped; every byte of its allocation was zero before the unlock.
+        Wiped,
+        /// Dropped with a non-zero byte left in it.
+        Dirty,
+    }
+
+    pub(super) fn next_id() -> u64 {
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn with<R>(f: impl FnOnce(&mut BTreeMap<u64, Option<bool>>) -> R) -> R {
+        f(&mut WATCHED.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Starts watching `buf`; returns the id to ask [`fate`] about.
+    pub fn watch(buf: &LockedBuf) -> u64 {
+        with(|m| m.insert(buf.id, None));
+        buf.id
+    }
+
+    /// Called by `Drop`, after the wipe, before the unlock.
+    pub(super) fn observe(buf: &LockedBuf) {
+        with(|m| {
+            if let Some(slot) = m.get_mut(&buf.id) {
+                *slot = Some(buf.buf.expose().iter().all(|&b| b == 0));
+            }
+        });
+    }
+
+    /// What happened to watched buffer `id` (watching it ends once dropped).
+    pub fn fate(id: u64) -> Fate {
+        with(|m| match m.get(&id).copied().flatten() {
+            None => Fate::Alive,
+            Some(clean) => {
+                m.remove(&id);
+                if clean {
+                    Fate::Wiped
+                } else {
+                    Fate::Dirty
+                }
+            }
+        })
     }
 }
 
@@ -136,5 +192,19 @@ mod tests {
         assert!(b.set_len(2));
         assert_eq!(b.content(), b"aX");
         assert!(!b.set_len(9));
+    }
+
+    #[test]
+    fn a_dropped_buffer_is_all_zeros_before_it_is_unlocked() {
+        use wipe_watch::Fate;
+        // Plaintext at both ends of a larger allocation: all of it is wiped.
+        let mut b = LockedBuf::with_value(b"plaintext", 64);
+        assert!(b.write_at(60, b"tail"));
+        let watched = wipe_watch::watch(&b);
+        let other = LockedBuf::adopt(SensitiveBytes::from_slice(b"unwatched"));
+        drop(other);
+        assert_eq!(wipe_watch::fate(watched), Fate::Alive);
+        drop(b);
+        assert_eq!(wipe_watch::fate(watched), Fate::Wiped);
     }
 }

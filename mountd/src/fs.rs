@@ -348,9 +348,84 @@ struct Handle {
     poisoned: bool,
 }
 
+/// The store as [`SealFs`] reaches it, and the only way it does: every
+/// request that makes the vault decrypt a value passes here, whatever code
+/// path made it, and is counted and logged at debug level (`-v`) with the
+/// ref, never the value. The tests count decryptions by this.
+struct Counted {
+    inner: Arc<dyn SecretStore>,
+    decrypts: AtomicU64,
+}
+
+impl Counted {
+    fn decrypting(&self, op: &'static str, r: &VaultRef) {
+        let n = self.decrypts.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(op, vault_ref = %r, decryptions = n, "decrypting a value");
+    }
+}
+
+impl SecretStore for Counted {
+    fn read(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), VaultError> {
+        self.decrypting("read", r);
+        self.inner.read(r)
+    }
+    fn entry(&self, r: &VaultRef) -> std::result::Result<Option<sealfs::vault::Entry>, VaultError> {
+        self.inner.entry(r)
+    }
+    fn exists(&self, r: &VaultRef) -> std::result::Result<bool, VaultError> {
+        self.inner.exists(r)
+    }
+    fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: &mut dyn FnMut(SecretKey),
+    ) -> std::result::Result<(), VaultError> {
+        self.inner.for_each_key(scope, f)
+    }
+    fn scopes(&self) -> std::result::Result<Vec<sealfs::vault::ScopeInfo>, VaultError> {
+        self.inner.scopes()
+    }
+    fn scope(
+        &self,
+        scope: &VaultScope,
+    ) -> std::result::Result<Option<sealfs::vault::ScopeInfo>, VaultError> {
+        self.inner.scope(scope)
+    }
+    fn put(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+    ) -> std::result::Result<sealfs::vault::Entry, VaultError> {
+        self.inner.put(r, value)
+    }
+    fn delete(&self, r: &VaultRef) -> std::result::Result<(), VaultError> {
+        self.inner.delete(r)
+    }
+    /// The vault re-seals the value for its new name: a decryption too.
+    fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> std::result::Result<sealfs::vault::Entry, VaultError> {
+        self.decrypting("rename", from);
+        self.inner.rename(from, to, no_replace)
+    }
+    fn create_scope(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+    ) -> std::result::Result<(), VaultError> {
+        self.inner.create_scope(scope, owner_uid)
+    }
+    fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), VaultError> {
+        self.inner.remove_scope(scope)
+    }
+}
+
 /// The file system. `Send + Sync`: adapters call it from many threads.
 pub struct SealFs {
-    vault: Arc<dyn SecretStore>,
+    vault: Counted,
     rules: Rules,
     policy: RwLock<Arc<Policy>>,
     audit: AuditLog,
@@ -361,8 +436,6 @@ pub struct SealFs {
     /// scope is read from the index once per `ls`, not once per piece.
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
-    /// Values decrypted so far (only `open` decrypts).
-    decrypts: AtomicU64,
     mounted_at: SystemTime,
 }
 
@@ -381,7 +454,10 @@ impl SealFs {
         opts: Options,
     ) -> Self {
         SealFs {
-            vault,
+            vault: Counted {
+                inner: vault,
+                decrypts: AtomicU64::new(0),
+            },
             rules: Rules::new(owner_uid),
             policy: RwLock::new(Arc::new(policy)),
             audit,
@@ -390,13 +466,13 @@ impl SealFs {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            decrypts: AtomicU64::new(0),
             mounted_at: SystemTime::now(),
         }
     }
 
+    /// The store, counting what it decrypts like every other use.
     pub fn vault(&self) -> &dyn SecretStore {
-        &*self.vault
+        &self.vault
     }
 
     pub fn options(&self) -> &Options {
@@ -414,15 +490,10 @@ impl SealFs {
         lock(&self.handles).len()
     }
 
-    /// How many values have been decrypted since the mount started.
+    /// How many values the store was asked to decrypt since the mount
+    /// started (reads, and renames, which re-seal).
     pub fn decryptions(&self) -> u64 {
-        self.decrypts.load(Ordering::Relaxed)
-    }
-
-    /// Decrypts `r` (consuming it if read-once), counting it.
-    fn decrypt(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), VaultError> {
-        self.decrypts.fetch_add(1, Ordering::Relaxed);
-        self.vault.read(r)
+        self.vault.decrypts.load(Ordering::Relaxed)
     }
 
     fn record(&self, event: Event) {
@@ -781,7 +852,7 @@ impl SealFs {
             let current = if mode.truncate {
                 None
             } else {
-                match self.decrypt(&r) {
+                match self.vault.read(&r) {
                     Ok((v, consumed)) => {
                         if consumed {
                             self.record(self.event(c, "consume", target.clone()));
@@ -795,7 +866,7 @@ impl SealFs {
             let value = current.as_ref().map_or(&[][..], |v| v.expose());
             LockedBuf::with_value(value, self.opts.max_value_size)
         } else {
-            match self.decrypt(&r) {
+            match self.vault.read(&r) {
                 Ok((value, consumed)) => {
                     self.record(self.event(
                         c,
@@ -1182,6 +1253,7 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::wipe_watch::{self, Fate};
     use sealfs::VaultConfig;
 
     const ROOT: Caller = Caller {
@@ -1220,6 +1292,13 @@ mod tests {
             .unwrap();
     }
 
+    /// Watches the plaintext buffer of handle `fh` (`buffer::wipe_watch`).
+    fn watch_buffer(fs: &SealFs, fh: u64) -> u64 {
+        let h = fs.handle(fh).unwrap();
+        let h = lock(&h);
+        wipe_watch::watch(&h.buf)
+    }
+
     #[test]
     fn only_open_decrypts_and_release_drops_the_buffer() {
         let (_dir, fs) = fs();
@@ -1240,22 +1319,79 @@ mod tests {
         let fh = fs.open(&ROOT, a.ino, read).unwrap();
         assert_eq!(fs.decryptions(), 1);
         assert_eq!(fs.open_handles(), 1);
+        let buffer = watch_buffer(&fs, fh);
         assert_eq!(fs.read(fh, 1, 3, |b| b.to_vec()).unwrap(), b"lph");
         assert_eq!(fs.read(fh, 9, 3, |b| b.to_vec()).unwrap(), b"");
-        let (wiped, dirty) = crate::buffer::wipe_stats();
+        assert_eq!(wipe_watch::fate(buffer), Fate::Alive);
         fs.release(fh).unwrap();
         assert_eq!(fs.open_handles(), 0);
-        assert_eq!(fs.read(fh, 0, 5, |b| b.len()), Err(FsError::BadHandle));
-        let (wiped_after, dirty_after) = crate::buffer::wipe_stats();
-        assert!(
-            wiped_after > wiped,
-            "release dropped and wiped the handle's buffer"
-        );
-        assert_eq!(dirty_after, dirty);
         assert_eq!(
-            dirty_after, 0,
-            "every dropped buffer was all zeros after its wipe"
+            wipe_watch::fate(buffer),
+            Fate::Wiped,
+            "release drops this handle's buffer, all zeros before it is unlocked"
         );
+        assert_eq!(fs.read(fh, 0, 5, |b| b.len()), Err(FsError::BadHandle));
+
+        // A write-open decrypts once to keep the current value; a truncating
+        // one needs none; committing seals without decrypting.
+        let write = OpenMode {
+            write: true,
+            ..OpenMode::default()
+        };
+        let fh = fs.open(&ROOT, a.ino, write).unwrap();
+        assert_eq!(fs.decryptions(), 2);
+        let buffer = watch_buffer(&fs, fh);
+        fs.write(fh, 5, b"!").unwrap();
+        fs.release(fh).unwrap();
+        assert_eq!(wipe_watch::fate(buffer), Fate::Wiped);
+        let truncate = OpenMode {
+            write: true,
+            truncate: true,
+            ..OpenMode::default()
+        };
+        let fh = fs.open(&ROOT, a.ino, truncate).unwrap();
+        fs.write(fh, 0, b"x").unwrap();
+        fs.release(fh).unwrap();
+        assert_eq!(fs.decryptions(), 2);
+    }
+
+    #[test]
+    fn forgotten_inodes_are_dropped_and_remembered_ones_kept() {
+        const N: usize = 50;
+        let (_dir, fs) = fs();
+        for i in 0..N {
+            put(&fs, &format!("global/k{i}"), b"v");
+        }
+        put(&fs, "principal:bob/b", b"beta");
+        let baseline = fs.inode_count();
+        let mut inos: Vec<u64> = (0..N)
+            .map(|i| fs.lookup(&ROOT, GLOBAL_INO, &format!("k{i}")).unwrap().ino)
+            .collect();
+        inos.push(fs.lookup(&ROOT, PRINCIPAL_INO, "bob").unwrap().ino);
+        assert_eq!(fs.inode_count(), baseline + N + 1);
+        for &ino in &inos {
+            fs.forget(ino, 1);
+        }
+        assert_eq!(fs.inode_count(), baseline, "every forgotten inode dropped");
+        assert_eq!(fs.getattr(&ROOT, inos[0]), Err(FsError::NotFound));
+
+        // Three lookups of one name: forgetting two keeps the inode.
+        let ino = fs.lookup(&ROOT, GLOBAL_INO, "k0").unwrap().ino;
+        for _ in 0..2 {
+            assert_eq!(fs.lookup(&ROOT, GLOBAL_INO, "k0").unwrap().ino, ino);
+        }
+        fs.forget(ino, 2);
+        assert_eq!(fs.inode_count(), baseline + 1, "one lookup still held");
+        assert_eq!(fs.getattr(&ROOT, ino).unwrap().size, 1);
+        fs.forget(ino, 1);
+        assert_eq!(fs.inode_count(), baseline);
+
+        // The fixed inodes stay whatever the kernel says.
+        for ino in [ROOT_INO, GLOBAL_INO, PRINCIPAL_INO, SESSION_INO] {
+            fs.forget(ino, 1);
+        }
+        assert_eq!(fs.inode_count(), baseline);
+        fs.getattr(&ROOT, GLOBAL_INO).unwrap();
     }
 
     #[test]

@@ -467,3 +467,15 @@ impl Filesystem for FuseAdapter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allow_other_mount_lets_the_kernel_cache_nothing() {
+        // What one caller looked up must not be served to another.
+        assert_eq!(cache_ttl(true), Duration::ZERO);
+        assert_eq!(cache_ttl(false), Duration::from_secs(1));
+    }
+}

@@ -1,6 +1,8 @@
 //! Per-caller permissions with real other uids (setpriv), the audit trail of
 //! denials, policy grants and reloads.
 
+use std::time::{Duration, Instant};
+
 use crate::util::{sh_as, Mounted};
 
 const ALICE: u32 = 1234;
@@ -40,6 +42,26 @@ fn other_uids_see_and_open_only_what_they_are_granted() {
     .ok()
     .text();
     assert_eq!(st.trim(), format!("600 {ALICE} {ALICE}"));
+    // Nothing she looked up is cached for bob (TTL 0): right after her
+    // lookup, his stat of the same path goes to the daemon and is refused.
+    // A run where his stat came later than 100 ms after hers proves nothing
+    // about a cache, so it is repeated.
+    let token = m.path(&format!("principal/{ALICE}/token"));
+    let mut within_100ms = false;
+    for _ in 0..10 {
+        sh_as(ALICE, &format!("stat -c %u {}", token.display())).ok();
+        let after_alice = Instant::now();
+        sh_as(BOB, &format!("stat -c %u {}", token.display()))
+            .fails_with("No such file or directory");
+        if after_alice.elapsed() < Duration::from_millis(100) {
+            within_100ms = true;
+            break;
+        }
+    }
+    assert!(
+        within_100ms,
+        "bob's stat never ran within 100 ms of alice's"
+    );
     sh_as(
         ALICE,
         &format!("printf rotated > {mnt}/principal/{ALICE}/token"),

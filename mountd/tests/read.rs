@@ -88,14 +88,44 @@ fn shell_tools_see_the_vault() {
     assert!(updated.contains(mtime.trim()), "{updated} vs {mtime}");
 }
 
+/// The refs the daemon asked its vault to decrypt, in order, from its debug
+/// log (`-v`): counted where values leave the store, whatever code path
+/// asked, so a decryption without an audit event is seen too.
+fn decrypted_refs(daemon_log: &str) -> Vec<String> {
+    daemon_log
+        .lines()
+        .filter(|l| l.contains("decrypting a value"))
+        .map(|l| {
+            let (_, rest) = l
+                .split_once("vault_ref=")
+                .unwrap_or_else(|| panic!("no vault_ref in {l:?}"));
+            rest.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn nothing_is_decrypted_without_an_open() {
-    let Some(m) = Mounted::start(&[]) else { return };
-    m.set("global/a", b"alpha");
-    m.set("global/b", b"beta");
+    let Some(mut m) = Mounted::start(&["-v"]) else {
+        return;
+    };
+    for (k, v) in [
+        ("a", "alpha"),
+        ("b", "beta"),
+        ("r", "read me"),
+        ("w", "append to me"),
+        ("t", "truncate me"),
+    ] {
+        m.set(&format!("global/{k}"), v.as_bytes());
+    }
     let mnt = m.mnt.display();
+    // lookup, getattr, readdir and access on every name.
     sh(&format!(
-        "ls -la {mnt}/global && stat {mnt}/global/a {mnt}/global/b && test -f {mnt}/global/a"
+        "ls -la {mnt} {mnt}/global && stat {mnt}/global/* && test -f {mnt}/global/a \
+         && test -r {mnt}/global/b && test -w {mnt}/global/t"
     ))
     .ok();
     let opens = |m: &Mounted| {
@@ -104,17 +134,34 @@ fn nothing_is_decrypted_without_an_open() {
             .filter(|e| e["op"] == "open" && e["source"] == "mount")
             .count()
     };
-    assert_eq!(opens(&m), 0, "lookup, getattr and readdir must not decrypt");
-    sh(&format!("cat {mnt}/global/a > /dev/null")).ok();
+    assert_eq!(opens(&m), 0);
+    sh(&format!("cat {mnt}/global/r > /dev/null")).ok();
     assert_eq!(opens(&m), 1);
     let e = m
         .audit_events()
         .into_iter()
         .find(|e| e["op"] == "open")
         .unwrap();
-    assert_eq!(e["ref"], "global/a");
+    assert_eq!(e["ref"], "global/r");
     assert_eq!(e["uid"], 0);
     assert!(e["exe"].as_str().unwrap().ends_with("/cat"), "{e}");
+    // Write-opens: appending keeps the value, so it is decrypted; a
+    // truncating open replaces it unread.
+    sh(&format!(
+        "printf + >> {mnt}/global/w && printf new > {mnt}/global/t"
+    ))
+    .ok();
+    assert_eq!(m.get("global/w"), b"append to me+");
+    assert_eq!(m.get("global/t"), b"new");
+
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(m.wait_exit().success());
+    let log = m.take_stderr();
+    assert_eq!(
+        decrypted_refs(&log),
+        ["global/r", "global/w"],
+        "each open that needs the value decrypts it exactly once; nothing else does"
+    );
     assert!(!std::fs::read_to_string(m.audit_log())
         .unwrap()
         .contains("alpha"));
