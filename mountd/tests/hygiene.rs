@@ -95,19 +95,25 @@ fn scan_tree(root: &Path, needles: &[&[u8]]) {
 
 #[test]
 fn no_secret_reaches_any_file_log_or_debug_output() {
-    let Some(mut m) = Mounted::start(&["-vv"]) else {
+    const MAX: usize = 4096;
+    let Some(mut m) = Mounted::start(&["-vv", "--max-value-size", &MAX.to_string()]) else {
         return;
     };
-    let values: [&[u8]; 4] = [
+    let values: [&[u8]; 8] = [
         b"MARKER-cli-set-91c2",
         b"MARKER-mount-write-5e7a",
         b"MARKER-once-33f0",
         b"MARKER-moved-8d11",
+        b"MARKER-too-large-4b19",
+        b"MARKER-refused-name-c6d2",
+        b"MARKER-config-ref-7a05",
+        b"MARKER-config-toml-e3b8",
     ];
+    let text = |v: &[u8]| String::from_utf8(v.to_vec()).unwrap();
     m.set("global/a", values[0]);
     sh(&format!(
         "printf %s {} > {}",
-        String::from_utf8_lossy(values[1]),
+        text(values[1]),
         m.path("global/b").display()
     ))
     .ok();
@@ -126,14 +132,48 @@ fn no_secret_reaches_any_file_log_or_debug_output() {
         m.path("global/d").display()
     ))
     .ok();
-    // Failures too: a too-large write and a refused name.
-    let _ = sh(&format!(
+    // Failures too: a too-large write (refused with EFBIG, the old value
+    // kept) and a refused name.
+    let too_large = values[4].repeat(MAX / values[4].len() + 1);
+    assert!(too_large.len() > MAX);
+    let err = std::fs::write(m.path("global/b"), &too_large)
+        .expect_err("a write past --max-value-size succeeded");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(nix::errno::Errno::EFBIG as i32),
+        "a write past --max-value-size is File too large: {err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&m.get("global/b")),
+        text(values[1]),
+        "the refused write changed nothing"
+    );
+    sh(&format!(
         "printf %s {} > {}",
-        String::from_utf8_lossy(values[1]),
+        text(values[5]),
         m.path("global/BAD").display()
-    ));
-    m.cli(&["audit", "--config", "/nonexistent"], b"")
-        .fails_with("cannot read config");
+    ))
+    .fails_with("Invalid argument");
+    // Config files holding a marker: in a `*_vault_ref` field (a raw secret
+    // pasted by mistake) and as broken TOML.
+    let bad_ref_cfg = m.root.path().join("bad-ref.toml");
+    std::fs::write(
+        &bad_ref_cfg,
+        format!("db_password_vault_ref = \"{}\"\n", text(values[6])),
+    )
+    .unwrap();
+    let bad_toml_cfg = m.root.path().join("bad-toml.toml");
+    std::fs::write(&bad_toml_cfg, format!("password = {}\n", text(values[7]))).unwrap();
+    let audit_bad_ref = m.cli(&["audit", "--config", bad_ref_cfg.to_str().unwrap()], b"");
+    assert_eq!(audit_bad_ref.code, Some(1), "{}", audit_bad_ref.stderr);
+    assert!(
+        audit_bad_ref.text().contains("invalid"),
+        "{}",
+        audit_bad_ref.text()
+    );
+    let audit_bad_toml = m
+        .cli(&["audit", "--config", bad_toml_cfg.to_str().unwrap()], b"")
+        .fails_with("not valid TOML");
     let audit_text = m.cli(&["audit-log"], b"").ok().text();
     let list = m.cli(&["list", "--json"], b"").ok().text();
     m.signal(nix::sys::signal::Signal::SIGTERM);
@@ -144,28 +184,64 @@ fn no_secret_reaches_any_file_log_or_debug_output() {
         "the daemon logged at debug level: {daemon_log}"
     );
     for v in values {
-        assert!(!contains(daemon_log.as_bytes(), v), "daemon log");
-        assert!(!contains(audit_text.as_bytes(), v), "audit-log output");
-        assert!(!contains(list.as_bytes(), v), "list output");
+        let name = text(v);
+        assert!(
+            !contains(daemon_log.as_bytes(), v),
+            "{name} in the daemon log"
+        );
+        assert!(
+            !contains(audit_text.as_bytes(), v),
+            "{name} in audit-log output"
+        );
+        assert!(!contains(list.as_bytes(), v), "{name} in list output");
+        for (what, run) in [("bad ref", &audit_bad_ref), ("bad TOML", &audit_bad_toml)] {
+            assert!(
+                !contains(&run.stdout, v) && !run.stderr.contains(&name),
+                "{name} in the output of `sealfs audit` on a config with a {what}: {} {}",
+                run.text(),
+                run.stderr
+            );
+        }
     }
     scan_tree(&m.vault_dir(), &values);
     scan_tree(&m.root.path().join("identity"), &values);
 
-    // Debug output of the types that hold or describe secrets.
+    // Debug and Display of the types that hold secrets, and of the errors
+    // made from marker-bearing inputs.
     let vault = sealfs::Vault::open(sealfs::VaultConfig::new(m.vault_dir())).unwrap();
     let value = vault.get(&"global/a".parse().unwrap()).unwrap();
     let entry = vault.entry(&"global/a".parse().unwrap()).unwrap();
-    let err = vault
+    let oversized = values[4].repeat(vault.max_value_size() / values[4].len() + 1);
+    let too_large = vault
         .put(
             &"global/x".parse().unwrap(),
-            sealfs::SensitiveBytes::from_slice(&[0u8; 70_000]),
+            sealfs::SensitiveBytes::from_slice(&oversized),
         )
         .unwrap_err();
+    assert!(
+        matches!(too_large, sealfs::VaultError::TooLarge { .. }),
+        "{too_large:?}"
+    );
+    let Err(bad_field) = sealfs::resolve_config_refs(&vault, &bad_ref_cfg) else {
+        panic!("a ref field holding a marker resolved");
+    };
+    let bad_toml = sealfs::config::load_document(&bad_toml_cfg).unwrap_err();
+    // A ref's own error quotes it for the CLI; the console, where a value
+    // may land in the ref field, shows `without_input`.
+    let bad_ref = format!("global/{}", text(values[6]))
+        .parse::<sealfs::VaultRef>()
+        .unwrap_err();
     let debug = format!(
-        "{value:?} {entry:?} {err:?} {err} {:?}",
-        vault.list(None).unwrap()
+        "{value:?} {entry:?} {:?} | {too_large:?} {too_large} | {bad_field:?} {bad_field} | \
+         {bad_toml:?} {bad_toml} | {}",
+        vault.list(None).unwrap(),
+        bad_ref.without_input()
     );
     for v in values {
-        assert!(!contains(debug.as_bytes(), v), "Debug output: {debug}");
+        assert!(
+            !contains(debug.as_bytes(), v),
+            "{} in Debug/Display output: {debug}",
+            text(v)
+        );
     }
 }

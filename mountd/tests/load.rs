@@ -24,13 +24,27 @@ fn usage(pid: u32) -> (u64, usize) {
     (rss, fds)
 }
 
-fn seconds(var: &str, default: u64) -> Duration {
-    Duration::from_secs(
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
+/// A load knob: `default` unless `var` is set (to shorten a run while
+/// iterating). Never below `floor`, where the before/after comparison would
+/// measure next to nothing, and never below `default` under CI.
+fn knob(var: &str, default: u64, floor: u64) -> u64 {
+    let Ok(v) = std::env::var(var) else {
+        return default;
+    };
+    let n: u64 = v
+        .parse()
+        .unwrap_or_else(|_| panic!("{var}={v:?} is not a number"));
+    if std::env::var_os("CI").is_some() {
+        assert!(
+            n >= default,
+            "{var}={n}: CI runs at least the default {default}"
+        );
+    }
+    assert!(
+        n >= floor,
+        "{var}={n} is below {floor}: too short a run to compare anything"
+    );
+    n
 }
 
 #[test]
@@ -48,7 +62,7 @@ fn sixteen_readers_while_a_writer_rotates_the_value_every_10ms() {
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     let rotations = AtomicU64::new(0);
-    let run_for = seconds("SEALFS_LOAD_SECS", 30);
+    let run_for = Duration::from_secs(knob("SEALFS_LOAD_SECS", 30, 5));
     std::thread::scope(|s| {
         for _ in 0..16 {
             s.spawn(|| {
@@ -103,10 +117,7 @@ fn sixteen_readers_while_a_writer_rotates_the_value_every_10ms() {
 #[test]
 fn ten_thousand_create_read_delete_cycles_with_flat_memory() {
     let Some(m) = Mounted::start(&[]) else { return };
-    let cycles: usize = std::env::var("SEALFS_SOAK_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let cycles = knob("SEALFS_SOAK_CYCLES", 10_000, 1_000) as usize;
     let mut at_warm = (0, 0);
     let started = Instant::now();
     for i in 0..cycles {
@@ -138,6 +149,16 @@ fn ten_thousand_create_read_delete_cycles_with_flat_memory() {
     assert_eq!(m.cli(&["list"], b"").ok().text(), "");
 }
 
+/// `v{n}` exactly (so one of the values the writer wrote), else `None`.
+fn written_n(v: &[u8]) -> Option<u64> {
+    let n: u64 = std::str::from_utf8(v)
+        .ok()?
+        .strip_prefix('v')?
+        .parse()
+        .ok()?;
+    (format!("v{n}").as_bytes() == v).then_some(n)
+}
+
 #[test]
 fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
     let Some(mut m) = Mounted::start(&[]) else {
@@ -145,8 +166,9 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
     };
     m.set("global/k", b"v0");
     let acked = AtomicU64::new(0);
+    let killed = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let reads: Vec<u64> = std::thread::scope(|s| {
         s.spawn(|| {
             let mut n = 1u64;
             while !stop.load(Ordering::Relaxed) {
@@ -157,43 +179,85 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
                     f.write_all(format!("v{n}").as_bytes())?;
                     f.sync_all()
                 });
-                if written.is_err() {
+                if let Err(e) = written {
+                    assert!(
+                        killed.load(Ordering::SeqCst),
+                        "writing v{n} failed before the kill: {e}"
+                    );
                     break;
                 }
                 acked.store(n, Ordering::SeqCst);
                 n += 1;
             }
         });
-        for _ in 0..4 {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    match std::fs::read(m.path("global/k")) {
-                        Ok(v) => assert!(v.starts_with(b"v"), "torn read"),
-                        Err(_) => break,
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    // Whole reads that finished before the kill.
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match std::fs::read(m.path("global/k")) {
+                            Ok(v) => {
+                                // Loaded after the read: the writer may have
+                                // committed one value it has not acked yet.
+                                let done = acked.load(Ordering::SeqCst);
+                                let n = written_n(&v).unwrap_or_else(|| {
+                                    panic!(
+                                        "read {:?}, which was never written",
+                                        String::from_utf8_lossy(&v)
+                                    )
+                                });
+                                assert!(
+                                    n <= done + 1,
+                                    "read v{n}, but the writer had acknowledged only v{done}"
+                                );
+                                if !killed.load(Ordering::SeqCst) {
+                                    reads += 1;
+                                }
+                            }
+                            Err(e) => {
+                                assert!(
+                                    killed.load(Ordering::SeqCst),
+                                    "a read failed before the kill: {e}"
+                                );
+                                break;
+                            }
+                        }
                     }
-                }
-            });
-        }
+                    reads
+                })
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(700));
+        killed.store(true, Ordering::SeqCst);
         m.signal(nix::sys::signal::Signal::SIGKILL);
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
     });
     m.reap();
     let last = acked.load(Ordering::SeqCst);
+    eprintln!("before the kill: {last} acknowledged writes, reads per reader {reads:?}");
+    assert!(
+        reads.iter().all(|&r| r > 0),
+        "every reader read before the kill: {reads:?}"
+    );
     assert!(last > 5, "only {last} writes before the kill");
     // A new daemon on the same mountpoint, no manual cleanup.
     m.mount(&[]);
     let now = std::fs::read(m.path("global/k")).unwrap();
-    let n: u64 = String::from_utf8(now[1..].to_vec())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(n >= last, "acknowledged v{last} but the vault holds v{n}");
+    let n = written_n(&now)
+        .unwrap_or_else(|| panic!("the vault holds {:?}", String::from_utf8_lossy(&now)));
+    assert!(
+        (last..=last + 1).contains(&n),
+        "acknowledged v{last} but the vault holds v{n}"
+    );
     std::fs::write(m.path("global/k"), b"after restart").unwrap();
     assert_eq!(m.get("global/k"), b"after restart");
     let blobs = walk_count(&m.vault_dir().join("objects"));
     assert_eq!(blobs, 1, "leftovers of the killed writes are swept");
+    let tmp = walk_count(&m.vault_dir().join("tmp"));
+    assert_eq!(tmp, 0, "temp files of the killed writes are swept");
 }
 
 fn walk_count(dir: &std::path::Path) -> usize {
