@@ -23,6 +23,9 @@ cleanup() {
 }
 trap cleanup EXIT
 export SEALFS_VAULT_DIR="$demo/vault"
+# The CLI's default audit log (beside the vault); named for the daemon too,
+# whose default as root is /var/log/sealfs/audit.log.
+export SEALFS_AUDIT_LOG="$demo/audit.log"
 echo "demo vault: $SEALFS_VAULT_DIR (removed on exit)"
 set -x
 printf 'sk-demo-%s' "$RANDOM" | "$sealfs" set global/openai_api_key

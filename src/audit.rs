@@ -6,7 +6,7 @@
 //!  "uid":1000,"gid":1000,"pid":4242,"exe":"/usr/bin/cat","outcome":"ok"}
 //! ```
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,11 +14,34 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::PrivateDir;
+
 pub const AUDIT_FILE: &str = "audit.log";
 
-/// The default audit log of the vault in `vault_dir`.
+/// Where a root daemon logs by default: outside every vault directory, in a
+/// root-owned 0700 directory (the systemd unit's `LogsDirectory=sealfs`).
+pub const SYSTEM_AUDIT_LOG: &str = "/var/log/sealfs/audit.log";
+
+/// The default audit log of the vault in `vault_dir`, for the CLI and the
+/// console: `audit.log` beside the vault directory, a sibling of it like the
+/// default `identity/` (`<vault-dir>/../audit.log`, computed lexically), so
+/// that nothing in the vault directory names refs, uids or programs.
 pub fn default_path(vault_dir: &Path) -> PathBuf {
-    vault_dir.join(AUDIT_FILE)
+    match vault_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(AUDIT_FILE),
+        Some(_) => PathBuf::from(AUDIT_FILE),
+        None => vault_dir.join("..").join(AUDIT_FILE),
+    }
+}
+
+/// The default audit log of `sealfs-mountd`: [`SYSTEM_AUDIT_LOG`] when it
+/// runs as root (effective uid 0), else the CLI's [`default_path`].
+pub fn daemon_default_path(vault_dir: &Path) -> PathBuf {
+    #[cfg(unix)]
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from(SYSTEM_AUDIT_LOG);
+    }
+    default_path(vault_dir)
 }
 
 /// Who asked.
@@ -152,17 +175,29 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Opens (creating it 0600) the log at `path`, in a directory owned by
+    /// this uid or root. See [`AuditLog::open_checked`].
     pub fn open(path: &Path) -> io::Result<Self> {
-        let mut o = OpenOptions::new();
-        o.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(crate::fsutil::FILE_MODE);
-        }
+        Self::open_checked(path, false)
+    }
+
+    /// Opens the log at `path` for appending. Its directory is created 0700
+    /// if missing, then opened once and checked (not a symlink; owned by
+    /// this uid or root, or any uid with `allow_foreign_owner`; not
+    /// writable by group or others); the file is opened relative to it with
+    /// O_NOFOLLOW|O_APPEND|O_CREAT, 0600, and must be a regular file with
+    /// one link. A symlinked log is refused, never followed.
+    pub fn open_checked(path: &Path, allow_foreign_owner: bool) -> io::Result<Self> {
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} does not name a file", path.display()),
+            )
+        })?;
+        let dir = PrivateDir::create(crate::fsutil::parent_dir(path), allow_foreign_owner)?;
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Mutex::new(o.open(path)?),
+            file: Mutex::new(dir.open_append(name)?),
         })
     }
 
@@ -190,6 +225,23 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_log_is_outside_the_vault_directory() {
+        assert_eq!(
+            default_path(Path::new("/home/a/.local/state/sealfs/vault")),
+            Path::new("/home/a/.local/state/sealfs/audit.log")
+        );
+        assert_eq!(default_path(Path::new("vault")), Path::new("audit.log"));
+        assert_eq!(default_path(Path::new("/")), Path::new("/../audit.log"));
+        let daemon = daemon_default_path(Path::new("/srv/vault"));
+        #[cfg(unix)]
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(daemon, Path::new(SYSTEM_AUDIT_LOG));
+            return;
+        }
+        assert_eq!(daemon, Path::new("/srv/audit.log"));
+    }
 
     #[test]
     fn events_round_trip_as_json_lines() {

@@ -82,9 +82,16 @@ pub struct GlobalArgs {
           value_parser = parse_timeout)]
     pub keystore_timeout: f64,
 
-    /// Audit log file [default: audit.log in the vault directory]
+    /// Audit log file [default: audit.log beside the vault directory, i.e. <vault-dir>/../audit.log]
     #[arg(long, env = "SEALFS_AUDIT_LOG", global = true, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+
+    /// Accept a vault directory (and its identity and audit directories)
+    /// owned by another uid, e.g. root working on a user's vault. Without
+    /// it such a directory is refused; symlinks are refused either way.
+    #[arg(long, env = "SEALFS_ALLOW_FOREIGN_VAULT_DIR", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_foreign_vault_dir: bool,
 
     /// More log output on stderr (-v info, -vv debug). Never includes values.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -142,6 +149,13 @@ pub enum Command {
         /// The backend to move to
         #[arg(long, value_name = "BACKEND")]
         to: sealfs::BackendKind,
+    },
+    /// Accept a vault directory restored from an earlier copy (refused as
+    /// "vault rolled back" until then); audited.
+    Recover {
+        /// Required: the vault's older state becomes the current one
+        #[arg(long, required = true)]
+        accept_rollback: bool,
     },
     /// Print the audit log (who opened, wrote, consumed or was denied what), readably.
     AuditLog {

@@ -36,12 +36,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => doctor(g),
         Command::AuditLog { follow, json } => audit_log(g, follow, json),
         Command::Migrate { to } => migrate(g, to),
+        Command::Recover { accept_rollback } => recover(g, accept_rollback),
         Command::Mount { args } => mount(g, args),
         Command::Fleet { .. } => unreachable!("handled above"),
         Command::Console(args) => console(g, args),
     }
 }
 
+/// The audit log: `--audit-log`, else `audit.log` beside the vault
+/// directory (`audit::default_path`).
 pub(crate) fn audit_path(g: &GlobalArgs) -> Result<PathBuf> {
     Ok(match &g.audit_log {
         Some(p) => p.clone(),
@@ -63,7 +66,8 @@ fn record(g: &GlobalArgs, op: &str, r: &VaultRef, outcome: &Result<impl Sized, V
 /// Appends a CLI event (`failure`: why it failed, if it did).
 pub(crate) fn record_outcome(g: &GlobalArgs, op: &str, target: &str, failure: Option<&str>) {
     let Ok(path) = audit_path(g) else { return };
-    if g.audit_log.is_none() && !path.parent().is_some_and(Path::exists) {
+    // The default log belongs to a vault: none is started where there is no vault.
+    if g.audit_log.is_none() && !vault_config(g, false).is_ok_and(|c| c.vault_dir.exists()) {
         return;
     }
     let event = audit::Event::new("cli", op, target.to_owned(), audit::Caller::current());
@@ -71,7 +75,7 @@ pub(crate) fn record_outcome(g: &GlobalArgs, op: &str, target: &str, failure: Op
         None => event,
         Some(why) => event.failed(why),
     };
-    match audit::AuditLog::open(&path) {
+    match audit::AuditLog::open_checked(&path, g.allow_foreign_vault_dir) {
         Ok(log) => log.record(&event),
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot open the audit log"),
     }
@@ -97,6 +101,7 @@ pub(crate) fn vault_config(g: &GlobalArgs, create: bool) -> Result<VaultConfig> 
         },
         max_value_size: g.max_value_size,
         create,
+        allow_foreign_owner: g.allow_foreign_vault_dir,
         ..VaultConfig::new(vault_dir)
     })
 }
@@ -428,7 +433,7 @@ fn doctor(g: &GlobalArgs) -> Result<ExitCode> {
 fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
     use std::io::{BufRead, Seek};
     let path = audit_path(g)?;
-    let file = match std::fs::File::open(&path) {
+    let file = match sealfs::fsutil::open_read_nofollow(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound && !follow => return Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -483,6 +488,9 @@ pub(crate) fn mount(g: &GlobalArgs, args: Vec<std::ffi::OsString>) -> Result<Exi
     if let Some(p) = &g.audit_log {
         cmd.env("SEALFS_AUDIT_LOG", p);
     }
+    if g.allow_foreign_vault_dir {
+        cmd.env("SEALFS_ALLOW_FOREIGN_VAULT_DIR", "true");
+    }
     cmd.env("SEALFS_BACKEND", g.backend.to_string());
     if !g.etcd_endpoints.is_empty() {
         cmd.env("SEALFS_ETCD_ENDPOINTS", g.etcd_endpoints.join(","));
@@ -521,6 +529,25 @@ fn migrate(g: &GlobalArgs, to: sealfs::BackendKind) -> Result<ExitCode> {
             report.from,
             report.to
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recover(g: &GlobalArgs, accept_rollback: bool) -> Result<ExitCode> {
+    debug_assert!(accept_rollback, "clap requires --accept-rollback");
+    let outcome = Vault::accept_rollback(vault_config(g, false)?);
+    record_outcome(
+        g,
+        "recover",
+        "accept-rollback",
+        outcome.as_ref().err().map(|_| "error"),
+    );
+    let (index, anchor) = outcome?;
+    match anchor {
+        Some(anchor) if anchor > index => eprintln!(
+            "sealfs: accepted the vault at commit {index} (its anchor was at {anchor}); older copies stay refused"
+        ),
+        _ => eprintln!("sealfs: accepted the vault at commit {index}; it was not rolled back"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,9 @@ const BOUND_HEADER_LEN: usize = HEADER_LEN - NONCE_LEN;
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 
 const INFO_SEAL: &[u8] = b"sealfs v1 seal key";
+const INFO_INDEX_SEAL: &[u8] = b"sealfs v2 index seal key";
+const INFO_NAME_ID: &[u8] = b"sealfs v2 name id key";
+const INFO_ANCHOR: &[u8] = b"sealfs v2 anchor key";
 const INFO_OBJECT_ID: &[u8] = b"sealfs v1 object id key";
 const INFO_KEY_ID: &[u8] = b"sealfs v1 key id";
 
@@ -42,6 +45,10 @@ const INFO_KEY_ID: &[u8] = b"sealfs v1 key id";
 pub struct KeyId([u8; KEY_ID_LEN]);
 
 impl KeyId {
+    pub fn to_bytes(self) -> [u8; KEY_ID_LEN] {
+        self.0
+    }
+
     pub fn to_hex(self) -> String {
         hex(&self.0)
     }
@@ -89,6 +96,12 @@ pub struct KeyRing {
     seal: Aes256Gcm,
     object_ids: Zeroizing<[u8; 32]>,
     key_id: KeyId,
+    /// Seals index records (names and metadata) and the vault record.
+    index: Aes256Gcm,
+    /// Keys the lookup ids of index records (HMAC of kind and name).
+    names: Zeroizing<[u8; 32]>,
+    /// Authenticates the rollback anchor kept beside the identity.
+    anchor: Zeroizing<[u8; 32]>,
 }
 
 impl KeyRing {
@@ -106,11 +119,94 @@ impl KeyRing {
             .expect("32 bytes is a valid HKDF length");
         hk.expand(INFO_KEY_ID, &mut key_id)
             .expect("8 bytes is a valid HKDF length");
+        let mut index = Zeroizing::new([0u8; 32]);
+        let mut names = Zeroizing::new([0u8; 32]);
+        let mut anchor = Zeroizing::new([0u8; 32]);
+        for (info, out) in [
+            (INFO_INDEX_SEAL, &mut index),
+            (INFO_NAME_ID, &mut names),
+            (INFO_ANCHOR, &mut anchor),
+        ] {
+            hk.expand(info, out.as_mut())
+                .expect("32 bytes is a valid HKDF length");
+        }
         KeyRing {
             seal: Aes256Gcm::new(seal.as_ref().into()),
             object_ids,
             key_id: KeyId(key_id),
+            index: Aes256Gcm::new(index.as_ref().into()),
+            names,
+            anchor,
         }
+    }
+
+    /// The lookup id of an index record: HMAC-SHA256 of a one-byte kind and
+    /// the record's name. Without the identity, ids cannot be tied to names.
+    pub fn name_id(&self, kind: u8, name: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.names.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(b"sealfs name id v2");
+        mac.update(&[kind]);
+        mac.update(name);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Seals an index record stored under lookup id `id`: nonce, then
+    /// AES-256-GCM of `plaintext` with the id (and a label) as additional
+    /// data, so a record moved to another id fails to open.
+    pub fn seal_record(&self, id: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .index
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                &record_aad(id),
+                &mut out[NONCE_LEN..],
+            )
+            .expect("records are far below the AES-GCM limit");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens a record sealed by [`KeyRing::seal_record`] for `id`.
+    pub fn open_record(&self, id: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Malformed);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut plain = Zeroizing::new(body.to_vec());
+        self.index
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                &record_aad(id),
+                plain.as_mut(),
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| CryptoError::Authentication)?;
+        Ok(plain)
+    }
+
+    /// HMAC-SHA256 of `data` under the anchor key.
+    pub fn anchor_mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.anchor.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(b"sealfs anchor v2");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks an anchor MAC in constant time.
+    pub fn verify_anchor_mac(&self, data: &[u8], tag: &[u8]) -> bool {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.anchor.as_ref())
+            .expect("HMAC accepts any key length");
+        mac.update(b"sealfs anchor v2");
+        mac.update(data);
+        mac.verify_slice(tag).is_ok()
     }
 
     pub fn key_id(&self) -> KeyId {
@@ -237,6 +333,12 @@ fn slot_bytes(r: &VaultRef, version: u64) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out.extend_from_slice(&version.to_be_bytes());
+    out
+}
+
+fn record_aad(id: &[u8]) -> Vec<u8> {
+    let mut out = b"sealfs index record v2\0".to_vec();
+    out.extend_from_slice(id);
     out
 }
 

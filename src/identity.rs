@@ -4,13 +4,12 @@
 //! It lives outside the vault directory (by default in the sibling
 //! `identity/`), so a copy of the vault directory alone cannot be opened.
 
-use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::fsutil;
+use crate::fsutil::PrivateDir;
 
 pub const IDENTITY_LEN: usize = 32;
 pub const IDENTITY_FILE: &str = "device.key";
@@ -68,21 +67,34 @@ impl DeviceIdentity {
     /// Writes this identity as the owner-only file in `dir`, unless one is
     /// there; `Ok(false)` if an identity file exists already.
     pub fn save_new(&self, dir: &Path) -> Result<bool, IdentityError> {
+        self.save_new_checked(dir, false)
+    }
+
+    /// [`DeviceIdentity::save_new`] in an identity directory that may belong
+    /// to another uid if `allow_foreign_owner` (`--allow-foreign-vault-dir`).
+    /// The directory is created 0700 if missing, then opened once with
+    /// O_NOFOLLOW and checked (`fsutil::PrivateDir`); the file is written
+    /// relative to it, never through a symlink.
+    pub fn save_new_checked(
+        &self,
+        dir: &Path,
+        allow_foreign_owner: bool,
+    ) -> Result<bool, IdentityError> {
         let path = Self::path_in(dir);
         let io_err = |source| IdentityError::Io {
             path: path.clone(),
             source,
         };
-        fsutil::create_private_dir_all(dir).map_err(io_err)?;
-        let (mut f, tmp) = fsutil::create_temp_file(dir, ".device-").map_err(io_err)?;
+        let d = PrivateDir::create(dir, allow_foreign_owner).map_err(io_err)?;
+        let (mut f, tmp) = d.create_temp(".device-").map_err(io_err)?;
         let written = f
             .write_all(self.expose())
             .and_then(|()| f.sync_all())
-            .and_then(|()| fs::hard_link(&tmp, &path));
-        let _ = fs::remove_file(&tmp);
+            .and_then(|()| d.hard_link(&tmp, &d, IDENTITY_FILE));
+        let _ = d.remove_file(&tmp);
         match written {
             Ok(()) => {
-                fsutil::fsync_dir(dir).map_err(io_err)?;
+                d.sync().map_err(io_err)?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -100,12 +112,24 @@ impl DeviceIdentity {
 
     /// Loads the identity from `dir`; a missing file is [`IdentityError::Missing`].
     pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        Self::load_checked(dir, false)
+    }
+
+    /// [`DeviceIdentity::load`] from an identity directory that may belong
+    /// to another uid if `allow_foreign_owner`. The directory is opened once
+    /// with O_NOFOLLOW and checked (not a symlink, owned by this uid or root
+    /// or the allowed owner, not writable by group or others), and
+    /// `device.key` is opened relative to it with O_NOFOLLOW: a symlinked
+    /// directory or file is refused, not followed.
+    pub fn load_checked(dir: &Path, allow_foreign_owner: bool) -> Result<Self, IdentityError> {
         let path = Self::path_in(dir);
         let io_err = |source| IdentityError::Io {
             path: path.clone(),
             source,
         };
-        let mut f = match File::open(&path) {
+        let opened =
+            PrivateDir::open(dir, allow_foreign_owner).and_then(|d| d.open_read(IDENTITY_FILE));
+        let mut f = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(IdentityError::Missing(path))
@@ -135,7 +159,16 @@ impl DeviceIdentity {
     /// Loads the identity from `dir`, creating it if there is none. Safe
     /// against concurrent creators: the file appears complete or not at all.
     pub fn load_or_create(dir: &Path) -> Result<Self, IdentityError> {
-        match Self::load(dir) {
+        Self::load_or_create_checked(dir, false)
+    }
+
+    /// [`DeviceIdentity::load_or_create`] with the checks of
+    /// [`DeviceIdentity::load_checked`].
+    pub fn load_or_create_checked(
+        dir: &Path,
+        allow_foreign_owner: bool,
+    ) -> Result<Self, IdentityError> {
+        match Self::load_checked(dir, allow_foreign_owner) {
             Err(IdentityError::Missing(_)) => {}
             other => return other,
         }
@@ -144,22 +177,22 @@ impl DeviceIdentity {
             path: path.clone(),
             source,
         };
-        fsutil::create_private_dir_all(dir).map_err(io_err)?;
+        let d = PrivateDir::create(dir, allow_foreign_owner).map_err(io_err)?;
         let mut bytes = Zeroizing::new([0u8; IDENTITY_LEN]);
         getrandom::fill(bytes.as_mut()).map_err(|e| io_err(io::Error::other(e)))?;
-        let (mut f, tmp) = fsutil::create_temp_file(dir, ".device-").map_err(io_err)?;
+        let (mut f, tmp) = d.create_temp(".device-").map_err(io_err)?;
         let written = f
             .write_all(bytes.as_ref())
             .and_then(|()| f.sync_all())
             // A hard link never replaces an existing file: if another process
             // won the race, its identity stands and we load it below.
-            .and_then(|()| match fs::hard_link(&tmp, &path) {
+            .and_then(|()| match d.hard_link(&tmp, &d, IDENTITY_FILE) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                 other => other,
             });
-        let _ = fs::remove_file(&tmp);
+        let _ = d.remove_file(&tmp);
         written.map_err(io_err)?;
-        fsutil::fsync_dir(dir).map_err(io_err)?;
-        Self::load(dir)
+        d.sync().map_err(io_err)?;
+        Self::load_checked(dir, allow_foreign_owner)
     }
 }

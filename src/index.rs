@@ -1,28 +1,56 @@
 //! The index: which object holds which secret, with its length, times and
-//! version. SQLite in WAL mode: many readers alongside one writer across
-//! processes, crash-safe commits, and B-tree lookups that stay O(log n) at
-//! hundreds of thousands of secrets.
+//! version, kept so that a copy of the vault directory reveals no name and
+//! an edit made outside sealfs is an integrity error (format 2,
+//! `docs/format.md`).
 //!
-//! Tables (see `docs/format.md`):
-//! - `meta`: format, vault id, key id, backend.
-//! - `secrets`: one row per live secret, keyed by (scope, key).
-//! - `retired`: the last version of deleted slots, so a re-created secret
-//!   continues the version sequence and a blob from before the delete can
-//!   never be replayed into it.
+//! SQLite in WAL mode: many readers alongside one writer across processes,
+//! crash-safe commits, B-tree lookups.
+//!
+//! - `meta`: clear hints only: format, vault id (the key-derivation salt),
+//!   backend and key id. Each is checked against the sealed vault record.
+//! - `vault`: the vault record, sealed: format, key id, backend, migration
+//!   state, and the commit counter and root digest of every record.
+//! - `records`: one row per secret, retired slot or registered scope,
+//!   looked up by an HMAC of kind and name (`KeyRing::name_id`) and sealed
+//!   (names, object id, version, read-once flag, owner, times) with that id
+//!   as additional data. Clear columns (kind, a scope id, the object id)
+//!   serve queries and are checked against the sealed copy.
+//! - `buckets`: 256 digests, one per first byte of the record id, each over
+//!   the records of its bucket; the root digest over all of them is in the
+//!   vault record. A read checks the bucket of what it reads (and a listing
+//!   checks them all), so a record deleted, restored from an older copy or
+//!   edited is found. The vault checks the counter and root against the
+//!   anchor kept with the identity (`anchor.rs`).
 //! - `pending`: object ids that may exist in the backend without being
 //!   referenced (a put or delete in flight); swept under the writer lock.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::backend::ObjectId;
+use crate::crypto::KeyRing;
 use crate::scope::{SecretKey, VaultRef, VaultScope};
 
-/// The schema this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema this build writes and reads (vault format 2).
+pub const SCHEMA_VERSION: i64 = 3;
+/// The last schema of vault format 1 (names in the clear), migrated on open.
+pub const SCHEMA_V1: i64 = 2;
 pub const INDEX_FILE: &str = "index.sqlite3";
+/// The vault format this build writes (the clear `meta.format`).
+pub const FORMAT: &str = "2";
+
+const KIND_SECRET: u8 = 1;
+const KIND_RETIRED: u8 = 2;
+const KIND_SCOPE: u8 = 3;
+/// Domain of the clear scope id that lists a scope's secrets.
+const KIND_SCOPE_MEMBERS: u8 = 4;
+/// The additional data of the sealed vault record.
+const VAULT_RECORD_ID: &[u8] = b"\0vault record";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -31,11 +59,10 @@ pub enum IndexError {
     UnsupportedSchema { path: PathBuf, found: i64 },
     #[error("index {path} is not a sealfs index (no `meta` table)")]
     NotAnIndex { path: PathBuf },
-    #[error("index entry for {vault_ref} is corrupt: {why}")]
-    CorruptRow {
-        vault_ref: String,
-        why: &'static str,
-    },
+    /// A record or the vault record does not authenticate, or does not
+    /// match the digests: changed outside sealfs.
+    #[error("integrity check failed for {what}: the index was changed outside sealfs ({why})")]
+    Tampered { what: String, why: &'static str },
     #[error("index {path}")]
     Sqlite {
         path: PathBuf,
@@ -66,9 +93,102 @@ pub struct ScopeRow {
     pub registered: bool,
 }
 
+/// The commit counter and root digest of the index: what the anchor keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    pub counter: u64,
+    pub root: [u8; 32],
+}
+
+/// The sealed vault-wide fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultRecord {
+    pub format: String,
+    pub key_id: String,
+    pub backend: String,
+    pub backend_reason: String,
+    pub created_ms: i64,
+    pub counter: u64,
+    /// Hex of the root digest.
+    pub root: String,
+    pub migration_target: Option<String>,
+    pub migration_cleanup: Option<String>,
+}
+
+impl VaultRecord {
+    pub fn state(&self) -> Result<State, IndexError> {
+        let root = crate::crypto::unhex(&self.root)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| tampered("vault metadata", "root digest"))?;
+        Ok(State {
+            counter: self.counter,
+            root,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRecord {
+    scope: String,
+    key: String,
+    object_id: String,
+    len: u64,
+    created_ms: i64,
+    updated_ms: i64,
+    version: u64,
+    once: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetiredRecord {
+    scope: String,
+    key: String,
+    version: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeRecord {
+    scope: String,
+    owner_uid: Option<u32>,
+    created_ms: i64,
+}
+
+/// One row of `records` as stored.
+struct Stored {
+    id: Vec<u8>,
+    kind: u8,
+    scope_id: Option<Vec<u8>>,
+    object_id: Option<String>,
+    sealed: Vec<u8>,
+}
+
+impl Stored {
+    /// What the bucket digest covers: every column.
+    fn leaf(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"sealfs leaf v2");
+        for part in [
+            self.id.as_slice(),
+            &[self.kind],
+            self.scope_id.as_deref().unwrap_or(b""),
+            self.object_id.as_deref().unwrap_or("").as_bytes(),
+            self.sealed.as_slice(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+}
+
 pub struct Index {
     conn: Connection,
     path: PathBuf,
+    keys: Option<Arc<KeyRing>>,
 }
 
 const SCHEMA: &str = "
@@ -76,55 +196,67 @@ CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS secrets (
-    scope      TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    object_id  TEXT NOT NULL,
-    len        INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    version    INTEGER NOT NULL,
-    once       INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (scope, key)
+CREATE TABLE IF NOT EXISTS vault (
+    one    INTEGER PRIMARY KEY CHECK (one = 1),
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    id        BLOB PRIMARY KEY,
+    kind      INTEGER NOT NULL,
+    scope_id  BLOB,
+    object_id TEXT,
+    sealed    BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS secrets_by_object ON secrets (object_id);
-CREATE TABLE IF NOT EXISTS retired (
-    scope   TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (scope, key)
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_scope ON records (scope_id) WHERE scope_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_object ON records (object_id) WHERE object_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS buckets (
+    bucket INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pending (
     object_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS scopes (
-    scope      TEXT PRIMARY KEY,
-    owner_uid  INTEGER,
-    created_ms INTEGER NOT NULL
-) WITHOUT ROWID;
 ";
 
-/// Upgrades from each older schema version to the next.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "ALTER TABLE secrets ADD COLUMN once INTEGER NOT NULL DEFAULT 0;
-     CREATE TABLE IF NOT EXISTS scopes (
-         scope      TEXT PRIMARY KEY,
-         owner_uid  INTEGER,
-         created_ms INTEGER NOT NULL
-     ) WITHOUT ROWID;",
-)];
+fn tampered(what: impl Into<String>, why: &'static str) -> IndexError {
+    IndexError::Tampered {
+        what: what.into(),
+        why,
+    }
+}
+
+/// `len(scope) scope len(key) key`: no two refs give the same bytes.
+fn ref_name(r: &VaultRef) -> Vec<u8> {
+    let scope = r.scope().to_string();
+    let mut out = Vec::with_capacity(4 + scope.len() + r.key().as_str().len());
+    for part in [scope.as_bytes(), r.key().as_str().as_bytes()] {
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn bucket_of(id: &[u8]) -> u8 {
+    id[0]
+}
+
+fn empty_bucket() -> [u8; 32] {
+    Sha256::digest(b"sealfs bucket v2").into()
+}
 
 impl Index {
     pub fn path_in(vault_dir: &Path) -> PathBuf {
         vault_dir.join(INDEX_FILE)
     }
 
-    /// Opens the index of an existing vault (the file must exist).
+    /// Opens the index of an existing vault (the file must exist). Records
+    /// can be read once [`Index::set_keys`] has given it the vault's keys.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(|source| IndexError::Sqlite {
             path: path.to_owned(),
@@ -133,9 +265,20 @@ impl Index {
         let index = Index {
             conn,
             path: path.to_owned(),
+            keys: None,
         };
         index.configure()?;
         Ok(index)
+    }
+
+    pub fn set_keys(&mut self, keys: Arc<KeyRing>) {
+        self.keys = Some(keys);
+    }
+
+    fn keys(&self) -> &KeyRing {
+        self.keys
+            .as_deref()
+            .expect("the vault gives the index its keys before using it")
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -159,43 +302,12 @@ impl Index {
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(self.err())?;
+        // Freed pages are zeroed: a deleted record (or the clear tables of
+        // an upgraded format-1 index) does not linger in the file.
+        self.conn
+            .pragma_update(None, "secure_delete", "ON")
+            .map_err(self.err())?;
         Ok(())
-    }
-
-    /// Creates the tables if missing, or upgrades an older schema; idempotent.
-    /// Call with the vault's writer lock held.
-    pub fn init(&mut self) -> Result<(), IndexError> {
-        let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let mut version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if version == 0 {
-            tx.execute_batch(SCHEMA).map_err(err)?;
-            version = SCHEMA_VERSION;
-        }
-        for (from, sql) in MIGRATIONS {
-            if version == *from {
-                tx.execute_batch(sql).map_err(err)?;
-                version = from + 1;
-            }
-        }
-        if version != SCHEMA_VERSION {
-            return Err(IndexError::UnsupportedSchema {
-                path: self.path.clone(),
-                found: version,
-            });
-        }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .and_then(|()| tx.commit())
-            .map_err(err)
     }
 
     /// The schema version recorded in the file (0 for a new, empty file).
@@ -207,43 +319,37 @@ impl Index {
 
     /// Fails unless this is a sealfs index of a schema this build reads.
     pub fn check_schema(&self) -> Result<(), IndexError> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.err())?;
-        if version == 0 {
-            return Err(IndexError::NotAnIndex {
+        match self.schema_version()? {
+            0 => Err(IndexError::NotAnIndex {
                 path: self.path.clone(),
-            });
-        }
-        if version != SCHEMA_VERSION {
-            return Err(IndexError::UnsupportedSchema {
+            }),
+            SCHEMA_VERSION => Ok(()),
+            found => Err(IndexError::UnsupportedSchema {
                 path: self.path.clone(),
-                found: version,
-            });
+                found,
+            }),
         }
-        Ok(())
     }
 
-    /// True once a vault has been fully created in this index (its key id,
-    /// written last, is present). Fails on an index of another schema.
+    /// True once a vault has been fully created in this index (format 2:
+    /// its vault record exists; format 1: its key id). Fails on an index of
+    /// an unknown schema.
     pub fn is_initialised(&self) -> Result<bool, IndexError> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(self.err())?;
-        if version == 0 {
-            return Ok(false);
-        }
-        if version > SCHEMA_VERSION {
-            return Err(IndexError::UnsupportedSchema {
+        match self.schema_version()? {
+            0 => Ok(false),
+            SCHEMA_VERSION => self
+                .conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM vault)", [], |r| r.get(0))
+                .map_err(self.err()),
+            1 | SCHEMA_V1 => Ok(self.meta("key_id")?.is_some()),
+            found => Err(IndexError::UnsupportedSchema {
                 path: self.path.clone(),
-                found: version,
-            });
+                found,
+            }),
         }
-        Ok(self.meta("key_id")?.is_some())
     }
 
+    /// A clear `meta` value: a hint, never trusted alone.
     pub fn meta(&self, name: &str) -> Result<Option<String>, IndexError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
@@ -253,107 +359,290 @@ impl Index {
             .map_err(self.err())
     }
 
-    /// Sets `name` unless it is already set; returns the value in force.
-    pub fn meta_init(&self, name: &str, value: &str) -> Result<String, IndexError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)",
-                [name, value],
-            )
-            .map_err(self.err())?;
-        Ok(self.meta(name)?.unwrap_or_default())
+    /// Creates a new vault's tables, clear hints, empty buckets and sealed
+    /// vault record (counter 1) in one transaction. Writer lock held.
+    pub fn create(&mut self, vault_id: &str, record: &VaultRecord) -> Result<State, IndexError> {
+        let keys = Arc::clone(self.keys.as_ref().expect("keys set before create"));
+        self.write_tx(|tx| {
+            tx.execute_batch(SCHEMA)?;
+            for b in 0..=255u8 {
+                tx.execute(
+                    "INSERT OR REPLACE INTO buckets (bucket, digest) VALUES (?1, ?2)",
+                    params![b, empty_bucket().as_slice()],
+                )?;
+            }
+            let mut record = record.clone();
+            record.counter = 1;
+            record.root = crate::crypto::hex(&root_of(tx)?);
+            write_hints(tx, vault_id, &record)?;
+            tx.execute(
+                "INSERT INTO vault (one, sealed) VALUES (1, ?1)",
+                [keys.seal_record(
+                    VAULT_RECORD_ID,
+                    &serde_json::to_vec(&record).expect("plain data"),
+                )],
+            )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(record)
+        })?
+        .state()
     }
 
-    pub fn row(&self, r: &VaultRef) -> Result<Option<Row>, IndexError> {
-        let scope = r.scope().to_string();
-        let raw = self
-            .conn
-            .prepare_cached(
-                "SELECT object_id, len, created_ms, updated_ms, version, once
-                 FROM secrets WHERE scope = ?1 AND key = ?2",
-            )
-            .and_then(|mut st| {
-                st.query_row(params![scope, r.key().as_str()], raw_row)
-                    .optional()
-            })
-            .map_err(self.err())?;
-        raw.map(|raw| to_row(&r.to_string(), raw)).transpose()
+    /// Reads and authenticates the vault record, and checks the bucket
+    /// digests against its root.
+    pub fn vault_record(&self) -> Result<VaultRecord, IndexError> {
+        self.read(|| self.vault_record_in(&self.conn))
     }
 
-    /// Live secrets, ordered by scope then key; all scopes when `scope` is None.
-    /// Calls `f` with each key of `scope` in order, reading only the key
-    /// column: a listing of 100,000 keys holds one key at a time, not rows.
-    pub fn for_each_key(
-        &self,
-        scope: &VaultScope,
-        mut f: impl FnMut(SecretKey),
-    ) -> Result<(), IndexError> {
-        let scope_text = scope.to_string();
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT key FROM secrets WHERE scope = ?1 ORDER BY key")
+    fn vault_record_in(&self, conn: &Connection) -> Result<VaultRecord, IndexError> {
+        let sealed: Option<Vec<u8>> = conn
+            .query_row("SELECT sealed FROM vault WHERE one = 1", [], |r| r.get(0))
+            .optional()
             .map_err(self.err())?;
-        let mut rows = st.query([&scope_text]).map_err(self.err())?;
-        while let Some(row) = rows.next().map_err(self.err())? {
-            let text = row
-                .get_ref(0)
-                .and_then(|v| Ok(v.as_str()?))
+        let sealed = sealed.ok_or_else(|| tampered("vault metadata", "no vault record"))?;
+        let plain = self
+            .keys()
+            .open_record(VAULT_RECORD_ID, &sealed)
+            .map_err(|_| tampered("vault metadata", "the vault record does not authenticate"))?;
+        let record: VaultRecord = serde_json::from_slice(&plain)
+            .map_err(|_| tampered("vault metadata", "the vault record is malformed"))?;
+        let root = root_of(conn).map_err(self.err())?;
+        if crate::crypto::hex(&root) != record.root {
+            return Err(tampered(
+                "vault metadata",
+                "the bucket digests do not match the vault record",
+            ));
+        }
+        for (name, value) in [
+            ("format", Some(record.format.as_str())),
+            ("backend", Some(record.backend.as_str())),
+            ("key_id", Some(record.key_id.as_str())),
+        ] {
+            let clear: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()
                 .map_err(self.err())?;
-            let key = SecretKey::new(text).map_err(|_| IndexError::CorruptRow {
-                vault_ref: format!("{scope_text}/{}", text.escape_debug()),
-                why: "invalid key",
-            })?;
-            f(key);
+            if clear.as_deref() != value {
+                return Err(tampered(
+                    "vault metadata",
+                    "a clear hint differs from the vault record",
+                ));
+            }
+        }
+        Ok(record)
+    }
+
+    /// Runs `f` in one read transaction, so everything it reads is one
+    /// snapshot.
+    fn read<T>(&self, f: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let out = f()?;
+        tx.finish().map_err(self.err())?;
+        Ok(out)
+    }
+
+    fn stored(&self, conn: &Connection, id: &[u8]) -> Result<Option<Stored>, IndexError> {
+        conn.prepare_cached(
+            "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE id = ?1",
+        )
+        .and_then(|mut st| st.query_row([id], stored_row).optional())
+        .map_err(self.err())
+    }
+
+    /// Recomputes bucket `b` from its records and compares it with the
+    /// stored digest (which the root covers).
+    fn check_bucket(&self, conn: &Connection, b: u8, what: &str) -> Result<(), IndexError> {
+        let (computed, stored) = bucket_digests(conn, b).map_err(self.err())?;
+        if Some(computed) != stored {
+            return Err(tampered(
+                what,
+                "index records were added, removed or changed",
+            ));
         }
         Ok(())
     }
 
-    pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<(VaultRef, Row)>, IndexError> {
-        let sql_all = "SELECT object_id, len, created_ms, updated_ms, version, once, scope, key
-                       FROM secrets ORDER BY scope, key";
-        let sql_one = "SELECT object_id, len, created_ms, updated_ms, version, once, scope, key
-                       FROM secrets WHERE scope = ?1 ORDER BY key";
-        let scope_text = scope.map(|s| s.to_string());
-        let mut st = self
-            .conn
-            .prepare_cached(if scope.is_some() { sql_one } else { sql_all })
-            .map_err(self.err())?;
-        let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(RawRow, String, String)> {
-            Ok((raw_row(r)?, r.get(6)?, r.get(7)?))
-        };
-        let rows = match &scope_text {
-            Some(s) => st.query_map([s], map),
-            None => st.query_map([], map),
-        }
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(self.err())?;
-        rows.into_iter()
-            .map(|(raw, scope, key)| {
-                let text = format!("{scope}/{key}");
-                let r = VaultRef::parse(&text).map_err(|_| IndexError::CorruptRow {
-                    vault_ref: text.escape_debug().to_string(),
-                    why: "invalid scope or key",
-                })?;
-                Ok((r, to_row(&text, raw)?))
-            })
-            .collect()
+    /// The whole index against its vault record (before a sweep deletes
+    /// what `pending` names, and for `doctor`).
+    pub fn verify_all(&self) -> Result<(), IndexError> {
+        self.read(|| {
+            self.vault_record_in(&self.conn)?;
+            self.check_all_buckets(&self.conn)
+        })
     }
 
-    /// The version a new write to `r` gets: one past the live or retired one.
+    /// Every bucket, for listings: a record hidden from a listing is found.
+    fn check_all_buckets(&self, conn: &Connection) -> Result<(), IndexError> {
+        for b in 0..=255u8 {
+            self.check_bucket(conn, b, "the index")?;
+        }
+        Ok(())
+    }
+
+    fn open_secret(&self, what: &str, s: &Stored) -> Result<(VaultRef, Row), IndexError> {
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(what, "a record does not authenticate"))?;
+        let rec: SecretRecord =
+            serde_json::from_slice(&plain).map_err(|_| tampered(what, "a record is malformed"))?;
+        let r = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key))
+            .map_err(|_| tampered(what, "a record names an invalid ref"))?;
+        let keys = self.keys();
+        if s.kind != KIND_SECRET
+            || keys.name_id(KIND_SECRET, &ref_name(&r)).as_slice() != s.id.as_slice()
+            || s.scope_id.as_deref()
+                != Some(
+                    keys.name_id(KIND_SCOPE_MEMBERS, rec.scope.as_bytes())
+                        .as_slice(),
+                )
+            || s.object_id.as_deref() != Some(rec.object_id.as_str())
+        {
+            return Err(tampered(
+                r.to_string(),
+                "clear columns differ from the sealed record",
+            ));
+        }
+        let object_id = ObjectId::parse(&rec.object_id)
+            .ok_or_else(|| tampered(r.to_string(), "invalid object id"))?;
+        if rec.version == 0 {
+            return Err(tampered(r.to_string(), "invalid version"));
+        }
+        let row = Row {
+            object_id,
+            len: rec.len,
+            created_ms: rec.created_ms,
+            updated_ms: rec.updated_ms,
+            version: rec.version,
+            once: rec.once,
+        };
+        Ok((r, row))
+    }
+
+    fn secret_id(&self, r: &VaultRef) -> [u8; 32] {
+        self.keys().name_id(KIND_SECRET, &ref_name(r))
+    }
+
+    /// The live row of `r`, with the index state it was read at (bucket,
+    /// root and vault record checked in the same snapshot).
+    pub fn row(&self, r: &VaultRef) -> Result<(Option<Row>, State), IndexError> {
+        self.read(|| {
+            let record = self.vault_record_in(&self.conn)?;
+            let id = self.secret_id(r);
+            self.check_bucket(&self.conn, bucket_of(&id), &r.to_string())?;
+            let row = match self.stored(&self.conn, &id)? {
+                None => None,
+                Some(s) => {
+                    let (found, row) = self.open_secret(&r.to_string(), &s)?;
+                    if &found != r {
+                        return Err(tampered(
+                            r.to_string(),
+                            "a record is filed under another name",
+                        ));
+                    }
+                    Some(row)
+                }
+            };
+            Ok((row, record.state()?))
+        })
+    }
+
+    /// Every live secret (of `scope`, or all), sorted by scope then key,
+    /// with the state read; every bucket is checked.
+    pub fn list(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
+        self.read(|| {
+            let record = self.vault_record_in(&self.conn)?;
+            self.check_all_buckets(&self.conn)?;
+            let mut out = Vec::new();
+            let mut each = |s: Stored| -> Result<(), IndexError> {
+                let (r, row) = self.open_secret("the index", &s)?;
+                if scope.is_some_and(|sc| r.scope() != sc) {
+                    return Err(tampered(r.to_string(), "a record is listed under another scope"));
+                }
+                out.push((r, row));
+                Ok(())
+            };
+            match scope {
+                Some(sc) => {
+                    let sid = self.keys().name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
+                    let mut st = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT id, kind, scope_id, object_id, sealed FROM records
+                             WHERE scope_id = ?1 AND kind = ?2",
+                        )
+                        .map_err(self.err())?;
+                    let rows = st
+                        .query_map(params![sid.as_slice(), KIND_SECRET], stored_row)
+                        .map_err(self.err())?;
+                    for s in rows {
+                        each(s.map_err(self.err())?)?;
+                    }
+                }
+                None => {
+                    let mut st = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+                        )
+                        .map_err(self.err())?;
+                    let rows = st
+                        .query_map([KIND_SECRET], stored_row)
+                        .map_err(self.err())?;
+                    for s in rows {
+                        each(s.map_err(self.err())?)?;
+                    }
+                }
+            }
+            out.sort_by_cached_key(|(r, _)| (r.scope().to_string(), r.key().as_str().to_owned()));
+            Ok((out, record.state()?))
+        })
+    }
+
+    /// Calls `f` with each key of `scope` in order.
+    pub fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        mut f: impl FnMut(SecretKey),
+    ) -> Result<State, IndexError> {
+        let (rows, state) = self.list(Some(scope))?;
+        for (r, _) in rows {
+            f(r.key().clone());
+        }
+        Ok(state)
+    }
+
+    /// The version a new write to `r` gets: one past the live or retired
+    /// one. Writer only (the caller checked the state under the lock).
     pub fn next_version(&self, r: &VaultRef) -> Result<u64, IndexError> {
-        if let Some(row) = self.row(r)? {
+        if let (Some(row), _) = self.row(r)? {
             return Ok(row.version + 1);
         }
-        let retired: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT version FROM retired WHERE scope = ?1 AND key = ?2",
-                params![r.scope().to_string(), r.key().as_str()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
-        Ok(retired.map_or(1, |v| v as u64 + 1))
+        let id = self.keys().name_id(KIND_RETIRED, &ref_name(r));
+        let Some(s) = self.stored(&self.conn, &id)? else {
+            return Ok(1);
+        };
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(r.to_string(), "a retired record does not authenticate"))?;
+        let rec: RetiredRecord = serde_json::from_slice(&plain)
+            .map_err(|_| tampered(r.to_string(), "a retired record is malformed"))?;
+        if s.kind != KIND_RETIRED
+            || rec.scope != r.scope().to_string()
+            || rec.key != r.key().as_str()
+        {
+            return Err(tampered(
+                r.to_string(),
+                "a retired record is filed under another name",
+            ));
+        }
+        Ok(rec.version + 1)
     }
 
     pub fn add_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
@@ -380,7 +669,7 @@ impl Index {
             .conn
             .prepare_cached(
                 "SELECT object_id FROM pending
-                 WHERE object_id NOT IN (SELECT object_id FROM secrets)",
+                 WHERE object_id NOT IN (SELECT object_id FROM records WHERE object_id IS NOT NULL)",
             )
             .map_err(self.err())?;
         let ids = st
@@ -394,7 +683,8 @@ impl Index {
     pub fn forget_referenced_pending(&self) -> Result<(), IndexError> {
         self.conn
             .execute(
-                "DELETE FROM pending WHERE object_id IN (SELECT object_id FROM secrets)",
+                "DELETE FROM pending WHERE object_id IN
+                 (SELECT object_id FROM records WHERE object_id IS NOT NULL)",
                 [],
             )
             .map(drop)
@@ -425,132 +715,203 @@ impl Index {
         Ok(out)
     }
 
-    /// Commits a new value for `r` in one transaction: the row now points at
-    /// `row.object_id`, which leaves `pending`, and the replaced object (if
-    /// any) enters `pending` for deletion. This is the commit point of a put.
+    /// One authenticated commit: checks the vault record and the buckets
+    /// `edit` will touch, applies `edit`, recomputes those buckets and the
+    /// root, and seals the vault record with the counter advanced (and
+    /// `update` applied). Returns the new state.
+    fn commit(
+        &self,
+        what: &str,
+        edit: impl FnOnce(&Edit<'_>) -> Result<(), IndexError>,
+        update: impl FnOnce(&mut VaultRecord),
+    ) -> Result<State, IndexError> {
+        let keys = self.keys();
+        let tx = ImmediateTx::begin(&self.conn).map_err(self.err())?;
+        let mut record = self.vault_record_in(&self.conn)?;
+        let edits = Edit {
+            conn: &self.conn,
+            keys,
+            touched: std::cell::RefCell::new(Vec::new()),
+            index: self,
+            what,
+        };
+        edit(&edits)?;
+        for b in edits.touched.into_inner() {
+            let (computed, _) = bucket_digests(&self.conn, b).map_err(self.err())?;
+            self.conn
+                .execute(
+                    "UPDATE buckets SET digest = ?2 WHERE bucket = ?1",
+                    params![b, computed.as_slice()],
+                )
+                .map_err(self.err())?;
+        }
+        update(&mut record);
+        record.counter += 1;
+        record.root = crate::crypto::hex(&root_of(&self.conn).map_err(self.err())?);
+        let vault_id = self.meta_vault_id(&self.conn)?;
+        write_hints(&self.conn, &vault_id, &record).map_err(self.err())?;
+        self.conn
+            .execute(
+                "UPDATE vault SET sealed = ?1 WHERE one = 1",
+                [keys.seal_record(
+                    VAULT_RECORD_ID,
+                    &serde_json::to_vec(&record).expect("plain data"),
+                )],
+            )
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        record.state()
+    }
+
+    fn meta_vault_id(&self, conn: &Connection) -> Result<String, IndexError> {
+        conn.query_row("SELECT value FROM meta WHERE name = 'vault_id'", [], |r| {
+            r.get(0)
+        })
+        .map_err(self.err())
+    }
+
+    /// Commits a new value for `r`: the row now points at `row.object_id`,
+    /// which leaves `pending`, and the replaced object (if any) enters
+    /// `pending` for deletion. This is the commit point of a put.
     pub fn commit_put(
-        &mut self,
+        &self,
         r: &VaultRef,
         row: &Row,
         replaced: Option<&ObjectId>,
-    ) -> Result<(), IndexError> {
-        self.write_tx(|tx| {
-            upsert_row(tx, r, row)?;
-            unpend(tx, &row.object_id)?;
-            replaced.map_or(Ok(()), |old| pend(tx, old))
-        })
+    ) -> Result<State, IndexError> {
+        self.commit(
+            &r.to_string(),
+            |e| {
+                e.upsert_secret(r, row)?;
+                e.remove(KIND_RETIRED, &ref_name(r))?;
+                e.unpend(&row.object_id)?;
+                replaced.map_or(Ok(()), |old| e.pend(old))
+            },
+            |_| {},
+        )
     }
 
-    /// Removes `r` in one transaction, remembering its version and marking its
-    /// object for deletion. This is the commit point of a delete.
-    pub fn commit_delete(&mut self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
-        self.write_tx(|tx| remove_row(tx, r, row))
+    /// Removes `r`, remembering its version and marking its object for
+    /// deletion. This is the commit point of a delete.
+    pub fn commit_delete(&self, r: &VaultRef, row: &Row) -> Result<State, IndexError> {
+        self.commit(&r.to_string(), |e| e.retire(r, row), |_| {})
     }
 
-    /// Moves `from` to `to` in one transaction: `from` is removed as by a
-    /// delete, `to` points at its freshly sealed object, and a value `to`
-    /// held before is marked for deletion.
+    /// Moves `from` to `to` in one commit: `from` is removed as by a delete,
+    /// `to` points at its freshly sealed object, and a value `to` held
+    /// before is marked for deletion.
     pub fn commit_rename(
-        &mut self,
+        &self,
         from: &VaultRef,
         from_row: &Row,
         to: &VaultRef,
         to_row: &Row,
         replaced: Option<&ObjectId>,
-    ) -> Result<(), IndexError> {
-        self.write_tx(|tx| {
-            remove_row(tx, from, from_row)?;
-            upsert_row(tx, to, to_row)?;
-            unpend(tx, &to_row.object_id)?;
-            replaced.map_or(Ok(()), |old| pend(tx, old))
-        })
+    ) -> Result<State, IndexError> {
+        self.commit(
+            &from.to_string(),
+            |e| {
+                e.retire(from, from_row)?;
+                e.upsert_secret(to, to_row)?;
+                e.remove(KIND_RETIRED, &ref_name(to))?;
+                e.unpend(&to_row.object_id)?;
+                replaced.map_or(Ok(()), |old| e.pend(old))
+            },
+            |_| {},
+        )
     }
 
-    /// Sets (`Some`) or removes (`None`) several meta values in one
-    /// transaction.
-    pub fn set_meta(&mut self, values: &[(&str, Option<&str>)]) -> Result<(), IndexError> {
-        self.write_tx(|tx| {
-            for (name, value) in values {
-                match value {
-                    Some(v) => tx.execute(
-                        "INSERT INTO meta (name, value) VALUES (?1, ?2)
-                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                        [name, v],
-                    )?,
-                    None => tx.execute("DELETE FROM meta WHERE name = ?1", [name])?,
-                };
-            }
-            Ok(())
-        })
+    /// Changes vault-wide fields (migration) in one commit.
+    pub fn commit_vault(&self, update: impl FnOnce(&mut VaultRecord)) -> Result<State, IndexError> {
+        self.commit("vault metadata", |_| Ok(()), update)
     }
 
-    /// The object id of every live secret.
-    pub fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT object_id FROM secrets ORDER BY object_id")
-            .map_err(self.err())?;
-        let ids = st
-            .query_map([], |r| r.get::<_, String>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.err())?;
-        ids.iter()
-            .map(|s| {
-                ObjectId::parse(s).ok_or_else(|| IndexError::CorruptRow {
-                    vault_ref: s.escape_debug().to_string(),
-                    why: "invalid object id",
-                })
-            })
-            .collect()
-    }
-
-    /// Registers `scope` (an empty directory in the mount) with an owner;
-    /// `false` if it was registered already.
+    /// Registers `scope` with an owner; `None` (nothing committed) if it
+    /// was registered already.
     pub fn register_scope(
-        &mut self,
+        &self,
         scope: &VaultScope,
         owner_uid: Option<u32>,
         now_ms: i64,
-    ) -> Result<bool, IndexError> {
-        self.write_tx(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO scopes (scope, owner_uid, created_ms) VALUES (?1, ?2, ?3)",
-                params![scope.to_string(), owner_uid, now_ms],
-            )
-            .map(|n| n == 1)
+    ) -> Result<Option<State>, IndexError> {
+        let name = scope.to_string();
+        let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
+        self.read(|| self.check_bucket(&self.conn, bucket_of(&id), &name))?;
+        if self.stored(&self.conn, &id)?.is_some() {
+            return Ok(None);
+        }
+        let rec = ScopeRecord {
+            scope: name.clone(),
+            owner_uid,
+            created_ms: now_ms,
+        };
+        self.commit(
+            &name,
+            |e| {
+                e.put(Stored {
+                    id: id.to_vec(),
+                    kind: KIND_SCOPE,
+                    scope_id: None,
+                    object_id: None,
+                    sealed: e
+                        .keys
+                        .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+                })
+            },
+            |_| {},
+        )
+        .map(Some)
+    }
+
+    /// Forgets a registered scope; `None` if it was not registered.
+    pub fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
+        let name = scope.to_string();
+        if self.scope_record(scope)?.is_none() {
+            return Ok(None);
+        }
+        self.commit(&name, |e| e.remove(KIND_SCOPE, name.as_bytes()), |_| {})
+            .map(Some)
+    }
+
+    fn scope_record(&self, scope: &VaultScope) -> Result<Option<ScopeRecord>, IndexError> {
+        let name = scope.to_string();
+        let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
+        self.read(|| {
+            self.check_bucket(&self.conn, bucket_of(&id), &name)?;
+            let Some(s) = self.stored(&self.conn, &id)? else {
+                return Ok(None);
+            };
+            self.open_scope(&name, &s).map(Some)
         })
     }
 
-    /// Forgets a registered scope; `false` if it was not registered.
-    pub fn unregister_scope(&mut self, scope: &VaultScope) -> Result<bool, IndexError> {
-        self.write_tx(|tx| {
-            tx.execute("DELETE FROM scopes WHERE scope = ?1", [scope.to_string()])
-                .map(|n| n == 1)
-        })
+    fn open_scope(&self, what: &str, s: &Stored) -> Result<ScopeRecord, IndexError> {
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(what, "a scope record does not authenticate"))?;
+        let rec: ScopeRecord = serde_json::from_slice(&plain)
+            .map_err(|_| tampered(what, "a scope record is malformed"))?;
+        if s.kind != KIND_SCOPE
+            || self
+                .keys()
+                .name_id(KIND_SCOPE, rec.scope.as_bytes())
+                .as_slice()
+                != s.id.as_slice()
+        {
+            return Err(tampered(what, "a scope record is filed under another name"));
+        }
+        Ok(rec)
     }
 
     /// Whether any secret lives in `scope`.
     pub fn scope_has_secrets(&self, scope: &VaultScope) -> Result<bool, IndexError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM secrets WHERE scope = ?1)",
-                [scope.to_string()],
-                |r| r.get(0),
-            )
-            .map_err(self.err())
+        Ok(!self.list(Some(scope))?.0.is_empty())
     }
 
     /// The registration of `scope`, if any, and whether it holds secrets.
     pub fn scope_row(&self, scope: &VaultScope) -> Result<Option<ScopeRow>, IndexError> {
-        let owner: Option<Option<u32>> = self
-            .conn
-            .query_row(
-                "SELECT owner_uid FROM scopes WHERE scope = ?1",
-                [scope.to_string()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err())?;
+        let owner = self.scope_record(scope)?.map(|r| r.owner_uid);
         let registered = owner.is_some();
         if registered || self.scope_has_secrets(scope)? {
             Ok(Some(ScopeRow {
@@ -565,127 +926,440 @@ impl Index {
 
     /// Every scope that is registered or holds secrets, sorted.
     pub fn scopes(&self) -> Result<Vec<ScopeRow>, IndexError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT scope, MAX(owner_uid), MAX(registered) FROM (
-                     SELECT scope, owner_uid, 1 AS registered FROM scopes
-                     UNION ALL
-                     SELECT DISTINCT scope, NULL, 0 FROM secrets
-                 ) GROUP BY scope ORDER BY scope",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<u32>>(1)?,
-                    r.get::<_, bool>(2)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(self.err())?;
-        rows.into_iter()
-            .map(|(text, owner_uid, registered)| {
-                let scope = text.parse().map_err(|_| IndexError::CorruptRow {
-                    vault_ref: text.escape_debug().to_string(),
-                    why: "invalid scope",
-                })?;
-                Ok(ScopeRow {
+        let (secrets, _) = self.list(None)?;
+        let registered: Vec<ScopeRecord> = self.read(|| {
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+                )
+                .map_err(self.err())?;
+            let rows = st
+                .query_map([KIND_SCOPE], stored_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(self.err())?;
+            rows.iter()
+                .map(|s| self.open_scope("the index", s))
+                .collect()
+        })?;
+        let mut out: std::collections::BTreeMap<String, ScopeRow> = Default::default();
+        for rec in registered {
+            let scope: VaultScope = rec
+                .scope
+                .parse()
+                .map_err(|_| tampered("the index", "a scope record names an invalid scope"))?;
+            out.insert(
+                rec.scope.clone(),
+                ScopeRow {
                     scope,
-                    owner_uid,
-                    registered,
-                })
-            })
-            .collect()
+                    owner_uid: rec.owner_uid,
+                    registered: true,
+                },
+            );
+        }
+        for (r, _) in secrets {
+            out.entry(r.scope().to_string())
+                .or_insert_with(|| ScopeRow {
+                    scope: r.scope().clone(),
+                    owner_uid: None,
+                    registered: false,
+                });
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// The object id of every live secret.
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
+        let (rows, _) = self.list(None)?;
+        let mut ids: Vec<ObjectId> = rows.into_iter().map(|(_, row)| row.object_id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Converts a format-1 index (names in the clear) to format 2 in one
+    /// transaction: every secret, retired slot and scope is sealed under
+    /// `keys`, the old tables are dropped and the vault record is written.
+    /// The caller holds the writer lock and has checked the identity.
+    pub fn migrate_from_v1(&mut self, record: &VaultRecord) -> Result<State, IndexError> {
+        let keys = Arc::clone(self.keys.as_ref().expect("keys set before migration"));
+        let vault_id = self
+            .meta("vault_id")?
+            .ok_or_else(|| tampered("vault metadata", "no vault id"))?;
+        let path = self.path.clone();
+        let v1_version = self.schema_version()?;
+        let record = self.write_tx(|tx| {
+            if v1_version < SCHEMA_V1 {
+                tx.execute_batch(
+                    "ALTER TABLE secrets ADD COLUMN once INTEGER NOT NULL DEFAULT 0;
+                     CREATE TABLE IF NOT EXISTS scopes (
+                         scope TEXT PRIMARY KEY, owner_uid INTEGER, created_ms INTEGER NOT NULL
+                     ) WITHOUT ROWID;",
+                )?;
+            }
+            tx.execute_batch(SCHEMA)?;
+            let mut records = Vec::new();
+            {
+                let mut st = tx.prepare(
+                    "SELECT scope, key, object_id, len, created_ms, updated_ms, version, once FROM secrets",
+                )?;
+                let rows = st.query_map([], |r| {
+                    Ok(SecretRecord {
+                        scope: r.get(0)?,
+                        key: r.get(1)?,
+                        object_id: r.get(2)?,
+                        len: r.get::<_, i64>(3)? as u64,
+                        created_ms: r.get(4)?,
+                        updated_ms: r.get(5)?,
+                        version: r.get::<_, i64>(6)? as u64,
+                        once: r.get(7)?,
+                    })
+                })?;
+                for rec in rows {
+                    let rec = rec?;
+                    let Ok(r) = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key)) else {
+                        continue;
+                    };
+                    let id = keys.name_id(KIND_SECRET, &ref_name(&r));
+                    records.push(Stored {
+                        id: id.to_vec(),
+                        kind: KIND_SECRET,
+                        scope_id: Some(keys.name_id(KIND_SCOPE_MEMBERS, rec.scope.as_bytes()).to_vec()),
+                        object_id: Some(rec.object_id.clone()),
+                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+                    });
+                }
+                let mut st = tx.prepare("SELECT scope, key, version FROM retired")?;
+                let rows = st.query_map([], |r| {
+                    Ok(RetiredRecord {
+                        scope: r.get(0)?,
+                        key: r.get(1)?,
+                        version: r.get::<_, i64>(2)? as u64,
+                    })
+                })?;
+                for rec in rows {
+                    let rec = rec?;
+                    let Ok(r) = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key)) else {
+                        continue;
+                    };
+                    let id = keys.name_id(KIND_RETIRED, &ref_name(&r));
+                    records.push(Stored {
+                        id: id.to_vec(),
+                        kind: KIND_RETIRED,
+                        scope_id: None,
+                        object_id: None,
+                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+                    });
+                }
+                let mut st = tx.prepare("SELECT scope, owner_uid, created_ms FROM scopes")?;
+                let rows = st.query_map([], |r| {
+                    Ok(ScopeRecord {
+                        scope: r.get(0)?,
+                        owner_uid: r.get(1)?,
+                        created_ms: r.get(2)?,
+                    })
+                })?;
+                for rec in rows {
+                    let rec = rec?;
+                    if rec.scope.parse::<VaultScope>().is_err() {
+                        continue;
+                    }
+                    let id = keys.name_id(KIND_SCOPE, rec.scope.as_bytes());
+                    records.push(Stored {
+                        id: id.to_vec(),
+                        kind: KIND_SCOPE,
+                        scope_id: None,
+                        object_id: None,
+                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+                    });
+                }
+            }
+            for s in &records {
+                insert_stored(tx, s)?;
+            }
+            for b in 0..=255u8 {
+                let (computed, _) = bucket_digests(tx, b)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO buckets (bucket, digest) VALUES (?1, ?2)",
+                    params![b, computed.as_slice()],
+                )?;
+            }
+            tx.execute_batch(
+                "DROP TABLE secrets; DROP TABLE retired; DROP TABLE scopes;
+                 DELETE FROM meta WHERE name NOT IN ('vault_id');",
+            )?;
+            let mut record = record.clone();
+            record.counter = 1;
+            record.root = crate::crypto::hex(&root_of(tx)?);
+            write_hints(tx, &vault_id, &record)?;
+            tx.execute(
+                "INSERT INTO vault (one, sealed) VALUES (1, ?1)",
+                [keys.seal_record(VAULT_RECORD_ID, &serde_json::to_vec(&record).expect("plain data"))],
+            )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(record)
+        })
+        .map_err(|e| match e {
+            IndexError::Sqlite { source, .. } => IndexError::Sqlite { path, source },
+            other => other,
+        })?;
+        // The clear tables are dropped (zeroed, with secure_delete); rewrite
+        // the file and empty the WAL so no page of them remains. Best
+        // effort: a reader of another process can hold the WAL for now, and
+        // the next checkpoint overwrites it.
+        if let Err(e) = self
+            .conn
+            .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+        {
+            tracing::warn!(error = %e, "could not compact the upgraded index yet");
+        }
+        record.state()
+    }
+
+    /// The format-1 fields a migration needs (clear, as that format kept
+    /// them): key id, backend, backend reason, creation time.
+    pub fn v1_meta(&self) -> Result<V1Meta, IndexError> {
+        Ok(V1Meta {
+            key_id: self.meta("key_id")?,
+            backend: self.meta("backend")?,
+            backend_reason: self.meta("backend_reason")?,
+            created_ms: self.meta("created_ms")?.and_then(|v| v.parse().ok()),
+            migration: self
+                .meta("migration_target")?
+                .or(self.meta("migration_cleanup")?),
+        })
     }
 }
 
-fn upsert_row(tx: &rusqlite::Transaction<'_>, r: &VaultRef, row: &Row) -> rusqlite::Result<()> {
-    let scope = r.scope().to_string();
-    tx.execute(
-        "INSERT INTO secrets (scope, key, object_id, len, created_ms, updated_ms, version, once)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (scope, key) DO UPDATE SET
-            object_id = excluded.object_id, len = excluded.len,
-            updated_ms = excluded.updated_ms, version = excluded.version,
-            once = excluded.once",
-        params![
-            scope,
-            r.key().as_str(),
-            row.object_id.as_str(),
-            row.len as i64,
-            row.created_ms,
-            row.updated_ms,
-            row.version as i64,
-            row.once
-        ],
-    )?;
-    tx.execute(
-        "DELETE FROM retired WHERE scope = ?1 AND key = ?2",
-        params![scope, r.key().as_str()],
-    )?;
-    Ok(())
+/// What a format-1 index said about its vault.
+pub struct V1Meta {
+    pub key_id: Option<String>,
+    pub backend: Option<String>,
+    pub backend_reason: Option<String>,
+    pub created_ms: Option<i64>,
+    /// A backend migration in progress (finish it with the old build first).
+    pub migration: Option<String>,
 }
 
-/// Deletes the row, remembers its version, and marks its object for deletion.
-fn remove_row(tx: &rusqlite::Transaction<'_>, r: &VaultRef, row: &Row) -> rusqlite::Result<()> {
-    let scope = r.scope().to_string();
-    tx.execute(
-        "DELETE FROM secrets WHERE scope = ?1 AND key = ?2",
-        params![scope, r.key().as_str()],
-    )?;
-    tx.execute(
-        "INSERT INTO retired (scope, key, version) VALUES (?1, ?2, ?3)
-         ON CONFLICT (scope, key) DO UPDATE SET version = excluded.version",
-        params![scope, r.key().as_str(), row.version as i64],
-    )?;
-    pend(tx, &row.object_id)
+/// A `BEGIN IMMEDIATE` transaction on a shared connection, rolled back on
+/// drop unless committed.
+struct ImmediateTx<'a> {
+    conn: &'a Connection,
+    done: bool,
 }
 
-fn pend(tx: &rusqlite::Transaction<'_>, id: &ObjectId) -> rusqlite::Result<()> {
+impl<'a> ImmediateTx<'a> {
+    fn begin(conn: &'a Connection) -> rusqlite::Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(ImmediateTx { conn, done: false })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Drop for ImmediateTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// The edits of one commit; remembers the buckets they touch.
+struct Edit<'a> {
+    conn: &'a Connection,
+    keys: &'a KeyRing,
+    touched: std::cell::RefCell<Vec<u8>>,
+    index: &'a Index,
+    what: &'a str,
+}
+
+impl Edit<'_> {
+    /// Before a bucket is first changed, its current records must match its
+    /// digest: a tampered bucket is never re-digested into a valid one.
+    fn touch(&self, id: &[u8]) -> Result<(), IndexError> {
+        let b = bucket_of(id);
+        if !self.touched.borrow().contains(&b) {
+            self.index.check_bucket(self.conn, b, self.what)?;
+            self.touched.borrow_mut().push(b);
+        }
+        Ok(())
+    }
+
+    fn put(&self, s: Stored) -> Result<(), IndexError> {
+        self.touch(&s.id)?;
+        insert_stored(self.conn, &s).map_err(self.index.err())
+    }
+
+    fn remove(&self, kind: u8, name: &[u8]) -> Result<(), IndexError> {
+        let id = self.keys.name_id(kind, name);
+        self.touch(&id)?;
+        self.conn
+            .execute("DELETE FROM records WHERE id = ?1", [id.as_slice()])
+            .map(drop)
+            .map_err(self.index.err())
+    }
+
+    fn upsert_secret(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+        let id = self.keys.name_id(KIND_SECRET, &ref_name(r));
+        let scope = r.scope().to_string();
+        let rec = SecretRecord {
+            scope: scope.clone(),
+            key: r.key().as_str().to_owned(),
+            object_id: row.object_id.as_str().to_owned(),
+            len: row.len,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            version: row.version,
+            once: row.once,
+        };
+        self.put(Stored {
+            id: id.to_vec(),
+            kind: KIND_SECRET,
+            scope_id: Some(
+                self.keys
+                    .name_id(KIND_SCOPE_MEMBERS, scope.as_bytes())
+                    .to_vec(),
+            ),
+            object_id: Some(rec.object_id.clone()),
+            sealed: self
+                .keys
+                .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+        })
+    }
+
+    /// Deletes the live record, remembers its version, and marks its object
+    /// for deletion.
+    fn retire(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+        self.remove(KIND_SECRET, &ref_name(r))?;
+        let id = self.keys.name_id(KIND_RETIRED, &ref_name(r));
+        let rec = RetiredRecord {
+            scope: r.scope().to_string(),
+            key: r.key().as_str().to_owned(),
+            version: row.version,
+        };
+        self.put(Stored {
+            id: id.to_vec(),
+            kind: KIND_RETIRED,
+            scope_id: None,
+            object_id: None,
+            sealed: self
+                .keys
+                .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
+        })?;
+        self.pend(&row.object_id)
+    }
+
+    fn pend(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
+                [id.as_str()],
+            )
+            .map(drop)
+            .map_err(self.index.err())
+    }
+
+    fn unpend(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
+            .map(drop)
+            .map_err(self.index.err())
+    }
+}
+
+fn insert_stored(tx: &Connection, s: &Stored) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
-        [id.as_str()],
+        "INSERT OR REPLACE INTO records (id, kind, scope_id, object_id, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![s.id, s.kind, s.scope_id, s.object_id, s.sealed],
     )
     .map(drop)
 }
 
-fn unpend(tx: &rusqlite::Transaction<'_>, id: &ObjectId) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
-        .map(drop)
+/// The clear hints: format, vault id, backend and key id (each checked
+/// against the sealed vault record when it is read).
+fn write_hints(tx: &Connection, vault_id: &str, record: &VaultRecord) -> rusqlite::Result<()> {
+    for (name, value) in [
+        ("format", record.format.as_str()),
+        ("vault_id", vault_id),
+        ("backend", record.backend.as_str()),
+        ("key_id", record.key_id.as_str()),
+    ] {
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            [name, value],
+        )?;
+    }
+    Ok(())
 }
 
-type RawRow = (String, i64, i64, i64, i64, bool);
-
-fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
-}
-
-fn to_row(
-    vault_ref: &str,
-    (object_id, len, created_ms, updated_ms, version, once): RawRow,
-) -> Result<Row, IndexError> {
-    let corrupt = |why| IndexError::CorruptRow {
-        vault_ref: vault_ref.escape_debug().to_string(),
-        why,
-    };
-    Ok(Row {
-        object_id: ObjectId::parse(&object_id).ok_or_else(|| corrupt("invalid object id"))?,
-        len: u64::try_from(len).map_err(|_| corrupt("negative length"))?,
-        created_ms,
-        updated_ms,
-        version: u64::try_from(version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| corrupt("invalid version"))?,
-        once,
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        scope_id: r.get(2)?,
+        object_id: r.get(3)?,
+        sealed: r.get(4)?,
     })
+}
+
+/// Bucket `b`'s digest computed from its records, and the one stored.
+fn bucket_digests(conn: &Connection, b: u8) -> rusqlite::Result<([u8; 32], Option<[u8; 32]>)> {
+    let mut h = Sha256::new();
+    h.update(b"sealfs bucket v2");
+    {
+        let lo = [b];
+        let mut st;
+        let mut rows = if b == 255 {
+            st = conn.prepare_cached(
+                "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE id >= ?1 ORDER BY id",
+            )?;
+            st.query(params![lo.as_slice()])?
+        } else {
+            st = conn.prepare_cached(
+                "SELECT id, kind, scope_id, object_id, sealed FROM records
+                 WHERE id >= ?1 AND id < ?2 ORDER BY id",
+            )?;
+            st.query(params![lo.as_slice(), [b + 1].as_slice()])?
+        };
+        while let Some(row) = rows.next()? {
+            h.update(stored_row(row)?.leaf());
+        }
+    }
+    let stored: Option<Vec<u8>> = conn
+        .query_row("SELECT digest FROM buckets WHERE bucket = ?1", [b], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok((h.finalize().into(), stored.and_then(|d| d.try_into().ok())))
+}
+
+/// The root over the 256 stored bucket digests (a missing one counts as
+/// all zeros, which never matches).
+fn root_of(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
+    let mut digests = [[0u8; 32]; 256];
+    let mut st = conn.prepare_cached("SELECT bucket, digest FROM buckets")?;
+    let mut rows = st.query([])?;
+    let mut seen = 0usize;
+    while let Some(row) = rows.next()? {
+        let b: i64 = row.get(0)?;
+        let d: Vec<u8> = row.get(1)?;
+        if let (Ok(b), Ok(d)) = (usize::try_from(b), <[u8; 32]>::try_from(d)) {
+            if b < 256 {
+                digests[b] = d;
+                seen += 1;
+            }
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(b"sealfs root v2");
+    h.update((seen as u64).to_be_bytes());
+    for d in &digests {
+        h.update(d);
+    }
+    Ok(h.finalize().into())
 }

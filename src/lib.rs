@@ -6,7 +6,8 @@
 //! - [`secret`]: [`SensitiveBytes`], the wiping type every secret value lives in.
 //! - [`crypto`]: key derivation, object ids and the sealed envelope.
 //! - [`identity`]: the device identity the keys are derived from.
-//! - [`index`]: the SQLite index of secrets' metadata.
+//! - [`index`]: the SQLite index of secrets' metadata, sealed and digested.
+//! - [`anchor`]: the index's commit counter kept with the identity (rollback).
 //! - [`backend`]: where sealed blobs are kept ([`BlobBackend`]).
 //! - [`vault`]: [`Vault`], the put/get/delete/list flow.
 //! - [`config`]: resolving `*_vault_ref` fields of TOML config files.
@@ -20,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod anchor;
 pub mod audit;
 pub mod backend;
 pub mod config;

@@ -16,9 +16,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::anchor::{AnchorError, AnchorStore};
 use crate::backend::{
     self, BackendChoice, BackendContext, BackendError, BackendKind, BackendOptions,
     BackendPreference, BlobBackend, ObjectId,
@@ -26,14 +27,14 @@ use crate::backend::{
 use crate::crypto::{self, CryptoError, KeyId, KeyRing};
 use crate::fsutil;
 use crate::identity::{DeviceIdentity, IdentityError};
-use crate::index::{Index, IndexError, Row};
+use crate::index::{Index, IndexError, Row, State as IndexState, VaultRecord, INDEX_FILE};
 use crate::scope::{SecretKey, VaultRef, VaultScope};
 use crate::secret::SensitiveBytes;
 
 /// The default largest value, in bytes.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024;
 /// The on-disk vault format this build writes (recorded in the index).
-pub const VAULT_FORMAT: &str = "1";
+pub const VAULT_FORMAT: &str = crate::index::FORMAT;
 pub const LOCK_FILE: &str = "lock";
 pub const IDENTITY_DIR_NAME: &str = "identity";
 
@@ -50,6 +51,10 @@ pub struct VaultConfig {
     pub max_value_size: usize,
     /// Create the vault (and the identity) if there is none.
     pub create: bool,
+    /// Accept a vault directory (and identity and audit directories) owned
+    /// by another uid: `--allow-foreign-vault-dir`. Off by default, so root
+    /// refuses a directory a user controls; symlinks are refused either way.
+    pub allow_foreign_owner: bool,
 }
 
 impl VaultConfig {
@@ -61,6 +66,7 @@ impl VaultConfig {
             backend_options: BackendOptions::default(),
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             create: true,
+            allow_foreign_owner: false,
         }
     }
 
@@ -194,6 +200,10 @@ pub enum VaultError {
     UnsupportedFormat { dir: PathBuf, found: String },
     #[error("the vault index at {dir} is incomplete: {what} is missing or invalid")]
     BadMeta { dir: PathBuf, what: &'static str },
+    #[error("vault rolled back: {why} (restore the newest copy of {dir}, or accept this one with `sealfs recover --accept-rollback`)")]
+    RolledBack { dir: PathBuf, why: String },
+    #[error(transparent)]
+    Anchor(AnchorError),
     #[error("the vault index at {dir} is missing or empty, but objects/ holds {blobs} sealed blobs: refusing to start a new vault over them (restore index.sqlite3 from a backup)")]
     IndexLost { dir: PathBuf, blobs: usize },
     #[error("cannot {what} {path}")]
@@ -225,6 +235,10 @@ pub enum FaultPoint {
     PutAfterCommit,
     /// The row is gone from the index; its blob is not deleted yet.
     DeleteAfterCommit,
+    /// A format-1 vault is about to be converted (nothing written yet).
+    UpgradeBeforeCommit,
+    /// The converted index is committed; its anchor is not written yet.
+    UpgradeAfterCommit,
 }
 
 type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
@@ -233,14 +247,24 @@ type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
 pub struct Vault {
     fault: Option<FaultHook>,
     dir: PathBuf,
+    /// The vault directory as opened and checked once at open (not a
+    /// symlink, owned by this uid unless allowed, not group/world-writable);
+    /// the lock file is opened through it.
+    dir_handle: fsutil::PrivateDir,
+    /// `VaultConfig::allow_foreign_owner`, for the identity directory.
+    allow_foreign_owner: bool,
     identity_dir: PathBuf,
+    /// Hex of the vault id (the key-derivation salt).
+    vault_id: String,
     reader: Mutex<Index>,
     writer: Mutex<Index>,
     backend: Box<dyn BlobBackend>,
-    keys: KeyRing,
+    keys: Arc<KeyRing>,
     choice: BackendChoice,
     identity_store: IdentityStore,
     max_value_size: usize,
+    /// The last anchor this process read or wrote.
+    anchored: Mutex<Option<IndexState>>,
 }
 
 /// A value `put` would accept for `r`: not empty, at most `max` bytes.
@@ -272,9 +296,11 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// if the process dies).
 struct WriteLock(#[allow(dead_code)] File);
 
-fn write_lock(dir: &Path) -> Result<WriteLock, VaultError> {
+fn write_lock(dir: &fsutil::PrivateDir) -> Result<WriteLock, VaultError> {
     let path = dir.join(LOCK_FILE);
-    let f = fsutil::open_private_file(&path).map_err(io("open the lock file", &path))?;
+    let f = dir
+        .open_lock_file(LOCK_FILE)
+        .map_err(io("open the lock file", &path))?;
     f.lock().map_err(io("lock", &path))?;
     Ok(WriteLock(f))
 }
@@ -331,9 +357,13 @@ impl IdentityStore {
         self,
         identity_dir: &Path,
         backend: &dyn BlobBackend,
+        allow_foreign_owner: bool,
     ) -> Result<DeviceIdentity, VaultError> {
         match self {
-            IdentityStore::File => Ok(DeviceIdentity::load(identity_dir)?),
+            IdentityStore::File => Ok(DeviceIdentity::load_checked(
+                identity_dir,
+                allow_foreign_owner,
+            )?),
             IdentityStore::Backend => {
                 let bytes =
                     zeroize::Zeroizing::new(match backend.get_blob(&ObjectId::identity()) {
@@ -350,19 +380,19 @@ impl IdentityStore {
     }
 }
 
-/// What the index's `meta` table records about a vault.
-struct Meta {
+/// The clear hints of the index (`meta`): enough to find the identity and
+/// derive the keys, never trusted alone: the sealed vault record must agree.
+struct Hints {
+    format: String,
     vault_id: Vec<u8>,
-    key_id: KeyId,
+    key_id: Option<KeyId>,
     backend: BackendKind,
-    backend_reason: String,
-    identity_store: IdentityStore,
 }
 
-impl Meta {
-    fn read(index: &Index, dir: &Path) -> Result<Meta, VaultError> {
+impl Hints {
+    fn read(index: &Index, dir: &Path) -> Result<Hints, VaultError> {
         let format = index.meta("format")?.unwrap_or_default();
-        if format != VAULT_FORMAT {
+        if format != VAULT_FORMAT && format != "1" {
             return Err(VaultError::UnsupportedFormat {
                 dir: dir.to_owned(),
                 found: format,
@@ -376,10 +406,7 @@ impl Meta {
             .meta("vault_id")?
             .and_then(|s| crypto::unhex(&s))
             .ok_or_else(|| bad("vault_id"))?;
-        let key_id = index
-            .meta("key_id")?
-            .and_then(|s| KeyId::from_hex(&s))
-            .ok_or_else(|| bad("key_id"))?;
+        let key_id = index.meta("key_id")?.and_then(|s| KeyId::from_hex(&s));
         let recorded = index.meta("backend")?.ok_or_else(|| bad("backend"))?;
         let backend = recorded
             .parse()
@@ -387,19 +414,11 @@ impl Meta {
                 dir: dir.to_owned(),
                 name: recorded.clone(),
             })?;
-        let identity_store = match index.meta("identity_store")?.as_deref() {
-            None | Some("file") => IdentityStore::File,
-            Some("backend") => IdentityStore::Backend,
-            Some(_) => return Err(bad("identity_store")),
-        };
-        Ok(Meta {
+        Ok(Hints {
+            format,
             vault_id,
             key_id,
             backend,
-            backend_reason: index
-                .meta("backend_reason")?
-                .unwrap_or_else(|| "chosen when the vault was created".into()),
-            identity_store,
         })
     }
 
@@ -409,6 +428,17 @@ impl Meta {
             vault_id: crypto::hex(&self.vault_id),
             options: config.backend_options.clone(),
         }
+    }
+}
+
+/// Where the identity of a vault on `kind` lives: decided by the kind alone
+/// (a file for the encrypted-file backend, the keystore for the others),
+/// never by data in the vault directory.
+fn identity_store_of(kind: BackendKind) -> IdentityStore {
+    if kind.is_platform_store() {
+        IdentityStore::Backend
+    } else {
+        IdentityStore::File
     }
 }
 
@@ -455,9 +485,30 @@ fn refuse_lost_index(dir: &Path) -> Result<(), VaultError> {
 impl Vault {
     /// Opens the vault in `config.vault_dir`, creating it if allowed.
     pub fn open(config: VaultConfig) -> Result<Vault, VaultError> {
+        Self::open_with(config, true)
+    }
+
+    /// `enforce_anchor: false` opens a vault whose index is authentic but
+    /// older than its anchor (for [`Vault::accept_rollback`] only).
+    fn open_with(config: VaultConfig, enforce_anchor: bool) -> Result<Vault, VaultError> {
         let dir = config.vault_dir.clone();
         let identity_dir = config.identity_dir();
+        // The vault directory, opened once and checked before anything in
+        // it is touched: not a symlink, owned by this uid (another only
+        // with --allow-foreign-vault-dir), not writable by group or others.
+        // Created 0700 if missing and `config.create`.
+        let Some(dir_handle) =
+            fsutil::open_vault_dir(&dir, config.create, config.allow_foreign_owner)
+                .map_err(io("open the vault directory", &dir))?
+        else {
+            return Err(VaultError::NoVault(dir));
+        };
         let index_path = Index::path_in(&dir);
+        // SQLite opens the index by path (and would follow a symlinked
+        // database file): a symlink there is refused first.
+        dir_handle
+            .refuse_sqlite_symlinks(INDEX_FILE)
+            .map_err(io("open the index", &index_path))?;
         // Checked before SQLite touches the file: opening writes to it.
         if std::fs::metadata(&index_path).map_or(true, |m| m.len() == 0) {
             refuse_lost_index(&dir)?;
@@ -466,31 +517,25 @@ impl Vault {
             if !config.create {
                 return Err(VaultError::NoVault(dir));
             }
-            fsutil::create_private_dir_all(&dir).map_err(io("create the vault directory", &dir))?;
             // Create the file owner-only before SQLite does: its -wal and -shm
             // files take the database file's mode.
-            fsutil::open_private_file(&index_path).map_err(io("create the index", &index_path))?;
+            dir_handle
+                .open_or_create(INDEX_FILE)
+                .map_err(io("create the index", &index_path))?;
         }
         let mut writer = Index::open(&index_path)?;
-        if writer.is_initialised()? && writer.schema_version()? < crate::index::SCHEMA_VERSION {
-            let _lock = write_lock(&dir)?;
-            writer.init()?;
-        }
         if !writer.is_initialised()? {
             refuse_lost_index(&dir)?;
             if !config.create {
                 return Err(VaultError::NoVault(dir));
             }
-            let _lock = write_lock(&dir)?;
-            writer.init()?;
-            if writer.meta("key_id")?.is_none() {
-                Self::initialise(&writer, &config, &identity_dir)?;
+            let _lock = write_lock(&dir_handle)?;
+            if !writer.is_initialised()? {
+                Self::initialise(&mut writer, &config, &identity_dir)?;
             }
         }
-        writer.check_schema()?;
-        let meta = Meta::read(&writer, &dir)?;
-
-        let kind = meta.backend;
+        let hints = Hints::read(&writer, &dir)?;
+        let kind = hints.backend;
         let choice = match config.backend {
             BackendPreference::Explicit(requested) if requested != kind => {
                 return Err(VaultError::BackendConflict {
@@ -507,37 +552,61 @@ impl Vault {
             },
             BackendPreference::Auto => BackendChoice {
                 kind,
-                reason: format!("recorded in the vault: {}", meta.backend_reason),
+                reason: "recorded in the vault".to_owned(),
             },
         };
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend selected");
-        let backend = backend::build(kind, &meta.context(&config))?;
-
-        let identity = meta.identity_store.load(&identity_dir, &*backend)?;
-        let keys = KeyRing::derive(&identity, &meta.vault_id);
+        let backend = backend::build(kind, &hints.context(&config))?;
+        let identity_store = identity_store_of(kind);
+        let identity = identity_store.load(&identity_dir, &*backend, config.allow_foreign_owner)?;
+        let keys = Arc::new(KeyRing::derive(&identity, &hints.vault_id));
         drop(identity);
-        if keys.key_id() != meta.key_id {
+        if let Some(expected) = hints.key_id.filter(|k| *k != keys.key_id()) {
             return Err(VaultError::WrongIdentity {
                 vault_dir: dir,
                 identity_dir,
-                expected: meta.key_id,
+                expected,
                 found: keys.key_id(),
             });
         }
-        let reader = Index::open(&index_path)?;
-
-        let vault = Vault {
+        writer.set_keys(Arc::clone(&keys));
+        let mut reader = Index::open(&index_path)?;
+        reader.set_keys(Arc::clone(&keys));
+        let mut vault = Vault {
             fault: None,
             dir,
+            dir_handle,
+            allow_foreign_owner: config.allow_foreign_owner,
             identity_dir,
+            vault_id: crypto::hex(&hints.vault_id),
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
             backend,
             keys,
             choice,
-            identity_store: meta.identity_store,
+            identity_store,
             max_value_size: config.max_value_size,
+            anchored: Mutex::new(None),
         };
+        if hints.format == "1" {
+            vault.upgrade_from_v1(enforce_anchor)?;
+        }
+        vault.writer().check_schema()?;
+        let record = vault.writer().vault_record()?;
+        if record.key_id != vault.keys.key_id().to_hex() || record.backend != kind.as_str() {
+            return Err(IndexError::Tampered {
+                what: "vault metadata".into(),
+                why: "the vault record differs from the clear hints",
+            }
+            .into());
+        }
+        vault.choice.reason = match config.backend {
+            BackendPreference::Auto => format!("recorded in the vault: {}", record.backend_reason),
+            BackendPreference::Explicit(_) => vault.choice.reason.clone(),
+        };
+        if enforce_anchor {
+            vault.verified(|ix| Ok(((), ix.vault_record()?.state()?)))?;
+        }
         {
             // Sweeping what a dead writer left is a write; if it cannot
             // happen now (a full disk), reading must still work, and the
@@ -547,9 +616,8 @@ impl Vault {
                 .has_pending()
                 .map_err(VaultError::from)
                 .and_then(|pending| {
-                    if pending {
-                        let _lock = write_lock(&vault.dir)?;
-                        vault.recover_locked(&w)?;
+                    if pending && enforce_anchor {
+                        let _lock = vault.lock_and_recover(&w)?;
                     }
                     Ok(())
                 });
@@ -560,11 +628,218 @@ impl Vault {
         Ok(vault)
     }
 
-    /// Records a new vault's identity, keys and backend (writer lock held).
-    /// With a platform store, the device identity goes into that store, not
-    /// into a file.
+    /// Converts a format-1 vault (names in the clear, metadata not
+    /// authenticated) to format 2 under the writer lock, in one SQLite
+    /// transaction, then anchors it. A format-1 index beside an existing
+    /// anchor is an older copy: refused.
+    fn upgrade_from_v1(&mut self, enforce_anchor: bool) -> Result<(), VaultError> {
+        let _lock = write_lock(&self.dir_handle)?;
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.schema_version()? == crate::index::SCHEMA_VERSION {
+            return Ok(()); // another process upgraded it meanwhile
+        }
+        let anchor = self.anchor_store();
+        let anchored = anchor.read(&self.keys).map_err(|e| self.anchor_error(e))?;
+        if let Some(a) = anchored.filter(|_| enforce_anchor) {
+            return Err(VaultError::RolledBack {
+                dir: self.dir.clone(),
+                why: format!(
+                    "the index is in format 1, but {} says the vault was at commit {} of format 2",
+                    anchor.describe(),
+                    a.counter
+                ),
+            });
+        }
+        let v1 = w.v1_meta()?;
+        if let Some(m) = v1.migration {
+            return Err(VaultError::Unsupported(if m.is_empty() {
+                "upgrading a vault in the middle of a backend migration"
+            } else {
+                "upgrading a vault in the middle of a backend migration (finish `sealfs migrate` with the previous version first)"
+            }));
+        }
+        let record = VaultRecord {
+            format: VAULT_FORMAT.to_owned(),
+            key_id: self.keys.key_id().to_hex(),
+            backend: self.choice.kind.as_str().to_owned(),
+            backend_reason: v1
+                .backend_reason
+                .unwrap_or_else(|| "chosen when the vault was created".into()),
+            created_ms: v1.created_ms.unwrap_or_else(now_ms),
+            counter: 0,
+            root: String::new(),
+            migration_target: None,
+            migration_cleanup: None,
+        };
+        self.fault(FaultPoint::UpgradeBeforeCommit)?;
+        let mut state = w.migrate_from_v1(&record)?;
+        if let Some(a) = anchored {
+            // Accepting an older format-1 copy: past the anchor it had.
+            state = w.commit_vault(|r| r.counter = r.counter.max(a.counter))?;
+        }
+        self.fault(FaultPoint::UpgradeAfterCommit)?;
+        drop(w);
+        self.anchor_to(state)?;
+        self.move_v1_audit_log();
+        tracing::info!(vault = %self.dir.display(), "upgraded the vault to format 2");
+        Ok(())
+    }
+
+    /// Format 1 kept its audit log (refs, uids, programs) in the vault
+    /// directory; it moves to the default place beside it (appended to a
+    /// log already there). Best effort: a failure is a warning, and a
+    /// symlink in its place is removed, never followed.
+    fn move_v1_audit_log(&self) {
+        let old = self.dir.join(crate::audit::AUDIT_FILE);
+        let Ok(meta) = std::fs::symlink_metadata(&old) else {
+            return;
+        };
+        let new = crate::audit::default_path(&self.dir);
+        let moved = if !meta.file_type().is_file() {
+            std::fs::remove_file(&old)
+        } else if std::fs::symlink_metadata(&new).is_err() {
+            std::fs::rename(&old, &new)
+        } else {
+            std::fs::read(&old).and_then(|bytes| {
+                let mut log = std::fs::OpenOptions::new().append(true).open(&new)?;
+                std::io::Write::write_all(&mut log, &bytes)?;
+                log.sync_all()?;
+                std::fs::remove_file(&old)
+            })
+        };
+        if let Err(e) = moved {
+            tracing::warn!(from = %old.display(), to = %new.display(), error = %e, "could not move the format-1 audit log out of the vault directory");
+        }
+    }
+
+    fn anchor_store(&self) -> AnchorStore<'_> {
+        match self.identity_store {
+            IdentityStore::File => {
+                AnchorStore::file_in(&self.identity_dir, &self.vault_id, self.allow_foreign_owner)
+            }
+            IdentityStore::Backend => AnchorStore::Backend(&*self.backend),
+        }
+    }
+
+    /// Records `state` in the anchor (writer lock held).
+    fn anchor_to(&self, state: IndexState) -> Result<(), VaultError> {
+        self.anchor_store()
+            .write(&self.keys, state)
+            .map_err(|e| self.anchor_error(e))?;
+        *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        Ok(())
+    }
+
+    /// After a commit: the write is durable in the index; an anchor that
+    /// cannot be written now lags one commit, which the next writer
+    /// settles, so the write is still acknowledged.
+    fn committed(&self, state: IndexState) {
+        if let Err(e) = self.anchor_to(state) {
+            tracing::warn!(error = %e, "could not advance the rollback anchor; the next write will");
+        }
+    }
+
+    fn anchor_error(&self, e: AnchorError) -> VaultError {
+        match e {
+            AnchorError::Corrupt(at) => VaultError::RolledBack {
+                dir: self.dir.clone(),
+                why: format!("the rollback anchor at {at} is corrupt or belongs to another vault"),
+            },
+            other => VaultError::Anchor(other),
+        }
+    }
+
+    /// Compares an index state with the anchor. `Ok(false)`: the index is
+    /// older than the anchor, which a reader racing a writer can see; the
+    /// caller looks again under the writer lock (`locked`), where older
+    /// means rolled back.
+    fn check_anchor(&self, state: IndexState, locked: bool) -> Result<bool, VaultError> {
+        let mut cached = self.anchored.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = false;
+        loop {
+            if cached.is_none() || locked && !fresh {
+                *cached = self
+                    .anchor_store()
+                    .read(&self.keys)
+                    .map_err(|e| self.anchor_error(e))?;
+                fresh = true;
+            }
+            let rolled_back = |why: String| VaultError::RolledBack {
+                dir: self.dir.clone(),
+                why,
+            };
+            let Some(a) = *cached else {
+                // No anchor yet: a vault whose creation (or upgrade) stopped
+                // before its first anchor was written.
+                if state.counter <= 1 {
+                    return Ok(true);
+                }
+                return Err(rolled_back(format!(
+                    "the index is at commit {}, but its rollback anchor in {} is missing",
+                    state.counter,
+                    self.anchor_store().describe()
+                )));
+            };
+            if state.counter == a.counter {
+                if state.root == a.root {
+                    return Ok(true);
+                }
+                return Err(rolled_back(format!(
+                    "the index differs from commit {} recorded in {}",
+                    a.counter,
+                    self.anchor_store().describe()
+                )));
+            }
+            // One commit past the anchor: committed, not yet anchored.
+            if state.counter == a.counter + 1 {
+                return Ok(true);
+            }
+            if state.counter > a.counter + 1 {
+                if fresh {
+                    return Err(rolled_back(format!(
+                        "the index is at commit {}, but {} says {}: the anchor was replaced by an older one",
+                        state.counter,
+                        self.anchor_store().describe(),
+                        a.counter
+                    )));
+                }
+                *cached = None;
+                continue;
+            }
+            if locked {
+                return Err(rolled_back(format!(
+                    "the index is at commit {}, older than commit {} recorded in {}",
+                    state.counter,
+                    a.counter,
+                    self.anchor_store().describe()
+                )));
+            }
+            return Ok(false);
+        }
+    }
+
+    /// Runs a read of the index and checks the state it read at against
+    /// the anchor; a read older than the anchor is repeated under the
+    /// writer lock, where it must agree.
+    fn verified<T>(
+        &self,
+        op: impl Fn(&Index) -> Result<(T, IndexState), IndexError>,
+    ) -> Result<T, VaultError> {
+        let (out, state) = op(&self.reader())?;
+        if self.check_anchor(state, false)? {
+            return Ok(out);
+        }
+        let _lock = write_lock(&self.dir_handle)?;
+        let (out, state) = op(&self.reader())?;
+        self.check_anchor(state, true)?;
+        Ok(out)
+    }
+
+    /// Creates a new vault's identity, keys, index and anchor (writer lock
+    /// held). With a platform store, the device identity goes into that
+    /// store, not into a file.
     fn initialise(
-        writer: &Index,
+        writer: &mut Index,
         config: &VaultConfig,
         identity_dir: &Path,
     ) -> Result<(), VaultError> {
@@ -579,25 +854,40 @@ impl Vault {
         };
         let (backend, choice) = backend::select_backend(config.backend, &ctx)?;
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend chosen for a new vault");
-        let (identity, store) = if choice.kind.is_platform_store() {
+        let identity = if choice.kind.is_platform_store() {
             let identity = DeviceIdentity::generate()?;
             backend.put_blob(&ObjectId::identity(), identity.expose())?;
-            (identity, IdentityStore::Backend)
+            identity
         } else {
-            (
-                DeviceIdentity::load_or_create(identity_dir)?,
-                IdentityStore::File,
-            )
+            DeviceIdentity::load_or_create_checked(identity_dir, config.allow_foreign_owner)?
         };
-        let keys = KeyRing::derive(&identity, &vault_id);
-        writer.meta_init("format", VAULT_FORMAT)?;
-        writer.meta_init("vault_id", &crypto::hex(&vault_id))?;
-        writer.meta_init("backend", choice.kind.as_str())?;
-        writer.meta_init("backend_reason", &choice.reason)?;
-        writer.meta_init("identity_store", store.as_str())?;
-        writer.meta_init("created_ms", &now_ms().to_string())?;
-        // Written last: its presence marks the vault as initialised.
-        writer.meta_init("key_id", &keys.key_id().to_hex())?;
+        let keys = Arc::new(KeyRing::derive(&identity, &vault_id));
+        drop(identity);
+        writer.set_keys(Arc::clone(&keys));
+        let record = VaultRecord {
+            format: VAULT_FORMAT.to_owned(),
+            key_id: keys.key_id().to_hex(),
+            backend: choice.kind.as_str().to_owned(),
+            backend_reason: choice.reason.clone(),
+            created_ms: now_ms(),
+            counter: 0,
+            root: String::new(),
+            migration_target: None,
+            migration_cleanup: None,
+        };
+        let state = writer.create(&crypto::hex(&vault_id), &record)?;
+        let anchor = match identity_store_of(choice.kind) {
+            IdentityStore::File => AnchorStore::file_in(
+                identity_dir,
+                &crypto::hex(&vault_id),
+                config.allow_foreign_owner,
+            ),
+            IdentityStore::Backend => AnchorStore::Backend(&*backend),
+        };
+        if let Err(e) = anchor.write(&keys, state) {
+            // Counter 1 without an anchor opens (creation stopped here).
+            tracing::warn!(error = %e, "could not write the first rollback anchor; the next write will");
+        }
         Ok(())
     }
 
@@ -622,21 +912,27 @@ impl Vault {
         }
     }
 
-    fn check_not_migrated(&self, index: &Index) -> Result<(), VaultError> {
-        match index.meta("backend")? {
-            Some(now) if now != self.choice.kind.as_str() => Err(VaultError::Migrated {
+    fn check_not_migrated(&self, record: &VaultRecord) -> Result<(), VaultError> {
+        if record.backend != self.choice.kind.as_str() {
+            return Err(VaultError::Migrated {
                 dir: self.dir.clone(),
-                to: now,
-            }),
-            _ => Ok(()),
+                to: record.backend.clone(),
+            });
         }
+        Ok(())
     }
 
     /// Deletes what interrupted writes left behind. Caller holds the lock.
     fn recover_locked(&self, w: &Index) -> Result<(), VaultError> {
+        // What `pending` names is deleted only if no record (checked whole:
+        // the clear object ids too) still references it.
+        w.verify_all()?;
         self.backend.recover()?;
         w.forget_referenced_pending()?;
-        for id in w.orphans()? {
+        // `pending` is not authenticated: never let it name the reserved
+        // items (identity, anchor) of a keystore.
+        let reserved = [ObjectId::identity(), ObjectId::anchor()];
+        for id in w.orphans()?.into_iter().filter(|id| !reserved.contains(id)) {
             self.backend.delete_blob(&id)?;
             w.remove_pending(&id)?;
         }
@@ -657,13 +953,14 @@ impl Vault {
         options: PutOptions,
     ) -> Result<Entry, VaultError> {
         self.check_value(r, &value)?;
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let current = w.row(r)?;
+        let (current, _) = w.row(r)?;
         let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
         self.fault(FaultPoint::PutAfterBlob)?;
-        w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
         self.fault(FaultPoint::PutAfterCommit)?;
+        self.committed(state);
         if let Some(old) = current {
             self.discard(&w, &old.object_id);
         }
@@ -676,9 +973,18 @@ impl Vault {
 
     /// Takes the writer lock and sweeps what interrupted writers left.
     /// Refuses to write through a backend the vault has migrated away from.
+    /// The index must agree with the anchor here (no writer can move
+    /// either), and an anchor one commit behind (a writer stopped between
+    /// its commit and its anchor) is brought up to date first.
     fn lock_and_recover(&self, w: &Index) -> Result<WriteLock, VaultError> {
-        let lock = write_lock(&self.dir)?;
-        self.check_not_migrated(w)?;
+        let lock = write_lock(&self.dir_handle)?;
+        let record = w.vault_record()?;
+        self.check_not_migrated(&record)?;
+        let state = record.state()?;
+        self.check_anchor(state, true)?;
+        if *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) != Some(state) {
+            self.anchor_to(state)?;
+        }
         if w.has_pending()? {
             self.recover_locked(w)?;
         }
@@ -737,8 +1043,7 @@ impl Vault {
     /// read-once secret (for the audit log).
     pub fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), VaultError> {
         let mut row = self
-            .reader()
-            .row(r)?
+            .verified(|ix| ix.row(r))?
             .ok_or_else(|| VaultError::NotFound(r.clone()))?;
         loop {
             if row.once {
@@ -751,11 +1056,11 @@ impl Vault {
                     // between our index read and the backend read: look again.
                     // (Bound first: the reader lock must be released before
                     // the check below takes it again.)
-                    let current = self.reader().row(r)?;
+                    let current = self.verified(|ix| ix.row(r))?;
                     match current {
                         None => return Err(VaultError::NotFound(r.clone())),
                         Some(now) if now == row => {
-                            self.check_not_migrated(&self.reader())?;
+                            self.check_not_migrated(&self.reader().vault_record()?)?;
                             return Err(VaultError::BlobMissing(r.clone()));
                         }
                         Some(now) => row = now,
@@ -768,9 +1073,9 @@ impl Vault {
 
     /// Reads and deletes `r` under the writer lock, so only one reader wins.
     fn consume(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         let blob = match self.backend.get_blob(&row.object_id) {
             Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(r.clone())),
             other => other?,
@@ -778,7 +1083,8 @@ impl Vault {
         let value = self.open_blob(r, &row, &blob)?;
         // Rewritten as an ordinary secret since we looked: nothing to consume.
         if row.once {
-            w.commit_delete(r, &row)?;
+            let state = w.commit_delete(r, &row)?;
+            self.committed(state);
             self.discard(&w, &row.object_id);
         }
         Ok(value)
@@ -800,11 +1106,12 @@ impl Vault {
 
     /// Removes `r`; [`VaultError::NotFound`] if there is no such secret.
     pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let row = w.row(r)?.ok_or_else(|| VaultError::NotFound(r.clone()))?;
-        w.commit_delete(r, &row)?;
+        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let state = w.commit_delete(r, &row)?;
         self.fault(FaultPoint::DeleteAfterCommit)?;
+        self.committed(state);
         self.discard(&w, &row.object_id);
         Ok(())
     }
@@ -818,15 +1125,16 @@ impl Vault {
         to: &VaultRef,
         no_replace: bool,
     ) -> Result<Entry, VaultError> {
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         let from_row = w
             .row(from)?
+            .0
             .ok_or_else(|| VaultError::NotFound(from.clone()))?;
         if from == to {
             return Ok(self.entry_of(to.clone(), &from_row));
         }
-        let target = w.row(to)?;
+        let (target, _) = w.row(to)?;
         if no_replace && target.is_some() {
             return Err(VaultError::Exists(to.clone()));
         }
@@ -837,7 +1145,8 @@ impl Vault {
         let mut to_row = self.store_blob(&w, to, &value, Some(&from_row), from_row.once)?;
         to_row.updated_ms = from_row.updated_ms;
         let replaced = target.as_ref().map(|t| &t.object_id);
-        w.commit_rename(from, &from_row, to, &to_row, replaced)?;
+        let state = w.commit_rename(from, &from_row, to, &to_row, replaced)?;
+        self.committed(state);
         self.discard(&w, &from_row.object_id);
         if let Some(t) = &target {
             self.discard(&w, &t.object_id);
@@ -854,10 +1163,14 @@ impl Vault {
         if *scope == VaultScope::Global {
             return Err(VaultError::GlobalScope);
         }
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        if w.scope_row(scope)?.is_some() || !w.register_scope(scope, owner_uid, now_ms())? {
+        if w.scope_row(scope)?.is_some() {
             return Err(VaultError::ScopeExists(scope.clone()));
+        }
+        match w.register_scope(scope, owner_uid, now_ms())? {
+            Some(state) => self.committed(state),
+            None => return Err(VaultError::ScopeExists(scope.clone())),
         }
         Ok(())
     }
@@ -867,13 +1180,14 @@ impl Vault {
         if *scope == VaultScope::Global {
             return Err(VaultError::GlobalScope);
         }
-        let mut w = self.writer();
+        let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         if w.scope_has_secrets(scope)? {
             return Err(VaultError::ScopeNotEmpty(scope.clone()));
         }
-        if !w.unregister_scope(scope)? {
-            return Err(VaultError::NoSuchScope(scope.clone()));
+        match w.unregister_scope(scope)? {
+            Some(state) => self.committed(state),
+            None => return Err(VaultError::NoSuchScope(scope.clone())),
         }
         Ok(())
     }
@@ -887,7 +1201,9 @@ impl Vault {
                 registered: true,
             }));
         }
-        Ok(self.reader().scope_row(scope)?.map(scope_info))
+        Ok(self
+            .verified(|ix| Ok((ix.scope_row(scope)?, ix.vault_record()?.state()?)))?
+            .map(scope_info))
     }
 
     /// Every scope that exists (registered or holding secrets), sorted;
@@ -899,8 +1215,7 @@ impl Vault {
             registered: true,
         }];
         out.extend(
-            self.reader()
-                .scopes()?
+            self.verified(|ix| Ok((ix.scopes()?, ix.vault_record()?.state()?)))?
                 .into_iter()
                 .filter(|s| s.scope != VaultScope::Global)
                 .map(scope_info),
@@ -911,8 +1226,7 @@ impl Vault {
     /// Metadata of every secret in `scope` (all scopes for `None`), sorted.
     pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, VaultError> {
         Ok(self
-            .reader()
-            .list(scope)?
+            .verified(|ix| ix.list(scope))?
             .into_iter()
             .map(|(r, row)| self.entry_of(r, &row))
             .collect())
@@ -923,21 +1237,30 @@ impl Vault {
     pub fn for_each_key(
         &self,
         scope: &VaultScope,
-        f: impl FnMut(SecretKey),
+        mut f: impl FnMut(SecretKey),
     ) -> Result<(), VaultError> {
-        Ok(self.reader().for_each_key(scope, f)?)
+        for (r, _) in self.verified(|ix| ix.list(Some(scope)))? {
+            f(r.key().clone());
+        }
+        Ok(())
     }
 
     /// Metadata of `r` without decrypting it.
     pub fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, VaultError> {
         Ok(self
-            .reader()
-            .row(r)?
+            .verified(|ix| ix.row(r))?
             .map(|row| self.entry_of(r.clone(), &row)))
     }
 
+    /// The object id of `r`'s current blob (object ids are HMACs and reveal
+    /// nothing; tests use it to find the blob they attack).
+    #[doc(hidden)]
+    pub fn blob_id(&self, r: &VaultRef) -> Result<Option<ObjectId>, VaultError> {
+        Ok(self.verified(|ix| ix.row(r))?.map(|row| row.object_id))
+    }
+
     pub fn exists(&self, r: &VaultRef) -> Result<bool, VaultError> {
-        Ok(self.reader().row(r)?.is_some())
+        Ok(self.verified(|ix| ix.row(r))?.is_some())
     }
 
     fn entry_of(&self, vault_ref: VaultRef, row: &Row) -> Entry {
@@ -972,22 +1295,26 @@ impl Vault {
             ..config
         };
         let vault = Vault::open(config.clone())?;
-        let mut w = vault.writer();
+        let w = vault.writer();
         let _lock = vault.lock_and_recover(&w)?;
-        let meta = Meta::read(&w, &vault.dir)?;
-        let from = meta.backend;
-        let ctx = meta.context(&config);
+        let record = w.vault_record()?;
+        let from = vault.choice.kind;
+        let ctx = BackendContext {
+            vault_dir: config.vault_dir.clone(),
+            vault_id: vault.vault_id.clone(),
+            options: config.backend_options.clone(),
+        };
         let ids = w.object_ids()?;
         let mut report = MigrateReport {
             from,
             to,
             blobs: ids.len(),
-            resumed: w.meta("migration_target")?.is_some(),
+            resumed: record.migration_target.is_some(),
         };
 
         if from == to {
             // Finish the clean-up of a migration that committed and stopped.
-            let Some(old) = w.meta("migration_cleanup")? else {
+            let Some(old) = record.migration_cleanup else {
                 report.blobs = 0;
                 return Ok(report);
             };
@@ -998,15 +1325,18 @@ impl Vault {
             report.from = old;
             report.resumed = true;
             let old_backend = backend::build(old, &ctx)?;
-            Self::clean_up(&mut w, &*old_backend, &ids, &mut hook)?;
+            vault.clean_up(&w, &*old_backend, &ids, &vault.anchor_store(), &mut hook)?;
             return Ok(report);
         }
 
-        let identity = meta
-            .identity_store
-            .load(&vault.identity_dir, &*vault.backend)?;
+        let identity = vault.identity_store.load(
+            &vault.identity_dir,
+            &*vault.backend,
+            vault.allow_foreign_owner,
+        )?;
         let target = backend::build(to, &ctx)?;
-        w.set_meta(&[("migration_target", Some(to.as_str()))])?;
+        let state = w.commit_vault(|r| r.migration_target = Some(to.as_str().to_owned()))?;
+        vault.committed(state);
         for (n, id) in ids.iter().enumerate() {
             let blob = match vault.backend.get_blob(id) {
                 // Copied before an earlier run was interrupted after it
@@ -1017,57 +1347,109 @@ impl Vault {
             copy_verified(&*target, id, &blob)?;
             hook(MigrateStage::Copied(n + 1))?;
         }
-        let store = if to.is_platform_store() {
+        let new_store = identity_store_of(to);
+        if new_store == IdentityStore::Backend {
             copy_verified(&*target, &ObjectId::identity(), identity.expose())?;
-            IdentityStore::Backend
         } else {
-            match DeviceIdentity::load(&vault.identity_dir) {
+            match DeviceIdentity::load_checked(&vault.identity_dir, vault.allow_foreign_owner) {
                 Ok(existing) if existing.expose() == identity.expose() => {}
                 Ok(_) => return Err(VaultError::IdentityConflict(vault.identity_dir.clone())),
                 Err(IdentityError::Missing(_)) => {
-                    if !identity.save_new(&vault.identity_dir)? {
+                    if !identity.save_new_checked(&vault.identity_dir, vault.allow_foreign_owner)? {
                         return Err(VaultError::IdentityConflict(vault.identity_dir.clone()));
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-            IdentityStore::File
-        };
+        }
         drop(identity);
+        // The anchor goes to its new home before the switch, already at
+        // the switch's commit (a switch changes the counter, not the root):
+        // either side of the commit finds an anchor that agrees.
+        let now = w.vault_record()?.state()?;
+        let after = IndexState {
+            counter: now.counter + 1,
+            root: now.root,
+        };
+        let new_anchor = match new_store {
+            IdentityStore::File => AnchorStore::file_in(
+                &vault.identity_dir,
+                &vault.vault_id,
+                vault.allow_foreign_owner,
+            ),
+            IdentityStore::Backend => AnchorStore::Backend(&*target),
+        };
+        new_anchor
+            .write(&vault.keys, after)
+            .map_err(|e| vault.anchor_error(e))?;
         let reason = format!("migrated from {from} with `sealfs migrate`");
-        w.set_meta(&[
-            ("backend", Some(to.as_str())),
-            ("backend_reason", Some(&reason)),
-            ("identity_store", Some(store.as_str())),
-            ("migration_cleanup", Some(from.as_str())),
-            ("migration_target", None),
-        ])?;
+        let state = w.commit_vault(|r| {
+            r.backend = to.as_str().to_owned();
+            r.backend_reason = reason;
+            r.migration_cleanup = Some(from.as_str().to_owned());
+            r.migration_target = None;
+        })?;
+        debug_assert_eq!(state, after);
         hook(MigrateStage::Committed)?;
         let mut old_ids = ids;
-        if meta.identity_store == IdentityStore::Backend {
+        if vault.identity_store == IdentityStore::Backend {
             old_ids.push(ObjectId::identity());
+            old_ids.push(ObjectId::anchor());
         }
-        Self::clean_up(&mut w, &*vault.backend, &old_ids, &mut hook)?;
+        vault.clean_up(&w, &*vault.backend, &old_ids, &new_anchor, &mut hook)?;
         Ok(report)
     }
 
-    /// Deletes the migrated blobs from the old backend, then forgets it.
+    /// Deletes the migrated blobs from the old backend, then forgets it
+    /// (a commit, anchored in `anchor`, the vault's new anchor store).
     fn clean_up(
-        w: &mut Index,
+        &self,
+        w: &Index,
         old: &dyn BlobBackend,
         ids: &[ObjectId],
+        anchor: &AnchorStore<'_>,
         hook: &mut impl FnMut(MigrateStage) -> Result<(), VaultError>,
     ) -> Result<(), VaultError> {
         let mut ids = ids.to_vec();
-        if !ids.contains(&ObjectId::identity()) && old.kind().is_platform_store() {
-            ids.push(ObjectId::identity());
+        if old.kind().is_platform_store() {
+            for reserved in [ObjectId::identity(), ObjectId::anchor()] {
+                if !ids.contains(&reserved) {
+                    ids.push(reserved);
+                }
+            }
         }
         for (n, id) in ids.iter().enumerate() {
             old.delete_blob(id)?;
             hook(MigrateStage::Deleted(n + 1))?;
         }
-        w.set_meta(&[("migration_cleanup", None)])?;
+        let state = w.commit_vault(|r| r.migration_cleanup = None)?;
+        if let Err(e) = anchor.write(&self.keys, state) {
+            tracing::warn!(error = %e, "could not advance the rollback anchor; the next write will");
+        }
         Ok(())
+    }
+
+    /// Accepts an index older than its anchor (a deliberate restore from a
+    /// backup): the index must still authenticate; it is re-anchored at a
+    /// commit past both, so no older copy is ever accepted again. Returns
+    /// the index's and the anchor's commits before.
+    pub fn accept_rollback(config: VaultConfig) -> Result<(u64, Option<u64>), VaultError> {
+        let config = VaultConfig {
+            create: false,
+            ..config
+        };
+        let vault = Vault::open_with(config, false)?;
+        let w = vault.writer();
+        let _lock = write_lock(&vault.dir_handle)?;
+        let state = w.vault_record()?.state()?;
+        let anchored = vault
+            .anchor_store()
+            .read(&vault.keys)
+            .map_err(|e| vault.anchor_error(e))?;
+        let floor = anchored.map_or(0, |a| a.counter).max(state.counter);
+        let new = w.commit_vault(|r| r.counter = floor)?;
+        vault.anchor_to(new)?;
+        Ok((state.counter, anchored.map(|a| a.counter)))
     }
 
     pub fn dir(&self) -> &Path {

@@ -62,9 +62,11 @@ impl Fixture {
     }
 }
 
-fn object_id(sb: &Sandbox, r: &str) -> sealfs::ObjectId {
-    let path = sb.blob_path(r);
-    sealfs::ObjectId::parse(path.file_name().unwrap().to_str().unwrap()).unwrap()
+fn object_id(vault: &Vault, r: &str) -> sealfs::ObjectId {
+    vault
+        .blob_id(&self::r(r))
+        .unwrap()
+        .expect("secret is in the index")
 }
 
 fn r(s: &str) -> VaultRef {
@@ -130,7 +132,7 @@ fn list_and_delete(f: &Fixture) {
     // The deleted blob is gone from the backend too.
     let raw = f.raw(&sb);
     vault.put(&r("global/z"), value(b"v")).unwrap();
-    let id = object_id(&sb, "global/z");
+    let id = object_id(&vault, "global/z");
     vault.delete(&r("global/z")).unwrap();
     assert!(matches!(
         raw.get_blob(&id),
@@ -144,7 +146,7 @@ fn tamper_detection(f: &Fixture) {
     vault.put(&r("global/a"), value(b"value a")).unwrap();
     vault.put(&r("global/b"), value(b"value b")).unwrap();
     let raw = f.raw(&sb);
-    let (ia, ib) = (object_id(&sb, "global/a"), object_id(&sb, "global/b"));
+    let (ia, ib) = (object_id(&vault, "global/a"), object_id(&vault, "global/b"));
     let a = raw.get_blob(&ia).unwrap();
     let b = raw.get_blob(&ib).unwrap();
     for i in [0, 5, 13, 21, 30, a.len() / 2, a.len() - 1] {
@@ -170,7 +172,7 @@ fn tamper_detection(f: &Fixture) {
     raw.put_blob(&ia, &a).unwrap();
     // Replayed: an older version into the slot.
     vault.put(&r("global/a"), value(b"newer")).unwrap();
-    raw.put_blob(&object_id(&sb, "global/a"), &a).unwrap();
+    raw.put_blob(&object_id(&vault, "global/a"), &a).unwrap();
     assert!(matches!(
         vault.get(&r("global/a")),
         Err(VaultError::Integrity { .. })
@@ -595,7 +597,7 @@ fn migrate_interrupted(from: &Fixture, to: &Fixture, stop: MigrateStage) {
     for n in &names {
         vault.put(&r(n), value(n.as_bytes())).unwrap();
     }
-    let old_ids: Vec<_> = names.iter().map(|n| object_id(&sb, n)).collect();
+    let old_ids: Vec<_> = names.iter().map(|n| object_id(&vault, n)).collect();
     drop(vault);
     let any = VaultConfig {
         backend: BackendPreference::Auto,

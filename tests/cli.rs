@@ -359,11 +359,15 @@ fn read_once_and_the_audit_log() {
     assert_eq!(first["source"], "cli");
     assert_eq!(first["op"], "set");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(sb.vault_dir().join("audit.log"))
+    let mode = std::fs::metadata(sb.path().join("audit.log"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !sb.vault_dir().join("audit.log").exists(),
+        "the audit log is kept beside the vault directory, not in it"
+    );
 }
 
 #[test]

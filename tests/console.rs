@@ -415,7 +415,7 @@ fn list_inspect_store_reveal_delete_over_the_api() {
 
     // Every reveal, store and delete is in the audit log, from the console,
     // and no value is.
-    let log = std::fs::read_to_string(sb.vault_dir().join("audit.log")).unwrap();
+    let log = std::fs::read_to_string(sb.path().join("audit.log")).unwrap();
     for op in [
         "\"op\":\"set\"",
         "\"op\":\"reveal\"",
@@ -457,7 +457,7 @@ fn csrf_bad_refs_limits_and_a_broken_vault_change_nothing() {
         }
     }
     assert_eq!(sb.get("global/keep"), b"keep-me");
-    let log = sb.vault_dir().join("audit.log");
+    let log = sb.path().join("audit.log");
     let console_events = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

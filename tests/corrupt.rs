@@ -30,11 +30,19 @@ fn a_blob_from_another_vault_is_refused() {
     let (sb, other) = two_vaults_sharing_an_identity();
     let mine = sb.blob_path("global/k");
     let theirs = {
-        let conn = rusqlite::Connection::open(other.join("index.sqlite3")).unwrap();
-        let id: String = conn
-            .query_row("SELECT object_id FROM secrets", [], |r| r.get(0))
+        let vault = sealfs::Vault::open(sealfs::VaultConfig {
+            identity_dir: Some(sb.identity_dir()),
+            ..sealfs::VaultConfig::new(&other)
+        })
+        .unwrap();
+        let id = vault
+            .blob_id(&"global/k".parse().unwrap())
+            .unwrap()
             .unwrap();
-        other.join("objects").join(&id[..2]).join(&id)
+        other
+            .join("objects")
+            .join(&id.as_str()[..2])
+            .join(id.as_str())
     };
     fs::copy(&theirs, &mine).unwrap();
     let out = sb
@@ -82,11 +90,11 @@ fn unknown_format_and_schema_versions_are_named() {
     sb.set("global/k", b"v");
     sb.index_exec("UPDATE meta SET value = '9' WHERE name = 'format'");
     sb.run(&["get", "global/k"], b"")
-        .fails(1, "has format \"9\"; this build reads format \"1\"");
-    sb.index_exec("UPDATE meta SET value = '1' WHERE name = 'format'; PRAGMA user_version = 99;");
+        .fails(1, "has format \"9\"; this build reads format \"2\"");
+    sb.index_exec("UPDATE meta SET value = '2' WHERE name = 'format'; PRAGMA user_version = 99;");
     sb.run(&["get", "global/k"], b"")
         .fails(1, "schema version 99");
-    sb.index_exec("PRAGMA user_version = 2;");
+    sb.index_exec("PRAGMA user_version = 3;");
     // A blob of a future envelope format.
     let path = sb.blob_path("global/k");
     let mut blob = fs::read(&path).unwrap();
@@ -124,22 +132,4 @@ fn a_damaged_index_file_is_a_clear_error() {
             "{damage}: a refused command re-initialised the index"
         );
     }
-}
-
-#[test]
-fn index_rows_pointing_at_the_wrong_blob_or_version_are_refused() {
-    let sb = Sandbox::new();
-    sb.set("global/a", b"value a");
-    sb.set("global/b", b"value b");
-    sb.index_exec("UPDATE secrets SET object_id = (SELECT object_id FROM secrets WHERE key = 'b') WHERE key = 'a'");
-    sb.run(&["get", "global/a"], b"")
-        .fails(1, "integrity check failed for global/a");
-    let sb = Sandbox::new();
-    sb.set("global/a", b"value a");
-    sb.index_exec("UPDATE secrets SET version = version + 1");
-    sb.run(&["get", "global/a"], b"")
-        .fails(1, "integrity check failed");
-    sb.index_exec("UPDATE secrets SET object_id = 'zz'");
-    sb.run(&["get", "global/a"], b"")
-        .fails(1, "index entry for global/a is corrupt: invalid object id");
 }

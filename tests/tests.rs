@@ -5,6 +5,8 @@
 
 mod util;
 
+mod adversary;
+mod at_rest;
 mod backends;
 mod badinput;
 mod cli;

@@ -141,15 +141,13 @@ impl Sandbox {
     /// Where the encrypted-file backend keeps the current blob of `r`.
     pub fn blob_path(&self, r: &str) -> PathBuf {
         let r = VaultRef::parse(r).unwrap();
-        let conn = rusqlite::Connection::open(self.vault_dir().join("index.sqlite3")).unwrap();
-        let id: String = conn
-            .query_row(
-                "SELECT object_id FROM secrets WHERE scope = ?1 AND key = ?2",
-                [r.scope().to_string(), r.key().to_string()],
-                |row| row.get(0),
-            )
+        let id = self
+            .vault()
+            .blob_id(&r)
+            .unwrap()
             .expect("secret is in the index");
-        self.vault_dir().join("objects").join(&id[..2]).join(&id)
+        let id = id.as_str();
+        self.vault_dir().join("objects").join(&id[..2]).join(id)
     }
 
     /// Runs SQL against the index, for forging states the CLI refuses to make.

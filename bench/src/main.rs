@@ -52,6 +52,14 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// What the rollback anchor costs a put: the median put (which writes
+    /// the anchor) beside the median anchor write alone, same file system.
+    Anchor {
+        #[arg(long)]
+        vault_dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Writes N secrets of 64 bytes as global/k0000.. (for the mount benches).
     Fill {
         #[arg(long)]
@@ -202,6 +210,45 @@ fn scale(dir: &Path, counts: &[usize], samples: usize) -> Result<serde_json::Val
     Ok(json!({ "rows": rows }))
 }
 
+fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
+    use sealfs::anchor::AnchorStore;
+    use sealfs::crypto::KeyRing;
+    use sealfs::identity::DeviceIdentity;
+    let vault = open_vault(dir)?;
+    fill(&vault, 0, 1000)?;
+    let mut puts = Vec::new();
+    for i in 0..samples {
+        let r: VaultRef = format!("global/s{:06}", i % 1000).parse()?;
+        let t = Instant::now();
+        vault.put(&r, SensitiveBytes::new(value64(i)))?;
+        puts.push(t.elapsed());
+    }
+    // The same write the vault does after each commit, beside the vault's
+    // own anchor (same directory, same file system).
+    let keys = KeyRing::derive(&DeviceIdentity::from_bytes([7; 32]), b"bench");
+    let store = AnchorStore::file_in(vault.identity_dir(), "bench", false);
+    let mut anchors = Vec::new();
+    for i in 0..samples {
+        let state = sealfs::index::State {
+            counter: i as u64 + 1,
+            root: [i as u8; 32],
+        };
+        let t = Instant::now();
+        store.write(&keys, state)?;
+        anchors.push(t.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64()
+    };
+    let (put, anchor) = (median(&mut puts.clone()), median(&mut anchors.clone()));
+    Ok(json!({
+        "put": stats(puts),
+        "anchor": stats(anchors),
+        "share": anchor / put,
+    }))
+}
+
 fn main() -> Result<()> {
     let out = match Cli::parse().command {
         Command::OpenLoop { dir, files, rounds } => open_loop(&dir, files, rounds)?,
@@ -216,6 +263,7 @@ fn main() -> Result<()> {
             counts,
             samples,
         } => scale(&vault_dir, &counts, samples)?,
+        Command::Anchor { vault_dir, samples } => anchor(&vault_dir, samples)?,
         Command::Fill { vault_dir, files } => {
             let vault = open_vault(&vault_dir)?;
             for i in 0..files {

@@ -85,9 +85,17 @@ pub struct Args {
     #[arg(long)]
     pub read_only: bool,
 
-    /// Audit log file [default: audit.log in the vault directory]
+    /// Audit log file [default: /var/log/sealfs/audit.log when run as root,
+    /// else audit.log beside the vault directory (<vault-dir>/../audit.log)]
     #[arg(long, env = "SEALFS_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+
+    /// Accept a vault directory (and its identity and audit directories)
+    /// owned by another uid, e.g. a root daemon serving a user's vault.
+    /// Without it such a directory is refused; symlinks are refused either way.
+    #[arg(long, env = "SEALFS_ALLOW_FOREIGN_VAULT_DIR",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_foreign_vault_dir: bool,
 
     /// Threads serving requests
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -269,6 +277,7 @@ pub fn run(args: Args) -> Result<()> {
         backend: args.backend.local(),
         max_value_size: args.max_value_size,
         create: true,
+        allow_foreign_owner: args.allow_foreign_vault_dir,
         ..VaultConfig::new(&vault_dir)
     })
     .with_context(|| format!("cannot open the vault at {}", vault_dir.display()))?;
@@ -286,9 +295,14 @@ pub fn run(args: Args) -> Result<()> {
     let audit_path = args
         .audit_log
         .clone()
-        .unwrap_or_else(|| sealfs::audit::default_path(&vault_dir));
-    let audit = AuditLog::open(&audit_path)
-        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+        .unwrap_or_else(|| sealfs::audit::daemon_default_path(&vault_dir));
+    let audit =
+        AuditLog::open_checked(&audit_path, args.allow_foreign_vault_dir).with_context(|| {
+            format!(
+                "cannot open the audit log {} (choose another with --audit-log)",
+                audit_path.display()
+            )
+        })?;
     let fs = Arc::new(SealFs::new(
         store,
         owner_uid,

@@ -23,7 +23,7 @@ fn another_local_user_cannot_read_the_vault_identity_audit_log_or_mount() {
     let identity = m.root.path().join("identity");
     for target in [
         vault.join("index.sqlite3"),
-        vault.join("audit.log"),
+        m.audit_log(),
         identity.join("device.key"),
     ] {
         sh_as(STRANGER, &format!("cat {}", target.display())).fails_with("Permission denied");
@@ -244,4 +244,44 @@ fn no_secret_reaches_any_file_log_or_debug_output() {
             text(v)
         );
     }
+}
+
+/// Names through the mount: a session made with mkdir, files created,
+/// written, read, renamed and removed through the mount; afterwards no
+/// file of the vault directory (index, WAL, temp files) holds any of the
+/// names, and the audit log that does is outside it.
+#[test]
+fn no_name_reaches_the_vault_directory_through_a_mount_session() {
+    let Some(mut m) = Mounted::start(&[]) else {
+        return;
+    };
+    let names: [&[u8]; 5] = [
+        b"sessname-marker-0f3a",
+        b"keyname-marker-71c4",
+        b"renamed-marker-aa92",
+        b"removed-marker-5d06",
+        b"globalkey-marker-e8b1",
+    ];
+    let session = m.path("session/sessname-marker-0f3a");
+    std::fs::create_dir(&session).unwrap();
+    std::fs::write(session.join("keyname-marker-71c4"), b"v1").unwrap();
+    std::fs::write(session.join("removed-marker-5d06"), b"v2").unwrap();
+    std::fs::write(m.path("global/globalkey-marker-e8b1"), b"v3").unwrap();
+    assert_eq!(
+        std::fs::read(session.join("keyname-marker-71c4")).unwrap(),
+        b"v1"
+    );
+    std::fs::rename(
+        session.join("keyname-marker-71c4"),
+        session.join("renamed-marker-aa92"),
+    )
+    .unwrap();
+    std::fs::remove_file(session.join("removed-marker-5d06")).unwrap();
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(m.wait_exit().success());
+    scan_tree(&m.vault_dir(), &names);
+    // The audit log names them (that is its job), from outside the vault.
+    let log = std::fs::read(m.audit_log()).unwrap();
+    assert!(contains(&log, names[2]), "the audit log lacks the rename");
+    assert!(!m.audit_log().starts_with(m.vault_dir()));
 }

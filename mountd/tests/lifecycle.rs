@@ -127,3 +127,48 @@ fn the_daemon_is_hardened_and_mounted_nosuid_nodev_noexec() {
     m.set("global/script", b"#!/bin/sh\necho ran\n");
     sh(&format!("{}", m.path("global/script").display())).fails_with("Permission denied");
 }
+
+/// Root serving a vault directory a user owns (review finding H4): refused
+/// unless `--allow-foreign-vault-dir` says so; told so, it serves the vault,
+/// and the audit log stays out of the vault directory.
+#[test]
+fn a_root_daemon_refuses_a_vault_directory_another_user_owns_unless_told() {
+    const OWNER: u32 = 1301;
+    if !crate::util::fuse_usable() {
+        return;
+    }
+    let mut m = Mounted::vault_only();
+    m.set("global/k", b"v");
+    for dir in [m.vault_dir(), m.root.path().join("identity")] {
+        sh(&format!("chown -R {OWNER}:{OWNER} {}", dir.display())).ok();
+    }
+    let refused = std::process::Command::new(crate::util::MOUNTD)
+        .arg(&m.mnt)
+        .env("SEALFS_VAULT_DIR", m.vault_dir())
+        .env("SEALFS_BACKEND", "encrypted-file")
+        .env("SEALFS_AUDIT_LOG", m.audit_log())
+        .env_remove("SEALFS_IDENTITY_DIR")
+        .env_remove("SEALFS_ALLOW_FOREIGN_VAULT_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "refusing the vault directory {}: it is owned by uid {OWNER} and root must not work in a directory another user controls; pass --allow-foreign-vault-dir",
+            m.vault_dir().display()
+        )),
+        "{stderr}"
+    );
+    assert!(!mounted_at(&m.mnt));
+    m.mount(&["--allow-foreign-vault-dir"]);
+    // The vault's owner is the owner the daemon serves.
+    let seen = crate::util::sh_as(OWNER, &format!("cat {}", m.path("global/k").display()))
+        .ok()
+        .text();
+    assert_eq!(seen, "v");
+    assert!(!m.vault_dir().join("audit.log").exists());
+    assert!(std::fs::read_to_string(m.audit_log())
+        .unwrap()
+        .contains("\"op\":\"open\""));
+}

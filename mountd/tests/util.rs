@@ -181,8 +181,11 @@ impl Mounted {
         self.root.path().join("vault")
     }
 
+    /// The audit log: `audit.log` beside the vault directory, the CLI's
+    /// default. The daemon runs as root here, whose own default is
+    /// /var/log/sealfs/audit.log, so it is given this path explicitly.
     pub fn audit_log(&self) -> PathBuf {
-        self.vault_dir().join("audit.log")
+        self.root.path().join("audit.log")
     }
 
     /// A mounted vault that only its owner can reach (no `--allow-other`).
@@ -219,7 +222,7 @@ impl Mounted {
             .env("SEALFS_VAULT_DIR", self.vault_dir())
             .env("SEALFS_BACKEND", "encrypted-file")
             .env_remove("SEALFS_IDENTITY_DIR")
-            .env_remove("SEALFS_AUDIT_LOG")
+            .env("SEALFS_AUDIT_LOG", self.audit_log())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -238,15 +241,9 @@ impl Mounted {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.is_mounted() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                let _ = self
-                    .child
-                    .take()
-                    .unwrap()
-                    .stderr
-                    .unwrap()
-                    .read_to_string(&mut err);
+                self.child = None;
+                // Its stderr went to the draining thread, which ends with it.
+                let err = self.take_stderr();
                 panic!("sealfs-mountd exited with {status} before mounting: {err}");
             }
             assert!(Instant::now() < deadline, "mount did not appear");

@@ -7,17 +7,30 @@
 //! A put writes a temp file, fsyncs it, renames it into place and fsyncs the
 //! directory, so a blob is whole or absent. The fan-out keeps directories
 //! small at 100,000 secrets.
+//!
+//! Every directory here is a [`PrivateDir`]: `objects/`, `tmp/` and each
+//! `objects/<xx>/` are opened with O_NOFOLLOW relative to their parent's
+//! descriptor and checked, and blobs and temp files are opened, renamed and
+//! removed relative to those descriptors. A symlinked `tmp`, `objects` or
+//! `objects/<xx>` (or blob) is an error naming it; the temp-file sweep
+//! lists and removes entries of the `tmp/` it opened, so it cannot be sent
+//! out of the vault directory.
+//!
+//! Who owns the vault directory is checked once by [`crate::Vault::open`]
+//! (`fsutil::check_vault_dir`, with `--allow-foreign-vault-dir`); here the
+//! directory is accepted as its owner left it, but its entries must belong
+//! to that owner, this process's uid or root, and nothing may be writable
+//! by group or others.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{BackendError, BackendKind, BlobBackend, ObjectId};
-use crate::fsutil;
+use crate::fsutil::PrivateDir;
 
 pub struct EncryptedFile {
-    objects: PathBuf,
-    tmp: PathBuf,
+    objects: PrivateDir,
+    tmp: PrivateDir,
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> BackendError {
@@ -39,18 +52,29 @@ impl EncryptedFile {
     /// The same layout under another directory name (the DPAPI backend
     /// keeps its protected files beside, not among, these).
     pub fn open_in(vault_dir: &Path, objects_dir: &str) -> Result<Self, BackendError> {
-        let objects = vault_dir.join(objects_dir);
-        let tmp = vault_dir.join(Self::TMP_DIR);
-        for dir in [&objects, &tmp] {
-            fsutil::create_private_dir_all(dir).map_err(io_err("creating the blob directories"))?;
-        }
+        let open = |what| io_err(what);
+        // The owner of the vault directory was checked by Vault::open;
+        // symlinks and loose modes are refused here too.
+        let vault =
+            PrivateDir::create(vault_dir, true).map_err(open("opening the vault directory"))?;
+        let objects = vault
+            .subdir(objects_dir, true)
+            .map_err(open("opening the blob directory"))?;
+        let tmp = vault
+            .subdir(Self::TMP_DIR, true)
+            .map_err(open("opening the temp directory"))?;
         Ok(EncryptedFile { objects, tmp })
     }
 
-    /// Where the blob `id` is kept.
+    /// Where the blob `id` is kept (for messages and tests).
     pub fn blob_path(&self, id: &ObjectId) -> PathBuf {
         let id = id.as_str();
         self.objects.join(&id[..2]).join(id)
+    }
+
+    /// The fan-out directory of `id`, created if `create`.
+    fn fan(&self, id: &ObjectId, create: bool) -> io::Result<PrivateDir> {
+        self.objects.subdir(&id.as_str()[..2], create)
     }
 }
 
@@ -60,17 +84,26 @@ impl BlobBackend for EncryptedFile {
     }
 
     fn put_blob(&self, id: &ObjectId, blob: &[u8]) -> Result<(), BackendError> {
-        let path = self.blob_path(id);
-        let fan = path.parent().expect("blob paths have a parent");
-        if !fan.exists() {
-            fsutil::create_private_dir_all(fan).map_err(io_err("creating a blob directory"))?;
-            fsutil::fsync_dir(&self.objects).map_err(io_err("syncing the blob directory"))?;
-        }
-        fsutil::write_atomic(&self.tmp, &path, blob, None).map_err(io_err("writing a blob"))
+        let fan = match self.fan(id, false) {
+            Ok(fan) => fan,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let fan = self
+                    .fan(id, true)
+                    .map_err(io_err("creating a blob directory"))?;
+                self.objects
+                    .sync()
+                    .map_err(io_err("syncing the blob directory"))?;
+                fan
+            }
+            Err(e) => return Err(io_err("opening a blob directory")(e)),
+        };
+        fan.write_atomic(&self.tmp, id.as_str(), blob)
+            .map_err(io_err("writing a blob"))
     }
 
     fn get_blob(&self, id: &ObjectId) -> Result<Vec<u8>, BackendError> {
-        match fs::read(self.blob_path(id)) {
+        let read = self.fan(id, false).and_then(|fan| fan.read(id.as_str()));
+        match read {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Err(BackendError::NotFound(id.clone()))
@@ -80,11 +113,14 @@ impl BlobBackend for EncryptedFile {
     }
 
     fn delete_blob(&self, id: &ObjectId) -> Result<bool, BackendError> {
-        let path = self.blob_path(id);
-        match fs::remove_file(&path) {
+        let fan = match self.fan(id, false) {
+            Ok(fan) => fan,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("opening a blob directory")(e)),
+        };
+        match fan.remove_file(id.as_str()) {
             Ok(()) => {
-                let fan = path.parent().expect("blob paths have a parent");
-                fsutil::fsync_dir(fan).map_err(io_err("syncing a blob directory"))?;
+                fan.sync().map_err(io_err("syncing a blob directory"))?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -93,9 +129,12 @@ impl BlobBackend for EncryptedFile {
     }
 
     fn recover(&self) -> Result<(), BackendError> {
-        for entry in fs::read_dir(&self.tmp).map_err(io_err("listing temp files"))? {
-            let entry = entry.map_err(io_err("listing temp files"))?;
-            match fs::remove_file(entry.path()) {
+        // Listed and removed through the handle of the tmp/ opened (and
+        // checked) at open: whatever `tmp` now names, nothing outside it is
+        // touched, and a symlink in it is removed, not followed.
+        let names = self.tmp.entries().map_err(io_err("listing temp files"))?;
+        for name in names {
+            match self.tmp.remove_file(&name) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_err("removing a temp file")(e)),

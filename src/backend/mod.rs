@@ -26,6 +26,12 @@ impl ObjectId {
         ObjectId("0".repeat(64))
     }
 
+    /// The reserved id under which a platform store keeps the vault's
+    /// rollback anchor (`anchor.rs`).
+    pub fn anchor() -> Self {
+        ObjectId(format!("{}1", "0".repeat(63)))
+    }
+
     pub(crate) fn from_digest(digest: &[u8]) -> Self {
         ObjectId(crate::crypto::hex(digest))
     }

@@ -523,7 +523,7 @@ fn record(c: &Console, op: &str, target: &str, failure: Option<&str>) {
     if let Some(why) = failure {
         event = event.failed(why);
     }
-    match AuditLog::open(&c.opts.audit_log) {
+    match AuditLog::open_checked(&c.opts.audit_log, c.opts.vault.allow_foreign_owner) {
         Ok(log) => log.record(&event),
         Err(e) => tracing::warn!(error = %e, "cannot open the audit log"),
     }
@@ -786,7 +786,7 @@ async fn audit_tail(
 /// through the mount.
 fn read_tail(path: &Path, limit: usize) -> std::io::Result<Vec<audit::Event>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = match std::fs::File::open(path) {
+    let mut file = match sealfs::fsutil::open_read_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),

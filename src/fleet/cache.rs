@@ -2,16 +2,20 @@
 //! holds them (sealed under the fleet key or age-encrypted to this host;
 //! never plaintext), and the highest manifest counter verified per scope.
 
-use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::FleetError;
-use crate::fsutil;
+use crate::fsutil::PrivateDir;
 use crate::VaultScope;
 
+/// `<vault-dir>/fleet-cache/{records,counters,tmp}`, each a
+/// [`PrivateDir`] opened once with O_NOFOLLOW: a symlink planted in the
+/// vault directory is refused, never written through.
 pub struct Cache {
-    dir: PathBuf,
+    records: PrivateDir,
+    counters: PrivateDir,
+    tmp: PrivateDir,
 }
 
 fn name(text: &str) -> String {
@@ -20,13 +24,26 @@ fn name(text: &str) -> String {
 
 impl Cache {
     pub fn open(dir: PathBuf) -> Result<Self, FleetError> {
-        for d in [dir.join("records"), dir.join("counters"), dir.join("tmp")] {
-            fsutil::create_private_dir_all(&d).map_err(|source| FleetError::Cache {
-                path: d.clone(),
-                source,
-            })?;
-        }
-        Ok(Cache { dir })
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| FleetError::Cache { path, source }
+        };
+        // The vault directory's owner was checked when the vault was opened.
+        let parent = crate::fsutil::parent_dir(&dir);
+        let base = PrivateDir::create(parent, true)
+            .and_then(|p| {
+                let name = dir.file_name().ok_or_else(|| {
+                    std::io::Error::new(ErrorKind::InvalidInput, "no directory name")
+                })?;
+                p.subdir(name, true)
+            })
+            .map_err(err(&dir))?;
+        let sub = |n: &str| base.subdir(n, true).map_err(err(&dir.join(n)));
+        Ok(Cache {
+            records: sub("records")?,
+            counters: sub("counters")?,
+            tmp: sub("tmp")?,
+        })
     }
 
     fn err(path: &Path) -> impl Fn(std::io::Error) -> FleetError + '_ {
@@ -36,57 +53,58 @@ impl Cache {
         }
     }
 
-    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), FleetError> {
-        fsutil::write_atomic(&self.dir.join("tmp"), path, bytes, Some(0o600))
-            .map_err(Self::err(path))
+    fn write(&self, dir: &PrivateDir, name: &str, bytes: &[u8]) -> Result<(), FleetError> {
+        dir.write_atomic(&self.tmp, name, bytes)
+            .map_err(Self::err(&dir.join(name)))
     }
 
-    fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, FleetError> {
-        match fs::read(path) {
+    fn read(&self, dir: &PrivateDir, name: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        match dir.read(name) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::err(path)(e)),
+            Err(e) => Err(Self::err(&dir.join(name))(e)),
         }
-    }
-
-    fn record_path(&self, key: &str) -> PathBuf {
-        self.dir.join("records").join(name(key))
     }
 
     /// Keeps the record at etcd key `key`, unless the same bytes are there.
     pub fn put(&self, key: &str, value: &[u8]) -> Result<(), FleetError> {
-        let path = self.record_path(key);
-        if self.read(&path)?.as_deref() == Some(value) {
+        let n = name(key);
+        if self.read(&self.records, &n)?.as_deref() == Some(value) {
             return Ok(());
         }
-        self.write(&path, value)
+        self.write(&self.records, &n, value)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
-        self.read(&self.record_path(key))
+        self.read(&self.records, &name(key))
     }
 
     pub fn remove(&self, key: &str) -> Result<(), FleetError> {
-        let path = self.record_path(key);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(Self::err(&path)(e)),
+        let n = name(key);
+        match self.records.remove_file(&n) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Self::err(&self.records.join(&n))(e)),
             _ => Ok(()),
         }
     }
 
-    fn counter_path(&self, scope: &VaultScope) -> PathBuf {
-        self.dir.join("counters").join(name(&scope.to_string()))
+    fn counter_name(scope: &VaultScope) -> String {
+        name(&scope.to_string())
     }
 
     /// The highest manifest counter verified for `scope` (0: none yet).
     pub fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
-        let path = self.counter_path(scope);
-        match self.read(&path)? {
+        let n = Self::counter_name(scope);
+        match self.read(&self.counters, &n)? {
             None => Ok(0),
             Some(b) => std::str::from_utf8(&b)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| FleetError::Corrupt(format!("the counter file {}", path.display()))),
+                .ok_or_else(|| {
+                    FleetError::Corrupt(format!(
+                        "the counter file {}",
+                        self.counters.join(&n).display()
+                    ))
+                }),
         }
     }
 
@@ -94,6 +112,10 @@ impl Cache {
         if counter <= self.high_water(scope)? {
             return Ok(());
         }
-        self.write(&self.counter_path(scope), counter.to_string().as_bytes())
+        self.write(
+            &self.counters,
+            &Self::counter_name(scope),
+            counter.to_string().as_bytes(),
+        )
     }
 }

@@ -1,0 +1,528 @@
+//! The vault at rest against someone who can read and write the vault
+//! directory but not the identity: raw SQLite edits, copied rows and blobs,
+//! a whole directory restored from an earlier copy, and an upgrade from the
+//! format of e3c9f86 (a fixture written by that build) killed midway. Each
+//! test performs the attack and checks that sealfs refuses, printing no
+//! value.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sealfs::crypto::KeyRing;
+use sealfs::identity::DeviceIdentity;
+
+use crate::util::{Run, Sandbox};
+
+fn index(sb: &Sandbox) -> rusqlite::Connection {
+    rusqlite::Connection::open(sb.vault_dir().join("index.sqlite3")).unwrap()
+}
+
+/// The hex lookup id of a row, found the way an attacker can: as the only
+/// row that changed between two copies of the index.
+fn changed_row(before: &[(Vec<u8>, Vec<u8>)], after: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let changed: Vec<_> = after.iter().filter(|r| !before.contains(r)).collect();
+    assert_eq!(changed.len(), 1, "expected one changed row");
+    changed[0].0.clone()
+}
+
+fn rows(sb: &Sandbox) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let conn = index(sb);
+    let mut st = conn
+        .prepare("SELECT id, sealed FROM records WHERE kind = 1 ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A refusal: exit 1, nothing on stdout, one line naming `needle`, and no
+/// value of the vault anywhere in the output.
+#[track_caller]
+fn refused(out: Run, needle: &str) {
+    assert!(out.stdout.is_empty(), "printed {:?}", out.stdout_str());
+    let out = out.fails(1, needle);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(!out.stderr.contains("value-"), "{}", out.stderr);
+}
+
+fn vault_with_three_secrets() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a");
+    sb.set("global/b", b"value-b");
+    sb.set("principal:alice/c", b"value-c");
+    sb
+}
+
+/// Finding H3 of the review: plant an identity of the attacker's in a
+/// blob slot, and point the index's hints at it. sealfs takes the identity
+/// of an encrypted-file vault from the identity directory only, so the
+/// forged key id is a wrong identity: nothing is sealed to the attacker.
+#[test]
+fn an_identity_planted_in_the_vault_directory_is_never_used() {
+    let sb = vault_with_three_secrets();
+    let vault_id: String = index(&sb)
+        .query_row("SELECT value FROM meta WHERE name = 'vault_id'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let planted = [0x42u8; 32];
+    let salt = (0..vault_id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&vault_id[i..i + 2], 16).unwrap())
+        .collect::<Vec<_>>();
+    let forged = KeyRing::derive(&DeviceIdentity::from_bytes(planted), &salt).key_id();
+    let slot = sb.vault_dir().join("objects/00");
+    fs::create_dir_all(&slot).unwrap();
+    fs::write(slot.join("0".repeat(64)), planted).unwrap();
+    sb.index_exec(&format!(
+        "INSERT OR REPLACE INTO meta VALUES ('identity_store', 'backend');
+         UPDATE meta SET value = '{}' WHERE name = 'key_id';",
+        forged.to_hex()
+    ));
+    let blobs_before = count_blobs(&sb);
+    refused(
+        sb.run(&["set", "global/new"], b"value-new"),
+        "does not belong to the vault",
+    );
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "does not belong to the vault",
+    );
+    assert_eq!(count_blobs(&sb), blobs_before, "something was sealed");
+}
+
+fn count_blobs(sb: &Sandbox) -> usize {
+    fs::read_dir(sb.vault_dir().join("objects"))
+        .unwrap()
+        .map(|fan| fs::read_dir(fan.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+/// Every field of the index edited in turn, each on a fresh vault: the
+/// vault-wide record, the bucket digests, the clear hints, and every
+/// column of a secret's record, plus a record deleted, one moved under
+/// another secret's id, and a bucket re-digested to match an edit. Each is
+/// a one-line error naming the ref (or the vault metadata), for get and
+/// list alike; nothing prints a value.
+#[test]
+fn an_edit_of_any_index_field_is_an_integrity_error() {
+    let a_id = |sb: &Sandbox| {
+        let before = rows(sb);
+        sb.set("global/a", b"value-a2");
+        changed_row(&before, &rows(sb))
+    };
+    type Edit = Box<dyn Fn(&Sandbox, &[u8])>;
+    let exec = |sql: &'static str| -> Edit {
+        Box::new(move |sb: &Sandbox, id: &[u8]| {
+            index(sb)
+                .execute(sql, rusqlite::params![id])
+                .map(drop)
+                .or_else(|_| index(sb).execute_batch(sql))
+                .unwrap()
+        })
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "the sealed vault record",
+            exec("UPDATE vault SET sealed = randomblob(length(sealed))"),
+            "integrity check failed for vault metadata",
+        ),
+        (
+            "a bucket digest",
+            exec("UPDATE buckets SET digest = zeroblob(32) WHERE bucket = 7"),
+            "integrity check failed for vault metadata",
+        ),
+        (
+            "the format hint",
+            exec("UPDATE meta SET value = '1' WHERE name = 'format'"),
+            "integrity check failed",
+        ),
+        (
+            "the backend hint",
+            exec("UPDATE meta SET value = 'secret-service' WHERE name = 'backend'"),
+            "secret-service",
+        ),
+        (
+            "the key id hint",
+            exec("UPDATE meta SET value = '0011223344556677' WHERE name = 'key_id'"),
+            "does not belong to the vault",
+        ),
+        (
+            "the vault id",
+            exec("UPDATE meta SET value = '00112233445566778899aabbccddeeff' WHERE name = 'vault_id'"),
+            "does not belong to the vault",
+        ),
+        (
+            "the record's sealed bytes",
+            exec("UPDATE records SET sealed = randomblob(length(sealed)) WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+        (
+            "the record's clear object id",
+            exec("UPDATE records SET object_id = (SELECT object_id FROM records r WHERE r.id <> ?1 AND r.kind = 1 LIMIT 1) WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+        (
+            "the record's kind",
+            exec("UPDATE records SET kind = 2 WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+        (
+            "the record's scope id",
+            exec("UPDATE records SET scope_id = randomblob(32) WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+        (
+            "the record deleted",
+            exec("DELETE FROM records WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+        (
+            "another secret's record moved under this id",
+            exec("UPDATE records SET sealed = (SELECT sealed FROM records r WHERE r.id <> ?1 AND r.kind = 1 LIMIT 1) WHERE id = ?1"),
+            "integrity check failed for global/a",
+        ),
+    ];
+    for (what, edit, needle) in cases {
+        let sb = vault_with_three_secrets();
+        let id = a_id(&sb);
+        edit(&sb, &id);
+        refused(sb.run(&["get", "global/a"], b""), needle);
+        refused(
+            sb.run(&["list"], b""),
+            needle.trim_end_matches(" for global/a"),
+        );
+        eprintln!("refused: {what}");
+    }
+    // A bucket re-digested by the attacker to match their edit (the digest
+    // is a plain hash): the root in the sealed vault record catches it.
+    let sb = vault_with_three_secrets();
+    let id = a_id(&sb);
+    let conn = index(&sb);
+    conn.execute("DELETE FROM records WHERE id = ?1", [&id])
+        .unwrap();
+    let digest = bucket_digest(&conn, id[0]);
+    conn.execute(
+        "UPDATE buckets SET digest = ?2 WHERE bucket = ?1",
+        rusqlite::params![id[0], digest.as_slice()],
+    )
+    .unwrap();
+    drop(conn);
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "integrity check failed for vault metadata",
+    );
+}
+
+/// The bucket digest as docs/format.md defines it (what an attacker can
+/// compute without any key).
+fn bucket_digest(conn: &rusqlite::Connection, b: u8) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"sealfs bucket v2");
+    let mut st = conn
+        .prepare("SELECT id, kind, scope_id, object_id, sealed FROM records ORDER BY id")
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        let id: Vec<u8> = r.get(0).unwrap();
+        if id[0] != b {
+            continue;
+        }
+        let kind: u8 = r.get(1).unwrap();
+        let scope_id: Option<Vec<u8>> = r.get(2).unwrap();
+        let object_id: Option<String> = r.get(3).unwrap();
+        let sealed: Vec<u8> = r.get(4).unwrap();
+        let mut leaf = Sha256::new();
+        leaf.update(b"sealfs leaf v2");
+        for part in [
+            id.as_slice(),
+            &[kind],
+            scope_id.as_deref().unwrap_or(b""),
+            object_id.as_deref().unwrap_or("").as_bytes(),
+            sealed.as_slice(),
+        ] {
+            leaf.update((part.len() as u64).to_be_bytes());
+            leaf.update(part);
+        }
+        h.update(leaf.finalize());
+    }
+    h.finalize().into()
+}
+
+/// One secret rolled back: its old blob and old record restored from an
+/// earlier copy, then also the old bucket digest, then also the old vault
+/// record. Each step is refused; the last one by the anchor.
+#[test]
+fn one_secret_rolled_back_is_refused() {
+    let sb = vault_with_three_secrets();
+    let copy = sb.path().join("copy.sqlite3");
+    let old_blob = fs::read(sb.blob_path("global/a")).unwrap();
+    let old_blob_path = sb.blob_path("global/a");
+    fs::copy(sb.vault_dir().join("index.sqlite3"), &copy).unwrap();
+    let before = rows(&sb);
+    sb.set("global/a", b"value-a-rotated");
+    let id = changed_row(&before, &rows(&sb));
+    // The old blob back in place, and the old record.
+    fs::write(&old_blob_path, &old_blob).unwrap();
+    let restore = |sql: &str| {
+        let conn = index(&sb);
+        conn.execute("ATTACH DATABASE ?1 AS old", [copy.to_str().unwrap()])
+            .unwrap();
+        conn.execute(sql, [&id]).unwrap();
+    };
+    restore("INSERT OR REPLACE INTO records SELECT * FROM old.records WHERE id = ?1");
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "integrity check failed for global/a",
+    );
+    {
+        let conn = index(&sb);
+        conn.execute("ATTACH DATABASE ?1 AS old", [copy.to_str().unwrap()])
+            .unwrap();
+        conn.execute(
+            "UPDATE buckets SET digest = (SELECT digest FROM old.buckets o WHERE o.bucket = ?1) WHERE bucket = ?1",
+            [id[0]],
+        )
+        .unwrap();
+    }
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "integrity check failed for vault metadata",
+    );
+    restore("UPDATE vault SET sealed = (SELECT sealed FROM old.vault) WHERE ?1 IS NOT NULL");
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "vault rolled back: the index is at commit",
+    );
+    refused(
+        sb.run(&["set", "global/d"], b"value-d"),
+        "vault rolled back",
+    );
+}
+
+/// The whole vault directory restored from a copy taken before later
+/// writes: refused until the owner accepts it with `sealfs recover
+/// --accept-rollback` (audited), after which the vault works and an even
+/// older copy is refused again.
+#[test]
+fn the_whole_directory_restored_from_an_earlier_copy_is_refused() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a1");
+    let oldest = sb.path().join("oldest");
+    copy_dir(&sb.vault_dir(), &oldest);
+    sb.set("global/a", b"value-a2");
+    let older = sb.path().join("older");
+    copy_dir(&sb.vault_dir(), &older);
+    sb.set("global/a", b"value-a3");
+    sb.set("global/b", b"value-b");
+
+    replace_dir(&older, &sb.vault_dir());
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "vault rolled back: the index is at commit",
+    );
+    refused(sb.run(&["list"], b""), "vault rolled back");
+    refused(
+        sb.run(&["set", "global/c"], b"value-c"),
+        "vault rolled back",
+    );
+    sb.run(&["recover"], b"").fails(2, "--accept-rollback");
+    let out = sb.run(&["recover", "--accept-rollback"], b"").ok();
+    assert!(out.stderr.contains("accepted"), "{}", out.stderr);
+    assert_eq!(sb.get("global/a"), b"value-a2");
+    sb.run(&["get", "global/b"], b"")
+        .fails(1, "secret not found: global/b");
+    sb.set("global/c", b"value-c");
+    assert_eq!(sb.get("global/c"), b"value-c");
+    let log = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"op\":\"recover\"") && l.contains("accept-rollback")),
+        "{log}"
+    );
+
+    replace_dir(&oldest, &sb.vault_dir());
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "vault rolled back: the index is at commit",
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn replace_dir(copy: &Path, dir: &Path) {
+    fs::remove_dir_all(dir).unwrap();
+    copy_dir(copy, dir);
+}
+
+/// A copy of the fixture written by e3c9f86's `sealfs` (format 1): five
+/// live secrets (one rewritten twice, one read-once, one binary), one
+/// deleted. Git keeps no modes: owner-only, as sealfs wrote them.
+fn format_1_vault() -> Sandbox {
+    let sb = Sandbox::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vault-e3c9f86");
+    for part in ["vault", "identity"] {
+        copy_dir(&fixture.join(part), &sb.path().join(part));
+    }
+    let mut paths = Vec::new();
+    walk(sb.path(), &mut paths);
+    for p in paths {
+        let mode = if p.is_dir() { 0o700 } else { 0o600 };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    sb
+}
+
+fn walk(root: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        }
+        out.push(p);
+    }
+}
+
+const FIXTURE_VALUES: &[(&str, &[u8])] = &[
+    ("global/openai_api_key", b"fixture-openai-value"),
+    ("principal:alice/github_token", b"fixture-github-v3"),
+    ("session:run-42/db_password", b"fixture-db-password"),
+    ("global/binary_value", b"\x00\xff\xfebinary\n"),
+];
+const FIXTURE_NAMES: &[&str] = &[
+    "openai_api_key",
+    "github_token",
+    "run-42",
+    "db_password",
+    "binary_value",
+    "once_token",
+    "deleted_key",
+    "alice",
+];
+
+fn format_of(sb: &Sandbox) -> String {
+    index(sb)
+        .query_row("SELECT value FROM meta WHERE name = 'format'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+/// Every value of the fixture, read-once semantics and the version
+/// sequence of the deleted secret survive the upgrade; afterwards no file
+/// of the vault directory holds a name.
+#[test]
+fn a_vault_of_format_1_upgrades_on_first_open_with_every_value_intact() {
+    let sb = format_1_vault();
+    assert_eq!(format_of(&sb), "1");
+    let v1_copy = sb.path().join("v1-copy");
+    copy_dir(&sb.vault_dir(), &v1_copy);
+    let listed = sb.run(&["list"], b"").ok().stdout_str();
+    assert_eq!(listed.lines().count(), 5, "{listed}");
+    assert_eq!(format_of(&sb), "2");
+    for (r, v) in FIXTURE_VALUES {
+        assert_eq!(sb.get(r), *v, "{r}");
+    }
+    assert_eq!(sb.get("global/once_token"), b"fixture-read-once");
+    sb.run(&["get", "global/once_token"], b"")
+        .fails(1, "secret not found: global/once_token");
+    let vault = sb.vault();
+    let entry = |r: &str| vault.entry(&r.parse().unwrap()).unwrap().unwrap();
+    assert_eq!(entry("principal:alice/github_token").version, 3);
+    drop(vault);
+    sb.set("global/deleted_key", b"value-again");
+    let vault = sb.vault();
+    assert_eq!(
+        vault
+            .entry(&"global/deleted_key".parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .version,
+        2,
+        "the retired version carried over"
+    );
+    drop(vault);
+    let mut paths = Vec::new();
+    walk(&sb.vault_dir(), &mut paths);
+    for p in paths.iter().filter(|p| p.is_file()) {
+        let bytes = fs::read(p).unwrap();
+        for n in FIXTURE_NAMES {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n} in {} after the upgrade",
+                p.display()
+            );
+        }
+    }
+    // The format-1 copy put back is a rollback like any other.
+    replace_dir(&v1_copy, &sb.vault_dir());
+    refused(
+        sb.run(&["get", "global/openai_api_key"], b""),
+        "vault rolled back: the index is in format 1",
+    );
+    sb.run(&["recover", "--accept-rollback"], b"").ok();
+    assert_eq!(sb.get("global/once_token"), b"fixture-read-once");
+    for (r, v) in FIXTURE_VALUES {
+        assert_eq!(sb.get(r), *v, "{r}");
+    }
+}
+
+/// `kill -9` of the first open at random instants: every time, the vault
+/// is left in format 1 or format 2, and the next open reads every value.
+/// Both outcomes must happen, so the timing really lands inside.
+#[test]
+fn an_upgrade_killed_at_any_instant_leaves_one_format_or_the_other() {
+    // How long an upgrade takes here.
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let sb = format_1_vault();
+        let started = Instant::now();
+        sb.run(&["list"], b"").ok();
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let window = took[1] * 2;
+    let mut rng = crate::util::XorShift(0x0a9_2de);
+    let (mut old, mut new) = (0, 0);
+    for _ in 0..60 {
+        let sb = format_1_vault();
+        let mut child = sb
+            .cmd(&["list"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.below(window.as_micros() as u64);
+        std::thread::sleep(Duration::from_micros(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        match format_of(&sb).as_str() {
+            "1" => old += 1,
+            "2" => new += 1,
+            other => panic!("format {other:?} after a kill"),
+        }
+        for (r, v) in FIXTURE_VALUES {
+            assert_eq!(sb.get(r), *v, "{r} after a kill");
+        }
+        assert_eq!(format_of(&sb), "2");
+    }
+    assert!(
+        old >= 3 && new >= 3,
+        "format 1 left {old} times, format 2 {new} times"
+    );
+}
