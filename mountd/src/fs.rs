@@ -226,6 +226,15 @@ impl Inodes {
         }
     }
 
+    /// Drops `ino` unless the kernel holds a reference to it.
+    fn drop_unreferenced(&mut self, ino: u64) {
+        if ino > SESSION_INO && !self.lookups.contains_key(&ino) {
+            if let Some(node) = self.by_ino.remove(&ino) {
+                self.by_node.remove(&node);
+            }
+        }
+    }
+
     fn len(&self) -> usize {
         self.by_ino.len()
     }
@@ -707,7 +716,13 @@ impl SealFs {
                     return Err(FsError::NotFound);
                 }
                 let ino = self.ino(Node::Secret(r.clone()));
-                self.secret_attr(c, ino, &r, access, true)
+                let attr = self.secret_attr(c, ino, &r, access, true);
+                if attr.is_err() {
+                    // A name that is not there gets no inode: the kernel
+                    // never holds (or forgets) one for a failed lookup.
+                    lock(&self.inodes).drop_unreferenced(ino);
+                }
+                attr
             }
             Node::Secret(_) => Err(FsError::NotDir),
         }
@@ -1392,6 +1407,15 @@ mod tests {
         }
         assert_eq!(fs.inode_count(), baseline);
         fs.getattr(&ROOT, GLOBAL_INO).unwrap();
+
+        // Failed lookups (`test -e missing`) leave no inode behind.
+        for i in 0..N {
+            assert_eq!(
+                fs.lookup(&ROOT, GLOBAL_INO, &format!("missing{i}")),
+                Err(FsError::NotFound)
+            );
+        }
+        assert_eq!(fs.inode_count(), baseline, "failed lookups kept inodes");
     }
 
     #[test]
