@@ -15,6 +15,8 @@ pub use skip::*;
 
 #[path = "support/etcd.rs"]
 mod etcd;
+// Used by the fleet tests only (not built without the `fleet` feature).
+#[allow(unused_imports)]
 pub use etcd::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sealfs");
