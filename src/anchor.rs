@@ -36,6 +36,8 @@ pub enum AnchorError {
         #[source]
         source: io::Error,
     },
+    #[error("refusing to move the rollback anchor at {at} back from commit {current} to {new}")]
+    Backward { at: String, current: u64, new: u64 },
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -108,6 +110,19 @@ impl AnchorStore<'_> {
 
     /// Records `state` (durable when this returns).
     pub fn write(&self, keys: &KeyRing, state: State) -> Result<(), AnchorError> {
+        // Forward only: an index forked under a writer (same counter,
+        // another root) must never overwrite the anchor it contradicts.
+        match self.read(keys) {
+            Ok(Some(current)) if current.counter >= state.counter && current != state => {
+                return Err(AnchorError::Backward {
+                    at: self.describe(),
+                    current: current.counter,
+                    new: state.counter,
+                })
+            }
+            Ok(Some(current)) if current == state => return Ok(()),
+            _ => {}
+        }
         let slot = encode(keys, state);
         match self {
             AnchorStore::File {

@@ -406,7 +406,14 @@ impl Hints {
             .meta("vault_id")?
             .and_then(|s| crypto::unhex(&s))
             .ok_or_else(|| bad("vault_id"))?;
-        let key_id = index.meta("key_id")?.and_then(|s| KeyId::from_hex(&s));
+        // A hint, but a required one: an absent or unreadable key id would
+        // skip the identity check (and let a forged format-1 index upgrade).
+        let key_id = Some(
+            index
+                .meta("key_id")?
+                .and_then(|s| KeyId::from_hex(&s))
+                .ok_or_else(|| bad("key_id"))?,
+        );
         let recorded = index.meta("backend")?.ok_or_else(|| bad("backend"))?;
         let backend = recorded
             .parse()
@@ -695,17 +702,15 @@ impl Vault {
             return;
         };
         let new = crate::audit::default_path(&self.dir);
+        // rename(2) follows no symlink, at either end; a log already at the
+        // new place is never appended to (a symlink there could point
+        // anywhere), so the old one then stays where it is.
         let moved = if !meta.file_type().is_file() {
             std::fs::remove_file(&old)
         } else if std::fs::symlink_metadata(&new).is_err() {
             std::fs::rename(&old, &new)
         } else {
-            std::fs::read(&old).and_then(|bytes| {
-                let mut log = std::fs::OpenOptions::new().append(true).open(&new)?;
-                std::io::Write::write_all(&mut log, &bytes)?;
-                log.sync_all()?;
-                std::fs::remove_file(&old)
-            })
+            Err(std::io::Error::other("a log is there already"))
         };
         if let Err(e) = moved {
             tracing::warn!(from = %old.display(), to = %new.display(), error = %e, "could not move the format-1 audit log out of the vault directory");
@@ -757,7 +762,9 @@ impl Vault {
         let mut cached = self.anchored.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh = false;
         loop {
-            if cached.is_none() || locked && !fresh {
+            // Always read afresh: a long-lived process must see another
+            // process's commits and an index put back under it.
+            if !fresh {
                 *cached = self
                     .anchor_store()
                     .read(&self.keys)
