@@ -157,6 +157,51 @@ struct ScopeRecord {
     created_ms: i64,
 }
 
+/// A record sealed under its lookup id, with the clear columns its kind
+/// has: the one place where records are built (writes and the upgrade).
+fn seal(
+    keys: &KeyRing,
+    kind: u8,
+    name: &[u8],
+    scope: Option<&str>,
+    object_id: Option<&str>,
+    rec: &impl Serialize,
+) -> Stored {
+    let id = keys.name_id(kind, name);
+    Stored {
+        id: id.to_vec(),
+        kind,
+        scope_id: scope.map(|sc| keys.name_id(KIND_SCOPE_MEMBERS, sc.as_bytes()).to_vec()),
+        object_id: object_id.map(str::to_owned),
+        sealed: keys.seal_record(&id, &serde_json::to_vec(rec).expect("plain data")),
+    }
+}
+
+impl SecretRecord {
+    fn seal(&self, keys: &KeyRing, r: &VaultRef) -> Stored {
+        seal(
+            keys,
+            KIND_SECRET,
+            &ref_name(r),
+            Some(&self.scope),
+            Some(&self.object_id),
+            self,
+        )
+    }
+}
+
+impl RetiredRecord {
+    fn seal(&self, keys: &KeyRing, r: &VaultRef) -> Stored {
+        seal(keys, KIND_RETIRED, &ref_name(r), None, None, self)
+    }
+}
+
+impl ScopeRecord {
+    fn seal(&self, keys: &KeyRing) -> Stored {
+        seal(keys, KIND_SCOPE, self.scope.as_bytes(), None, None, self)
+    }
+}
+
 /// One row of `records` as stored.
 struct Stored {
     id: Vec<u8>,
@@ -845,22 +890,8 @@ impl Index {
             owner_uid,
             created_ms: now_ms,
         };
-        self.commit(
-            &name,
-            |e| {
-                e.put(Stored {
-                    id: id.to_vec(),
-                    kind: KIND_SCOPE,
-                    scope_id: None,
-                    object_id: None,
-                    sealed: e
-                        .keys
-                        .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-                })
-            },
-            |_| {},
-        )
-        .map(Some)
+        self.commit(&name, |e| e.put(rec.seal(e.keys)), |_| {})
+            .map(Some)
     }
 
     /// Forgets a registered scope; `None` if it was not registered.
@@ -1019,14 +1050,7 @@ impl Index {
                     let Ok(r) = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key)) else {
                         continue;
                     };
-                    let id = keys.name_id(KIND_SECRET, &ref_name(&r));
-                    records.push(Stored {
-                        id: id.to_vec(),
-                        kind: KIND_SECRET,
-                        scope_id: Some(keys.name_id(KIND_SCOPE_MEMBERS, rec.scope.as_bytes()).to_vec()),
-                        object_id: Some(rec.object_id.clone()),
-                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-                    });
+                    records.push(rec.seal(&keys, &r));
                 }
                 let mut st = tx.prepare("SELECT scope, key, version FROM retired")?;
                 let rows = st.query_map([], |r| {
@@ -1041,14 +1065,7 @@ impl Index {
                     let Ok(r) = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key)) else {
                         continue;
                     };
-                    let id = keys.name_id(KIND_RETIRED, &ref_name(&r));
-                    records.push(Stored {
-                        id: id.to_vec(),
-                        kind: KIND_RETIRED,
-                        scope_id: None,
-                        object_id: None,
-                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-                    });
+                    records.push(rec.seal(&keys, &r));
                 }
                 let mut st = tx.prepare("SELECT scope, owner_uid, created_ms FROM scopes")?;
                 let rows = st.query_map([], |r| {
@@ -1063,14 +1080,7 @@ impl Index {
                     if rec.scope.parse::<VaultScope>().is_err() {
                         continue;
                     }
-                    let id = keys.name_id(KIND_SCOPE, rec.scope.as_bytes());
-                    records.push(Stored {
-                        id: id.to_vec(),
-                        kind: KIND_SCOPE,
-                        scope_id: None,
-                        object_id: None,
-                        sealed: keys.seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-                    });
+                    records.push(rec.seal(&keys));
                 }
             }
             for s in &records {
@@ -1203,10 +1213,8 @@ impl Edit<'_> {
     }
 
     fn upsert_secret(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
-        let id = self.keys.name_id(KIND_SECRET, &ref_name(r));
-        let scope = r.scope().to_string();
         let rec = SecretRecord {
-            scope: scope.clone(),
+            scope: r.scope().to_string(),
             key: r.key().as_str().to_owned(),
             object_id: row.object_id.as_str().to_owned(),
             len: row.len,
@@ -1215,40 +1223,19 @@ impl Edit<'_> {
             version: row.version,
             once: row.once,
         };
-        self.put(Stored {
-            id: id.to_vec(),
-            kind: KIND_SECRET,
-            scope_id: Some(
-                self.keys
-                    .name_id(KIND_SCOPE_MEMBERS, scope.as_bytes())
-                    .to_vec(),
-            ),
-            object_id: Some(rec.object_id.clone()),
-            sealed: self
-                .keys
-                .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-        })
+        self.put(rec.seal(self.keys, r))
     }
 
     /// Deletes the live record, remembers its version, and marks its object
     /// for deletion.
     fn retire(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
         self.remove(KIND_SECRET, &ref_name(r))?;
-        let id = self.keys.name_id(KIND_RETIRED, &ref_name(r));
         let rec = RetiredRecord {
             scope: r.scope().to_string(),
             key: r.key().as_str().to_owned(),
             version: row.version,
         };
-        self.put(Stored {
-            id: id.to_vec(),
-            kind: KIND_RETIRED,
-            scope_id: None,
-            object_id: None,
-            sealed: self
-                .keys
-                .seal_record(&id, &serde_json::to_vec(&rec).expect("plain data")),
-        })?;
+        self.put(rec.seal(self.keys, r))?;
         self.pend(&row.object_id)
     }
 
