@@ -151,11 +151,17 @@ pub enum Command {
         to: sealfs::BackendKind,
     },
     /// Accept a vault directory restored from an earlier copy (refused as
-    /// "vault rolled back" until then); audited.
+    /// "vault rolled back" until then), or moved to its present path;
+    /// audited.
+    #[command(group(clap::ArgGroup::new("accept").required(true).args(["accept_rollback", "accept_move"])))]
     Recover {
-        /// Required: the vault's older state becomes the current one
-        #[arg(long, required = true)]
+        /// The vault's older state becomes the current one (at this path)
+        #[arg(long)]
         accept_rollback: bool,
+        /// The vault now lives at this path; the copy at its old path, or
+        /// a vault put there, is refused from now on
+        #[arg(long, conflicts_with = "accept_rollback")]
+        accept_move: bool,
     },
     /// Print the audit log (who opened, wrote, consumed or was denied what), readably.
     AuditLog {

@@ -36,7 +36,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => doctor(g),
         Command::AuditLog { follow, json } => audit_log(g, follow, json),
         Command::Migrate { to } => migrate(g, to),
-        Command::Recover { accept_rollback } => recover(g, accept_rollback),
+        Command::Recover {
+            accept_rollback,
+            accept_move,
+        } => recover(g, accept_rollback, accept_move),
         Command::Mount { args } => mount(g, args),
         Command::Fleet { .. } => unreachable!("handled above"),
         Command::Console(args) => console(g, args),
@@ -533,8 +536,23 @@ fn migrate(g: &GlobalArgs, to: sealfs::BackendKind) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn recover(g: &GlobalArgs, accept_rollback: bool) -> Result<ExitCode> {
-    debug_assert!(accept_rollback, "clap requires --accept-rollback");
+fn recover(g: &GlobalArgs, accept_rollback: bool, accept_move: bool) -> Result<ExitCode> {
+    if accept_move {
+        let outcome = Vault::accept_move(vault_config(g, false)?);
+        record_outcome(
+            g,
+            "recover",
+            "accept-move",
+            outcome.as_ref().err().map(|_| "error"),
+        );
+        if outcome? {
+            eprintln!("sealfs: accepted the vault at its new path; the copy at its old path is refused from now on");
+        } else {
+            eprintln!("sealfs: the vault was already anchored at this path");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    debug_assert!(accept_rollback, "clap requires one of the two");
     let outcome = Vault::accept_rollback(vault_config(g, false)?);
     record_outcome(
         g,

@@ -69,6 +69,7 @@ pub fn diagnose(config: &VaultConfig) -> Report {
         vault_dir: dir.clone(),
         vault_id: vault_id.to_owned(),
         options: config.backend_options.clone(),
+        vault_handle: None,
     };
     let probe =
         BackendKind::platform().map(|kind| crate::backend::probe(kind, &ctx("doctor-probe")));

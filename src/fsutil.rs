@@ -747,6 +747,38 @@ impl PrivateDir {
         &self.path
     }
 
+    /// Where the opened directory really is, as an absolute path with no
+    /// symlinks: read off the handle on Linux (a parent symlink swapped
+    /// after the open cannot change it), else resolved from the path.
+    pub fn real_path(&self) -> io::Result<PathBuf> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            std::fs::read_link(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            std::fs::canonicalize(&self.path)
+        }
+    }
+
+    /// Whether `path()` still names the directory this handle opened (what
+    /// opens by path, SQLite, reaches the same directory). Not a guarantee
+    /// against a rename racing the caller, a check that one did not
+    /// happen before it.
+    pub fn still_at_path(&self) -> io::Result<bool> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let (opened, named) = (self.dir.metadata()?, std::fs::symlink_metadata(&self.path)?);
+            Ok(opened.dev() == named.dev() && opened.ino() == named.ino())
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(true)
+        }
+    }
+
     /// `path()/name`, for messages.
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.path.join(name)

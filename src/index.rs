@@ -520,6 +520,21 @@ impl Index {
 
     /// Every bucket, for listings: a record hidden from a listing is found.
     fn check_all_buckets(&self, conn: &Connection) -> Result<(), IndexError> {
+        // A row whose id is not a 32-byte blob sorts outside every bucket's
+        // range: it would be listed, yet covered by no digest.
+        let strays: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE typeof(id) != 'blob' OR length(id) != 32",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        if strays != 0 {
+            return Err(tampered(
+                "the index",
+                "index records were added, removed or changed",
+            ));
+        }
         for b in 0..=255u8 {
             self.check_bucket(conn, b, "the index")?;
         }
@@ -600,21 +615,34 @@ impl Index {
         &self,
         scope: Option<&VaultScope>,
     ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
-        self.read(|| {
+        self.read(|| self.list_in(scope))
+    }
+
+    /// [`Index::list`] inside a read transaction the caller holds.
+    fn list_in(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
+        {
             let record = self.vault_record_in(&self.conn)?;
             self.check_all_buckets(&self.conn)?;
             let mut out = Vec::new();
             let mut each = |s: Stored| -> Result<(), IndexError> {
                 let (r, row) = self.open_secret("the index", &s)?;
                 if scope.is_some_and(|sc| r.scope() != sc) {
-                    return Err(tampered(r.to_string(), "a record is listed under another scope"));
+                    return Err(tampered(
+                        r.to_string(),
+                        "a record is listed under another scope",
+                    ));
                 }
                 out.push((r, row));
                 Ok(())
             };
             match scope {
                 Some(sc) => {
-                    let sid = self.keys().name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
+                    let sid = self
+                        .keys()
+                        .name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
                     let mut st = self
                         .conn
                         .prepare_cached(
@@ -646,7 +674,7 @@ impl Index {
             }
             out.sort_by_cached_key(|(r, _)| (r.scope().to_string(), r.key().as_str().to_owned()));
             Ok((out, record.state()?))
-        })
+        }
     }
 
     /// Calls `f` with each key of `scope` in order.
@@ -897,23 +925,23 @@ impl Index {
     /// Forgets a registered scope; `None` if it was not registered.
     pub fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
         let name = scope.to_string();
-        if self.scope_record(scope)?.is_none() {
+        if self.read(|| self.scope_record_in(scope))?.is_none() {
             return Ok(None);
         }
         self.commit(&name, |e| e.remove(KIND_SCOPE, name.as_bytes()), |_| {})
             .map(Some)
     }
 
-    fn scope_record(&self, scope: &VaultScope) -> Result<Option<ScopeRecord>, IndexError> {
+    /// The registration record of `scope` (inside a read or write
+    /// transaction the caller holds).
+    fn scope_record_in(&self, scope: &VaultScope) -> Result<Option<ScopeRecord>, IndexError> {
         let name = scope.to_string();
         let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
-        self.read(|| {
-            self.check_bucket(&self.conn, bucket_of(&id), &name)?;
-            let Some(s) = self.stored(&self.conn, &id)? else {
-                return Ok(None);
-            };
-            self.open_scope(&name, &s).map(Some)
-        })
+        self.check_bucket(&self.conn, bucket_of(&id), &name)?;
+        let Some(s) = self.stored(&self.conn, &id)? else {
+            return Ok(None);
+        };
+        self.open_scope(&name, &s).map(Some)
     }
 
     fn open_scope(&self, what: &str, s: &Stored) -> Result<ScopeRecord, IndexError> {
@@ -940,25 +968,31 @@ impl Index {
         Ok(!self.list(Some(scope))?.0.is_empty())
     }
 
-    /// The registration of `scope`, if any, and whether it holds secrets.
-    pub fn scope_row(&self, scope: &VaultScope) -> Result<Option<ScopeRow>, IndexError> {
-        let owner = self.scope_record(scope)?.map(|r| r.owner_uid);
-        let registered = owner.is_some();
-        if registered || self.scope_has_secrets(scope)? {
-            Ok(Some(ScopeRow {
+    /// The registration of `scope`, if any, and whether it holds secrets,
+    /// read in one snapshot, with the state read.
+    pub fn scope_row(&self, scope: &VaultScope) -> Result<(Option<ScopeRow>, State), IndexError> {
+        self.read(|| {
+            let owner = self.scope_record_in(scope)?.map(|r| r.owner_uid);
+            let (secrets, state) = self.list_in(Some(scope))?;
+            let registered = owner.is_some();
+            let row = (registered || !secrets.is_empty()).then(|| ScopeRow {
                 scope: scope.clone(),
                 owner_uid: owner.flatten(),
                 registered,
-            }))
-        } else {
-            Ok(None)
-        }
+            });
+            Ok((row, state))
+        })
     }
 
-    /// Every scope that is registered or holds secrets, sorted.
-    pub fn scopes(&self) -> Result<Vec<ScopeRow>, IndexError> {
-        let (secrets, _) = self.list(None)?;
-        let registered: Vec<ScopeRecord> = self.read(|| {
+    /// Every scope that is registered or holds secrets, sorted, read in
+    /// one snapshot, with the state read.
+    pub fn scopes(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
+        self.read(|| self.scopes_in())
+    }
+
+    fn scopes_in(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
+        let (secrets, state) = self.list_in(None)?;
+        let registered: Vec<ScopeRecord> = {
             let mut st = self
                 .conn
                 .prepare_cached(
@@ -971,8 +1005,8 @@ impl Index {
                 .map_err(self.err())?;
             rows.iter()
                 .map(|s| self.open_scope("the index", s))
-                .collect()
-        })?;
+                .collect::<Result<_, _>>()?
+        };
         let mut out: std::collections::BTreeMap<String, ScopeRow> = Default::default();
         for rec in registered {
             let scope: VaultScope = rec
@@ -996,7 +1030,7 @@ impl Index {
                     registered: false,
                 });
         }
-        Ok(out.into_values().collect())
+        Ok((out.into_values().collect(), state))
     }
 
     /// The object id of every live secret.

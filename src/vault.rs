@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::anchor::{AnchorError, AnchorStore};
 use crate::backend::{
@@ -55,7 +55,14 @@ pub struct VaultConfig {
     /// by another uid: `--allow-foreign-vault-dir`. Off by default, so root
     /// refuses a directory a user controls; symlinks are refused either way.
     pub allow_foreign_owner: bool,
+    /// How long a write waits for the writer lock before it fails (a
+    /// writer holds it for milliseconds; a `lock` held longer is a stuck
+    /// process or someone who can write the vault directory).
+    pub lock_timeout: Duration,
 }
+
+/// [`VaultConfig::lock_timeout`] by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl VaultConfig {
     pub fn new(vault_dir: impl Into<PathBuf>) -> Self {
@@ -67,6 +74,7 @@ impl VaultConfig {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             create: true,
             allow_foreign_owner: false,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
         }
     }
 
@@ -202,8 +210,12 @@ pub enum VaultError {
     BadMeta { dir: PathBuf, what: &'static str },
     #[error("vault rolled back: {why} (restore the newest copy of {dir}, or accept this one with `sealfs recover --accept-rollback`)")]
     RolledBack { dir: PathBuf, why: String },
+    #[error("the vault at {dir} was last used at another path ({at} says so): refusing a vault put in its place (if you moved or restored it here on purpose, run `sealfs recover --accept-move`)")]
+    Elsewhere { dir: PathBuf, at: String },
     #[error(transparent)]
     Anchor(AnchorError),
+    #[error("another process has held the writer lock {path} for over {timeout:?}; try again, or find the process holding it (fuser {path})")]
+    LockTimeout { path: PathBuf, timeout: Duration },
     #[error("the vault index at {dir} is missing or empty, but objects/ holds {blobs} sealed blobs: refusing to start a new vault over them (restore index.sqlite3 from a backup)")]
     IndexLost { dir: PathBuf, blobs: usize },
     #[error("cannot {what} {path}")]
@@ -250,7 +262,7 @@ pub struct Vault {
     /// The vault directory as opened and checked once at open (not a
     /// symlink, owned by this uid unless allowed, not group/world-writable);
     /// the lock file is opened through it.
-    dir_handle: fsutil::PrivateDir,
+    dir_handle: Arc<fsutil::PrivateDir>,
     /// `VaultConfig::allow_foreign_owner`, for the identity directory.
     allow_foreign_owner: bool,
     identity_dir: PathBuf,
@@ -265,6 +277,20 @@ pub struct Vault {
     max_value_size: usize,
     /// The last anchor this process read or wrote.
     anchored: Mutex<Option<IndexState>>,
+    /// What the anchor binds the vault to: its canonical path's digest.
+    place: [u8; 32],
+    lock_timeout: Duration,
+}
+
+/// How [`Vault::open_with`] treats the rollback anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchoring {
+    /// Refuse an index older than its anchor, or anchored elsewhere.
+    Enforce,
+    /// Open an index older than its anchor ([`Vault::accept_rollback`]).
+    AcceptRollback,
+    /// Open a vault anchored at another path ([`Vault::accept_move`]).
+    AcceptMove,
 }
 
 /// A value `put` would accept for `r`: not empty, at most `max` bytes.
@@ -296,13 +322,58 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// if the process dies).
 struct WriteLock(#[allow(dead_code)] File);
 
-fn write_lock(dir: &fsutil::PrivateDir) -> Result<WriteLock, VaultError> {
+/// Takes the writer lock, waiting at most `timeout` for another holder.
+/// Another vault of this identity directory still anchored at `place` is
+/// retired (`anchor::retire_others_at`). Best effort, with a warning: the
+/// vault being created or accepted works either way.
+fn retire_others(
+    identity_dir: &Path,
+    identity: &DeviceIdentity,
+    vault_id: &[u8],
+    config: &VaultConfig,
+    place: [u8; 32],
+) {
+    let own = crypto::hex(vault_id);
+    match crate::anchor::retire_others_at(
+        identity_dir,
+        identity,
+        &own,
+        config.allow_foreign_owner,
+        place,
+    ) {
+        Ok(retired) => {
+            for id in retired {
+                tracing::info!(vault_id = %id, "retired the anchor of the vault last used at this path: that vault is refused here from now on");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not retire the anchors of vaults last used at this path")
+        }
+    }
+}
+
+fn write_lock(dir: &fsutil::PrivateDir, timeout: Duration) -> Result<WriteLock, VaultError> {
     let path = dir.join(LOCK_FILE);
     let f = dir
         .open_lock_file(LOCK_FILE)
         .map_err(io("open the lock file", &path))?;
-    f.lock().map_err(io("lock", &path))?;
-    Ok(WriteLock(f))
+    let deadline = Instant::now() + timeout;
+    // Writers hold the lock for a commit (a few ms): poll finely, so a
+    // waiter gets it about as soon as a blocking lock would.
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(WriteLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(VaultError::LockTimeout { path, timeout })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &path)(e)),
+        }
+    }
 }
 
 /// A point in a migration, reported to [`Vault::migrate_with`]'s hook.
@@ -429,11 +500,12 @@ impl Hints {
         })
     }
 
-    fn context(&self, config: &VaultConfig) -> BackendContext {
+    fn context(&self, config: &VaultConfig, dir: &Arc<fsutil::PrivateDir>) -> BackendContext {
         BackendContext {
             vault_dir: config.vault_dir.clone(),
             vault_id: crypto::hex(&self.vault_id),
             options: config.backend_options.clone(),
+            vault_handle: Some(Arc::clone(dir)),
         }
     }
 }
@@ -492,12 +564,11 @@ fn refuse_lost_index(dir: &Path) -> Result<(), VaultError> {
 impl Vault {
     /// Opens the vault in `config.vault_dir`, creating it if allowed.
     pub fn open(config: VaultConfig) -> Result<Vault, VaultError> {
-        Self::open_with(config, true)
+        Self::open_with(config, Anchoring::Enforce)
     }
 
-    /// `enforce_anchor: false` opens a vault whose index is authentic but
-    /// older than its anchor (for [`Vault::accept_rollback`] only).
-    fn open_with(config: VaultConfig, enforce_anchor: bool) -> Result<Vault, VaultError> {
+    fn open_with(config: VaultConfig, anchoring: Anchoring) -> Result<Vault, VaultError> {
+        let enforce_anchor = anchoring == Anchoring::Enforce;
         let dir = config.vault_dir.clone();
         let identity_dir = config.identity_dir();
         // The vault directory, opened once and checked before anything in
@@ -510,6 +581,12 @@ impl Vault {
         else {
             return Err(VaultError::NoVault(dir));
         };
+        let dir_handle = Arc::new(dir_handle);
+        let place = crate::anchor::place_of(
+            &dir_handle
+                .real_path()
+                .map_err(io("resolve the path of", &dir))?,
+        );
         let index_path = Index::path_in(&dir);
         // SQLite opens the index by path (and would follow a symlinked
         // database file): a symlink there is refused first.
@@ -536,9 +613,9 @@ impl Vault {
             if !config.create {
                 return Err(VaultError::NoVault(dir));
             }
-            let _lock = write_lock(&dir_handle)?;
+            let _lock = write_lock(&dir_handle, config.lock_timeout)?;
             if !writer.is_initialised()? {
-                Self::initialise(&mut writer, &config, &identity_dir)?;
+                Self::initialise(&mut writer, &config, &identity_dir, &dir_handle, place)?;
             }
         }
         let hints = Hints::read(&writer, &dir)?;
@@ -563,7 +640,7 @@ impl Vault {
             },
         };
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend selected");
-        let backend = backend::build(kind, &hints.context(&config))?;
+        let backend = backend::build(kind, &hints.context(&config, &dir_handle))?;
         let identity_store = identity_store_of(kind);
         let identity = identity_store.load(&identity_dir, &*backend, config.allow_foreign_owner)?;
         let keys = Arc::new(KeyRing::derive(&identity, &hints.vault_id));
@@ -579,6 +656,16 @@ impl Vault {
         writer.set_keys(Arc::clone(&keys));
         let mut reader = Index::open(&index_path)?;
         reader.set_keys(Arc::clone(&keys));
+        // SQLite opened the index by path: the path must still lead to the
+        // directory checked (and whose place the anchor compares).
+        if !dir_handle
+            .still_at_path()
+            .map_err(io("open the vault directory", &dir))?
+        {
+            return Err(io("open the vault directory", &dir)(std::io::Error::other(
+                "it was moved or replaced while being opened",
+            )));
+        }
         let mut vault = Vault {
             fault: None,
             dir,
@@ -594,9 +681,11 @@ impl Vault {
             identity_store,
             max_value_size: config.max_value_size,
             anchored: Mutex::new(None),
+            place,
+            lock_timeout: config.lock_timeout,
         };
         if hints.format == "1" {
-            vault.upgrade_from_v1(enforce_anchor)?;
+            vault.upgrade_from_v1(anchoring != Anchoring::AcceptRollback)?;
         }
         vault.writer().check_schema()?;
         let record = vault.writer().vault_record()?;
@@ -613,6 +702,10 @@ impl Vault {
         };
         if enforce_anchor {
             vault.verified(|ix| Ok(((), ix.vault_record()?.state()?)))?;
+            vault.place_anchor();
+            // Tried at every open until it is gone: an upgrade that could
+            // not move it (another owner's directory) left it behind.
+            vault.move_v1_audit_log();
         }
         {
             // Sweeping what a dead writer left is a write; if it cannot
@@ -624,7 +717,8 @@ impl Vault {
                 .map_err(VaultError::from)
                 .and_then(|pending| {
                     if pending && enforce_anchor {
-                        let _lock = vault.lock_and_recover(&w)?;
+                        // Never waits: a held lock must not delay a read.
+                        let _lock = vault.lock_and_recover_within(&w, Duration::ZERO)?;
                     }
                     Ok(())
                 });
@@ -640,7 +734,7 @@ impl Vault {
     /// transaction, then anchors it. A format-1 index beside an existing
     /// anchor is an older copy: refused.
     fn upgrade_from_v1(&mut self, enforce_anchor: bool) -> Result<(), VaultError> {
-        let _lock = write_lock(&self.dir_handle)?;
+        let _lock = write_lock(&self.dir_handle, self.lock_timeout)?;
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if w.schema_version()? == crate::index::SCHEMA_VERSION {
             return Ok(()); // another process upgraded it meanwhile
@@ -687,42 +781,92 @@ impl Vault {
         self.fault(FaultPoint::UpgradeAfterCommit)?;
         drop(w);
         self.anchor_to(state)?;
-        self.move_v1_audit_log();
         tracing::info!(vault = %self.dir.display(), "upgraded the vault to format 2");
         Ok(())
     }
 
     /// Format 1 kept its audit log (refs, uids, programs) in the vault
-    /// directory; it moves to the default place beside it (appended to a
-    /// log already there). Best effort: a failure is a warning, and a
-    /// symlink in its place is removed, never followed.
+    /// directory; it moves to the default place beside it, tried at every
+    /// open while it is there. Best effort: a failure is a warning. Only through checked directory handles: a
+    /// symlink in its place is removed, never followed; a log already at
+    /// the new place is never replaced or appended to (the old one then
+    /// stays); and a process working on a directory another uid owns
+    /// (root with `--allow-foreign-vault-dir`) moves nothing of theirs.
     fn move_v1_audit_log(&self) {
-        let old = self.dir.join(crate::audit::AUDIT_FILE);
-        let Ok(meta) = std::fs::symlink_metadata(&old) else {
-            return;
-        };
+        let name = crate::audit::AUDIT_FILE;
+        let old = self.dir.join(name);
         let new = crate::audit::default_path(&self.dir);
-        // rename(2) follows no symlink, at either end; a log already at the
-        // new place is never appended to (a symlink there could point
-        // anywhere), so the old one then stays where it is.
-        let moved = if !meta.file_type().is_file() {
-            std::fs::remove_file(&old)
-        } else if std::fs::symlink_metadata(&new).is_err() {
-            std::fs::rename(&old, &new)
-        } else {
-            Err(std::io::Error::other("a log is there already"))
+        let moved = || -> std::io::Result<()> {
+            let kind = match std::fs::symlink_metadata(&old) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                other => other?.file_type(),
+            };
+            if kind.is_symlink() {
+                return self.dir_handle.remove_file(name);
+            }
+            if !kind.is_file() {
+                return Err(std::io::Error::other("it is not a regular file"));
+            }
+            #[cfg(unix)]
+            if self.dir_handle.trusted_uid() != fsutil::euid() {
+                return Err(std::io::Error::other(
+                    "the vault directory belongs to another user, who moves it on their next run",
+                ));
+            }
+            let to = fsutil::PrivateDir::open(fsutil::parent_dir(&new), false)?;
+            // A hard link fails if a log is there already; then the
+            // original goes.
+            self.dir_handle.hard_link(name, &to, name)?;
+            // What was linked is checked again through the new place: a
+            // symlink or FIFO swapped in after the check above is taken
+            // back out, never left as the log.
+            let linked = to.open_read(name).and_then(|f| f.metadata());
+            if !linked.as_ref().is_ok_and(|m| m.is_file()) {
+                to.remove_file(name)?;
+                return Err(std::io::Error::other(
+                    "it was replaced by something other than a regular file while being moved",
+                ));
+            }
+            self.dir_handle.remove_file(name)
         };
-        if let Err(e) = moved {
+        if let Err(e) = moved() {
             tracing::warn!(from = %old.display(), to = %new.display(), error = %e, "could not move the format-1 audit log out of the vault directory");
         }
     }
 
     fn anchor_store(&self) -> AnchorStore<'_> {
         match self.identity_store {
-            IdentityStore::File => {
-                AnchorStore::file_in(&self.identity_dir, &self.vault_id, self.allow_foreign_owner)
+            IdentityStore::File => AnchorStore::file_in(
+                &self.identity_dir,
+                &self.vault_id,
+                self.allow_foreign_owner,
+                self.place,
+            ),
+            IdentityStore::Backend => AnchorStore::in_backend(&*self.backend, self.place),
+        }
+    }
+
+    /// An anchor written before anchors bound the vault to its place
+    /// (anchor version 1) is rewritten with the place, under the writer
+    /// lock. Best effort: the next commit does it otherwise.
+    fn place_anchor(&self) {
+        let placed = || -> Result<(), VaultError> {
+            if self
+                .anchor_store()
+                .is_placed(&self.keys)
+                .map_err(|e| self.anchor_error(e))?
+            {
+                return Ok(());
             }
-            IdentityStore::Backend => AnchorStore::Backend(&*self.backend),
+            let w = self.writer();
+            // Best effort: never wait (a held lock must not delay a read).
+            let _lock = write_lock(&self.dir_handle, Duration::ZERO)?;
+            let state = w.vault_record()?.state()?;
+            self.check_anchor(state, true)?;
+            self.anchor_to(state)
+        };
+        if let Err(e) = placed() {
+            tracing::warn!(error = %e, "could not bind the rollback anchor to the vault's path; the next write will");
         }
     }
 
@@ -738,9 +882,32 @@ impl Vault {
     /// After a commit: the write is durable in the index; an anchor that
     /// cannot be written now lags one commit, which the next writer
     /// settles, so the write is still acknowledged.
-    fn committed(&self, state: IndexState) {
-        if let Err(e) = self.anchor_to(state) {
-            tracing::warn!(error = %e, "could not advance the rollback anchor; the next write will");
+    ///
+    /// An anchor that refuses to move (it is past this commit, or at it
+    /// with another root: the index was put back under this writer) is
+    /// the error: the commit forked the vault and is not acknowledged.
+    fn committed(&self, state: IndexState) -> Result<(), VaultError> {
+        self.settle(self.anchor_to(state))
+    }
+
+    /// The outcome of advancing an anchor after a commit: a fork or a
+    /// foreign place is the error; anything else lags one commit.
+    fn settle(&self, anchored: Result<(), VaultError>) -> Result<(), VaultError> {
+        match anchored {
+            Err(VaultError::Anchor(AnchorError::Backward { at, current, new })) => {
+                Err(VaultError::RolledBack {
+                    dir: self.dir.clone(),
+                    why: format!(
+                        "this write built commit {new} on an index put back under it; {at} is at commit {current}"
+                    ),
+                })
+            }
+            Err(e @ VaultError::Elsewhere { .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not advance the rollback anchor; the next write will");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 
@@ -749,6 +916,10 @@ impl Vault {
             AnchorError::Corrupt(at) => VaultError::RolledBack {
                 dir: self.dir.clone(),
                 why: format!("the rollback anchor at {at} is corrupt or belongs to another vault"),
+            },
+            AnchorError::Elsewhere { at } => VaultError::Elsewhere {
+                dir: self.dir.clone(),
+                at,
             },
             other => VaultError::Anchor(other),
         }
@@ -760,69 +931,59 @@ impl Vault {
     /// means rolled back.
     fn check_anchor(&self, state: IndexState, locked: bool) -> Result<bool, VaultError> {
         let mut cached = self.anchored.lock().unwrap_or_else(|e| e.into_inner());
-        let mut fresh = false;
-        loop {
-            // Always read afresh: a long-lived process must see another
-            // process's commits and an index put back under it.
-            if !fresh {
-                *cached = self
-                    .anchor_store()
-                    .read(&self.keys)
-                    .map_err(|e| self.anchor_error(e))?;
-                fresh = true;
-            }
-            let rolled_back = |why: String| VaultError::RolledBack {
-                dir: self.dir.clone(),
-                why,
-            };
-            let Some(a) = *cached else {
-                // No anchor yet: a vault whose creation (or upgrade) stopped
-                // before its first anchor was written.
-                if state.counter <= 1 {
-                    return Ok(true);
-                }
-                return Err(rolled_back(format!(
-                    "the index is at commit {}, but its rollback anchor in {} is missing",
-                    state.counter,
-                    self.anchor_store().describe()
-                )));
-            };
-            if state.counter == a.counter {
-                if state.root == a.root {
-                    return Ok(true);
-                }
-                return Err(rolled_back(format!(
-                    "the index differs from commit {} recorded in {}",
-                    a.counter,
-                    self.anchor_store().describe()
-                )));
-            }
-            // One commit past the anchor: committed, not yet anchored.
-            if state.counter == a.counter + 1 {
+        // Always read afresh: a long-lived process must see another
+        // process's commits and an index put back under it.
+        *cached = self
+            .anchor_store()
+            .read(&self.keys)
+            .map_err(|e| self.anchor_error(e))?;
+        let rolled_back = |why: String| VaultError::RolledBack {
+            dir: self.dir.clone(),
+            why,
+        };
+        let Some(a) = *cached else {
+            // No anchor yet: a vault whose creation (or upgrade) stopped
+            // before its first anchor was written.
+            if state.counter <= 1 {
                 return Ok(true);
             }
-            if state.counter > a.counter + 1 {
-                if fresh {
-                    return Err(rolled_back(format!(
-                        "the index is at commit {}, but {} says {}: the anchor was replaced by an older one",
-                        state.counter,
-                        self.anchor_store().describe(),
-                        a.counter
-                    )));
-                }
-                *cached = None;
-                continue;
+            return Err(rolled_back(format!(
+                "the index is at commit {}, but its rollback anchor in {} is missing",
+                state.counter,
+                self.anchor_store().describe()
+            )));
+        };
+        if state.counter == a.counter {
+            if state.root == a.root {
+                return Ok(true);
             }
-            if locked {
-                return Err(rolled_back(format!(
-                    "the index is at commit {}, older than commit {} recorded in {}",
-                    state.counter,
-                    a.counter,
-                    self.anchor_store().describe()
-                )));
-            }
-            return Ok(false);
+            return Err(rolled_back(format!(
+                "the index differs from commit {} recorded in {}",
+                a.counter,
+                self.anchor_store().describe()
+            )));
         }
+        // One commit past the anchor: committed, not yet anchored.
+        if state.counter == a.counter + 1 {
+            return Ok(true);
+        }
+        if state.counter > a.counter + 1 {
+            return Err(rolled_back(format!(
+                "the index is at commit {}, but {} says {}: the anchor was replaced by an older one",
+                state.counter,
+                self.anchor_store().describe(),
+                a.counter
+            )));
+        }
+        if locked {
+            return Err(rolled_back(format!(
+                "the index is at commit {}, older than commit {} recorded in {}",
+                state.counter,
+                a.counter,
+                self.anchor_store().describe()
+            )));
+        }
+        Ok(false)
     }
 
     /// Runs a read of the index and checks the state it read at against
@@ -836,7 +997,7 @@ impl Vault {
         if self.check_anchor(state, false)? {
             return Ok(out);
         }
-        let _lock = write_lock(&self.dir_handle)?;
+        let _lock = write_lock(&self.dir_handle, self.lock_timeout)?;
         let (out, state) = op(&self.reader())?;
         self.check_anchor(state, true)?;
         Ok(out)
@@ -849,6 +1010,8 @@ impl Vault {
         writer: &mut Index,
         config: &VaultConfig,
         identity_dir: &Path,
+        dir: &Arc<fsutil::PrivateDir>,
+        place: [u8; 32],
     ) -> Result<(), VaultError> {
         let mut vault_id = [0u8; 16];
         getrandom::fill(&mut vault_id).map_err(|e| {
@@ -858,6 +1021,7 @@ impl Vault {
             vault_dir: config.vault_dir.clone(),
             vault_id: crypto::hex(&vault_id),
             options: config.backend_options.clone(),
+            vault_handle: Some(Arc::clone(dir)),
         };
         let (backend, choice) = backend::select_backend(config.backend, &ctx)?;
         tracing::debug!(backend = %choice.kind, reason = %choice.reason, "backend chosen for a new vault");
@@ -869,7 +1033,6 @@ impl Vault {
             DeviceIdentity::load_or_create_checked(identity_dir, config.allow_foreign_owner)?
         };
         let keys = Arc::new(KeyRing::derive(&identity, &vault_id));
-        drop(identity);
         writer.set_keys(Arc::clone(&keys));
         let record = VaultRecord {
             format: VAULT_FORMAT.to_owned(),
@@ -888,12 +1051,16 @@ impl Vault {
                 identity_dir,
                 &crypto::hex(&vault_id),
                 config.allow_foreign_owner,
+                place,
             ),
-            IdentityStore::Backend => AnchorStore::Backend(&*backend),
+            IdentityStore::Backend => AnchorStore::in_backend(&*backend, place),
         };
         if let Err(e) = anchor.write(&keys, state) {
             // Counter 1 without an anchor opens (creation stopped here).
             tracing::warn!(error = %e, "could not write the first rollback anchor; the next write will");
+        }
+        if identity_store_of(choice.kind) == IdentityStore::File {
+            retire_others(identity_dir, &identity, &vault_id, config, place);
         }
         Ok(())
     }
@@ -967,7 +1134,7 @@ impl Vault {
         self.fault(FaultPoint::PutAfterBlob)?;
         let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
         self.fault(FaultPoint::PutAfterCommit)?;
-        self.committed(state);
+        self.committed(state)?;
         if let Some(old) = current {
             self.discard(&w, &old.object_id);
         }
@@ -984,7 +1151,15 @@ impl Vault {
     /// either), and an anchor one commit behind (a writer stopped between
     /// its commit and its anchor) is brought up to date first.
     fn lock_and_recover(&self, w: &Index) -> Result<WriteLock, VaultError> {
-        let lock = write_lock(&self.dir_handle)?;
+        self.lock_and_recover_within(w, self.lock_timeout)
+    }
+
+    fn lock_and_recover_within(
+        &self,
+        w: &Index,
+        timeout: Duration,
+    ) -> Result<WriteLock, VaultError> {
+        let lock = write_lock(&self.dir_handle, timeout)?;
         let record = w.vault_record()?;
         self.check_not_migrated(&record)?;
         let state = record.state()?;
@@ -1091,7 +1266,7 @@ impl Vault {
         // Rewritten as an ordinary secret since we looked: nothing to consume.
         if row.once {
             let state = w.commit_delete(r, &row)?;
-            self.committed(state);
+            self.committed(state)?;
             self.discard(&w, &row.object_id);
         }
         Ok(value)
@@ -1118,7 +1293,7 @@ impl Vault {
         let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         let state = w.commit_delete(r, &row)?;
         self.fault(FaultPoint::DeleteAfterCommit)?;
-        self.committed(state);
+        self.committed(state)?;
         self.discard(&w, &row.object_id);
         Ok(())
     }
@@ -1153,7 +1328,7 @@ impl Vault {
         to_row.updated_ms = from_row.updated_ms;
         let replaced = target.as_ref().map(|t| &t.object_id);
         let state = w.commit_rename(from, &from_row, to, &to_row, replaced)?;
-        self.committed(state);
+        self.committed(state)?;
         self.discard(&w, &from_row.object_id);
         if let Some(t) = &target {
             self.discard(&w, &t.object_id);
@@ -1172,11 +1347,11 @@ impl Vault {
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        if w.scope_row(scope)?.is_some() {
+        if w.scope_row(scope)?.0.is_some() {
             return Err(VaultError::ScopeExists(scope.clone()));
         }
         match w.register_scope(scope, owner_uid, now_ms())? {
-            Some(state) => self.committed(state),
+            Some(state) => self.committed(state)?,
             None => return Err(VaultError::ScopeExists(scope.clone())),
         }
         Ok(())
@@ -1193,7 +1368,7 @@ impl Vault {
             return Err(VaultError::ScopeNotEmpty(scope.clone()));
         }
         match w.unregister_scope(scope)? {
-            Some(state) => self.committed(state),
+            Some(state) => self.committed(state)?,
             None => return Err(VaultError::NoSuchScope(scope.clone())),
         }
         Ok(())
@@ -1208,9 +1383,7 @@ impl Vault {
                 registered: true,
             }));
         }
-        Ok(self
-            .verified(|ix| Ok((ix.scope_row(scope)?, ix.vault_record()?.state()?)))?
-            .map(scope_info))
+        Ok(self.verified(|ix| ix.scope_row(scope))?.map(scope_info))
     }
 
     /// Every scope that exists (registered or holding secrets), sorted;
@@ -1222,7 +1395,7 @@ impl Vault {
             registered: true,
         }];
         out.extend(
-            self.verified(|ix| Ok((ix.scopes()?, ix.vault_record()?.state()?)))?
+            self.verified(|ix| ix.scopes())?
                 .into_iter()
                 .filter(|s| s.scope != VaultScope::Global)
                 .map(scope_info),
@@ -1310,6 +1483,7 @@ impl Vault {
             vault_dir: config.vault_dir.clone(),
             vault_id: vault.vault_id.clone(),
             options: config.backend_options.clone(),
+            vault_handle: Some(Arc::clone(&vault.dir_handle)),
         };
         let ids = w.object_ids()?;
         let mut report = MigrateReport {
@@ -1343,7 +1517,7 @@ impl Vault {
         )?;
         let target = backend::build(to, &ctx)?;
         let state = w.commit_vault(|r| r.migration_target = Some(to.as_str().to_owned()))?;
-        vault.committed(state);
+        vault.committed(state)?;
         for (n, id) in ids.iter().enumerate() {
             let blob = match vault.backend.get_blob(id) {
                 // Copied before an earlier run was interrupted after it
@@ -1383,8 +1557,9 @@ impl Vault {
                 &vault.identity_dir,
                 &vault.vault_id,
                 vault.allow_foreign_owner,
+                vault.place,
             ),
-            IdentityStore::Backend => AnchorStore::Backend(&*target),
+            IdentityStore::Backend => AnchorStore::in_backend(&*target, vault.place),
         };
         new_anchor
             .write(&vault.keys, after)
@@ -1397,6 +1572,12 @@ impl Vault {
             r.migration_target = None;
         })?;
         debug_assert_eq!(state, after);
+        // The old file anchor moves past the index copies that still name
+        // the old backend (the migration's first commit among them), so
+        // none of them opens again.
+        if vault.identity_store == IdentityStore::File && new_store != IdentityStore::File {
+            vault.committed(after)?;
+        }
         hook(MigrateStage::Committed)?;
         let mut old_ids = ids;
         if vault.identity_store == IdentityStore::Backend {
@@ -1430,10 +1611,11 @@ impl Vault {
             hook(MigrateStage::Deleted(n + 1))?;
         }
         let state = w.commit_vault(|r| r.migration_cleanup = None)?;
-        if let Err(e) = anchor.write(&self.keys, state) {
-            tracing::warn!(error = %e, "could not advance the rollback anchor; the next write will");
-        }
-        Ok(())
+        self.settle(
+            anchor
+                .write(&self.keys, state)
+                .map_err(|e| self.anchor_error(e)),
+        )
     }
 
     /// Accepts an index older than its anchor (a deliberate restore from a
@@ -1445,18 +1627,83 @@ impl Vault {
             create: false,
             ..config
         };
-        let vault = Vault::open_with(config, false)?;
+        let vault = Vault::open_with(config, Anchoring::AcceptRollback)?;
         let w = vault.writer();
-        let _lock = write_lock(&vault.dir_handle)?;
+        let _lock = write_lock(&vault.dir_handle, vault.lock_timeout)?;
         let state = w.vault_record()?.state()?;
-        let anchored = vault
-            .anchor_store()
-            .read(&vault.keys)
+        let anchor = vault.anchor_store();
+        // A copy restored elsewhere is accepted at its new place too.
+        let anchored = anchor
+            .read_anywhere(&vault.keys)
             .map_err(|e| vault.anchor_error(e))?;
         let floor = anchored.map_or(0, |a| a.counter).max(state.counter);
         let new = w.commit_vault(|r| r.counter = floor)?;
-        vault.anchor_to(new)?;
+        anchor
+            .rebind(&vault.keys, new)
+            .map_err(|e| vault.anchor_error(e))?;
+        *vault.anchored.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+        vault.retire_others_here()?;
         Ok((state.counter, anchored.map(|a| a.counter)))
+    }
+
+    /// Accepts a vault moved (or copied) to its present path on purpose:
+    /// its anchor is bound to the new path, so the vault left at the old
+    /// one, or another put there, is refused from now on. The index must
+    /// agree with the anchor (a move is never a rollback). Returns whether
+    /// the vault was anchored elsewhere.
+    pub fn accept_move(config: VaultConfig) -> Result<bool, VaultError> {
+        let config = VaultConfig {
+            create: false,
+            ..config
+        };
+        let vault = Vault::open_with(config, Anchoring::AcceptMove)?;
+        let w = vault.writer();
+        let _lock = write_lock(&vault.dir_handle, vault.lock_timeout)?;
+        let state = w.vault_record()?.state()?;
+        let anchor = vault.anchor_store();
+        let elsewhere = matches!(anchor.read(&vault.keys), Err(AnchorError::Elsewhere { .. }));
+        let anchored = anchor
+            .read_anywhere(&vault.keys)
+            .map_err(|e| vault.anchor_error(e))?;
+        if let Some(a) = anchored {
+            // Neither older than the anchor nor more than the one commit an
+            // anchor may lag: a move is never a rollback, of either.
+            if state.counter < a.counter
+                || state.counter > a.counter + 1
+                || (state.counter == a.counter && state.root != a.root)
+            {
+                return Err(VaultError::RolledBack {
+                    dir: vault.dir.clone(),
+                    why: format!(
+                        "the index is at commit {}, but {} says {}",
+                        state.counter,
+                        anchor.describe(),
+                        a.counter
+                    ),
+                });
+            }
+        }
+        anchor
+            .rebind(&vault.keys, state)
+            .map_err(|e| vault.anchor_error(e))?;
+        vault.retire_others_here()?;
+        Ok(elsewhere)
+    }
+
+    /// After a move or restore is accepted here: another vault of the same
+    /// identity directory anchored at this path is retired.
+    fn retire_others_here(&self) -> Result<(), VaultError> {
+        if self.identity_store == IdentityStore::File {
+            let identity =
+                DeviceIdentity::load_checked(&self.identity_dir, self.allow_foreign_owner)?;
+            let raw = crypto::unhex(&self.vault_id).unwrap_or_default();
+            let config = VaultConfig {
+                allow_foreign_owner: self.allow_foreign_owner,
+                ..VaultConfig::new(&self.dir)
+            };
+            retire_others(&self.identity_dir, &identity, &raw, &config, self.place);
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

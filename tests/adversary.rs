@@ -480,3 +480,54 @@ fn a_group_or_world_writable_vault_or_identity_directory_is_refused() {
     std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert_eq!(sb.get("global/k"), b"the-value");
 }
+
+/// Review finding L4 of format 2: whoever can write the vault directory
+/// can take the writer lock (`flock` on `lock`) and keep it. Writers then
+/// fail with a clear error after their time limit instead of hanging;
+/// reads go on; once the lock is let go, writes work again.
+#[test]
+fn a_lock_held_forever_makes_writers_fail_within_their_limit() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a");
+    // A writer that died mid-put leaves work for the next opener to sweep.
+    {
+        let mut v = Vault::open(VaultConfig::new(sb.vault_dir())).unwrap();
+        v.set_fault_hook(|p| p == FaultPoint::PutAfterBlob);
+        v.put(&r("global/c"), SensitiveBytes::from_slice(b"value-c"))
+            .unwrap_err();
+    }
+    let held = std::fs::File::open(sb.vault_dir().join("lock")).unwrap();
+    held.lock().unwrap();
+    // Reads never wait for the lock: opening (which would sweep) and
+    // reading take the default 30 s limit, and finish well inside it.
+    let started = std::time::Instant::now();
+    let reader = Vault::open(VaultConfig::new(sb.vault_dir())).unwrap();
+    assert_eq!(reader.get(&r("global/a")).unwrap().expose(), b"value-a");
+    let read_in = started.elapsed();
+    assert!(
+        read_in < std::time::Duration::from_secs(10),
+        "read took {read_in:?}"
+    );
+    let vault = Vault::open(VaultConfig {
+        lock_timeout: std::time::Duration::from_millis(500),
+        ..VaultConfig::new(sb.vault_dir())
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = vault
+        .put(&r("global/b"), SensitiveBytes::from_slice(b"value-b"))
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, VaultError::LockTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("held the writer lock"), "{err}");
+    assert!(
+        waited >= std::time::Duration::from_millis(500)
+            && waited < std::time::Duration::from_secs(20),
+        "waited {waited:?}"
+    );
+    assert_eq!(vault.get(&r("global/a")).unwrap().expose(), b"value-a");
+    drop(held);
+    vault
+        .put(&r("global/b"), SensitiveBytes::from_slice(b"value-b"))
+        .unwrap();
+}

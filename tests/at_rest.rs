@@ -6,7 +6,7 @@
 //! value.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -525,4 +525,302 @@ fn an_upgrade_killed_at_any_instant_leaves_one_format_or_the_other() {
         old >= 3 && new >= 3,
         "format 1 left {old} times, format 2 {new} times"
     );
+}
+
+/// What an attacker keeps of the vault at one instant: a consistent copy of
+/// the index (`VACUUM INTO`, as a backup tool would take it) and the blobs.
+fn snapshot(sb: &Sandbox, to: &Path) {
+    fs::create_dir(to).unwrap();
+    index(sb)
+        .execute(
+            "VACUUM INTO ?1",
+            [to.join("index.sqlite3").to_str().unwrap()],
+        )
+        .unwrap();
+    copy_dir(&sb.vault_dir().join("objects"), &to.join("objects"));
+}
+
+/// Puts a snapshot back into the live index in place, under the nose of
+/// any process that has it open: every table replaced in one SQLite
+/// transaction, the old blobs copied back beside the new ones.
+fn put_back(vault_dir: &Path, from: &Path) {
+    let conn = rusqlite::Connection::open(vault_dir.join("index.sqlite3")).unwrap();
+    conn.execute(
+        "ATTACH ?1 AS old",
+        [from.join("index.sqlite3").to_str().unwrap()],
+    )
+    .unwrap();
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for t in ["meta", "vault", "records", "buckets", "pending"] {
+        sql += &format!("DELETE FROM main.{t}; INSERT INTO main.{t} SELECT * FROM old.{t};");
+    }
+    sql += "COMMIT;";
+    conn.execute_batch(&sql).unwrap();
+    copy_dir(&from.join("objects/."), &vault_dir.join("objects"));
+}
+
+fn r(s: &str) -> sealfs::VaultRef {
+    s.parse().unwrap()
+}
+
+/// Review finding H1 of format 2: a long-running process (the mount
+/// daemon, the console) remembered the anchor it saw at open. Other
+/// processes write; the attacker puts the index of that instant back in
+/// place. The process must read the anchor afresh and refuse, never serve
+/// the old value.
+#[test]
+fn a_long_running_process_refuses_an_index_put_back_under_it() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a1");
+    let daemon = sb.vault();
+    assert_eq!(daemon.get(&r("global/a")).unwrap().expose(), b"value-a1");
+    let old = sb.path().join("old");
+    snapshot(&sb, &old);
+    // Other processes write; this one does not look meanwhile.
+    sb.set("global/a", b"value-a2");
+    sb.set("global/a", b"value-a3");
+
+    put_back(&sb.vault_dir(), &old);
+    let err = daemon.get(&r("global/a")).unwrap_err().to_string();
+    assert!(err.starts_with("vault rolled back:"), "{err}");
+    assert!(!err.contains("value-"), "{err}");
+    let err = daemon.list(None).unwrap_err().to_string();
+    assert!(err.starts_with("vault rolled back:"), "{err}");
+    refused(sb.run(&["get", "global/a"], b""), "vault rolled back");
+}
+
+/// Review finding H2 of format 2: the attacker puts an older index back
+/// while a writer is between its checks and its commit, so the commit
+/// lands on the old index and would carry it forward as the newest state.
+/// The anchor moves forward only: the write is refused, not acknowledged,
+/// and every later open finds the fork.
+#[test]
+fn a_write_forked_onto_an_index_put_back_under_it_is_refused() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a1");
+    let old = sb.path().join("old");
+    snapshot(&sb, &old);
+    sb.set("global/a", b"value-a2");
+
+    let mut writer = sb.vault();
+    let (dir, copy) = (sb.vault_dir(), old.clone());
+    writer.set_fault_hook(move |point| {
+        if point == sealfs::FaultPoint::PutAfterBlob {
+            put_back(&dir, &copy);
+        }
+        false
+    });
+    let err = writer
+        .put(
+            &r("global/b"),
+            sealfs::SensitiveBytes::from_slice(b"value-b"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("vault rolled back:"), "{err}");
+    drop(writer);
+    refused(sb.run(&["get", "global/a"], b""), "vault rolled back");
+    refused(sb.run(&["list"], b""), "vault rolled back");
+}
+
+/// Review finding H3 of format 2: the upgrade moves the format-1 audit log
+/// (refs, uids, programs) out of the vault directory through checked
+/// directory handles only: a log already beside the vault is neither
+/// replaced nor appended to, and a symlink planted in the old log's place
+/// is removed, what it points at untouched. A format-1 index whose key id
+/// hint is forged to force an upgrade is refused.
+#[test]
+fn the_format_1_audit_log_is_moved_never_appended_or_followed() {
+    let beside = |sb: &Sandbox| sb.path().join("audit.log");
+    let in_vault = |sb: &Sandbox| sb.vault_dir().join("audit.log");
+
+    // Nothing beside the vault yet: the old log moves there whole.
+    let sb = format_1_vault();
+    let old_log = fs::read(in_vault(&sb)).unwrap();
+    assert!(!old_log.is_empty());
+    sb.run(&["list"], b"").ok();
+    assert!(fs::read(beside(&sb)).unwrap().starts_with(&old_log));
+    assert!(fs::symlink_metadata(in_vault(&sb)).is_err());
+
+    // A log already there: left as it was, the old one stays put.
+    let sb = format_1_vault();
+    fs::write(beside(&sb), b"an existing line\n").unwrap();
+    fs::set_permissions(beside(&sb), fs::Permissions::from_mode(0o600)).unwrap();
+    sb.run(&["list"], b"").ok();
+    let now = fs::read(beside(&sb)).unwrap();
+    assert!(now.starts_with(b"an existing line\n"));
+    let first_old_line = old_log.split(|b| *b == b'\n').next().unwrap();
+    assert!(
+        !now.windows(first_old_line.len())
+            .any(|w| w == first_old_line),
+        "the format-1 log was appended"
+    );
+    assert_eq!(fs::read(in_vault(&sb)).unwrap(), old_log);
+    // Once the way is clear, the next run moves it (every open tries).
+    fs::remove_file(beside(&sb)).unwrap();
+    sb.run(&["list"], b"").ok();
+    assert!(fs::read(beside(&sb)).unwrap().starts_with(&old_log));
+    assert!(fs::symlink_metadata(in_vault(&sb)).is_err());
+
+    // A FIFO in the old log's place: never opened (no hang), never moved.
+    let sb = format_1_vault();
+    fs::remove_file(in_vault(&sb)).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(in_vault(&sb))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    sb.run(&["list"], b"").ok();
+    assert!(fs::symlink_metadata(in_vault(&sb))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(fs::symlink_metadata(beside(&sb))
+        .map(|m| !m.file_type().is_fifo())
+        .unwrap_or(true));
+
+    // A symlink in the old log's place.
+    let sb = format_1_vault();
+    fs::remove_file(in_vault(&sb)).unwrap();
+    let canary = sb.path().join("canary");
+    fs::write(&canary, b"canary").unwrap();
+    std::os::unix::fs::symlink(&canary, in_vault(&sb)).unwrap();
+    sb.run(&["list"], b"").ok();
+    assert_eq!(fs::read(&canary).unwrap(), b"canary");
+    assert!(fs::symlink_metadata(in_vault(&sb)).is_err());
+    assert!(!fs::read(beside(&sb))
+        .unwrap_or_default()
+        .starts_with(b"canary"));
+
+    // A forged key id hint cannot force an upgrade past the identity check.
+    let sb = format_1_vault();
+    sb.index_exec("UPDATE meta SET value = 'zz' WHERE name = 'key_id'");
+    refused(sb.run(&["list"], b""), "key_id is missing or invalid");
+    assert_eq!(format_of(&sb), "1");
+}
+
+/// Runs the binary on the vault at `dir` (same identity directory, since
+/// it is a sibling of the sandbox's vault).
+fn run_at(sb: &Sandbox, dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = sb
+        .cmd(args)
+        .env("SEALFS_VAULT_DIR", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::util::feed(&mut child, stdin);
+    child.wait_with_output().unwrap().into()
+}
+
+/// Review finding M2 of format 2: two vaults side by side share the
+/// default identity directory (`<parent>/identity`), so each opens with
+/// it. Someone who can write both swaps them; the anchor binds each vault
+/// to its path, so both are refused. The owner accepts a deliberate move
+/// with `sealfs recover --accept-move` (audited), after which the copy at
+/// the old path is refused.
+#[test]
+fn two_vaults_sharing_an_identity_cannot_be_swapped() {
+    let sb = Sandbox::new();
+    let other = sb.path().join("other");
+    sb.set("global/a", b"value-one");
+    run_at(&sb, &other, &["set", "global/a"], b"value-two").ok();
+    assert_eq!(
+        run_at(&sb, &other, &["get", "global/a"], b"").ok().stdout,
+        b"value-two"
+    );
+
+    let swap = sb.path().join("swap");
+    fs::rename(sb.vault_dir(), &swap).unwrap();
+    fs::rename(&other, sb.vault_dir()).unwrap();
+    fs::rename(&swap, &other).unwrap();
+    refused(
+        sb.run(&["get", "global/a"], b""),
+        "was last used at another path",
+    );
+    refused(
+        run_at(&sb, &other, &["get", "global/a"], b""),
+        "was last used at another path",
+    );
+    refused(sb.run(&["set", "global/b"], b"value-b"), "another path");
+
+    // The owner moved them on purpose after all.
+    let out = sb.run(&["recover", "--accept-move"], b"").ok();
+    assert!(out.stderr.contains("accepted"), "{}", out.stderr);
+    assert_eq!(sb.get("global/a"), b"value-two");
+    let log = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"op\":\"recover\"") && l.contains("accept-move")),
+        "{log}"
+    );
+
+    // A move, then a copy left at the old path.
+    let moved = sb.path().join("moved");
+    fs::rename(&other, &moved).unwrap();
+    refused(
+        run_at(&sb, &moved, &["get", "global/a"], b""),
+        "another path",
+    );
+    run_at(&sb, &moved, &["recover", "--accept-move"], b"").ok();
+    assert_eq!(
+        run_at(&sb, &moved, &["get", "global/a"], b"").ok().stdout,
+        b"value-one"
+    );
+    copy_dir(&moved, &other);
+    refused(
+        run_at(&sb, &other, &["get", "global/a"], b""),
+        "another path",
+    );
+    // A move is never a rollback.
+    let older = sb.path().join("older");
+    copy_dir(&moved, &older);
+    run_at(&sb, &moved, &["set", "global/a"], b"value-one-b").ok();
+    run_at(&sb, &older, &["recover", "--accept-move"], b"").fails(1, "vault rolled back");
+}
+
+/// An old vault put back at a path where a newer vault of the same identity
+/// directory has since been created is refused: creating the newer one
+/// retired the old one's claim on the path.
+#[test]
+fn an_old_vault_put_back_where_a_new_one_was_created_is_refused() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"old-value");
+    let old = sb.path().join("old");
+    copy_dir(&sb.vault_dir(), &old);
+    fs::remove_dir_all(sb.vault_dir()).unwrap();
+    sb.set("global/a", b"new-value");
+    fs::remove_dir_all(sb.vault_dir()).unwrap();
+    copy_dir(&old, &sb.vault_dir());
+    refused(sb.run(&["get", "global/a"], b""), "another path");
+    refused(sb.run(&["set", "global/b"], b"value-b"), "another path");
+    // The owner wants the old vault back after all.
+    sb.run(&["recover", "--accept-move"], b"").ok();
+    assert_eq!(sb.get("global/a"), b"old-value");
+}
+
+/// Review finding L2 of format 2: a record whose id is not a 32-byte blob
+/// sorts outside every bucket's range, so no digest would cover it; one
+/// filed so (a copy of a live record) makes listings refuse, not show it.
+#[test]
+fn a_record_filed_outside_every_bucket_is_refused() {
+    for id in ["CAST(id AS TEXT)", "x''", "CAST(id || x'00' AS BLOB)", "1"] {
+        let sb = vault_with_three_secrets();
+        sb.index_exec(&format!(
+            "INSERT INTO records SELECT {id}, kind, scope_id, object_id, sealed FROM records WHERE kind = 1 LIMIT 1"
+        ));
+        refused(
+            sb.run(&["list"], b""),
+            "integrity check failed for the index",
+        );
+        // A lookup by name reads its own bucket: the value, or a refusal
+        // where the stray row sorts into that bucket.
+        let out = sb.run(&["get", "global/a"], b"");
+        if out.code == Some(0) {
+            assert_eq!(out.stdout, b"value-a", "{id}");
+        } else {
+            refused(out, "integrity check failed for global/a");
+        }
+    }
 }

@@ -57,6 +57,7 @@ impl Fixture {
             vault_dir: sb.vault_dir(),
             vault_id,
             options: self.options(),
+            vault_handle: None,
         };
         backend::build(self.kind(), &ctx).unwrap()
     }
@@ -651,6 +652,7 @@ fn migrate_interrupted(from: &Fixture, to: &Fixture, stop: MigrateStage) {
                 vault_dir: sb.vault_dir(),
                 vault_id,
                 options: config.backend_options.clone(),
+                vault_handle: None,
             },
         )
         .unwrap()
@@ -718,4 +720,66 @@ fn migrate_through_the_cli() {
     assert!(err.contains("not supported on this platform"), "{err}");
     let (_, out, _) = run(&["get", "global/a"]);
     assert_eq!(out, "alpha", "a failed migration changes nothing");
+}
+
+/// Review finding M1 of format 2: a copy of the vault directory taken in
+/// the middle of a migration from the encrypted-file store to a keystore
+/// (its index still names the old backend, every blob is there) is put
+/// back after the migration. The file anchor the old backend used has
+/// moved past that copy, so it is refused as a rollback instead of
+/// reopening the old vault with its old values.
+#[test]
+fn a_copy_from_inside_a_migration_to_a_keystore_is_refused_after_it() {
+    let Some(k) = Keyring::start() else { return };
+    let ss = Fixture::SecretService(k);
+    let sb = Sandbox::new();
+    let config = VaultConfig {
+        backend: BackendPreference::Auto,
+        backend_options: ss.options(),
+        ..VaultConfig::new(sb.vault_dir())
+    };
+    let vault = Vault::open(VaultConfig {
+        backend: BackendPreference::Explicit(BackendKind::EncryptedFile),
+        ..config.clone()
+    })
+    .unwrap();
+    vault.put(&r("global/a"), value(b"value-old")).unwrap();
+    drop(vault);
+    let copy = sb.path().join("copy");
+    let (dir, to) = (sb.vault_dir(), copy.clone());
+    Vault::migrate_with(config.clone(), BackendKind::SecretService, |stage| {
+        if stage == MigrateStage::Copied(1) {
+            assert!(std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&dir)
+                .arg(&to)
+                .status()
+                .unwrap()
+                .success());
+            for f in ["index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"] {
+                let _ = std::fs::remove_file(to.join(f));
+            }
+            rusqlite::Connection::open(dir.join("index.sqlite3"))
+                .unwrap()
+                .execute(
+                    "VACUUM INTO ?1",
+                    [to.join("index.sqlite3").to_str().unwrap()],
+                )
+                .unwrap();
+        }
+        Ok(())
+    })
+    .unwrap();
+    let vault = Vault::open(config.clone()).unwrap();
+    vault.put(&r("global/a"), value(b"value-new")).unwrap();
+    drop(vault);
+
+    std::fs::remove_dir_all(sb.vault_dir()).unwrap();
+    std::fs::rename(&copy, sb.vault_dir()).unwrap();
+    let err = Vault::open(config)
+        .and_then(|v| v.get(&r("global/a")))
+        .map(|v| v.expose().to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("vault rolled back:"), "{err}");
 }

@@ -60,15 +60,19 @@ fn an_index_from_another_vault_is_refused() {
         sb.vault_dir().join("index.sqlite3"),
     )
     .unwrap();
-    // The foreign index names blobs this vault does not have.
+    // The foreign index is the other vault's, anchored at the other path.
     let out = sb.run(&["get", "global/k"], b"");
     assert_eq!(out.code, Some(1));
     assert!(
-        out.stderr.contains("missing from the backend"),
+        out.stderr.contains("was last used at another path"),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("value in"));
+    // Accepted as moved here, it names blobs this vault does not have.
+    sb.run(&["recover", "--accept-move"], b"").ok();
+    sb.run(&["get", "global/k"], b"")
+        .fails(1, "missing from the backend");
 
     // An index from a vault with another identity does not even open.
     let one = Sandbox::new();

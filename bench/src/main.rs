@@ -226,7 +226,7 @@ fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
     // The same write the vault does after each commit, beside the vault's
     // own anchor (same directory, same file system).
     let keys = KeyRing::derive(&DeviceIdentity::from_bytes([7; 32]), b"bench");
-    let store = AnchorStore::file_in(vault.identity_dir(), "bench", false);
+    let store = AnchorStore::file_in(vault.identity_dir(), "bench", false, [0; 32]);
     let mut anchors = Vec::new();
     for i in 0..samples {
         let state = sealfs::index::State {

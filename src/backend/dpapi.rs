@@ -81,7 +81,7 @@ mod win {
     impl WindowsDpapi {
         pub fn open(ctx: &BackendContext) -> Result<Self, BackendError> {
             Ok(ProtectedFiles::new(
-                EncryptedFile::open_in(&ctx.vault_dir, DPAPI_DIR)?,
+                EncryptedFile::open_in(ctx, DPAPI_DIR)?,
                 Dpapi,
                 KIND,
             ))
@@ -167,7 +167,11 @@ mod tests {
     #[test]
     fn protected_files_store_only_protected_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let files = EncryptedFile::open_in(dir.path(), DPAPI_DIR).unwrap();
+        let files = EncryptedFile::open_at(
+            &crate::fsutil::PrivateDir::create(dir.path(), false).unwrap(),
+            DPAPI_DIR,
+        )
+        .unwrap();
         let path_of = files.blob_path(&ObjectId::parse(&"1".repeat(64)).unwrap());
         let b = ProtectedFiles::new(files, Flip, KIND);
         let id = ObjectId::parse(&"1".repeat(64)).unwrap();

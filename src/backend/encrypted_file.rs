@@ -23,9 +23,9 @@
 //! by group or others.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{BackendError, BackendKind, BlobBackend, ObjectId};
+use super::{BackendContext, BackendError, BackendKind, BlobBackend, ObjectId};
 use crate::fsutil::PrivateDir;
 
 pub struct EncryptedFile {
@@ -45,18 +45,28 @@ impl EncryptedFile {
     pub const OBJECTS_DIR: &'static str = "objects";
     pub const TMP_DIR: &'static str = "tmp";
 
-    pub fn open(vault_dir: &Path) -> Result<Self, BackendError> {
-        Self::open_in(vault_dir, Self::OBJECTS_DIR)
+    pub fn open(ctx: &BackendContext) -> Result<Self, BackendError> {
+        Self::open_in(ctx, Self::OBJECTS_DIR)
     }
 
     /// The same layout under another directory name (the DPAPI backend
     /// keeps its protected files beside, not among, these).
-    pub fn open_in(vault_dir: &Path, objects_dir: &str) -> Result<Self, BackendError> {
+    pub fn open_in(ctx: &BackendContext, objects_dir: &str) -> Result<Self, BackendError> {
+        match &ctx.vault_handle {
+            Some(vault) => Self::open_at(vault, objects_dir),
+            // The owner of the vault directory was checked by Vault::open;
+            // symlinks and loose modes are refused here too.
+            None => Self::open_at(
+                &PrivateDir::create(&ctx.vault_dir, true)
+                    .map_err(io_err("opening the vault directory"))?,
+                objects_dir,
+            ),
+        }
+    }
+
+    /// The layout inside an opened vault directory.
+    pub fn open_at(vault: &PrivateDir, objects_dir: &str) -> Result<Self, BackendError> {
         let open = |what| io_err(what);
-        // The owner of the vault directory was checked by Vault::open;
-        // symlinks and loose modes are refused here too.
-        let vault =
-            PrivateDir::create(vault_dir, true).map_err(open("opening the vault directory"))?;
         let objects = vault
             .subdir(objects_dir, true)
             .map_err(open("opening the blob directory"))?;

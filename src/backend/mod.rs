@@ -256,6 +256,11 @@ pub struct BackendContext {
     /// share one keystore without seeing each other's blobs.
     pub vault_id: String,
     pub options: BackendOptions,
+    /// The vault directory as the vault opened and checked it: the
+    /// encrypted-file store works through it rather than reopening the
+    /// path (which a writer of a parent directory could have swapped).
+    /// `None` outside a vault (probes): the path is opened then.
+    pub vault_handle: Option<std::sync::Arc<crate::fsutil::PrivateDir>>,
 }
 
 /// A backend chosen for a vault, and the reason, for `doctor` and the logs.
@@ -358,7 +363,7 @@ pub fn build(
     ctx: &BackendContext,
 ) -> Result<Box<dyn BlobBackend>, BackendError> {
     match kind {
-        BackendKind::EncryptedFile => Ok(Box::new(EncryptedFile::open(&ctx.vault_dir)?)),
+        BackendKind::EncryptedFile => Ok(Box::new(EncryptedFile::open(ctx)?)),
         #[cfg(target_os = "linux")]
         BackendKind::SecretService => {
             Ok(Box::new(secret_service::LinuxSecretService::connect(ctx)?))
