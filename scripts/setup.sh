@@ -11,7 +11,8 @@ packages=(
   build-essential # cc for the bundled SQLite
   pkg-config
   fuse3           # /dev/fuse helper (fusermount3) for mounts and `sealfs doctor`
-  util-linux      # setpriv, to act as other uids in tests
+  util-linux      # setpriv, to act as other uids in tests; fincore
+  attr            # getfattr/setfattr, to check the mount's xattr answers
   procps          # ps, for the tests that look at processes
   sqlite3         # raw edits of the index in the adversary tests
   dbus            # a private session bus for the Secret Service tests (dbus-daemon, dbus-send)
@@ -29,7 +30,7 @@ packages=(
   ca-certificates
 )
 # What the tests run, one command per component above.
-tools=(cc pkg-config fusermount3 setpriv unshare ps sqlite3 dbus-daemon gnome-keyring-daemon
+tools=(cc pkg-config fusermount3 setpriv unshare getfattr setfattr ps sqlite3 dbus-daemon gnome-keyring-daemon
   secret-tool etcd etcdctl protoc chromium node npm openssl curl)
 
 allow_skip="${SEALFS_ALLOW_SKIP:-0}"

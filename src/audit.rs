@@ -130,27 +130,55 @@ impl Event {
     }
 
     /// A human-readable line.
+    /// One line for a terminal. Every field is [`escaped`]: a name or an
+    /// executable cannot end the line, forge another, or move the cursor.
     pub fn render(&self) -> String {
+        let e = escaped;
         let mut s = format!(
             "{}  {:<6} {:<8} {}",
-            self.time, self.source, self.op, self.target
+            e(&self.time),
+            e(&self.source),
+            e(&self.op),
+            e(&self.target)
         );
         if let Some(to) = &self.to {
-            s.push_str(&format!(" -> {to}"));
+            s.push_str(&format!(" -> {}", e(to)));
         }
         s.push_str(&format!(
             "  uid={} gid={} pid={}",
             self.uid, self.gid, self.pid
         ));
         if let Some(exe) = &self.exe {
-            s.push_str(&format!(" exe={exe}"));
+            s.push_str(&format!(" exe={}", e(exe)));
         }
-        s.push_str(&format!("  {}", self.outcome));
+        s.push_str(&format!("  {}", e(&self.outcome)));
         if let Some(d) = &self.detail {
-            s.push_str(&format!(" ({d})"));
+            s.push_str(&format!(" ({})", e(d)));
         }
         s
     }
+}
+
+/// `text` with control characters, bidirectional overrides and
+/// zero-width characters written as `\xNN` / `\u{NNNN}`, and `\` as `\\`,
+/// so it prints as one inert line.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
+            {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The executable of process `pid`, if it can be read.
@@ -225,6 +253,30 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rendered_line_cannot_forge_a_line_or_move_the_cursor() {
+        let mut e = Event::new(
+            "mount",
+            "create",
+            "global/evil\r2026-01-01  cli    get      global/x\x1b[2J\u{202e}",
+            Caller {
+                uid: 1,
+                gid: 1,
+                pid: 1,
+            },
+        );
+        e.exe = Some("/tmp/a\nb\\x0a".into());
+        let line = e.render();
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{line:?}"
+        );
+        assert!(line.contains("global/evil\\x0d2026"), "{line}");
+        assert!(line.contains("\\x1b[2J\\u{202e}"), "{line}");
+        // A literal backslash cannot pass for an escape.
+        assert!(line.contains("exe=/tmp/a\\x0ab\\\\x0a"), "{line}");
+    }
 
     #[test]
     fn the_default_log_is_outside_the_vault_directory() {

@@ -272,6 +272,10 @@ pub struct SetArgs {
     /// Store N random bytes, encoded as URL-safe base64 text
     #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_LIMIT))]
     pub generate: Option<usize>,
+    /// Write into a session that another uid created through the mount
+    /// (that uid can read what you store there)
+    #[arg(long)]
+    pub into_others_session: bool,
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {

@@ -208,11 +208,32 @@ fn set(g: &GlobalArgs, args: SetArgs) -> Result<ExitCode> {
     if value.is_empty() {
         bail!("refusing to store an empty value for {r}");
     }
-    let options = PutOptions { once: args.once };
-    let result = open_or_create(g)?.put_with(r, value, options);
+    let options = PutOptions {
+        once: args.once,
+        ..PutOptions::default()
+    };
+    let vault = open_or_create(g)?;
+    if !args.into_others_session {
+        refuse_others_session(&vault, r)?;
+    }
+    let result = vault.put_with(r, value, options);
     record(g, "set", r, &result);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A session created through the mount belongs to the uid that made it,
+/// who reads everything in it: storing a secret there for another uid is
+/// refused unless confirmed (`--into-others-session`).
+fn refuse_others_session(vault: &Vault, r: &VaultRef) -> Result<()> {
+    if let Some(uid) = vault.others_session(r.scope())? {
+        bail!(
+            "{} belongs to {}, who created it through the mount and can read what is stored there; pass --into-others-session to store {r} anyway",
+            r.scope(),
+            sealfs::fsutil::describe_uid(uid)
+        );
+    }
+    Ok(())
 }
 
 /// Writes to stdout; a closed pipe (`| head -c 3`) is not an error.
@@ -464,7 +485,7 @@ fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
         } else {
             match serde_json::from_str::<audit::Event>(line.trim_end()) {
                 Ok(e) => format!("{}\n", e.render()),
-                Err(_) => format!("(unreadable line) {}", line),
+                Err(_) => format!("(unreadable line) {}\n", audit::escaped(line.trim_end())),
             }
         };
         write_stdout(out.as_bytes())?;

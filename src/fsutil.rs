@@ -207,6 +207,21 @@ pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// `uid 1001 (alice)`, or `uid 1001` when it has no name: for messages.
+pub fn describe_uid(uid: u32) -> String {
+    #[cfg(unix)]
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    #[cfg(not(unix))]
+    let name: Option<String> = None;
+    match name {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
 /// Checks the vault directory once, before anything in it is touched, and
 /// returns its handle:
 ///

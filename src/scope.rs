@@ -103,6 +103,9 @@ impl fmt::Debug for ScopeId {
     }
 }
 
+/// The id prefix of the principal scopes sealfs reserves for itself.
+pub const RESERVED_PREFIX: &str = "sealfs-";
+
 /// Where a secret lives.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum VaultScope {
@@ -129,6 +132,14 @@ impl VaultScope {
             VaultScope::Principal(_) => "principal",
             VaultScope::Session(_) => "session",
         }
+    }
+
+    /// Scopes sealfs keeps for itself: `principal:sealfs-*` (the fleet's
+    /// host identity, etcd credentials and client key live in
+    /// `principal:sealfs-fleet`). The mount never serves or lists them, to
+    /// anyone, whatever the policy grants; the CLI reaches them.
+    pub fn is_reserved(&self) -> bool {
+        matches!(self, VaultScope::Principal(id) if id.as_str().starts_with(RESERVED_PREFIX))
     }
 
     /// The id of a principal or session scope.

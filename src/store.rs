@@ -1,7 +1,7 @@
 //! [`SecretStore`]: what the mount daemon needs of a vault, so it serves a
 //! local [`Vault`] and the fleet vault alike.
 
-use crate::vault::{Entry, ScopeInfo};
+use crate::vault::{Entry, PutOptions, ScopeInfo};
 use crate::{
     BackendPreference, SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope,
 };
@@ -20,7 +20,15 @@ pub trait SecretStore: Send + Sync {
     ) -> Result<(), VaultError>;
     fn scopes(&self) -> Result<Vec<ScopeInfo>, VaultError>;
     fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError>;
-    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError>;
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, VaultError>;
+    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError> {
+        self.put_with(r, value, PutOptions::default())
+    }
     fn delete(&self, r: &VaultRef) -> Result<(), VaultError>;
     fn rename(&self, from: &VaultRef, to: &VaultRef, no_replace: bool)
         -> Result<Entry, VaultError>;
@@ -51,8 +59,13 @@ impl SecretStore for Vault {
     fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError> {
         Vault::scope(self, scope)
     }
-    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError> {
-        Vault::put(self, r, value)
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, VaultError> {
+        Vault::put_with(self, r, value, options)
     }
     fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
         Vault::delete(self, r)

@@ -124,6 +124,10 @@ pub struct Entry {
 pub struct PutOptions {
     /// Read-once: the first successful `get` returns the value and deletes it.
     pub once: bool,
+    /// Stores an empty value rather than refusing it: the mount, where a
+    /// file emptied by `: > key` or `truncate -s 0` must hold nothing
+    /// rather than keep its old value (`docs/policy.md`).
+    pub allow_empty: bool,
 }
 
 /// A scope that exists: registered (an empty directory made with mkdir, with
@@ -1126,7 +1130,9 @@ impl Vault {
         value: SensitiveBytes,
         options: PutOptions,
     ) -> Result<Entry, VaultError> {
-        self.check_value(r, &value)?;
+        if !(options.allow_empty && value.is_empty()) {
+            self.check_value(r, &value)?;
+        }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         let (current, _) = w.row(r)?;
@@ -1375,6 +1381,20 @@ impl Vault {
     }
 
     /// Whether `scope` exists, and who registered it.
+    /// The uid that created `scope` (a session) through the mount, when
+    /// that is not this process's effective uid: it reads everything
+    /// stored there, so the CLI and the console ask before writing into it.
+    pub fn others_session(&self, scope: &VaultScope) -> Result<Option<u32>, VaultError> {
+        if !matches!(scope, VaultScope::Session(_)) {
+            return Ok(None);
+        }
+        let owner = self.scope(scope)?.and_then(|s| s.owner_uid);
+        #[cfg(unix)]
+        return Ok(owner.filter(|uid| *uid != fsutil::euid()));
+        #[cfg(not(unix))]
+        return Ok(owner);
+    }
+
     pub fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError> {
         if *scope == VaultScope::Global {
             return Ok(Some(ScopeInfo {

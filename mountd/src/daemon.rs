@@ -23,7 +23,13 @@ use crate::policy::Policy;
 #[command(name = "sealfs-mountd", version, max_term_width = 100)]
 pub struct Args {
     /// Where to mount (an existing directory)
-    pub mountpoint: PathBuf,
+    #[arg(required_unless_present = "check_policy")]
+    pub mountpoint: Option<PathBuf>,
+
+    /// Check a policy file and exit (0 if it loads, 1 with the error if
+    /// not), without mounting: run it before `systemctl reload`
+    #[arg(long, value_name = "FILE", conflicts_with = "policy")]
+    pub check_policy: Option<PathBuf>,
 
     /// Vault directory [default: $XDG_STATE_HOME/sealfs/vault, else ~/.local/state/sealfs/vault]
     #[arg(long, env = "SEALFS_VAULT_DIR", value_name = "DIR")]
@@ -256,7 +262,36 @@ fn open_fleet(_: &Args, _: &Vault, _: &Path, _: &mut WatchGuard) -> Result<Arc<d
     bail!("this sealfs-mountd was built without the fleet (etcd) backend")
 }
 
+/// `--check-policy FILE`: loads it as a reload would and prints what it
+/// grants (numeric ids) and what it skips; an error is the exit status.
+pub fn check_policy(path: &Path) -> Result<()> {
+    let policy = Policy::load(path)?;
+    for skipped in policy.skipped() {
+        eprintln!("sealfs-mountd: warning: {skipped}");
+    }
+    print!("{}", policy.to_toml());
+    Ok(())
+}
+
+/// Loads the policy file (at start, or on SIGHUP), logging grants skipped
+/// for a user or group that does not exist.
+fn load_policy(path: &Path) -> Result<Policy, crate::policy::PolicyError> {
+    let policy = Policy::load(path)?;
+    for skipped in policy.skipped() {
+        tracing::warn!("{skipped}");
+    }
+    tracing::debug!(resolved = %policy.to_toml(), "policy");
+    Ok(policy)
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if let Some(p) = &args.check_policy {
+        return check_policy(p);
+    }
+    let mountpoint = args
+        .mountpoint
+        .clone()
+        .context("a mountpoint is required")?;
     harden()?;
     let vault_dir = match &args.vault_dir {
         Some(d) => d.clone(),
@@ -266,12 +301,11 @@ pub fn run(args: Args) -> Result<()> {
     if args.allow_other {
         check_allow_other()?;
     }
-    recover_stale_mount(&args.mountpoint)?;
+    recover_stale_mount(&mountpoint)?;
     let policy = match &args.policy {
-        Some(p) => Policy::load(p)?,
+        Some(p) => load_policy(p)?,
         None => Policy::default(),
     };
-    tracing::debug!(resolved = %policy.to_toml(), "policy");
     let vault = Vault::open(VaultConfig {
         identity_dir: args.identity_dir.clone(),
         backend: args.backend.local(),
@@ -344,11 +378,11 @@ pub fn run(args: Args) -> Result<()> {
     .context("cannot install signal handlers")?;
     let mut signals = signals;
     let adapter = FuseAdapter::new(Arc::clone(&fs), crate::fuse::cache_ttl(args.allow_other));
-    let session = fuser::spawn_mount(adapter, &args.mountpoint, &config)
-        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let session = fuser::spawn_mount(adapter, &mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     tracing::info!(
         vault = %vault_dir.display(),
-        mountpoint = %args.mountpoint.display(),
+        mountpoint = %mountpoint.display(),
         read_only = args.read_only,
         allow_other = args.allow_other,
         "mounted"
@@ -358,14 +392,18 @@ pub fn run(args: Args) -> Result<()> {
         for sig in signals.pending() {
             match sig {
                 signal_hook::consts::SIGHUP => match &args.policy {
-                    Some(p) => match Policy::load(p) {
+                    Some(p) => match load_policy(p) {
                         Ok(policy) => {
-                            tracing::debug!(resolved = %policy.to_toml(), "policy");
                             fs.set_policy(policy);
+                            fs.record_policy_reload(p, None);
                             tracing::info!(policy = %p.display(), "policy reloaded");
                         }
                         Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "policy not reloaded; keeping the previous one")
+                            // Fail closed: a file that cannot be read or
+                            // parsed grants nothing until it is fixed.
+                            fs.set_policy(Policy::default());
+                            fs.record_policy_reload(p, Some("unreadable or invalid"));
+                            tracing::error!(error = %format!("{e:#}"), "policy not reloaded: only the built-in rules apply until a valid file is loaded")
                         }
                     },
                     None => tracing::info!("SIGHUP: no --policy file to reload"),
@@ -374,7 +412,7 @@ pub fn run(args: Args) -> Result<()> {
                     tracing::info!(signal = sig, "unmounting");
                     if let Err(e) = session.umount_and_join() {
                         tracing::warn!(error = %e, "clean unmount failed; detaching lazily");
-                        let _ = sys::detach(&args.mountpoint);
+                        let _ = sys::detach(&mountpoint);
                     }
                     return Ok(());
                 }

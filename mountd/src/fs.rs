@@ -355,6 +355,8 @@ struct Handle {
     created: bool,
     /// A write failed (too large): nothing of this handle is committed.
     poisoned: bool,
+    /// The secret is read-once, and stays so when this handle commits.
+    once: bool,
 }
 
 /// The store as [`SealFs`] reaches it, and the only way it does: every
@@ -400,12 +402,13 @@ impl SecretStore for Counted {
     ) -> std::result::Result<Option<sealfs::vault::ScopeInfo>, VaultError> {
         self.inner.scope(scope)
     }
-    fn put(
+    fn put_with(
         &self,
         r: &VaultRef,
         value: SensitiveBytes,
+        options: sealfs::PutOptions,
     ) -> std::result::Result<sealfs::vault::Entry, VaultError> {
-        self.inner.put(r, value)
+        self.inner.put_with(r, value, options)
     }
     fn delete(&self, r: &VaultRef) -> std::result::Result<(), VaultError> {
         self.inner.delete(r)
@@ -494,6 +497,21 @@ impl SealFs {
         self.rules.forget_names();
     }
 
+    /// Audits a policy reload (`failure`: why it failed, so only the
+    /// built-in rules now apply).
+    pub fn record_policy_reload(&self, path: &std::path::Path, failure: Option<&str>) {
+        let event = Event::new(
+            "mount",
+            "policy-reload",
+            path.display().to_string(),
+            Caller::current(),
+        );
+        self.record(match failure {
+            None => event,
+            Some(why) => event.failed(why),
+        });
+    }
+
     /// How many file handles are open (each owns a plaintext buffer).
     pub fn open_handles(&self) -> usize {
         lock(&self.handles).len()
@@ -529,6 +547,10 @@ impl SealFs {
 
     /// What `c` may do in `scope`, decided now.
     fn access(&self, c: &Caller, scope: &VaultScope) -> Result<Access> {
+        // sealfs's own secrets: never through the mount, not even to root.
+        if scope.is_reserved() {
+            return Ok(Access::None);
+        }
         if self.rules.is_admin(c.uid) {
             return Ok(Access::ReadWrite);
         }
@@ -540,6 +562,14 @@ impl SealFs {
                 .and_then(|s| s.owner_uid),
             _ => None,
         };
+        Ok(self.with_who(c, |policy, who| {
+            self.rules.access(policy, who, scope, owner)
+        }))
+    }
+
+    /// Runs `f` with the policy in force and the caller as the rules see it
+    /// (supplementary groups looked up only when a grant names a group).
+    fn with_who<T>(&self, c: &Caller, f: impl FnOnce(&Policy, &Who<'_>) -> T) -> T {
         let policy = Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()));
         let groups = if policy.uses_groups() {
             supplementary_groups(c.pid)
@@ -551,7 +581,7 @@ impl SealFs {
             gid: c.gid,
             groups: &groups,
         };
-        Ok(self.rules.access(&policy, &who, scope, owner))
+        f(&policy, &who)
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -567,7 +597,7 @@ impl SealFs {
     fn require_write(&self, c: &Caller, op: &str, target: &str, scope: &VaultScope) -> Result<()> {
         self.check_writable()?;
         match self.access(c, scope)? {
-            Access::ReadWrite => Ok(()),
+            Access::ReadWrite | Access::Create => Ok(()),
             Access::Read => self.deny(c, op, target, FsError::Denied),
             Access::None => self.deny(c, op, target, FsError::NotFound),
         }
@@ -775,7 +805,7 @@ impl SealFs {
                 out.push(ino, FileKind::Directory, ".");
                 out.push(parent, FileKind::Directory, "..");
                 for info in self.vault.scopes().map_err(|e| from_vault(&e))? {
-                    if ScopeKind::of(&info.scope) != Some(kind) {
+                    if ScopeKind::of(&info.scope) != Some(kind) || info.scope.is_reserved() {
                         continue;
                     }
                     let readable =
@@ -863,6 +893,19 @@ impl SealFs {
             }
         }
         let writable = mode.write;
+        let once = if writable {
+            let entry = self.vault.entry(&r).map_err(|e| from_vault(&e))?;
+            let once = entry.ok_or(FsError::NotFound)?.once;
+            if once && !mode.truncate {
+                // Reading it to update it would consume it; what a writer
+                // stores must stay read-once, so only a replacement (O_TRUNC)
+                // is allowed.
+                return self.deny(c, "open", target, FsError::NotPermitted);
+            }
+            once
+        } else {
+            false
+        };
         let buf = if writable {
             let current = if mode.truncate {
                 None
@@ -905,6 +948,7 @@ impl SealFs {
             dirty,
             created: false,
             poisoned: false,
+            once,
         }))
     }
 
@@ -960,14 +1004,19 @@ impl SealFs {
     pub fn flush(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
         let mut h = lock(&h);
-        self.commit(&mut h, false)
+        self.commit(&mut h)
     }
 
-    /// Stores the handle's content if it changed. An empty content is not a
-    /// value: a shell's `echo x > file` closes a duplicate of the truncated
-    /// file before writing, so an empty flush waits for more; only the last
-    /// close (`last`) refuses it.
-    fn commit(&self, h: &mut Handle, last: bool) -> Result<()> {
+    /// Stores the handle's content if it changed. Access is decided again
+    /// here: a grant removed (and the policy reloaded) since the open stops
+    /// the write with `EACCES`, and nothing changes.
+    ///
+    /// An empty content is stored as an empty value, at the close that
+    /// reports it, as POSIX has a file emptied at once: `: > key`,
+    /// `truncate -s 0` and an `O_TRUNC` open never keep the old value. (A
+    /// shell's `echo x > key` closes a duplicate of the truncated file
+    /// before writing, so it stores the empty value, then `x`.)
+    fn commit(&self, h: &mut Handle) -> Result<()> {
         if h.poisoned {
             // The writer was told at write(2); close(2) says it again.
             return Err(FsError::TooLarge);
@@ -977,15 +1026,19 @@ impl SealFs {
         }
         let op = if h.created { "create" } else { "write" };
         let target = h.vault_ref.to_string();
-        if h.buf.is_empty() {
-            if !last {
-                return Ok(());
-            }
+        let allowed = self.check_writable().is_ok()
+            && self.access(&h.caller, h.vault_ref.scope())?.can_write();
+        if !allowed {
             h.dirty = false;
-            return self.deny(&h.caller, op, target, FsError::Invalid);
+            let c = h.caller;
+            return self.deny(&c, op, target, FsError::Denied);
         }
         let value = SensitiveBytes::from_slice(h.buf.content());
-        match self.vault.put(&h.vault_ref, value) {
+        let options = sealfs::PutOptions {
+            once: h.once,
+            allow_empty: true,
+        };
+        match self.vault.put_with(&h.vault_ref, value, options) {
             Ok(_) => {
                 h.dirty = false;
                 h.created = false;
@@ -1003,7 +1056,7 @@ impl SealFs {
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = lock(&self.handles).remove(&fh).ok_or(FsError::BadHandle)?;
         let mut h = lock(&h);
-        self.commit(&mut h, true)
+        self.commit(&mut h)
     }
 
     /// Creates secret `name` in scope directory `parent`, open for writing.
@@ -1041,6 +1094,7 @@ impl SealFs {
             dirty: true,
             created: true,
             poisoned: false,
+            once: false,
         });
         Ok((
             self.file_attr(c, ino, 0, SystemTime::now(), Access::ReadWrite),
@@ -1111,8 +1165,13 @@ impl SealFs {
         }
     }
 
-    /// `mkdir session/<id>` (anyone; the caller owns it) or
+    /// `mkdir session/<id>` (root, the vault owner, the user whose
+    /// namespace `<id>` is in, or a `create` grant; the caller owns it) or
     /// `mkdir principal/<id>` (that principal, root or the vault owner).
+    ///
+    /// A scope the caller may not see answers as one it may not create,
+    /// whether it exists or not (`EACCES`, never `EEXIST`); both paths look
+    /// the scope up, so their timing differs only by the decision itself.
     pub fn mkdir(&self, c: &Caller, parent: u64, name: &str) -> Result<Attr> {
         let kind = match self.node(parent)? {
             Node::Kind(k) => k,
@@ -1125,15 +1184,31 @@ impl SealFs {
             return self.deny(c, "mkdir", target, FsError::Invalid);
         };
         let allowed = match kind {
-            ScopeKind::Session => true,
+            ScopeKind::Session => self.with_who(c, |policy, who| {
+                self.rules.may_create_session(policy, who, &id)
+            }),
             ScopeKind::Principal => {
                 self.rules.is_admin(c.uid) || self.rules.is_principal(c.uid, id.as_str())
             }
         };
+        let scope = kind.scope(id);
+        if scope.is_reserved() {
+            return self.deny(c, "mkdir", target, FsError::Denied);
+        }
+        let exists = self
+            .vault
+            .scope(&scope)
+            .map_err(|e| from_vault(&e))?
+            .is_some();
+        if exists {
+            if self.access(c, &scope)?.can_read() {
+                return Err(FsError::Exists);
+            }
+            return self.deny(c, "mkdir", target, FsError::Denied);
+        }
         if !allowed {
             return self.deny(c, "mkdir", target, FsError::Denied);
         }
-        let scope = kind.scope(id);
         match self.vault.create_scope(&scope, Some(c.uid)) {
             Ok(()) => {
                 self.record(self.event(c, "mkdir", scope.to_string()));
@@ -1192,9 +1267,12 @@ impl SealFs {
                     h.dirty = true;
                 }
                 None => {
-                    // truncate(2) by path: open, resize, commit, close.
+                    // truncate(2) by path: open, resize, commit, close. To
+                    // nothing, the value need not be read (nor a read-once
+                    // secret consumed): it is an O_TRUNC open.
                     let mode = OpenMode {
                         write: true,
+                        truncate: size == 0,
                         ..OpenMode::default()
                     };
                     let fh = self.open(c, ino, mode)?;
@@ -1287,7 +1365,7 @@ mod tests {
         };
         (
             dir,
-            SealFs::new(Arc::new(vault), 4242, Policy::default(), audit, opts),
+            SealFs::new(Arc::new(vault), 1, Policy::default(), audit, opts),
         )
     }
 
@@ -1481,11 +1559,11 @@ mod tests {
             FsError::NotFound
         );
         let owner = Caller {
-            uid: 4242,
+            uid: 1,
             gid: 1,
             pid: 1,
         };
-        assert_eq!(fs.lookup(&owner, GLOBAL_INO, "a").unwrap().uid, 4242);
+        assert_eq!(fs.lookup(&owner, GLOBAL_INO, "a").unwrap().uid, 1);
     }
 
     #[test]

@@ -7,22 +7,31 @@
 //! 2. `principal:<id>`: the user whose login name is `<id>` (or whose uid is
 //!    `<id>` when numeric): read-write;
 //! 3. `session:<id>`: the uid that created the session: read-write;
-//! 4. policy grants, per scope pattern, to users or groups: read or read-write.
+//! 4. policy grants, per scope pattern, to users or groups: read,
+//!    read-write, or create (read-write, and creating such sessions).
+//!
+//! Who may create `session:<id>` with `mkdir`: root and the vault owner,
+//! the user whose namespace the id is in (`<login>.<tag>` or `<uid>.<tag>`,
+//! the owner being everything before the first dot), and a `create` grant.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use sealfs::VaultScope;
 use serde::Deserialize;
 
-/// What a caller may do in a scope. Ordered: `None < Read < ReadWrite`.
+/// What a caller may do in a scope. Ordered: `None < Read < ReadWrite <
+/// Create`; `Create` (session scopes only) is read-write plus making
+/// sessions the grant's pattern matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Access {
     None,
     Read,
     ReadWrite,
+    Create,
 }
 
 impl Access {
@@ -31,7 +40,7 @@ impl Access {
     }
 
     pub fn can_write(self) -> bool {
-        self == Access::ReadWrite
+        self >= Access::ReadWrite
     }
 }
 
@@ -140,9 +149,14 @@ struct Grant {
 }
 
 /// The grants of a policy file, with names resolved to ids at load time.
+/// The default (no file, or a file that failed to reload) grants nothing:
+/// only the built-in rules apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     grants: Vec<Grant>,
+    /// Grants skipped at load because a user or group they name does not
+    /// exist (any more): one line each, for the log.
+    skipped: Vec<String>,
 }
 
 impl Policy {
@@ -168,6 +182,7 @@ impl Policy {
             },
         })?;
         let mut grants = Vec::new();
+        let mut skipped = Vec::new();
         for (i, g) in file.grant.into_iter().enumerate() {
             let err = |message: String| PolicyError::Grant {
                 path: origin.to_owned(),
@@ -175,19 +190,39 @@ impl Policy {
                 message,
             };
             let scope = ScopePattern::parse(&g.scope).map_err(err)?;
+            if g.access == Access::Create && !g.scope.starts_with("session:") {
+                return Err(err(format!(
+                    "access \"create\" is for session scopes (`session:<pattern>`), not {:?}",
+                    g.scope
+                )));
+            }
             if g.users.is_empty() && g.groups.is_empty() {
                 return Err(err("names no users and no groups".into()));
             }
-            let uids = g
+            // A user or group that does not exist (any more): the grant is
+            // skipped, never widened or narrowed, and the rest applies.
+            let missing: Vec<String> = g
                 .users
                 .iter()
-                .map(|u| resolve_user(u).ok_or_else(|| err(format!("unknown user {}", show(u)))))
-                .collect::<Result<_, _>>()?;
-            let gids = g
-                .groups
-                .iter()
-                .map(|g| resolve_group(g).ok_or_else(|| err(format!("unknown group {}", show(g)))))
-                .collect::<Result<_, _>>()?;
+                .filter(|u| resolve_user(u).is_none())
+                .map(|u| format!("unknown user {}", show(u)))
+                .chain(
+                    g.groups
+                        .iter()
+                        .filter(|g| resolve_group(g).is_none())
+                        .map(|g| format!("unknown group {}", show(g))),
+                )
+                .collect();
+            if !missing.is_empty() {
+                skipped.push(format!(
+                    "policy file {origin}: grant {} skipped: {}",
+                    i + 1,
+                    missing.join(", ")
+                ));
+                continue;
+            }
+            let uids = g.users.iter().filter_map(resolve_user).collect();
+            let gids = g.groups.iter().filter_map(resolve_group).collect();
             grants.push(Grant {
                 scope,
                 uids,
@@ -195,7 +230,12 @@ impl Policy {
                 access: g.access,
             });
         }
-        Ok(Policy { grants })
+        Ok(Policy { grants, skipped })
+    }
+
+    /// The grants skipped at load (a user or group that does not exist).
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     /// The policy as resolved, in the policy file's own syntax with numeric
@@ -213,6 +253,7 @@ impl Policy {
                 Access::None => "none",
                 Access::Read => "read",
                 Access::ReadWrite => "read-write",
+                Access::Create => "create",
             };
             out.push_str(&format!(
                 "[[grant]]\nscope = \"{}\"\nusers = [{}]\ngroups = [{}]\naccess = \"{access}\"\n\n",
@@ -297,27 +338,51 @@ impl Who<'_> {
     }
 }
 
-/// Applies the built-in rules and a policy. Caches uid -> login name.
+/// How long a uid -> login name lookup is trusted: a user deleted and its
+/// uid given to someone else stops matching `principal:<old name>` within
+/// this.
+pub const NAME_TTL: Duration = Duration::from_secs(3);
+
+/// The overflow uid (`nobody`): what a file owned by an unmapped uid shows
+/// in a user namespace. Never the vault's owner.
+pub const OVERFLOW_UID: u32 = 65534;
+
+/// Applies the built-in rules and a policy. Caches uid -> login name for
+/// [`NAME_TTL`].
 pub struct Rules {
-    owner_uid: u32,
-    names: Mutex<HashMap<u32, Option<String>>>,
+    /// The vault directory's owner, when it may act as one: `None` for the
+    /// overflow uid or a uid without a name.
+    owner_uid: Option<u32>,
+    names: Mutex<HashMap<u32, (Option<String>, Instant)>>,
 }
 
 impl Rules {
+    /// `owner_uid` owns the vault directory; it is trusted as the vault's
+    /// owner only if it is a real user (has a name, is not the overflow
+    /// uid): a bind mount into a container can show any owner.
     pub fn new(owner_uid: u32) -> Self {
+        let real =
+            owner_uid == 0 || (owner_uid != OVERFLOW_UID && lookup_name(owner_uid).is_some());
+        if !real {
+            tracing::warn!(
+                owner_uid,
+                "the vault directory's owner is the overflow uid or has no name: it gets no owner rights (root still has them)"
+            );
+        }
         Rules {
-            owner_uid,
+            owner_uid: real.then_some(owner_uid),
             names: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn owner_uid(&self) -> u32 {
+    /// The vault owner the rules trust, if any.
+    pub fn owner_uid(&self) -> Option<u32> {
         self.owner_uid
     }
 
     /// Whether `who` is root or the vault's owner: everything is allowed.
     pub fn is_admin(&self, uid: u32) -> bool {
-        uid == 0 || uid == self.owner_uid
+        uid == 0 || Some(uid) == self.owner_uid
     }
 
     /// What `who` may do in `scope`; `scope_owner` is the uid that created
@@ -343,17 +408,51 @@ impl Rules {
         policy.granted(who, scope)
     }
 
-    /// `principal:<id>` belongs to the user named `id`, or with uid `id`.
+    /// Whether `who` may create `session:<id>`: root and the vault owner,
+    /// the user whose namespace `id` is in, or a `create` grant.
+    pub fn may_create_session(
+        &self,
+        policy: &Policy,
+        who: &Who<'_>,
+        id: &sealfs::scope::ScopeId,
+    ) -> bool {
+        self.is_admin(who.uid)
+            || self.in_own_namespace(who.uid, id.as_str())
+            || policy.granted(who, &VaultScope::Session(id.clone())) == Access::Create
+    }
+
+    /// `<login>.<tag>` or `<uid>.<tag>` (canonical decimal): the owner is
+    /// everything before the first dot, so each id has one candidate
+    /// owner. A login name with a dot in it uses the uid form.
+    pub fn in_own_namespace(&self, uid: u32, id: &str) -> bool {
+        let Some((owner, tag)) = id.split_once('.') else {
+            return false;
+        };
+        !tag.is_empty()
+            && !owner.is_empty()
+            && (owner == uid.to_string() || self.login_name(uid).as_deref() == Some(owner))
+    }
+
+    /// `principal:<id>` belongs to the user named `id`, or with uid `id`
+    /// in canonical decimal (`principal:01001` is nobody's).
     pub fn is_principal(&self, uid: u32, id: &str) -> bool {
-        if id.parse::<u32>().ok() == Some(uid) {
-            return true;
-        }
-        self.login_name(uid).as_deref() == Some(id)
+        id == uid.to_string() || self.login_name(uid).as_deref() == Some(id)
     }
 
     fn login_name(&self, uid: u32) -> Option<String> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.entry(uid).or_insert_with(|| lookup_name(uid)).clone()
+        let now = Instant::now();
+        match names.get(&uid) {
+            Some((name, at)) if now.duration_since(*at) < NAME_TTL => name.clone(),
+            _ => {
+                if names.len() > 4096 {
+                    names.retain(|_, (_, at)| now.duration_since(*at) < NAME_TTL);
+                }
+                let name = lookup_name(uid);
+                names.insert(uid, (name.clone(), now));
+                name
+            }
+        }
     }
 
     /// Forgets cached user names (on policy reload).
@@ -417,7 +516,7 @@ access = "read-write"
 "#,
         )
         .unwrap();
-        let rules = Rules::new(4242);
+        let rules = Rules::new(1);
         let who = |uid, gid| Who {
             uid,
             gid,
@@ -450,7 +549,7 @@ access = "read-write"
         );
         // Built-in rules.
         assert_eq!(
-            rules.access(&policy, &who(4242, 1), &scope("principal:bob"), None),
+            rules.access(&policy, &who(1, 1), &scope("principal:bob"), None),
             Access::ReadWrite
         );
         assert_eq!(
@@ -474,6 +573,55 @@ access = "read-write"
             Access::None
         );
         assert!(rules.is_principal(0, "root"));
+        // Numeric ids are canonical decimal only.
+        assert!(!rules.is_principal(1005, "01005"));
+        assert!(!rules.is_principal(1005, "+1005"));
+        assert_eq!(
+            rules.access(&policy, &who(1005, 1), &scope("principal:01005"), None),
+            Access::None
+        );
+    }
+
+    #[test]
+    fn a_grant_naming_a_missing_user_or_group_is_skipped_and_the_rest_applies() {
+        let policy = Policy::parse(
+            "p.toml",
+            "[[grant]]\nscope = \"global\"\nusers = [1, \"no-such-user-xyz\"]\naccess = \"read\"\n\n\
+             [[grant]]\nscope = \"principal:*\"\ngroups = [\"no-such-group-xyz\"]\naccess = \"read\"\n\n\
+             [[grant]]\nscope = \"global\"\nusers = [2]\naccess = \"read\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.skipped(),
+            [
+                "policy file p.toml: grant 1 skipped: unknown user \"no-such-user-xyz\"",
+                "policy file p.toml: grant 2 skipped: unknown group \"no-such-group-xyz\""
+            ]
+        );
+        let rules = Rules::new(0);
+        let who = |uid, gid| Who {
+            uid,
+            gid,
+            groups: &[],
+        };
+        let global = "global".parse().unwrap();
+        // Skipped whole: uid 1, named beside the missing user, gets nothing.
+        assert_eq!(
+            rules.access(&policy, &who(1, 1), &global, None),
+            Access::None
+        );
+        assert_eq!(
+            rules.access(&policy, &who(2, 2), &global, None),
+            Access::Read
+        );
+    }
+
+    #[test]
+    fn an_owner_that_is_the_overflow_uid_or_nameless_is_not_the_vault_owner() {
+        assert!(!Rules::new(OVERFLOW_UID).is_admin(OVERFLOW_UID));
+        assert!(!Rules::new(4_000_000).is_admin(4_000_000));
+        assert!(Rules::new(4_000_000).is_admin(0));
+        assert!(Rules::new(0).is_admin(0));
     }
 
     #[test]
@@ -485,7 +633,7 @@ access = "read-write"
             (format!("{ok}[[grant]]\nscope = \"global\"\naccess = \"read\"\n"), "policy file p.toml: grant 2: names no users and no groups"),
             (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"write\"\n"), "policy file p.toml: line 9: unknown variant `write`"),
             (format!("{ok}[[grant]]\nscope = \"nope:x\"\nusers = [1]\naccess = \"read\"\n"), "policy file p.toml: grant 2: invalid scope"),
-            (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [\"no-such-user-xyz\"]\naccess = \"read\"\n"), "policy file p.toml: grant 2: unknown user \"no-such-user-xyz\""),
+            (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"create\"\n"), "policy file p.toml: grant 2: access \"create\" is for session scopes"),
             (format!("{ok}[[grant]]\nscope = \"global\"\nusers = [1]\naccess = \"read\"\nextra = 1\n"), "policy file p.toml: line 10: unknown field `extra`"),
             (format!("{ok}[grant\n"), "policy file p.toml: line 6: "),
         ] {

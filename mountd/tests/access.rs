@@ -153,29 +153,276 @@ fn policy_grants_read_and_is_reloaded_on_sighup() {
 fn sessions_belong_to_the_uid_that_made_them() {
     let Some(m) = Mounted::start(&[]) else { return };
     let mnt = m.mnt.display();
+    let run = format!("{ALICE}.run");
     sh_as(
         ALICE,
-        &format!("mkdir {mnt}/session/alice-run && printf v > {mnt}/session/alice-run/k"),
+        &format!("mkdir {mnt}/session/{run} && printf v > {mnt}/session/{run}/k"),
     )
     .ok();
-    assert_eq!(m.get("session:alice-run/k"), b"v");
+    assert_eq!(m.get(&format!("session:{run}/k")), b"v");
     assert_eq!(
         sh_as(ALICE, &format!("ls {mnt}/session"))
             .ok()
             .text()
             .trim(),
-        "alice-run"
+        run
     );
     assert_eq!(
         sh_as(BOB, &format!("ls {mnt}/session")).ok().text().trim(),
         ""
     );
-    sh_as(BOB, &format!("cat {mnt}/session/alice-run/k")).fails_with("No such file or directory");
-    sh_as(BOB, &format!("rmdir {mnt}/session/alice-run")).fails_with("No such file or directory");
+    sh_as(BOB, &format!("cat {mnt}/session/{run}/k")).fails_with("No such file or directory");
+    sh_as(BOB, &format!("rmdir {mnt}/session/{run}")).fails_with("No such file or directory");
     sh_as(BOB, &format!("mkdir {mnt}/principal/{ALICE}")).fails_with("Permission denied");
     sh_as(
         ALICE,
-        &format!("rm {mnt}/session/alice-run/k && rmdir {mnt}/session/alice-run"),
+        &format!("rm {mnt}/session/{run}/k && rmdir {mnt}/session/{run}"),
     )
     .ok();
+}
+
+/// Review finding M1 (the squatting sequence): an ordinary user may create
+/// only sessions in its own namespace (`<login>.<tag>`, `<uid>.<tag>`);
+/// another id needs a `create` grant. Root writing into a session another
+/// uid owns is refused naming that uid. And `mkdir` of a scope the caller
+/// may not see says `Permission denied` whether it exists or not.
+#[test]
+fn a_session_meant_for_someone_else_cannot_be_squatted_or_probed() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        format!("[[grant]]\nscope = \"session:ci-*\"\nusers = [{BOB}]\naccess = \"create\"\n"),
+    )
+    .unwrap();
+    let Some(m) = Mounted::start(&["--policy", policy.path().to_str().unwrap()]) else {
+        return;
+    };
+    let mnt = m.mnt.display();
+
+    // 1. The squat fails at its first step, and leaves nothing behind.
+    sh_as(ALICE, &format!("mkdir {mnt}/session/ci-4242")).fails_with("Permission denied");
+    sh_as(ALICE, &format!("mkdir {mnt}/session/01234.x")).fails_with("Permission denied");
+    sh_as(ALICE, &format!("mkdir {mnt}/session/{BOB}.x")).fails_with("Permission denied");
+    assert_eq!(m.cli(&["list"], b"").ok().text(), "");
+
+    // 2. Root's secret in a session the squatter could not make: unreadable.
+    m.set("session:ci-4242/deploy_token", b"root's token");
+    sh_as(ALICE, &format!("cat {mnt}/session/ci-4242/deploy_token"))
+        .fails_with("No such file or directory");
+
+    // 3. No oracle: an existing session and a missing one answer alike.
+    for id in ["ci-4242", "ci-9999"] {
+        sh_as(ALICE, &format!("mkdir {mnt}/session/{id}")).fails_with("Permission denied");
+    }
+    m.set(&format!("principal:{BOB}/k"), b"bob's");
+    for id in [BOB, 4321] {
+        sh_as(ALICE, &format!("mkdir {mnt}/principal/{id}")).fails_with("Permission denied");
+    }
+
+    // 4. A `create` grant: bob makes ci-* sessions (an existing one he may
+    // now see is EEXIST), and owns what he makes.
+    sh_as(
+        BOB,
+        &format!("mkdir {mnt}/session/ci-77 && printf b > {mnt}/session/ci-77/k"),
+    )
+    .ok();
+    sh_as(BOB, &format!("mkdir {mnt}/session/ci-4242")).fails_with("File exists");
+    sh_as(BOB, &format!("mkdir {mnt}/session/run-1")).fails_with("Permission denied");
+
+    // 5. Her own namespace, by uid and by login name.
+    sh_as(ALICE, &format!("mkdir {mnt}/session/{ALICE}.build")).ok();
+    let daemon_uid = crate::util::uid_of("daemon");
+    sh_as(daemon_uid, &format!("mkdir {mnt}/session/daemon.job")).ok();
+    sh_as(ALICE, &format!("mkdir {mnt}/session/daemon.other")).fails_with("Permission denied");
+
+    // 6. Root storing into a session another uid made is refused, naming
+    // the owner, until confirmed.
+    let r = format!("session:{ALICE}.build/deploy_token");
+    let refused = m.cli(&["set", &r], b"for alice?");
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("uid {ALICE}")),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("--into-others-session"),
+        "{}",
+        refused.stderr
+    );
+    m.cli(&["get", &r], b"").fails_with("not found");
+    m.cli(&["set", "--into-others-session", &r], b"for alice")
+        .ok();
+    assert_eq!(
+        sh_as(
+            ALICE,
+            &format!("cat {mnt}/session/{ALICE}.build/deploy_token")
+        )
+        .ok()
+        .stdout,
+        b"for alice"
+    );
+    let refused = m.cli(&["set", "session:daemon.job/k"], b"v");
+    assert!(refused.stderr.contains("(daemon)"), "{}", refused.stderr);
+}
+
+/// Secrets sealfs keeps for itself (`principal:sealfs-*`, the fleet's host
+/// identity and etcd credentials) are never served or listed through the
+/// mount: not to a `*` or `principal:*` grant, not to root.
+#[test]
+fn reserved_scopes_are_invisible_through_the_mount_whatever_the_policy() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        format!(
+            "[[grant]]\nscope = \"*\"\nusers = [{ALICE}]\naccess = \"read-write\"\n\n\
+             [[grant]]\nscope = \"principal:*\"\nusers = [{BOB}]\naccess = \"read\"\n"
+        ),
+    )
+    .unwrap();
+    let Some(m) = Mounted::start(&["--policy", policy.path().to_str().unwrap()]) else {
+        return;
+    };
+    m.set("principal:sealfs-fleet/etcd_password", b"fleet secret");
+    m.set("principal:sealfs-other/k", b"later secret");
+    m.set(&format!("principal:{BOB}/k"), b"bob's");
+    m.set("global/x", b"x");
+    let mnt = m.mnt.display();
+    for uid in [ALICE, BOB, 0] {
+        let ls = sh_as(uid, &format!("ls -a {mnt}/principal")).ok().text();
+        assert!(
+            !ls.contains("sealfs-"),
+            "uid {uid} lists a reserved scope: {ls}"
+        );
+        assert!(ls.contains(&BOB.to_string()), "uid {uid}: {ls}");
+        for path in [
+            "principal/sealfs-fleet/etcd_password",
+            "principal/sealfs-fleet",
+            "principal/sealfs-other/k",
+        ] {
+            sh_as(uid, &format!("cat {mnt}/{path} || ls {mnt}/{path}"))
+                .fails_with("No such file or directory");
+        }
+    }
+    sh_as(0, &format!("mkdir {mnt}/principal/sealfs-new")).fails_with("Permission denied");
+    sh_as(
+        ALICE,
+        &format!("mv {mnt}/global/x {mnt}/principal/sealfs-fleet/x"),
+    )
+    .fails_with("No such file or directory");
+    sh_as(
+        ALICE,
+        &format!("printf evil | tee {mnt}/principal/sealfs-fleet/etcd_password"),
+    )
+    .fails_with("No such file or directory");
+    // The CLI, which runs as the vault's owner, still reaches them.
+    assert_eq!(
+        m.get("principal:sealfs-fleet/etcd_password"),
+        b"fleet secret"
+    );
+    assert_eq!(m.get("global/x"), b"x");
+}
+
+/// Revocation bites a writer that opened before it: after the grant is
+/// removed and the policy reloaded, its `pwrite` + `fsync` fails with
+/// EACCES and the value stays. A reload of a broken file fails closed
+/// (only the built-in rules), is audited, and `--check-policy` tells first.
+#[test]
+fn a_revoked_writer_cannot_commit_and_a_bad_reload_fails_closed() {
+    use std::io::{BufRead, BufReader, Write};
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let grants = |alice: bool| {
+        let mut text =
+            format!("[[grant]]\nscope = \"global\"\nusers = [{BOB}]\naccess = \"read\"\n");
+        if alice {
+            text.push_str(&format!(
+                "\n[[grant]]\nscope = \"global\"\nusers = [{ALICE}]\naccess = \"read-write\"\n"
+            ));
+        }
+        text
+    };
+    std::fs::write(policy.path(), grants(true)).unwrap();
+    let Some(m) = Mounted::start(&["--policy", policy.path().to_str().unwrap()]) else {
+        return;
+    };
+    m.set("global/k", b"original");
+    let mnt = m.mnt.display();
+    let reload_until = |uid: u32, readable: bool| {
+        m.signal(nix::sys::signal::Signal::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (sh_as(uid, &format!("cat {mnt}/global/k")).code == Some(0)) != readable {
+            assert!(Instant::now() < deadline, "policy was not reloaded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // Alice opens for writing while she may.
+    let path = m.path("global/k");
+    let mut writer = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &ALICE.to_string(),
+            "--regid",
+            &ALICE.to_string(),
+            "--clear-groups",
+        ])
+        .args(["perl", "-MIO::Handle", "-e"])
+        .arg(
+            r#"open(my $f, "+<", $ARGV[0]) or die "open: $!\n"; print "opened\n"; STDOUT->flush;
+               <STDIN>; sysseek($f, 0, 0); defined(syswrite($f, "revoked!")) or die "write: $!\n";
+               $f->sync or die "fsync: $!\n"; close($f) or die "close: $!\n";"#,
+        )
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(writer.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "opened\n");
+
+    // Her grant is removed; the reload takes effect; then she writes.
+    std::fs::write(policy.path(), grants(false)).unwrap();
+    reload_until(ALICE, false);
+    writer.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let out = writer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("fsync: Permission denied"), "{stderr}");
+    assert_eq!(m.get("global/k"), b"original");
+    assert_eq!(
+        sh_as(BOB, &format!("cat {mnt}/global/k")).ok().stdout,
+        b"original"
+    );
+
+    // A broken file: --check-policy says so, and a reload fails closed.
+    std::fs::write(policy.path(), "[[grant]\nscope = ").unwrap();
+    let check = std::process::Command::new(crate::util::MOUNTD)
+        .args(["--check-policy", policy.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stderr).contains("line 1"));
+    reload_until(BOB, false);
+    let reloads: Vec<_> = m
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["op"] == "policy-reload")
+        .collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert_eq!(reloads[0]["outcome"], "ok");
+    assert_ne!(reloads[1]["outcome"], "ok");
+    // Root (a built-in rule) still reads; a fixed file restores the grant.
+    assert_eq!(m.get("global/k"), b"original");
+    std::fs::write(policy.path(), grants(false)).unwrap();
+    let check = std::process::Command::new(crate::util::MOUNTD)
+        .args(["--check-policy", policy.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains(&format!("users = [{BOB}]")));
+    reload_until(BOB, true);
 }

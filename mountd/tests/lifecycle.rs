@@ -133,14 +133,15 @@ fn the_daemon_is_hardened_and_mounted_nosuid_nodev_noexec() {
 /// and the audit log stays out of the vault directory.
 #[test]
 fn a_root_daemon_refuses_a_vault_directory_another_user_owns_unless_told() {
-    const OWNER: u32 = 1301;
     if !crate::util::fuse_usable() {
         return;
     }
+    // A real user (with a name): only such an owner acts as the vault's.
+    let owner = crate::util::uid_of("daemon");
     let mut m = Mounted::vault_only();
     m.set("global/k", b"v");
     for dir in [m.vault_dir(), m.root.path().join("identity")] {
-        sh(&format!("chown -R {OWNER}:{OWNER} {}", dir.display())).ok();
+        sh(&format!("chown -R {owner}:{owner} {}", dir.display())).ok();
     }
     let refused = std::process::Command::new(crate::util::MOUNTD)
         .arg(&m.mnt)
@@ -155,7 +156,7 @@ fn a_root_daemon_refuses_a_vault_directory_another_user_owns_unless_told() {
     assert!(!refused.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "refusing the vault directory {}: it is owned by uid {OWNER} and root must not work in a directory another user controls; pass --allow-foreign-vault-dir",
+            "refusing the vault directory {}: it is owned by uid {owner} and root must not work in a directory another user controls; pass --allow-foreign-vault-dir",
             m.vault_dir().display()
         )),
         "{stderr}"
@@ -163,7 +164,7 @@ fn a_root_daemon_refuses_a_vault_directory_another_user_owns_unless_told() {
     assert!(!mounted_at(&m.mnt));
     m.mount(&["--allow-foreign-vault-dir"]);
     // The vault's owner is the owner the daemon serves.
-    let seen = crate::util::sh_as(OWNER, &format!("cat {}", m.path("global/k").display()))
+    let seen = crate::util::sh_as(owner, &format!("cat {}", m.path("global/k").display()))
         .ok()
         .text();
     assert_eq!(seen, "v");
@@ -171,4 +172,30 @@ fn a_root_daemon_refuses_a_vault_directory_another_user_owns_unless_told() {
     assert!(std::fs::read_to_string(m.audit_log())
         .unwrap()
         .contains("\"op\":\"open\""));
+}
+
+/// A vault directory owned by a uid with no name, or by the overflow uid
+/// 65534 (what a bind mount into a user namespace shows for an unmapped
+/// owner), gives that uid no owner rights; root still has them.
+#[test]
+fn an_owner_without_a_name_or_the_overflow_uid_is_not_the_vault_owner() {
+    if !crate::util::fuse_usable() {
+        return;
+    }
+    for owner in [4343u32, 65534] {
+        let mut m = Mounted::vault_only();
+        m.set("global/k", b"v");
+        for dir in [m.vault_dir(), m.root.path().join("identity")] {
+            sh(&format!("chown -R {owner}:{owner} {}", dir.display())).ok();
+        }
+        m.mount(&["--allow-foreign-vault-dir"]);
+        crate::util::sh_as(owner, &format!("cat {}", m.path("global/k").display()))
+            .fails_with("No such file or directory");
+        crate::util::sh_as(owner, &format!("mkdir {}", m.path("session/x").display()))
+            .fails_with("Permission denied");
+        let seen = crate::util::sh_as(0, &format!("cat {}", m.path("global/k").display()))
+            .ok()
+            .text();
+        assert_eq!(seen, "v", "owner {owner}");
+    }
 }

@@ -133,6 +133,14 @@ pub fn sh_as(uid: u32, script: &str) -> Run {
 }
 
 /// `sh -c script` as root.
+/// The uid of the system user `name` (e.g. `daemon`, there on every
+/// Debian system): a uid with a login name, where a test needs one.
+pub fn uid_of(name: &str) -> u32 {
+    let out = Command::new("id").args(["-u", name]).output().unwrap();
+    assert!(out.status.success(), "no user {name} here");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 pub fn sh(script: &str) -> Run {
     let mut c = Command::new("sh");
     c.args(["-c", script]);

@@ -17,9 +17,16 @@ fn echo_printf_append_rm_mv_mkdir_rmdir() {
         "{:?}",
         m.audit_events()
     );
-    // Truncating to nothing is refused (empty values are not stored).
+    // Emptying a file empties the secret (the mount stores an empty value);
+    // the old value is never kept behind an exit status of 0.
     sh(&format!(": > {mnt}/global/key")).ok();
-    assert_eq!(m.get("global/key"), b"new\n");
+    assert_eq!(m.get("global/key"), b"");
+    sh(&format!(
+        "echo again > {mnt}/global/key && truncate -s 0 {mnt}/global/key"
+    ))
+    .ok();
+    assert_eq!(m.get("global/key"), b"");
+    sh(&format!("echo new > {mnt}/global/key")).ok();
     sh(&format!("printf x > {mnt}/global/newkey")).ok();
     assert_eq!(m.get("global/newkey"), b"x");
     sh(&format!("printf yz >> {mnt}/global/newkey")).ok();
@@ -64,10 +71,23 @@ fn bad_writes_get_the_right_errno_and_change_nothing() {
     };
     m.set("global/k", b"keep");
     let mnt = m.mnt.display();
-    sh(&format!("head -c 101 /dev/zero > {mnt}/global/k")).fails_with("File too large");
+    sh(&format!("head -c 101 /dev/zero >> {mnt}/global/k")).fails_with("File too large");
     assert_eq!(m.get("global/k"), b"keep");
+    // Through `>`, the shell's O_TRUNC empties the file before the write
+    // is refused, as on any file system (docs/policy.md).
+    m.set("global/t", b"keep");
+    sh(&format!("head -c 101 /dev/zero > {mnt}/global/t")).fails_with("File too large");
+    assert_eq!(m.get("global/t"), b"");
+    m.cli(&["delete", "global/t"], b"").ok();
+    // A new file exists (empty) from its creation on, as on any file system.
     sh(&format!("head -c 101 /dev/zero > {mnt}/global/fresh")).fails_with("File too large");
-    m.cli(&["get", "global/fresh"], b"")
+    assert_eq!(m.get("global/fresh"), b"");
+    m.cli(&["delete", "global/fresh"], b"").ok();
+    sh(&format!(
+        "head -c 101 /dev/zero | tee {mnt}/global/teed >/dev/null"
+    ))
+    .fails_with("File too large");
+    m.cli(&["get", "global/teed"], b"")
         .fails_with("secret not found");
     sh(&format!("printf x > {mnt}/global/Bad_Name")).fails_with("Invalid argument");
     // (mv words EINVAL from rename(2) as "a subdirectory of itself": ask the syscall.)
@@ -122,4 +142,73 @@ fn read_only_mounts_refuse_every_write() {
         "400"
     );
     assert_eq!(m.get("global/k"), b"v");
+}
+
+/// Honest file semantics (issue 13): emptying through every path, a
+/// read-once secret that stays read-once, an O_TRUNC open with no write,
+/// escaped audit-log lines, and quiet extended-attribute answers.
+#[test]
+fn emptying_read_once_escaping_and_xattrs_behave_as_documented() {
+    let Some(mut m) = Mounted::start(&[]) else {
+        return;
+    };
+    let mnt = m.mnt.display();
+
+    // O_TRUNC with no write, by a program that is not a shell.
+    m.set("global/k", b"old");
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(m.path("global/k"))
+            .unwrap(),
+    );
+    assert_eq!(m.get("global/k"), b"");
+
+    // Read-once: an update open (it would consume it) is refused and
+    // changes nothing; a replacement stays read-once.
+    m.cli(&["set", "--once", "global/once"], b"one-time").ok();
+    sh(&format!("exec 3<> {mnt}/global/once")).fails_with("not permitted");
+    let once = |m: &Mounted| {
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&m.cli(&["list", "--json"], b"").ok().text()).unwrap();
+        listed
+            .iter()
+            .find(|e| e["ref"] == "global/once")
+            .map(|e| e["once"] == true)
+    };
+    assert_eq!(once(&m), Some(true));
+    sh(&format!("printf replaced > {mnt}/global/once")).ok();
+    assert_eq!(std::fs::read(m.path("global/once")).unwrap(), b"replaced");
+    assert!(
+        !m.path("global/once").exists(),
+        "read-once was lost by a write"
+    );
+
+    // A name with a carriage return and an escape sequence is refused, and
+    // its audit line prints inert.
+    let evil = "ev\ril\x1b[2J";
+    let r = sh(&format!("printf x > '{mnt}/global/{evil}'"));
+    assert_ne!(r.code, Some(0));
+    let printed = m.cli(&["audit-log"], b"").ok().stdout;
+    assert!(
+        !printed.contains(&b'\r') && !printed.contains(&0x1b),
+        "{printed:?}"
+    );
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(printed.contains("ev\\x0dil\\x1b[2J"), "{printed}");
+    assert_eq!(printed.lines().count(), m.audit_events().len());
+
+    // Extended attributes: none, answered quietly.
+    let x = sh(&format!("getfattr -n security.selinux {mnt}/global/k"));
+    assert!(x.stderr.contains("No such attribute"), "{}", x.stderr);
+    sh(&format!("setfattr -n user.a -v b {mnt}/global/k")).fails_with("not supported");
+    for _ in 0..20 {
+        sh(&format!("ls -l {mnt}/global >/dev/null")).ok();
+    }
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(m.wait_exit().success());
+    let log = m.take_stderr();
+    assert!(!log.contains("Not Implemented"), "{log}");
+    assert!(!log.contains("xattr"), "{log}");
 }

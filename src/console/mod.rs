@@ -645,6 +645,10 @@ struct StoreBody {
     #[serde(rename = "ref")]
     vault_ref: String,
     value: String,
+    /// Confirms a write into a session another uid created through the
+    /// mount (that uid reads it); without it such a write is 409.
+    #[serde(default)]
+    into_others_session: bool,
 }
 
 async fn store(
@@ -653,6 +657,7 @@ async fn store(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let req: StoreBody = json_body(&body)?;
     let r = parse_ref(&req.vault_ref)?;
+    let confirmed = req.into_others_session;
     let value = SensitiveBytes::from(req.value);
     // Refused before the vault is opened (or created).
     let checked =
@@ -673,7 +678,19 @@ async fn store(
                     format!("cannot open the vault: {:#}", anyhow::Error::from(e)),
                 )
             })
-            .and_then(|vault| vault.put(&r, value).map_err(from_vault));
+            .and_then(|vault| {
+                match vault.others_session(r.scope()).map_err(from_vault)? {
+                    Some(uid) if !confirmed => Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "{} belongs to {}, who created it through the mount and can read what is stored there; confirm to store {r} anyway",
+                            r.scope(),
+                            sealfs::fsutil::describe_uid(uid)
+                        ),
+                    )),
+                    _ => vault.put(&r, value).map_err(from_vault),
+                }
+            });
         audited(&c, "set", &r, &result);
         let e = result?;
         Ok((

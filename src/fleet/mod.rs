@@ -866,6 +866,12 @@ impl FleetVault {
         if value.is_empty() {
             return Err(FleetError::EmptyValue(r.clone()));
         }
+        self.put_any(r, value)
+    }
+
+    /// As [`FleetVault::put`], an empty value included (the mount stores
+    /// what a file emptied with `: > key` holds).
+    pub fn put_any(&self, r: &VaultRef, value: &SensitiveBytes) -> Result<FleetEntry, FleetError> {
         if value.len() > self.max_value_size {
             return Err(FleetError::TooLarge {
                 vault_ref: r.clone(),
@@ -1139,10 +1145,23 @@ impl crate::SecretStore for FleetVault {
         }))
     }
 
-    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<crate::Entry, VaultError> {
-        FleetVault::put(self, r, &value)
-            .map(to_entry)
-            .map_err(to_vault_error)
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: crate::PutOptions,
+    ) -> Result<crate::Entry, VaultError> {
+        if options.once {
+            return Err(VaultError::Unsupported(
+                "read-once secrets in the fleet vault",
+            ));
+        }
+        let put = if options.allow_empty {
+            FleetVault::put_any
+        } else {
+            FleetVault::put
+        };
+        put(self, r, &value).map(to_entry).map_err(to_vault_error)
     }
 
     fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
