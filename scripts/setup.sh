@@ -30,7 +30,7 @@ packages=(
   ca-certificates
 )
 # What the tests run, one command per component above.
-tools=(cc pkg-config fusermount3 setpriv unshare getfattr setfattr ps sqlite3 dbus-daemon gnome-keyring-daemon
+tools=(cc pkg-config fusermount3 setpriv unshare prlimit useradd userdel perl getfattr setfattr ps sqlite3 dbus-daemon gnome-keyring-daemon
   secret-tool etcd etcdctl protoc chromium node npm openssl curl)
 
 allow_skip="${SEALFS_ALLOW_SKIP:-0}"

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +93,11 @@ pub struct Event {
     /// Why it was denied or failed (an errno name or a message without values).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
+    /// On a record that folds repeats: how many identical denials came
+    /// within [`FOLD_WINDOW`] of the first (which was written on its own,
+    /// just before); `time` and `pid` are the last one's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub repeated: Option<u64>,
 }
 
 impl Event {
@@ -109,7 +114,29 @@ impl Event {
             exe: exe_of(caller.pid),
             outcome: "ok".into(),
             detail: None,
+            repeated: None,
         }
+    }
+
+    /// Whether `other` is the same denial (all but time and pid).
+    fn same_denial(&self, other: &Event) -> bool {
+        self.outcome == "denied"
+            && (
+                &self.source,
+                &self.op,
+                &self.target,
+                &self.to,
+                &self.exe,
+                &self.detail,
+            ) == (
+                &other.source,
+                &other.op,
+                &other.target,
+                &other.to,
+                &other.exe,
+                &other.detail,
+            )
+            && (self.uid, self.gid, &self.outcome) == (other.uid, other.gid, &other.outcome)
     }
 
     pub fn to(mut self, to: impl Into<String>) -> Self {
@@ -129,7 +156,6 @@ impl Event {
         self
     }
 
-    /// A human-readable line.
     /// One line for a terminal. Every field is [`escaped`]: a name or an
     /// executable cannot end the line, forge another, or move the cursor.
     pub fn render(&self) -> String {
@@ -154,6 +180,9 @@ impl Event {
         s.push_str(&format!("  {}", e(&self.outcome)));
         if let Some(d) = &self.detail {
             s.push_str(&format!(" ({})", e(d)));
+        }
+        if let Some(n) = self.repeated {
+            s.push_str(&format!("  x{n} more"));
         }
         s
     }
@@ -196,10 +225,38 @@ pub fn exe_of(pid: u32) -> Option<String> {
     }
 }
 
-/// An append-only audit log file (0600).
+/// Identical denials within this long of the first are folded into one
+/// record with a count (nothing is dropped).
+pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
+
+/// An append-only audit log file (0600), optionally rotated at a size.
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    dir: PrivateDir,
+    name: std::ffi::OsString,
+    file: File,
+    /// Bytes in the current file (for rotation).
+    size: u64,
+    rotate: Option<Rotation>,
+    fold: Option<Fold>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rotation {
+    max_size: u64,
+    keep: usize,
+}
+
+/// The last denial written, and the identical ones that came after it.
+struct Fold {
+    first: Event,
+    since: Instant,
+    repeats: Option<Event>,
+    count: u64,
 }
 
 impl AuditLog {
@@ -223,22 +280,81 @@ impl AuditLog {
             )
         })?;
         let dir = PrivateDir::create(crate::fsutil::parent_dir(path), allow_foreign_owner)?;
+        let file = dir.open_append(name)?;
+        let size = file.metadata()?.len();
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Mutex::new(dir.open_append(name)?),
+            inner: Mutex::new(Inner {
+                dir,
+                name: name.to_owned(),
+                file,
+                size,
+                rotate: None,
+                fold: None,
+            }),
         })
+    }
+
+    /// Rotates the log when a record would take it past `max_size` bytes:
+    /// `audit.log` becomes `audit.log.1` (`.1` becomes `.2`, ... up to
+    /// `.keep`, the oldest deleted), and the new file starts with a
+    /// `rotate` record. For the one process that owns the log (the daemon).
+    pub fn with_rotation(self, max_size: u64, keep: usize) -> Self {
+        self.lock().rotate = Some(Rotation {
+            max_size: max_size.max(1),
+            keep,
+        });
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Appends one event as one `write` (O_APPEND keeps lines whole).
+    /// A denial identical to the previous one within [`FOLD_WINDOW`] is
+    /// counted instead, and written as one folded record when the window
+    /// ends or another record comes.
     pub fn append(&self, event: &Event) -> io::Result<()> {
-        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(&line)
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if let Some(fold) = &mut inner.fold {
+            if now.duration_since(fold.since) < FOLD_WINDOW && fold.first.same_denial(event) {
+                fold.count += 1;
+                fold.repeats = Some(event.clone());
+                return Ok(());
+            }
+        }
+        inner.flush_fold()?;
+        inner.write(event, &self.path)?;
+        if event.outcome == "denied" {
+            inner.fold = Some(Fold {
+                first: event.clone(),
+                since: now,
+                repeats: None,
+                count: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the folded repeats of a denial whose window has ended (the
+    /// daemon calls this a few times a second, so a count never waits long).
+    pub fn tick(&self) {
+        let mut inner = self.lock();
+        let ended = inner
+            .fold
+            .as_ref()
+            .is_some_and(|f| f.since.elapsed() >= FOLD_WINDOW);
+        if ended {
+            if let Err(e) = inner.flush_fold() {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the audit log");
+            }
+        }
     }
 
     /// Appends, logging (not returning) a failure: used where the operation
@@ -247,6 +363,77 @@ impl AuditLog {
         if let Err(e) = self.append(event) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the audit log");
         }
+    }
+}
+
+impl Inner {
+    /// Writes the repeats of the folded denial, if any, and ends the fold.
+    fn flush_fold(&mut self) -> io::Result<()> {
+        let Some(fold) = self.fold.take() else {
+            return Ok(());
+        };
+        if let Some(mut last) = fold.repeats {
+            last.repeated = Some(fold.count);
+            let path = self.dir.join(&self.name);
+            self.write(&last, &path)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, event: &Event, path: &Path) -> io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        if let Some(r) = self.rotate {
+            if self.size > 0 && self.size + line.len() as u64 > r.max_size {
+                self.rotate_now(r, path)?;
+            }
+        }
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate_now(&mut self, r: Rotation, path: &Path) -> io::Result<()> {
+        let name = self.name.to_string_lossy().into_owned();
+        let numbered = |n: usize| format!("{name}.{n}");
+        if r.keep == 0 {
+            self.dir.remove_file(&self.name)?;
+        } else {
+            match self.dir.remove_file(numbered(r.keep)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            for n in (1..r.keep).rev() {
+                match self.dir.rename(numbered(n), &self.dir, numbered(n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            self.dir.rename(&self.name, &self.dir, numbered(1))?;
+        }
+        self.file = self.dir.open_append(&self.name)?;
+        self.size = 0;
+        let mut rotated = Event::new(
+            "audit",
+            "rotate",
+            path.display().to_string(),
+            Caller::current(),
+        );
+        rotated.detail = Some(format!(
+            "rotated at {} bytes: the previous log is {}.1, {} kept",
+            r.max_size, name, r.keep
+        ));
+        let mut line = serde_json::to_vec(&rotated).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let _ = self.lock().flush_fold();
     }
 }
 
@@ -276,6 +463,101 @@ mod tests {
         assert!(line.contains("\\x1b[2J\\u{202e}"), "{line}");
         // A literal backslash cannot pass for an escape.
         assert!(line.contains("exe=/tmp/a\\x0ab\\\\x0a"), "{line}");
+    }
+
+    fn denial(uid: u32, pid: u32) -> Event {
+        Event::new("mount", "open", "global/k", Caller { uid, gid: uid, pid }).denied("ENOENT")
+    }
+
+    fn lines(path: &Path) -> Vec<Event> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn identical_denials_fold_into_one_counted_record_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap();
+        for pid in 0..1000 {
+            log.record(&denial(1001, pid));
+        }
+        // Another uid's denial is its own record, and ends the fold.
+        log.record(&denial(1002, 1));
+        log.record(&denial(1001, 5000));
+        log.record(&Event::new(
+            "mount",
+            "open",
+            "global/k",
+            Caller {
+                uid: 1001,
+                gid: 1001,
+                pid: 1,
+            },
+        ));
+        drop(log);
+        let got = lines(&path);
+        let shape: Vec<_> = got
+            .iter()
+            .map(|e| (e.uid, e.outcome.as_str(), e.repeated))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (1001, "denied", None),
+                (1001, "denied", Some(999)),
+                (1002, "denied", None),
+                (1001, "denied", None),
+                (1001, "ok", None),
+            ]
+        );
+        assert_eq!(got[1].pid, 999, "the folded record is the last one's");
+        // Counted: 1 + 999 + 1 + 1 denials by the two uids, as recorded.
+        let denials: u64 = got
+            .iter()
+            .filter(|e| e.outcome == "denied")
+            .map(|e| e.repeated.unwrap_or(1))
+            .sum();
+        assert_eq!(denials, 1 + 999 + 1 + 1);
+    }
+
+    #[test]
+    fn the_log_rotates_at_its_size_keeping_n_files_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path).unwrap().with_rotation(2000, 2);
+        for i in 0..100 {
+            // Distinct targets: nothing folds.
+            let e = Event::new(
+                "mount",
+                "open",
+                format!("global/k{i}"),
+                Caller {
+                    uid: 1,
+                    gid: 1,
+                    pid: 1,
+                },
+            );
+            log.record(&e);
+        }
+        drop(log);
+        for name in ["audit.log", "audit.log.1", "audit.log.2"] {
+            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= 2000, "{name}: {len}");
+        }
+        assert!(!dir.path().join("audit.log.3").exists());
+        let current = lines(&path);
+        assert_eq!(current[0].op, "rotate");
+        assert_eq!(current.last().unwrap().target, "global/k99");
+        let previous = lines(&dir.path().join("audit.log.1"));
+        assert_eq!(previous[0].op, "rotate");
+        // No record is cut or lost across the boundary.
+        let last_prev: usize = previous.last().unwrap().target[8..].parse().unwrap();
+        let first_cur: usize = current[1].target[8..].parse().unwrap();
+        assert_eq!(first_cur, last_prev + 1);
     }
 
     #[test]

@@ -96,12 +96,42 @@ pub struct Args {
     #[arg(long, env = "SEALFS_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
 
+    /// Rotate the audit log when it would grow past this many bytes
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub audit_log_max_size: u64,
+
+    /// Rotated audit logs to keep (audit.log.1 ... audit.log.N)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub audit_log_keep: usize,
+
     /// Accept a vault directory (and its identity and audit directories)
     /// owned by another uid, e.g. a root daemon serving a user's vault.
     /// Without it such a directory is refused; symlinks are refused either way.
     #[arg(long, env = "SEALFS_ALLOW_FOREIGN_VAULT_DIR",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_foreign_vault_dir: bool,
+
+    /// Open files one uid may hold at once (root and the vault owner are
+    /// not limited); more opens get EMFILE
+    #[arg(long, default_value_t = Options::default().max_handles_per_uid, value_name = "N")]
+    pub max_handles_per_uid: usize,
+
+    /// Sessions one uid may create through the mount; more get EDQUOT
+    #[arg(long, default_value_t = Options::default().max_sessions_per_uid, value_name = "N")]
+    pub max_sessions_per_uid: usize,
+
+    /// Secrets one uid's sessions may hold; more get EDQUOT
+    #[arg(long, default_value_t = Options::default().max_session_secrets_per_uid, value_name = "N")]
+    pub max_session_secrets_per_uid: usize,
+
+    /// Bytes of values one uid's sessions may hold; more get ENOSPC
+    #[arg(long, default_value_t = Options::default().max_session_bytes_per_uid, value_name = "BYTES")]
+    pub max_session_bytes_per_uid: u64,
+
+    /// When the memlock limit is reached, serve plaintext from memory that
+    /// may be swapped (warned once) instead of refusing opens with ENOMEM
+    #[arg(long)]
+    pub allow_unlocked_memory: bool,
 
     /// Threads serving requests
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -293,6 +323,7 @@ pub fn run(args: Args) -> Result<()> {
         .clone()
         .context("a mountpoint is required")?;
     harden()?;
+    crate::memlock::set_allow_unlocked(args.allow_unlocked_memory);
     let vault_dir = match &args.vault_dir {
         Some(d) => d.clone(),
         None => sealfs::vault::default_vault_dir()
@@ -330,13 +361,14 @@ pub fn run(args: Args) -> Result<()> {
         .audit_log
         .clone()
         .unwrap_or_else(|| sealfs::audit::daemon_default_path(&vault_dir));
-    let audit =
-        AuditLog::open_checked(&audit_path, args.allow_foreign_vault_dir).with_context(|| {
+    let audit = AuditLog::open_checked(&audit_path, args.allow_foreign_vault_dir)
+        .with_context(|| {
             format!(
                 "cannot open the audit log {} (choose another with --audit-log)",
                 audit_path.display()
             )
-        })?;
+        })?
+        .with_rotation(args.audit_log_max_size, args.audit_log_keep);
     let fs = Arc::new(SealFs::new(
         store,
         owner_uid,
@@ -345,6 +377,10 @@ pub fn run(args: Args) -> Result<()> {
         Options {
             read_only: args.read_only,
             max_value_size: args.max_value_size,
+            max_handles_per_uid: args.max_handles_per_uid,
+            max_sessions_per_uid: args.max_sessions_per_uid,
+            max_session_secrets_per_uid: args.max_session_secrets_per_uid,
+            max_session_bytes_per_uid: args.max_session_bytes_per_uid,
         },
     ));
 
@@ -378,8 +414,10 @@ pub fn run(args: Args) -> Result<()> {
     .context("cannot install signal handlers")?;
     let mut signals = signals;
     let adapter = FuseAdapter::new(Arc::clone(&fs), crate::fuse::cache_ttl(args.allow_other));
+    let notifier = adapter.notifier_slot();
     let session = fuser::spawn_mount(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     tracing::info!(
         vault = %vault_dir.display(),
         mountpoint = %mountpoint.display(),
@@ -418,6 +456,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
         }
+        fs.audit_tick();
         if session.guard.is_finished() {
             tracing::info!("unmounted from outside; exiting");
             return session.join().context("the file system thread failed");

@@ -21,7 +21,7 @@ use sealfs::audit::{AuditLog, Caller, Event};
 use sealfs::scope::ScopeId;
 use sealfs::{SecretKey, SecretStore, SensitiveBytes, VaultError, VaultRef, VaultScope};
 
-use crate::buffer::LockedBuf;
+use crate::buffer::{BufError, LockedBuf};
 use crate::policy::{Access, Policy, Rules, Who};
 
 pub const ROOT_INO: u64 = 1;
@@ -57,6 +57,14 @@ pub enum FsError {
     BadHandle,
     #[error("input/output error")]
     Io,
+    #[error("too many open files")]
+    TooManyOpen,
+    #[error("disk quota exceeded")]
+    Quota,
+    #[error("no space left on device")]
+    NoSpace,
+    #[error("cannot allocate memory")]
+    NoMemory,
 }
 
 impl FsError {
@@ -75,6 +83,10 @@ impl FsError {
             FsError::NotDir => "ENOTDIR",
             FsError::BadHandle => "EBADF",
             FsError::Io => "EIO",
+            FsError::TooManyOpen => "EMFILE",
+            FsError::Quota => "EDQUOT",
+            FsError::NoSpace => "ENOSPC",
+            FsError::NoMemory => "ENOMEM",
         }
     }
 }
@@ -94,6 +106,28 @@ fn from_vault(e: &VaultError) -> FsError {
         other => {
             tracing::error!(error = %ErrorChain(other), "vault operation failed");
             FsError::Io
+        }
+    }
+}
+
+fn buf_error(e: BufError) -> FsError {
+    match e {
+        BufError::TooLarge => FsError::TooLarge,
+        BufError::NoMemory => FsError::NoMemory,
+    }
+}
+
+/// One open-handle slot of a uid ([`SealFs::handle_slot`]), given back if
+/// dropped before a handle takes it.
+struct Slot<'a> {
+    fs: &'a SealFs,
+    uid: Option<u32>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(uid) = self.uid {
+            self.fs.free_slot(uid);
         }
     }
 }
@@ -340,6 +374,29 @@ pub struct AccessMask {
 pub struct Options {
     pub read_only: bool,
     pub max_value_size: usize,
+    /// Open file handles one uid may hold (root and the vault owner are
+    /// not limited); over it, `EMFILE`.
+    pub max_handles_per_uid: usize,
+    /// Sessions one uid may have created through the mount; over it,
+    /// `EDQUOT`.
+    pub max_sessions_per_uid: usize,
+    /// Secrets in the sessions one uid created; over it, `EDQUOT`.
+    pub max_session_secrets_per_uid: usize,
+    /// Bytes of values in the sessions one uid created; over it, `ENOSPC`.
+    pub max_session_bytes_per_uid: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            read_only: false,
+            max_value_size: sealfs::DEFAULT_MAX_VALUE_SIZE,
+            max_handles_per_uid: 64,
+            max_sessions_per_uid: 32,
+            max_session_secrets_per_uid: 256,
+            max_session_bytes_per_uid: 4 << 20,
+        }
+    }
 }
 
 struct Handle {
@@ -444,6 +501,11 @@ pub struct SealFs {
     opts: Options,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    /// Open handles per uid (not counted for root and the vault owner).
+    handles_by_uid: Mutex<HashMap<u32, usize>>,
+    /// Open handles per inode: at the last close, the adapter drops what
+    /// the kernel may have cached of it.
+    handles_by_ino: Mutex<HashMap<u64, usize>>,
     /// Listings taken at opendir, served in pieces by readdir: a large
     /// scope is read from the index once per `ls`, not once per piece.
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
@@ -476,6 +538,8 @@ impl SealFs {
             opts,
             inodes: Mutex::new(Inodes::new()),
             handles: Mutex::new(HashMap::new()),
+            handles_by_uid: Mutex::new(HashMap::new()),
+            handles_by_ino: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
@@ -510,6 +574,12 @@ impl SealFs {
             None => event,
             Some(why) => event.failed(why),
         });
+    }
+
+    /// Writes folded audit records whose window has ended (called a few
+    /// times a second by the daemon).
+    pub fn audit_tick(&self) {
+        self.audit.tick();
     }
 
     /// How many file handles are open (each owns a plaintext buffer).
@@ -861,10 +931,57 @@ impl SealFs {
         lock(&self.dirs).remove(&fh);
     }
 
-    fn new_handle(&self, h: Handle) -> u64 {
+    /// Takes one of `c`'s open-handle slots (`EMFILE`, audited, when its
+    /// cap is reached); given back when the handle is released, or when
+    /// the returned slot is dropped unused.
+    fn handle_slot(&self, c: &Caller, target: &str) -> Result<Slot<'_>> {
+        if self.rules.is_admin(c.uid) {
+            return Ok(Slot {
+                fs: self,
+                uid: None,
+            });
+        }
+        {
+            let mut counts = lock(&self.handles_by_uid);
+            let n = counts.entry(c.uid).or_default();
+            if *n < self.opts.max_handles_per_uid {
+                *n += 1;
+                return Ok(Slot {
+                    fs: self,
+                    uid: Some(c.uid),
+                });
+            }
+        }
+        self.deny(c, "open", target, FsError::TooManyOpen)
+    }
+
+    fn free_slot(&self, uid: u32) {
+        let mut counts = lock(&self.handles_by_uid);
+        if let Some(n) = counts.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&uid);
+            }
+        }
+    }
+
+    fn new_handle(&self, h: Handle, slot: Slot<'_>) -> u64 {
+        std::mem::forget(slot); // now the handle's, freed at release
+        *lock(&self.handles_by_ino).entry(h.ino).or_default() += 1;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, Arc::new(Mutex::new(h)));
         fh
+    }
+
+    /// A plaintext buffer for `c`'s open of `target`, or `ENOMEM` (audited)
+    /// when no locked memory is left.
+    fn buffer(
+        &self,
+        c: &Caller,
+        target: &str,
+        made: std::result::Result<LockedBuf, crate::memlock::NoMemory>,
+    ) -> Result<LockedBuf> {
+        made.or_else(|_| self.deny(c, "open", target, FsError::NoMemory))
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<Mutex<Handle>>> {
@@ -892,6 +1009,7 @@ impl SealFs {
                 return self.deny(c, "open", target, FsError::Denied);
             }
         }
+        let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
         let once = if writable {
             let entry = self.vault.entry(&r).map_err(|e| from_vault(&e))?;
@@ -922,7 +1040,11 @@ impl SealFs {
                 }
             };
             let value = current.as_ref().map_or(&[][..], |v| v.expose());
-            LockedBuf::with_value(value, self.opts.max_value_size)
+            self.buffer(
+                c,
+                &target,
+                LockedBuf::with_value(value, self.opts.max_value_size),
+            )?
         } else {
             match self.vault.read(&r) {
                 Ok((value, consumed)) => {
@@ -931,25 +1053,28 @@ impl SealFs {
                         if consumed { "consume" } else { "open" },
                         target.clone(),
                     ));
-                    LockedBuf::adopt(value)
+                    self.buffer(c, &target, LockedBuf::adopt(value))?
                 }
                 Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
                 Err(e) => return self.fail(c, "open", target, &e),
             }
         };
         let dirty = mode.truncate && writable;
-        Ok(self.new_handle(Handle {
-            ino,
-            vault_ref: r,
-            caller: *c,
-            buf,
-            writable,
-            append: mode.append,
-            dirty,
-            created: false,
-            poisoned: false,
-            once,
-        }))
+        Ok(self.new_handle(
+            Handle {
+                ino,
+                vault_ref: r,
+                caller: *c,
+                buf,
+                writable,
+                append: mode.append,
+                dirty,
+                created: false,
+                poisoned: false,
+                once,
+            },
+            slot,
+        ))
     }
 
     fn fail<T>(&self, c: &Caller, op: &str, target: String, e: &VaultError) -> Result<T> {
@@ -989,11 +1114,11 @@ impl SealFs {
         } else {
             usize::try_from(offset).map_err(|_| FsError::TooLarge)?
         };
-        if !h.buf.write_at(offset, data) {
+        if let Err(e) = h.buf.write_at(offset, data) {
             h.poisoned = true;
             let c = h.caller;
             let target = h.vault_ref.to_string();
-            return self.deny(&c, "write", target, FsError::TooLarge);
+            return self.deny(&c, "write", target, buf_error(e));
         }
         h.dirty = true;
         Ok(data.len())
@@ -1033,6 +1158,11 @@ impl SealFs {
             let c = h.caller;
             return self.deny(&c, op, target, FsError::Denied);
         }
+        if let Err(e) = self.session_quota(h) {
+            h.dirty = false;
+            let c = h.caller;
+            return self.deny(&c, op, target, e);
+        }
         let value = SensitiveBytes::from_slice(h.buf.content());
         let options = sealfs::PutOptions {
             once: h.once,
@@ -1052,11 +1182,79 @@ impl SealFs {
         }
     }
 
+    /// A write into a session that a (non-admin) uid created through the
+    /// mount counts against that uid's quota: the secrets (`EDQUOT`) and
+    /// bytes (`ENOSPC`) of all the sessions it created. Counted from the
+    /// index, so it holds across restarts.
+    fn session_quota(&self, h: &Handle) -> Result<()> {
+        let scope = h.vault_ref.scope();
+        if !matches!(scope, VaultScope::Session(_)) || self.rules.is_admin(h.caller.uid) {
+            return Ok(());
+        }
+        let owner = self
+            .vault
+            .scope(scope)
+            .map_err(|e| from_vault(&e))?
+            .and_then(|s| s.owner_uid);
+        let Some(owner) = owner.filter(|o| !self.rules.is_admin(*o)) else {
+            return Ok(());
+        };
+        let (mut count, mut bytes, mut replaced) = (0usize, 0u64, None);
+        for info in self.vault.scopes().map_err(|e| from_vault(&e))? {
+            if !matches!(info.scope, VaultScope::Session(_)) || info.owner_uid != Some(owner) {
+                continue;
+            }
+            let mut keys = Vec::new();
+            self.vault
+                .for_each_key(&info.scope, &mut |k| keys.push(k))
+                .map_err(|e| from_vault(&e))?;
+            for key in keys {
+                let r = VaultRef::new(info.scope.clone(), key);
+                if let Some(e) = self.vault.entry(&r).map_err(|e| from_vault(&e))? {
+                    if r == h.vault_ref {
+                        replaced = Some(e.len);
+                    }
+                    count += 1;
+                    bytes += e.len;
+                }
+            }
+        }
+        let new = h.buf.len() as u64;
+        let (count, bytes) = match replaced {
+            Some(old) => (count, bytes - old + new),
+            None => (count + 1, bytes + new),
+        };
+        if count > self.opts.max_session_secrets_per_uid {
+            return Err(FsError::Quota);
+        }
+        if bytes > self.opts.max_session_bytes_per_uid {
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
+    }
+
     /// Closes a handle: commits pending changes and wipes its buffer.
     pub fn release(&self, fh: u64) -> Result<()> {
         let h = lock(&self.handles).remove(&fh).ok_or(FsError::BadHandle)?;
         let mut h = lock(&h);
+        if !self.rules.is_admin(h.caller.uid) {
+            self.free_slot(h.caller.uid);
+        }
+        {
+            let mut by_ino = lock(&self.handles_by_ino);
+            if let Some(n) = by_ino.get_mut(&h.ino) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ino.remove(&h.ino);
+                }
+            }
+        }
         self.commit(&mut h)
+    }
+
+    /// Whether any handle of inode `ino` is open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        lock(&self.handles_by_ino).contains_key(&ino)
     }
 
     /// Creates secret `name` in scope directory `parent`, open for writing.
@@ -1082,20 +1280,29 @@ impl SealFs {
             // O_CREAT|O_EXCL on an existing name (plain O_CREAT is an open).
             return Err(FsError::Exists);
         }
+        let slot = self.handle_slot(c, &target)?;
+        let buf = self.buffer(
+            c,
+            &target,
+            LockedBuf::with_value(&[], self.opts.max_value_size),
+        )?;
         let ino = self.ino(Node::Secret(r.clone()));
         lock(&self.inodes).remember(ino);
-        let fh = self.new_handle(Handle {
-            ino,
-            vault_ref: r,
-            caller: *c,
-            buf: LockedBuf::with_value(&[], self.opts.max_value_size),
-            writable: true,
-            append: mode.append,
-            dirty: true,
-            created: true,
-            poisoned: false,
-            once: false,
-        });
+        let fh = self.new_handle(
+            Handle {
+                ino,
+                vault_ref: r,
+                caller: *c,
+                buf,
+                writable: true,
+                append: mode.append,
+                dirty: true,
+                created: true,
+                poisoned: false,
+                once: false,
+            },
+            slot,
+        );
         Ok((
             self.file_attr(c, ino, 0, SystemTime::now(), Access::ReadWrite),
             fh,
@@ -1209,6 +1416,18 @@ impl SealFs {
         if !allowed {
             return self.deny(c, "mkdir", target, FsError::Denied);
         }
+        if kind == ScopeKind::Session && !self.rules.is_admin(c.uid) {
+            let owned = self
+                .vault
+                .scopes()
+                .map_err(|e| from_vault(&e))?
+                .iter()
+                .filter(|s| matches!(s.scope, VaultScope::Session(_)) && s.owner_uid == Some(c.uid))
+                .count();
+            if owned >= self.opts.max_sessions_per_uid {
+                return self.deny(c, "mkdir", target, FsError::Quota);
+            }
+        }
         match self.vault.create_scope(&scope, Some(c.uid)) {
             Ok(()) => {
                 self.record(self.event(c, "mkdir", scope.to_string()));
@@ -1260,9 +1479,9 @@ impl SealFs {
                     if !h.writable {
                         return Err(FsError::BadHandle);
                     }
-                    if !h.buf.set_len(size) {
+                    if let Err(e) = h.buf.set_len(size) {
                         h.poisoned = true;
-                        return Err(FsError::TooLarge);
+                        return Err(buf_error(e));
                     }
                     h.dirty = true;
                 }
@@ -1346,7 +1565,7 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::wipe_watch::{self, Fate};
+    use crate::memlock::wipe_watch::{self, Fate};
     use sealfs::VaultConfig;
 
     const ROOT: Caller = Caller {
@@ -1362,6 +1581,7 @@ mod tests {
         let opts = Options {
             read_only: false,
             max_value_size: 1024,
+            ..Options::default()
         };
         (
             dir,
@@ -1389,7 +1609,7 @@ mod tests {
     fn watch_buffer(fs: &SealFs, fh: u64) -> u64 {
         let h = fs.handle(fh).unwrap();
         let h = lock(&h);
-        wipe_watch::watch(&h.buf)
+        wipe_watch::watch(h.buf.region())
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //! requests into [`SealFs`] calls and errors into errno. No decisions here.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use sealfs::audit::Caller;
 
@@ -35,11 +35,23 @@ pub fn cache_ttl(allow_other: bool) -> Duration {
 pub struct FuseAdapter {
     fs: Arc<SealFs>,
     ttl: Duration,
+    /// Set once the session is mounted ([`FuseAdapter::notifier_slot`]).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<SealFs>, ttl: Duration) -> Self {
-        FuseAdapter { fs, ttl }
+        FuseAdapter {
+            fs,
+            ttl,
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where the daemon puts the mounted session's notifier, with which
+    /// the last close of a file drops its pages from the kernel's cache.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
     }
 }
 
@@ -65,6 +77,10 @@ fn errno(e: FsError) -> Errno {
         FsError::NotDir => Errno::ENOTDIR,
         FsError::BadHandle => Errno::EBADF,
         FsError::Io => Errno::EIO,
+        FsError::TooManyOpen => Errno::EMFILE,
+        FsError::Quota => Errno::EDQUOT,
+        FsError::NoSpace => Errno::ENOSPC,
+        FsError::NoMemory => Errno::ENOMEM,
     }
 }
 
@@ -362,14 +378,22 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        answer(reply, self.fs.release(fh.0))
+        answer(reply, self.fs.release(fh.0));
+        // Reads are direct I/O, but a private mmap fills the page cache:
+        // once the last handle is gone, nothing of the plaintext stays
+        // there. (Sent after the reply, outside the request.)
+        if !self.fs.is_open(ino.0) {
+            if let Some(n) = self.notifier.get() {
+                let _ = n.inval_inode(ino, 0, 0);
+            }
+        }
     }
 
     fn fsync(
@@ -441,7 +465,7 @@ impl Filesystem for FuseAdapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::ENODATA);
+        reply.error(Errno::NO_XATTR);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -466,7 +490,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENODATA);
+        reply.error(Errno::NO_XATTR);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -9,7 +9,7 @@
 
 pub mod buffer;
 pub mod fs;
-mod memlock;
+pub mod memlock;
 pub mod policy;
 
 #[cfg(unix)]

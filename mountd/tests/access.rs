@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{sh_as, Mounted};
+use crate::util::{sh, sh_as, Mounted};
 
 const ALICE: u32 = 1234;
 const BOB: u32 = 1235;
@@ -425,4 +425,245 @@ fn a_revoked_writer_cannot_commit_and_a_bad_reload_fails_closed() {
     assert!(check.status.success());
     assert!(String::from_utf8_lossy(&check.stdout).contains(&format!("users = [{BOB}]")));
     reload_until(BOB, true);
+}
+
+/// The daemon's locked memory, in bytes (`VmLck` of /proc/<pid>/status).
+fn locked_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Per-uid limits: 1,000 write opens by one uid stop at its cap (EMFILE,
+/// audited) while another uid still reads, its plaintext locked; sessions,
+/// secrets and bytes in a uid's sessions stop at theirs (EDQUOT, ENOSPC),
+/// and another uid's quota is its own.
+#[test]
+fn one_uid_at_its_limits_stops_there_and_never_stops_another() {
+    use crate::util::Holder;
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        format!(
+            "[[grant]]\nscope = \"global\"\nusers = [{ALICE}]\naccess = \"read-write\"\n\n\
+             [[grant]]\nscope = \"global\"\nusers = [{BOB}]\naccess = \"read\"\n"
+        ),
+    )
+    .unwrap();
+    let Some(m) = Mounted::start(&[
+        "--policy",
+        policy.path().to_str().unwrap(),
+        "--max-sessions-per-uid",
+        "2",
+        "--max-session-secrets-per-uid",
+        "3",
+        "--max-session-bytes-per-uid",
+        "100",
+    ]) else {
+        return;
+    };
+    m.set("global/k", b"value");
+    let mnt = m.mnt.display();
+    let page = 4096;
+
+    let alice = Holder::open(ALICE, &m.path("global/k"), 1000, true);
+    assert_eq!(alice.opened, 64, "{:?}", alice.errors.first());
+    assert_eq!(alice.errors.len(), 936);
+    assert!(
+        alice.errors.iter().all(|e| e == "Too many open files"),
+        "{:?}",
+        alice.errors[0]
+    );
+    let bob = Holder::open(BOB, &m.path("global/k"), 1, false);
+    assert_eq!((bob.opened, bob.errors.len()), (1, 0));
+    assert!(
+        locked_bytes(m.pid()) >= 65 * page,
+        "each open's plaintext is in locked pages of its own: {} bytes locked",
+        locked_bytes(m.pid())
+    );
+    assert_eq!(
+        sh_as(BOB, &format!("cat {mnt}/global/k")).ok().stdout,
+        b"value"
+    );
+    bob.release();
+    alice.release();
+    assert_eq!(
+        sh_as(ALICE, &format!("cat {mnt}/global/k")).ok().stdout,
+        b"value",
+        "her slots came back when her files closed"
+    );
+    // Every refusal is audited; identical ones folded into counts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let emfile: Vec<_> = m
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["uid"] == ALICE && e["detail"] == "EMFILE")
+            .collect();
+        let counted: u64 = emfile
+            .iter()
+            .map(|e| e["repeated"].as_u64().unwrap_or(1))
+            .sum();
+        if counted == 936 {
+            assert!(
+                emfile.len() <= 12,
+                "{} records for 936 refusals",
+                emfile.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} of 936 refusals audited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Sessions, secrets and bytes.
+    for s in ["s1", "s2"] {
+        sh_as(ALICE, &format!("mkdir {mnt}/session/{ALICE}.{s}")).ok();
+    }
+    sh_as(ALICE, &format!("mkdir {mnt}/session/{ALICE}.s3")).fails_with("Disk quota exceeded");
+    let put = |uid: u32, path: String, value: &str| {
+        sh_as(
+            uid,
+            &format!("printf {value} | tee {mnt}/{path} >/dev/null"),
+        )
+    };
+    put(ALICE, format!("session/{ALICE}.s1/a"), "1").ok();
+    put(ALICE, format!("session/{ALICE}.s1/b"), "2").ok();
+    put(ALICE, format!("session/{ALICE}.s2/c"), "3").ok();
+    put(ALICE, format!("session/{ALICE}.s2/d"), "4").fails_with("Disk quota exceeded");
+    m.cli(&["get", &format!("session:{ALICE}.s2/d")], b"")
+        .fails_with("not found");
+    put(ALICE, format!("session/{ALICE}.s1/a"), &"x".repeat(99))
+        .fails_with("No space left on device");
+    assert_eq!(m.get(&format!("session:{ALICE}.s1/a")), b"1");
+    put(ALICE, format!("session/{ALICE}.s1/a"), &"x".repeat(98)).ok();
+    // Bob's quota is his own.
+    sh_as(BOB, &format!("mkdir {mnt}/session/{BOB}.s1")).ok();
+    for k in ["a", "b", "c"] {
+        put(BOB, format!("session/{BOB}.s1/{k}"), "v").ok();
+    }
+    // Root is not limited.
+    for k in ["e", "f"] {
+        sh(&format!("printf v > {mnt}/session/{ALICE}.s2/{k}")).ok();
+    }
+}
+
+/// A flood of distinct denials by one uid leaves a bounded audit log: it
+/// rotates at its size, keeps N files, and says so in each new file.
+#[test]
+fn a_flood_of_denials_leaves_a_bounded_log() {
+    let Some(m) = Mounted::start(&["--audit-log-max-size", "4096", "--audit-log-keep", "2"]) else {
+        return;
+    };
+    let mnt = m.mnt.display();
+    sh_as(
+        ALICE,
+        &format!("for i in $(seq 1 400); do mkdir {mnt}/session/ci-$i 2>/dev/null; done; true"),
+    )
+    .ok();
+    let dir = m.audit_log().parent().unwrap().to_owned();
+    let mut total = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("audit.log") {
+            let len = entry.metadata().unwrap().len();
+            assert!(len <= 4096, "{name}: {len} bytes");
+            assert!(
+                ["audit.log", "audit.log.1", "audit.log.2"].contains(&name.as_str()),
+                "{name}"
+            );
+            total += len;
+        }
+    }
+    assert!(total <= 3 * 4096);
+    let first = &m.audit_events()[0];
+    assert_eq!(first["op"], "rotate", "{first}");
+    assert_eq!(m.audit_events().last().unwrap()["ref"], "session:ci-400");
+}
+
+/// At the memlock limit the daemon refuses new opens with ENOMEM rather
+/// than hold plaintext in memory that may be swapped; with
+/// `--allow-unlocked-memory` it serves them unlocked and warns once. The
+/// daemon runs without CAP_IPC_LOCK (which would lift the limit) and with
+/// 64 KiB of locked memory (16 pages).
+#[test]
+fn at_the_memlock_limit_opens_get_enomem_unless_unlocked_is_allowed() {
+    use crate::util::Holder;
+    let limited = [
+        "prlimit",
+        "--memlock=65536:65536",
+        "setpriv",
+        "--bounding-set=-ipc_lock",
+        "--inh-caps=-ipc_lock",
+    ];
+    let Some(m) = Mounted::start_through(&limited, &[]) else {
+        return;
+    };
+    m.set("global/k", b"value");
+    let held = Holder::open(0, &m.path("global/k"), 40, false);
+    assert!(
+        held.opened >= 1 && held.opened <= 16,
+        "{} opened",
+        held.opened
+    );
+    assert_eq!(held.errors.len(), 40 - held.opened);
+    assert!(
+        held.errors.iter().all(|e| e == "Cannot allocate memory"),
+        "{:?}",
+        held.errors
+    );
+    held.release();
+    assert_eq!(std::fs::read(m.path("global/k")).unwrap(), b"value");
+    drop(m);
+
+    let Some(mut m) = Mounted::start_through(&limited, &["--allow-unlocked-memory"]) else {
+        return;
+    };
+    m.set("global/k", b"value");
+    let held = Holder::open(0, &m.path("global/k"), 40, false);
+    assert_eq!((held.opened, held.errors.len()), (40, 0));
+    held.release();
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(m.wait_exit().success());
+    let log = m.take_stderr();
+    assert_eq!(log.matches("serving unlocked").count(), 1, "{log}");
+}
+
+/// A uid deleted and given to another user does not inherit
+/// `principal:<old name>`: login names are looked up again after 3 s.
+#[test]
+fn a_recycled_uid_does_not_inherit_the_old_name() {
+    const UID: u32 = 4711;
+    struct Users;
+    impl Drop for Users {
+        fn drop(&mut self) {
+            for name in ["slfold4711", "slfnew4711"] {
+                let _ = std::process::Command::new("userdel").arg(name).output();
+            }
+        }
+    }
+    let Some(m) = Mounted::start(&[]) else { return };
+    let _users = Users;
+    sh(&format!(
+        "useradd -u {UID} -M -N -s /usr/sbin/nologin slfold4711"
+    ))
+    .ok();
+    m.set("principal:slfold4711/token", b"the old user's");
+    let mnt = m.mnt.display();
+    let read = || sh_as(UID, &format!("cat {mnt}/principal/slfold4711/token"));
+    assert_eq!(read().ok().stdout, b"the old user's");
+    sh(&format!(
+        "userdel slfold4711 && useradd -u {UID} -M -N -s /usr/sbin/nologin slfnew4711"
+    ))
+    .ok();
+    std::thread::sleep(Duration::from_millis(3500));
+    read().fails_with("No such file or directory");
 }

@@ -296,3 +296,125 @@ fn a_large_scope_lists_completely_in_one_pass() {
     .text();
     assert_eq!(names.trim(), "1500", "no name twice");
 }
+
+/// Kernel page-cache events for one inode, read from tracefs (mounted here
+/// if it is not). Only this test enables these events.
+struct PageCacheTrace {
+    dir: std::path::PathBuf,
+}
+
+impl PageCacheTrace {
+    const EVENTS: [&'static str; 2] = [
+        "mm_filemap_add_to_page_cache",
+        "mm_filemap_delete_from_page_cache",
+    ];
+
+    fn start(path: &std::path::Path) -> PageCacheTrace {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::path::PathBuf::from("/sys/kernel/tracing");
+        if !dir.join("events").exists() {
+            sh("mount -t tracefs nodev /sys/kernel/tracing").ok();
+        }
+        let meta = std::fs::metadata(path).unwrap();
+        // The kernel's dev_t: major << 20 | minor.
+        let (major, minor) = (
+            nix::sys::stat::major(meta.dev()),
+            nix::sys::stat::minor(meta.dev()),
+        );
+        let filter = format!(
+            "i_ino == {} && s_dev == {}",
+            meta.ino(),
+            (major << 20) | minor
+        );
+        for event in Self::EVENTS {
+            let e = dir.join("events/filemap").join(event);
+            std::fs::write(e.join("filter"), &filter).unwrap();
+            std::fs::write(e.join("enable"), "1").unwrap();
+        }
+        std::fs::write(dir.join("trace"), "").unwrap();
+        PageCacheTrace { dir }
+    }
+
+    /// (pages added, pages deleted) so far.
+    fn counts(&self) -> (usize, usize) {
+        let trace = std::fs::read_to_string(self.dir.join("trace")).unwrap();
+        let n = |event: &str| {
+            trace
+                .lines()
+                .filter(|l| l.contains(&format!("{event}:")))
+                .count()
+        };
+        (n(Self::EVENTS[0]), n(Self::EVENTS[1]))
+    }
+}
+
+impl Drop for PageCacheTrace {
+    fn drop(&mut self) {
+        for event in Self::EVENTS {
+            let e = self.dir.join("events/filemap").join(event);
+            let _ = std::fs::write(e.join("enable"), "0");
+            let _ = std::fs::write(e.join("filter"), "0");
+        }
+    }
+}
+
+/// Reads are direct I/O, but a private `mmap` fills the page cache: once
+/// the last handle is closed, every page of it is dropped (watched with
+/// the kernel's own page-cache trace events, since opening the file again
+/// to look would itself drop them). A shared mapping is refused (ENODEV)
+/// by the kernel before the daemon is asked, so for every caller alike.
+#[test]
+#[allow(unsafe_code)]
+fn no_plaintext_stays_in_the_page_cache_after_the_last_close_mmap_included() {
+    use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+    let Some(m) = Mounted::start(&[]) else { return };
+    let value = vec![b'p'; 3 * 4096 + 100];
+    m.cli(&["set", "global/k"], &value).ok();
+    let path = m.path("global/k");
+    let trace = PageCacheTrace::start(&path);
+    let f = std::fs::File::open(&path).unwrap();
+    let len = std::num::NonZeroUsize::new(value.len()).unwrap();
+    // SAFETY: a new private read-only mapping of an open file, read and
+    // unmapped below while `f` is alive.
+    let ptr = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_PRIVATE,
+            &f,
+            0,
+        )
+    }
+    .unwrap();
+    // SAFETY: the mapping is `len` readable bytes until the munmap.
+    let mapped = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len.get()) };
+    assert_eq!(mapped, &value[..]);
+    let (added, _) = trace.counts();
+    assert!(
+        added >= 4,
+        "the mapping's pages went through the page cache ({added} added)"
+    );
+    // SAFETY: unmapping the mapping made above, no longer borrowed.
+    unsafe { munmap(ptr, len.get()) }.unwrap();
+    drop(f);
+    // The release arrives after close(2) returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (added, deleted) = trace.counts();
+        if deleted >= added {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{added} pages cached, {deleted} dropped after the last close"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(trace);
+
+    let f = std::fs::File::open(&path).unwrap();
+    // SAFETY: as above; the call fails, so no mapping is made.
+    let shared = unsafe { mmap(None, len, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &f, 0) };
+    assert_eq!(shared.unwrap_err(), nix::errno::Errno::ENODEV);
+}

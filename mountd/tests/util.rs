@@ -133,6 +133,60 @@ pub fn sh_as(uid: u32, script: &str) -> Run {
 }
 
 /// `sh -c script` as root.
+/// A process of `uid` holding up to `n` opens of `path` (read-write if
+/// `write`), until [`Holder::release`].
+pub struct Holder {
+    child: Child,
+    /// How many opens succeeded.
+    pub opened: usize,
+    /// The error of each open that failed (`strerror` text).
+    pub errors: Vec<String>,
+}
+
+impl Holder {
+    pub fn open(uid: u32, path: &std::path::Path, n: usize, write: bool) -> Holder {
+        use std::io::BufRead;
+        let mode = if write { "+<" } else { "<" };
+        let mut child = Command::new("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups"])
+            .args(["perl", "-e"])
+            .arg(format!(
+                r#"my @held; for (1..{n}) {{ if (open(my $f, "{mode}", $ARGV[0])) {{ push @held, $f }} else {{ print "error $!
+" }} }}
+                   print "opened ", scalar(@held), "
+"; STDOUT->flush; <STDIN>;"#
+            ))
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut opened, mut errors) = (None, Vec::new());
+        while opened.is_none() {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "holder ended early");
+            match line.trim_end().split_once(' ') {
+                Some(("error", e)) => errors.push(e.to_owned()),
+                Some(("opened", k)) => opened = Some(k.parse().unwrap()),
+                _ => panic!("holder said {line:?}"),
+            }
+        }
+        Holder {
+            child,
+            opened: opened.unwrap(),
+            errors,
+        }
+    }
+
+    /// Closes every handle (the process exits).
+    pub fn release(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// The uid of the system user `name` (e.g. `daemon`, there on every
 /// Debian system): a uid with a login name, where a test needs one.
 pub fn uid_of(name: &str) -> u32 {
@@ -155,6 +209,8 @@ pub struct Mounted {
     child: Option<Child>,
     stderr: Option<std::thread::JoinHandle<String>>,
     args: Vec<String>,
+    /// A command the daemon is started through (`prlimit`, `setpriv`).
+    wrapper: Vec<String>,
 }
 
 impl Mounted {
@@ -171,7 +227,20 @@ impl Mounted {
             child: None,
             stderr: None,
             args: Vec::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// A mounted vault whose daemon is started through `wrapper` (e.g.
+    /// `prlimit --memlock=...`), with `--allow-other`.
+    pub fn start_through(wrapper: &[&str], extra: &[&str]) -> Option<Self> {
+        if !fuse_usable() {
+            return None;
+        }
+        let mut m = Self::vault_only();
+        m.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        m.mount(extra);
+        Some(m)
     }
 
     /// A mounted vault (with `--allow-other`, so other uids can reach it),
@@ -224,7 +293,15 @@ impl Mounted {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         self.args = args.clone();
-        let child = Command::new(MOUNTD)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(MOUNTD);
+                c
+            }
+            None => Command::new(MOUNTD),
+        };
+        let child = command
             .arg(&self.mnt)
             .args(&args)
             .env("SEALFS_VAULT_DIR", self.vault_dir())
