@@ -60,6 +60,24 @@ pub enum AnchorError {
 pub struct AnchorStore<'a> {
     home: Home<'a>,
     place: [u8; 32],
+    /// Kept across reads by a long-lived vault (file home only).
+    cache: Option<&'a ReadCache>,
+}
+
+/// What a vault keeps between reads of its anchor file, so a fresh read
+/// (at every check) is one `fstatat` and one `pread`: the identity
+/// directory's handle, and the anchor file open, reopened when it is
+/// replaced (another inode). Every read still reads the bytes and checks
+/// their MAC.
+#[derive(Default)]
+pub struct ReadCache {
+    open: std::sync::Mutex<Option<Opened>>,
+}
+
+struct Opened {
+    dir: PrivateDir,
+    /// The anchor file and its (device, inode).
+    file: Option<(std::fs::File, (u64, u64))>,
 }
 
 /// Where an anchor is kept.
@@ -107,6 +125,7 @@ impl<'a> AnchorStore<'a> {
                 allow_foreign_owner,
             },
             place,
+            cache: None,
         }
     }
 
@@ -114,6 +133,15 @@ impl<'a> AnchorStore<'a> {
         AnchorStore {
             home: Home::Backend(backend),
             place,
+            cache: None,
+        }
+    }
+
+    /// Reads through `cache` (see [`ReadCache`]).
+    pub fn cached(self, cache: &'a ReadCache) -> Self {
+        AnchorStore {
+            cache: Some(cache),
+            ..self
         }
     }
 
@@ -149,26 +177,34 @@ impl<'a> AnchorStore<'a> {
         Ok(self.read_slot(keys)?.is_some_and(|s| s.place.is_some()))
     }
 
+    /// The anchor file's bytes (`None`: there is none), through the cache
+    /// if there is one.
+    fn file_bytes(
+        &self,
+        dir: &Path,
+        name: &str,
+        allow_foreign_owner: bool,
+    ) -> Result<Option<Vec<u8>>, AnchorError> {
+        let path = &dir.join(name);
+        #[cfg(unix)]
+        if let Some(cache) = self.cache {
+            return cache
+                .read(dir, name, allow_foreign_owner)
+                .map_err(|source| io_err("read", path, source));
+        }
+        read_file(dir, name, allow_foreign_owner, path)
+    }
+
     fn read_slot(&self, keys: &KeyRing) -> Result<Option<Slot>, AnchorError> {
         let bytes = match &self.home {
             Home::File {
                 dir,
                 name,
                 allow_foreign_owner,
-            } => {
-                let path = &dir.join(name);
-                let opened =
-                    PrivateDir::open(dir, *allow_foreign_owner).and_then(|d| d.open_read(name));
-                let mut f = match opened {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(source) => return Err(io_err("open", path, source)),
-                };
-                let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes)
-                    .map_err(|source| io_err("read", path, source))?;
-                bytes
-            }
+            } => match self.file_bytes(dir, name, *allow_foreign_owner)? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
             Home::Backend(b) => match b.get_blob(&ObjectId::anchor()) {
                 Ok(bytes) => bytes,
                 Err(BackendError::NotFound(_)) => return Ok(None),
@@ -344,6 +380,71 @@ pub fn retire_others_at(
         }
     }
     Ok(retired)
+}
+
+/// Reads the whole anchor file (`None`: there is none).
+fn read_file(
+    dir: &Path,
+    name: &str,
+    allow_foreign_owner: bool,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, AnchorError> {
+    let opened = PrivateDir::open(dir, allow_foreign_owner).and_then(|d| d.open_read(name));
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_err("open", path, source)),
+    };
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .map_err(|source| io_err("read", path, source))?;
+    Ok(Some(bytes))
+}
+
+#[cfg(unix)]
+impl ReadCache {
+    /// The anchor file's bytes (`None`: there is none), through the kept
+    /// handles.
+    fn read(
+        &self,
+        dir: &Path,
+        name: &str,
+        allow_foreign_owner: bool,
+    ) -> io::Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.is_none() {
+            *open = Some(Opened {
+                dir: PrivateDir::open(dir, allow_foreign_owner)?,
+                file: None,
+            });
+        }
+        let opened = open.as_mut().expect("set above");
+        let id = match opened.dir.identity_of(name) {
+            Ok(id) => id,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                opened.file = None;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if opened.file.as_ref().map(|(_, at)| *at) != Some(id) {
+            let f = opened.dir.open_read(name)?;
+            opened.file = Some((f, id));
+        }
+        let (f, _) = opened.file.as_ref().expect("set above");
+        // Two slots; one more byte tells a longer (foreign) file apart.
+        let mut buf = vec![0u8; 2 * SLOT_LEN + 1];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read_at(&mut buf[filled..], filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        buf.truncate(filled);
+        Ok(Some(buf))
+    }
 }
 
 fn io_err(what: &'static str, path: &Path, source: io::Error) -> AnchorError {

@@ -524,6 +524,14 @@ mod unix_dir {
             Ok(())
         }
 
+        /// The (device, inode) of `name` in here, not following a symlink.
+        pub fn identity_of(&self, name: impl AsRef<OsStr>) -> io::Result<(u64, u64)> {
+            let name = name.as_ref();
+            check_name(name)?;
+            let st = nix::sys::stat::fstatat(&self.dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            Ok((st.st_dev, st.st_ino))
+        }
+
         /// Opens the regular file `name` for reading (O_NOFOLLOW).
         pub fn open_read(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
             self.open_at(name.as_ref(), OFlag::O_RDONLY)

@@ -281,6 +281,8 @@ pub struct Vault {
     max_value_size: usize,
     /// The last anchor this process read or wrote.
     anchored: Mutex<Option<IndexState>>,
+    /// Kept handles for reading the anchor file afresh at every check.
+    anchor_cache: crate::anchor::ReadCache,
     /// What the anchor binds the vault to: its canonical path's digest.
     place: [u8; 32],
     lock_timeout: Duration,
@@ -685,6 +687,7 @@ impl Vault {
             identity_store,
             max_value_size: config.max_value_size,
             anchored: Mutex::new(None),
+            anchor_cache: crate::anchor::ReadCache::default(),
             place,
             lock_timeout: config.lock_timeout,
         };
@@ -845,7 +848,8 @@ impl Vault {
                 &self.vault_id,
                 self.allow_foreign_owner,
                 self.place,
-            ),
+            )
+            .cached(&self.anchor_cache),
             IdentityStore::Backend => AnchorStore::in_backend(&*self.backend, self.place),
         }
     }
