@@ -433,6 +433,43 @@ fn list_inspect_store_reveal_delete_over_the_api() {
     assert_eq!(audit["events"].as_array().unwrap().len(), 3);
 }
 
+/// Storing into a session another uid created through the mount (that
+/// uid reads it) is 409, naming the uid, until the request confirms it.
+#[test]
+fn storing_into_another_uids_session_asks_first() {
+    let sb = Sandbox::new();
+    sb.set("global/seed", b"x");
+    let v = sealfs::Vault::open(sealfs::VaultConfig::new(sb.vault_dir())).unwrap();
+    v.create_scope(&"session:ci-7".parse().unwrap(), Some(4242))
+        .unwrap();
+    drop(v);
+    let c = Console::start(&sb, &[]);
+    let s = signed_in(&c);
+    let body = r#"{"ref":"session:ci-7/token","value":"tok"}"#;
+    let r = c.call(&s, "POST", "/api/secrets", body);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("session:ci-7 belongs to uid 4242"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("tok\""));
+    sb.run(&["get", "session:ci-7/token"], b"")
+        .fails(1, "not found");
+    let confirmed = r#"{"ref":"session:ci-7/token","value":"tok","into_others_session":true}"#;
+    let r = c.call(&s, "POST", "/api/secrets", confirmed);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(sb.get("session:ci-7/token"), b"tok");
+    // The CLI asks the same way.
+    let r = sb.run(&["set", "session:ci-7/other"], b"v");
+    r.fails(1, "belongs to uid 4242");
+    sb.run(
+        &["set", "--into-others-session", "session:ci-7/other"],
+        b"v",
+    )
+    .ok();
+}
+
 #[test]
 fn csrf_bad_refs_limits_and_a_broken_vault_change_nothing() {
     let sb = Sandbox::new();

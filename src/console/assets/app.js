@@ -31,7 +31,11 @@ async function api(method, path, body) {
   const resp = await fetch(path, opts);
   let data = {};
   try { data = await resp.json(); } catch (_) { /* not JSON */ }
-  if (!resp.ok) throw new Error(data.error || `${resp.status} ${resp.statusText}`);
+  if (!resp.ok) {
+    const err = new Error(data.error || `${resp.status} ${resp.statusText}`);
+    err.status = resp.status;
+    throw err;
+  }
   return data;
 }
 
@@ -216,7 +220,14 @@ async function store(ev) {
   const valueField = $("store-value");
   const value = valueField.value;
   try {
-    await api("POST", "/api/secrets", { ref, value });
+    try {
+      await api("POST", "/api/secrets", { ref, value });
+    } catch (err) {
+      // A session another uid created through the mount: that uid can
+      // read what is stored there, so the operator confirms first.
+      if (err.status !== 409 || !window.confirm(`${err.message}\n\nStore it anyway?`)) throw err;
+      await api("POST", "/api/secrets", { ref, value, into_others_session: true });
+    }
     valueField.value = "";
     show(`Stored ${ref}.`, true);
     const scope = ref.split("/")[0];
