@@ -71,9 +71,11 @@ pub struct AnchorStore<'a> {
 /// their MAC.
 #[derive(Default)]
 pub struct ReadCache {
+    #[cfg(unix)]
     open: std::sync::Mutex<Option<Opened>>,
 }
 
+#[cfg(unix)]
 struct Opened {
     dir: PrivateDir,
     /// The anchor file and its (device, inode).
@@ -192,6 +194,8 @@ impl<'a> AnchorStore<'a> {
                 .read(dir, name, allow_foreign_owner)
                 .map_err(|source| io_err("read", path, source));
         }
+        #[cfg(not(unix))]
+        let _ = self.cache; // no inode numbers to tell a replaced file by
         read_file(dir, name, allow_foreign_owner, path)
     }
 

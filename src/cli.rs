@@ -133,6 +133,10 @@ pub enum Command {
         field: String,
         #[arg(value_name = "REF")]
         vault_ref: VaultRef,
+        /// Store into a session that another uid created through the mount
+        /// (that uid can read it)
+        #[arg(long)]
+        into_others_session: bool,
     },
     /// Check every `*_vault_ref` field of a TOML config file against the vault.
     Audit {

@@ -31,7 +31,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config,
             field,
             vault_ref,
-        } => configure(g, &config, &field, &vault_ref),
+            into_others_session,
+        } => configure(g, &config, &field, &vault_ref, into_others_session),
         Command::Audit { config, json } => audit(g, &config, json),
         Command::Doctor => doctor(g),
         Command::AuditLog { follow, json } => audit_log(g, follow, json),
@@ -341,7 +342,13 @@ fn delete(g: &GlobalArgs, r: &VaultRef, force: bool) -> Result<ExitCode> {
     }
 }
 
-fn configure(g: &GlobalArgs, path: &Path, field: &str, r: &VaultRef) -> Result<ExitCode> {
+fn configure(
+    g: &GlobalArgs,
+    path: &Path,
+    field: &str,
+    r: &VaultRef,
+    into_others_session: bool,
+) -> Result<ExitCode> {
     // Everything that can be checked is checked before the secret is read
     // or stored, so bad input changes nothing.
     let mut file = ConfigFile::load_or_new(path)?;
@@ -350,7 +357,11 @@ fn configure(g: &GlobalArgs, path: &Path, field: &str, r: &VaultRef) -> Result<E
     if value.is_empty() {
         bail!("refusing to store an empty value for {r}");
     }
-    let result = open_or_create(g)?.put(r, value);
+    let vault = open_or_create(g)?;
+    if !into_others_session {
+        refuse_others_session(&vault, r)?;
+    }
+    let result = vault.put(r, value);
     record(g, "set", r, &result);
     result?;
     file.save()
@@ -477,6 +488,22 @@ fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
             }
             // A partial line is re-read whole once its writer finishes it.
             reader.seek_relative(-(n as i64))?;
+            // Rotated (the path names another file now): the old file is
+            // read to its end (this EOF), then the new one from its start.
+            if n == 0 && rotated(reader.get_ref(), &path) {
+                match sealfs::fsutil::open_read_nofollow(&path) {
+                    Ok(f) => {
+                        reader = io::BufReader::new(f);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot open the audit log {}", path.display())
+                        })
+                    }
+                }
+            }
             std::thread::sleep(std::time::Duration::from_millis(200));
             continue;
         }
@@ -490,6 +517,23 @@ fn audit_log(g: &GlobalArgs, follow: bool, json: bool) -> Result<ExitCode> {
         };
         write_stdout(out.as_bytes())?;
         let _ = reader.stream_position();
+    }
+}
+
+/// Whether `path` names another file than `open` (the log was rotated).
+fn rotated(open: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (open.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (open, path);
+        false
     }
 }
 

@@ -529,7 +529,9 @@ mod unix_dir {
             let name = name.as_ref();
             check_name(name)?;
             let st = nix::sys::stat::fstatat(&self.dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
-            Ok((st.st_dev, st.st_ino))
+            // dev_t is i32 on macOS: only compared for equality.
+            #[allow(clippy::unnecessary_cast)]
+            Ok((st.st_dev as u64, st.st_ino as u64))
         }
 
         /// Opens the regular file `name` for reading (O_NOFOLLOW).

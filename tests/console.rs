@@ -468,6 +468,19 @@ fn storing_into_another_uids_session_asks_first() {
         b"v",
     )
     .ok();
+    let cfg = sb.path().join("app.toml");
+    sb.run(
+        &[
+            "configure",
+            "--config",
+            cfg.to_str().unwrap(),
+            "app.token_vault_ref",
+            "session:ci-7/cfg",
+        ],
+        b"v",
+    )
+    .fails(1, "belongs to uid 4242");
+    assert!(!cfg.exists(), "a refused configure changes nothing");
 }
 
 #[test]

@@ -116,6 +116,16 @@ pub struct Args {
     #[arg(long, default_value_t = Options::default().max_handles_per_uid, value_name = "N")]
     pub max_handles_per_uid: usize,
 
+    /// Open files and directories all those uids may hold together (a user
+    /// with many uids gets the per-uid caps once per uid); more get ENFILE
+    #[arg(long, default_value_t = Options::default().max_handles, value_name = "N")]
+    pub max_handles: usize,
+
+    /// Bytes of plaintext buffers the daemon holds at once (a root daemon
+    /// has no memlock limit); more opens get ENOMEM
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub max_locked_bytes: usize,
+
     /// Sessions one uid may create through the mount; more get EDQUOT
     #[arg(long, default_value_t = Options::default().max_sessions_per_uid, value_name = "N")]
     pub max_sessions_per_uid: usize,
@@ -324,6 +334,7 @@ pub fn run(args: Args) -> Result<()> {
         .context("a mountpoint is required")?;
     harden()?;
     crate::memlock::set_allow_unlocked(args.allow_unlocked_memory);
+    crate::memlock::set_limit(args.max_locked_bytes);
     let vault_dir = match &args.vault_dir {
         Some(d) => d.clone(),
         None => sealfs::vault::default_vault_dir()
@@ -378,6 +389,7 @@ pub fn run(args: Args) -> Result<()> {
             read_only: args.read_only,
             max_value_size: args.max_value_size,
             max_handles_per_uid: args.max_handles_per_uid,
+            max_handles: args.max_handles,
             max_sessions_per_uid: args.max_sessions_per_uid,
             max_session_secrets_per_uid: args.max_session_secrets_per_uid,
             max_session_bytes_per_uid: args.max_session_bytes_per_uid,

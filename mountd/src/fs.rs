@@ -65,6 +65,8 @@ pub enum FsError {
     NoSpace,
     #[error("cannot allocate memory")]
     NoMemory,
+    #[error("too many open files in system")]
+    TooManyOpenInSystem,
 }
 
 impl FsError {
@@ -87,6 +89,7 @@ impl FsError {
             FsError::Quota => "EDQUOT",
             FsError::NoSpace => "ENOSPC",
             FsError::NoMemory => "ENOMEM",
+            FsError::TooManyOpenInSystem => "ENFILE",
         }
     }
 }
@@ -116,6 +119,10 @@ fn buf_error(e: BufError) -> FsError {
         BufError::NoMemory => FsError::NoMemory,
     }
 }
+
+/// An open directory: its listing, and the uid whose handle slot it holds
+/// (none for root and the vault owner).
+type OpenDir = (Arc<Listing>, Option<u32>);
 
 /// One open-handle slot of a uid ([`SealFs::handle_slot`]), given back if
 /// dropped before a handle takes it.
@@ -374,9 +381,13 @@ pub struct AccessMask {
 pub struct Options {
     pub read_only: bool,
     pub max_value_size: usize,
-    /// Open file handles one uid may hold (root and the vault owner are
-    /// not limited); over it, `EMFILE`.
+    /// Open file and directory handles one uid may hold (root and the
+    /// vault owner are not limited); over it, `EMFILE`.
     pub max_handles_per_uid: usize,
+    /// Open handles all those uids together may hold (a user with many
+    /// uids, e.g. a subordinate-id range, gets one set of per-uid caps per
+    /// uid; this bounds the daemon); over it, `ENFILE`.
+    pub max_handles: usize,
     /// Sessions one uid may have created through the mount; over it,
     /// `EDQUOT`.
     pub max_sessions_per_uid: usize,
@@ -392,6 +403,7 @@ impl Default for Options {
             read_only: false,
             max_value_size: sealfs::DEFAULT_MAX_VALUE_SIZE,
             max_handles_per_uid: 64,
+            max_handles: 4096,
             max_sessions_per_uid: 32,
             max_session_secrets_per_uid: 256,
             max_session_bytes_per_uid: 4 << 20,
@@ -501,14 +513,15 @@ pub struct SealFs {
     opts: Options,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
-    /// Open handles per uid (not counted for root and the vault owner).
-    handles_by_uid: Mutex<HashMap<u32, usize>>,
+    /// Open handles per uid (not counted for root and the vault owner),
+    /// and their total.
+    handles_by_uid: Mutex<(HashMap<u32, usize>, usize)>,
     /// Open handles per inode: at the last close, the adapter drops what
     /// the kernel may have cached of it.
     handles_by_ino: Mutex<HashMap<u64, usize>>,
     /// Listings taken at opendir, served in pieces by readdir: a large
     /// scope is read from the index once per `ls`, not once per piece.
-    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    dirs: Mutex<HashMap<u64, OpenDir>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
 }
@@ -538,7 +551,7 @@ impl SealFs {
             opts,
             inodes: Mutex::new(Inodes::new()),
             handles: Mutex::new(HashMap::new()),
-            handles_by_uid: Mutex::new(HashMap::new()),
+            handles_by_uid: Mutex::new((HashMap::new(), 0)),
             handles_by_ino: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -915,20 +928,31 @@ impl SealFs {
 
     /// Takes the listing of directory `ino` for `c` once; [`SealFs::listing`]
     /// serves it to each readdir, [`SealFs::releasedir`] drops it.
+    /// Takes one of the caller's handle slots: a listing held open is
+    /// memory the daemon keeps for it, like a file's buffer.
     pub fn opendir(&self, c: &Caller, ino: u64) -> Result<u64> {
+        let slot = self.handle_slot(c, "a directory")?;
         let entries = self.readdir(c, ino)?;
+        let uid = slot.uid;
+        std::mem::forget(slot); // freed at releasedir
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.dirs).insert(fh, Arc::new(entries));
+        lock(&self.dirs).insert(fh, (Arc::new(entries), uid));
         Ok(fh)
     }
 
     /// The listing of an open directory (the caller skips to its offset).
     pub fn listing(&self, fh: u64) -> Result<Arc<Listing>> {
-        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+        lock(&self.dirs)
+            .get(&fh)
+            .map(|(l, _)| Arc::clone(l))
+            .ok_or(FsError::BadHandle)
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let removed = lock(&self.dirs).remove(&fh);
+        if let Some((_, Some(uid))) = removed {
+            self.free_slot(uid);
+        }
     }
 
     /// Takes one of `c`'s open-handle slots (`EMFILE`, audited, when its
@@ -941,24 +965,32 @@ impl SealFs {
                 uid: None,
             });
         }
-        {
-            let mut counts = lock(&self.handles_by_uid);
+        let refused = {
+            let mut guard = lock(&self.handles_by_uid);
+            let (counts, total) = &mut *guard;
             let n = counts.entry(c.uid).or_default();
-            if *n < self.opts.max_handles_per_uid {
+            if *n >= self.opts.max_handles_per_uid {
+                FsError::TooManyOpen
+            } else if *total >= self.opts.max_handles {
+                FsError::TooManyOpenInSystem
+            } else {
                 *n += 1;
+                *total += 1;
                 return Ok(Slot {
                     fs: self,
                     uid: Some(c.uid),
                 });
             }
-        }
-        self.deny(c, "open", target, FsError::TooManyOpen)
+        };
+        self.deny(c, "open", target, refused)
     }
 
     fn free_slot(&self, uid: u32) {
-        let mut counts = lock(&self.handles_by_uid);
+        let mut guard = lock(&self.handles_by_uid);
+        let (counts, total) = &mut *guard;
         if let Some(n) = counts.get_mut(&uid) {
-            *n = n.saturating_sub(1);
+            *n -= 1;
+            *total -= 1;
             if *n == 0 {
                 counts.remove(&uid);
             }
@@ -1158,7 +1190,7 @@ impl SealFs {
             let c = h.caller;
             return self.deny(&c, op, target, FsError::Denied);
         }
-        if let Err(e) = self.session_quota(h) {
+        if let Err(e) = self.session_quota(&h.caller, &h.vault_ref, h.buf.len() as u64) {
             h.dirty = false;
             let c = h.caller;
             return self.deny(&c, op, target, e);
@@ -1186,9 +1218,9 @@ impl SealFs {
     /// mount counts against that uid's quota: the secrets (`EDQUOT`) and
     /// bytes (`ENOSPC`) of all the sessions it created. Counted from the
     /// index, so it holds across restarts.
-    fn session_quota(&self, h: &Handle) -> Result<()> {
-        let scope = h.vault_ref.scope();
-        if !matches!(scope, VaultScope::Session(_)) || self.rules.is_admin(h.caller.uid) {
+    fn session_quota(&self, writer: &Caller, target: &VaultRef, new: u64) -> Result<()> {
+        let scope = target.scope();
+        if !matches!(scope, VaultScope::Session(_)) || self.rules.is_admin(writer.uid) {
             return Ok(());
         }
         let owner = self
@@ -1211,7 +1243,7 @@ impl SealFs {
             for key in keys {
                 let r = VaultRef::new(info.scope.clone(), key);
                 if let Some(e) = self.vault.entry(&r).map_err(|e| from_vault(&e))? {
-                    if r == h.vault_ref {
+                    if r == *target {
                         replaced = Some(e.len);
                     }
                     count += 1;
@@ -1219,7 +1251,6 @@ impl SealFs {
                 }
             }
         }
-        let new = h.buf.len() as u64;
         let (count, bytes) = match replaced {
             Some(old) => (count, bytes - old + new),
             None => (count + 1, bytes + new),
@@ -1272,6 +1303,11 @@ impl SealFs {
         };
         let target = format!("{scope}/{name}");
         self.require_write(c, "create", &target, &scope)?;
+        // A directory inode kept (a cwd) after its session was removed:
+        // creating there would bring the session back without its owner.
+        if !self.scope_exists(&scope)? {
+            return Err(FsError::NotFound);
+        }
         let Ok(key) = SecretKey::new(name) else {
             return self.deny(c, "create", target, FsError::Invalid);
         };
@@ -1361,6 +1397,16 @@ impl SealFs {
             return self.deny(c, "rename", target, FsError::Invalid);
         };
         let to = VaultRef::new(to_scope, key);
+        if to.scope() != from.scope() {
+            let moved = self
+                .vault
+                .entry(&from)
+                .map_err(|e| from_vault(&e))?
+                .ok_or(FsError::NotFound)?;
+            if let Err(e) = self.session_quota(c, &to, moved.len) {
+                return self.deny(c, "rename", target, e);
+            }
+        }
         match self.vault.rename(&from, &to, no_replace) {
             Ok(_) => {
                 lock(&self.inodes).rename(&Node::Secret(from), &Node::Secret(to.clone()));

@@ -81,6 +81,7 @@ fn errno(e: FsError) -> Errno {
         FsError::Quota => Errno::EDQUOT,
         FsError::NoSpace => Errno::ENOSPC,
         FsError::NoMemory => Errno::ENOMEM,
+        FsError::TooManyOpenInSystem => Errno::ENFILE,
     }
 }
 

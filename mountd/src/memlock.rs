@@ -12,7 +12,7 @@
 //! told to serve unlocked ([`set_allow_unlocked`]; one warning then).
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use zeroize::Zeroize;
@@ -21,6 +21,32 @@ use zeroize::Zeroize;
 pub const POOL_BYTES: usize = 1 << 20;
 
 static ALLOW_UNLOCKED: AtomicBool = AtomicBool::new(false);
+/// Bytes of regions mapped now (in use or pooled), and the most there may
+/// be: a root daemon has no memlock limit of its own (CAP_IPC_LOCK).
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// At most `bytes` of plaintext regions at once, whatever the memlock
+/// limit; past it new regions fail with [`NoMemory`].
+pub fn set_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// Counts `len` more bytes mapped, or refuses them past the limit.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn reserve(len: usize) -> Result<(), NoMemory> {
+    let before = MAPPED.fetch_add(len, Ordering::Relaxed);
+    if before.saturating_add(len) > LIMIT.load(Ordering::Relaxed) {
+        MAPPED.fetch_sub(len, Ordering::Relaxed);
+        return Err(NoMemory);
+    }
+    Ok(())
+}
+
+#[cfg_attr(not(unix), allow(dead_code))]
+fn release(len: usize) {
+    MAPPED.fetch_sub(len, Ordering::Relaxed);
+}
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Serve from unlocked memory when locking fails (warns once), instead of
@@ -184,6 +210,7 @@ mod imp {
         /// locks them.
         pub fn map(len: usize) -> Result<Self, NoMemory> {
             let size = NonZeroUsize::new(len).ok_or(NoMemory)?;
+            super::reserve(len)?;
             // SAFETY: a new anonymous private mapping at an address the
             // kernel chooses; nothing else refers to it.
             let ptr = unsafe {
@@ -194,7 +221,11 @@ mod imp {
                     MapFlags::MAP_PRIVATE,
                 )
             }
-            .map_err(|_| NoMemory)?;
+            .map_err(|_| {
+                super::release(len);
+                NoMemory
+            })?;
+            // From here dropping `mem` unmaps it and gives the bytes back.
             let mut mem = Mem {
                 ptr: ptr.cast(),
                 len,
@@ -242,6 +273,7 @@ mod imp {
                 }
                 let _ = mman::munmap(ptr, self.len);
             }
+            super::release(self.len);
         }
     }
 }

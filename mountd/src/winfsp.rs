@@ -70,7 +70,7 @@ impl From<FsError> for FspError {
             FsError::NotDir => STATUS_NOT_A_DIRECTORY,
             FsError::BadHandle => STATUS_INVALID_HANDLE,
             FsError::Io => STATUS_IO_DEVICE_ERROR,
-            FsError::TooManyOpen => STATUS_TOO_MANY_OPENED_FILES,
+            FsError::TooManyOpen | FsError::TooManyOpenInSystem => STATUS_TOO_MANY_OPENED_FILES,
             FsError::Quota => STATUS_QUOTA_EXCEEDED,
             FsError::NoSpace => STATUS_DISK_FULL,
             FsError::NoMemory => STATUS_NO_MEMORY,

@@ -264,6 +264,18 @@ fn a_session_meant_for_someone_else_cannot_be_squatted_or_probed() {
     );
     let refused = m.cli(&["set", "session:daemon.job/k"], b"v");
     assert!(refused.stderr.contains("(daemon)"), "{}", refused.stderr);
+
+    // A session removed under a shell that still sits in it does not come
+    // back (ownerless) through a create there.
+    sh_as(
+        ALICE,
+        &format!(
+            "mkdir {mnt}/session/{ALICE}.gone && cd {mnt}/session/{ALICE}.gone && rmdir ../{ALICE}.gone && printf x | tee k"
+        ),
+    )
+    .fails_with("No such file or directory");
+    m.cli(&["get", &format!("session:{ALICE}.gone/k")], b"")
+        .fails_with("not found");
 }
 
 /// Secrets sealfs keeps for itself (`principal:sealfs-*`, the fleet's host
@@ -457,6 +469,8 @@ fn one_uid_at_its_limits_stops_there_and_never_stops_another() {
     let Some(m) = Mounted::start(&[
         "--policy",
         policy.path().to_str().unwrap(),
+        "--max-handles",
+        "100",
         "--max-sessions-per-uid",
         "2",
         "--max-session-secrets-per-uid",
@@ -478,19 +492,39 @@ fn one_uid_at_its_limits_stops_there_and_never_stops_another() {
         "{:?}",
         alice.errors[0]
     );
-    let bob = Holder::open(BOB, &m.path("global/k"), 1, false);
-    assert_eq!((bob.opened, bob.errors.len()), (1, 0));
-    assert!(
-        locked_bytes(m.pid()) >= 65 * page,
-        "each open's plaintext is in locked pages of its own: {} bytes locked",
-        locked_bytes(m.pid())
-    );
     assert_eq!(
         sh_as(BOB, &format!("cat {mnt}/global/k")).ok().stdout,
         b"value"
     );
+    // The daemon-wide cap (--max-handles 100) bounds what many uids hold.
+    let bob = Holder::open(BOB, &m.path("global/k"), 40, false);
+    assert_eq!(bob.opened, 36);
+    assert!(
+        bob.errors
+            .iter()
+            .all(|e| e == "Too many open files in system"),
+        "{:?}",
+        bob.errors
+    );
+    assert!(
+        locked_bytes(m.pid()) >= 100 * page,
+        "each open's plaintext is in locked pages of its own: {} bytes locked",
+        locked_bytes(m.pid())
+    );
     bob.release();
     alice.release();
+    // Open directories hold a slot too (a listing is memory kept for it).
+    let dirs = sh_as(
+        ALICE,
+        &format!(
+            "perl -e 'my @d; for (1..100) {{ if (opendir(my $h, $ARGV[0])) {{ push @d, $h }} else {{ print \"$!\\n\" }} }} print scalar(@d), \"\\n\"' {mnt}/global"
+        ),
+    )
+    .ok()
+    .text();
+    let mut lines: Vec<&str> = dirs.lines().collect();
+    assert_eq!(lines.pop(), Some("64"), "{dirs}");
+    assert!(lines.iter().all(|l| *l == "Too many open files"), "{dirs}");
     assert_eq!(
         sh_as(ALICE, &format!("cat {mnt}/global/k")).ok().stdout,
         b"value",
@@ -502,7 +536,7 @@ fn one_uid_at_its_limits_stops_there_and_never_stops_another() {
         let emfile: Vec<_> = m
             .audit_events()
             .into_iter()
-            .filter(|e| e["uid"] == ALICE && e["detail"] == "EMFILE")
+            .filter(|e| e["uid"] == ALICE && e["detail"] == "EMFILE" && e["ref"] == "global/k")
             .collect();
         let counted: u64 = emfile
             .iter()
@@ -549,6 +583,13 @@ fn one_uid_at_its_limits_stops_there_and_never_stops_another() {
     for k in ["a", "b", "c"] {
         put(BOB, format!("session/{BOB}.s1/{k}"), "v").ok();
     }
+    // A rename into a session counts too.
+    sh_as(
+        ALICE,
+        &format!("mv {mnt}/global/k {mnt}/session/{ALICE}.s2/moved"),
+    )
+    .fails_with("Disk quota exceeded");
+    assert_eq!(m.get("global/k"), b"value");
     // Root is not limited.
     for k in ["e", "f"] {
         sh(&format!("printf v > {mnt}/session/{ALICE}.s2/{k}")).ok();
@@ -563,6 +604,26 @@ fn a_flood_of_denials_leaves_a_bounded_log() {
         return;
     };
     let mnt = m.mnt.display();
+    // `sealfs audit-log --follow` keeps following across rotations.
+    let mut follower = std::process::Command::new(crate::util::sealfs_bin())
+        .args(["audit-log", "--follow", "--json", "--audit-log"])
+        .arg(m.audit_log())
+        .env("SEALFS_VAULT_DIR", m.vault_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = {
+        let out = follower.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.contains("session:ci-400"))
+                .is_some()
+        })
+    };
     sh_as(
         ALICE,
         &format!("for i in $(seq 1 400); do mkdir {mnt}/session/ci-$i 2>/dev/null; done; true"),
@@ -587,6 +648,17 @@ fn a_flood_of_denials_leaves_a_bounded_log() {
     let first = &m.audit_events()[0];
     assert_eq!(first["op"], "rotate", "{first}");
     assert_eq!(m.audit_events().last().unwrap()["ref"], "session:ci-400");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !followed.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the follower lost the log at a rotation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(followed.join().unwrap());
 }
 
 /// At the memlock limit the daemon refuses new opens with ENOMEM rather
