@@ -234,6 +234,12 @@ pub struct Index {
     conn: Connection,
     path: PathBuf,
     keys: Option<Arc<KeyRing>>,
+    /// The last whole-index check that passed: SQLite's `data_version`
+    /// for this connection and the state read. While neither changed, the
+    /// database file did not change under this connection (any other
+    /// connection's commit, or an edit with the sqlite3 tool, changes
+    /// `data_version`), so a listing need not check all 256 buckets again.
+    all_checked: std::cell::Cell<Option<(i64, State)>>,
 }
 
 const SCHEMA: &str = "
@@ -311,6 +317,7 @@ impl Index {
             conn,
             path: path.to_owned(),
             keys: None,
+            all_checked: std::cell::Cell::new(None),
         };
         index.configure()?;
         Ok(index)
@@ -619,13 +626,49 @@ impl Index {
     }
 
     /// [`Index::list`] inside a read transaction the caller holds.
+    /// Checks every bucket against its digest, unless this connection
+    /// already did at this state and the file has not changed since
+    /// (`all_checked`).
+    fn checked_whole(&self, state: State) -> Result<(), IndexError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.err())?;
+        if self.all_checked.get() != Some((version, state)) {
+            self.check_all_buckets(&self.conn)?;
+            self.all_checked.set(Some((version, state)));
+        }
+        Ok(())
+    }
+
+    /// Whether `scope` holds any secret: counted, once every record is
+    /// known to be authentic (a forged or hidden row fails the whole-index
+    /// check), so no record needs opening.
+    fn has_secrets_in(&self, scope: &VaultScope) -> Result<(bool, State), IndexError> {
+        let record = self.vault_record_in(&self.conn)?;
+        let state = record.state()?;
+        self.checked_whole(state)?;
+        let sid = self
+            .keys()
+            .name_id(KIND_SCOPE_MEMBERS, scope.to_string().as_bytes());
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE scope_id = ?1 AND kind = ?2",
+                params![sid.as_slice(), KIND_SECRET],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        Ok((n > 0, state))
+    }
+
     fn list_in(
         &self,
         scope: Option<&VaultScope>,
     ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
         {
             let record = self.vault_record_in(&self.conn)?;
-            self.check_all_buckets(&self.conn)?;
+            self.checked_whole(record.state()?)?;
             let mut out = Vec::new();
             let mut each = |s: Stored| -> Result<(), IndexError> {
                 let (r, row) = self.open_secret("the index", &s)?;
@@ -973,9 +1016,9 @@ impl Index {
     pub fn scope_row(&self, scope: &VaultScope) -> Result<(Option<ScopeRow>, State), IndexError> {
         self.read(|| {
             let owner = self.scope_record_in(scope)?.map(|r| r.owner_uid);
-            let (secrets, state) = self.list_in(Some(scope))?;
+            let (has_secrets, state) = self.has_secrets_in(scope)?;
             let registered = owner.is_some();
-            let row = (registered || !secrets.is_empty()).then(|| ScopeRow {
+            let row = (registered || has_secrets).then(|| ScopeRow {
                 scope: scope.clone(),
                 owner_uid: owner.flatten(),
                 registered,

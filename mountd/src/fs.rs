@@ -808,11 +808,15 @@ impl SealFs {
             Node::Kind(kind) => {
                 let id = ScopeId::new(name).map_err(|_| FsError::NotFound)?;
                 let scope = kind.scope(id);
-                if !self.scope_exists(&scope)? {
+                let exists = self.scope_exists(&scope)?;
+                if !exists && self.rules.is_admin(c.uid) {
                     return Err(FsError::NotFound);
                 }
+                // A scope that does not exist costs an ordinary caller what
+                // a hidden one does (an access decision, an audited
+                // denial), so timing a lookup does not tell them apart.
                 let access = self.access(c, &scope)?;
-                if !access.can_read() {
+                if !exists || !access.can_read() {
                     return self.deny(c, "lookup", scope.to_string(), FsError::NotFound);
                 }
                 let ino = self.ino(Node::Scope(scope));
@@ -1453,8 +1457,11 @@ impl SealFs {
             .scope(&scope)
             .map_err(|e| from_vault(&e))?
             .is_some();
+        // The same work whether it exists or not (an access decision, then
+        // the answer), so neither the errno nor the time tells.
+        let visible = self.access(c, &scope)?.can_read();
         if exists {
-            if self.access(c, &scope)?.can_read() {
+            if visible {
                 return Err(FsError::Exists);
             }
             return self.deny(c, "mkdir", target, FsError::Denied);
