@@ -113,6 +113,22 @@ fn from_vault(e: &VaultError) -> FsError {
     }
 }
 
+/// Whether a READ of `size` bytes at `offset` from content of `len` bytes
+/// may be the kernel filling its page cache (a fault of a private `mmap`;
+/// reads are otherwise direct I/O): such reads are whole, aligned pages,
+/// never past the last page of the file. A direct read can look the same
+/// (a false positive costs one invalidation); a page fill never looks
+/// otherwise.
+fn may_fill_page_cache(offset: u64, size: usize, len: usize) -> bool {
+    let page = crate::memlock::page_size() as u64;
+    let end = offset.saturating_add(size as u64);
+    size > 0
+        && len > 0
+        && offset.is_multiple_of(page)
+        && (size as u64).is_multiple_of(page)
+        && end <= (len as u64).div_ceil(page) * page
+}
+
 fn buf_error(e: BufError) -> FsError {
     match e {
         BufError::TooLarge => FsError::TooLarge,
@@ -519,6 +535,9 @@ pub struct SealFs {
     /// Open handles per inode: at the last close, the adapter drops what
     /// the kernel may have cached of it.
     handles_by_ino: Mutex<HashMap<u64, usize>>,
+    /// Inodes with a read that may have filled the kernel's page cache (a
+    /// private `mmap`): dropped from it at their last close.
+    cached_inos: Mutex<std::collections::HashSet<u64>>,
     /// Listings taken at opendir, served in pieces by readdir: a large
     /// scope is read from the index once per `ls`, not once per piece.
     dirs: Mutex<HashMap<u64, OpenDir>>,
@@ -553,6 +572,7 @@ impl SealFs {
             handles: Mutex::new(HashMap::new()),
             handles_by_uid: Mutex::new((HashMap::new(), 0)),
             handles_by_ino: Mutex::new(HashMap::new()),
+            cached_inos: Mutex::new(std::collections::HashSet::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
@@ -1130,6 +1150,12 @@ impl SealFs {
         let h = self.handle(fh)?;
         let h = lock(&h);
         let content = h.buf.content();
+        if may_fill_page_cache(offset, size, content.len()) {
+            self.cached_inos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(h.ino);
+        }
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(content.len());
@@ -1290,6 +1316,14 @@ impl SealFs {
     /// Whether any handle of inode `ino` is open.
     pub fn is_open(&self, ino: u64) -> bool {
         lock(&self.handles_by_ino).contains_key(&ino)
+    }
+
+    /// After the last close of `ino`: whether the kernel may hold pages of
+    /// it (then forgotten here; the adapter drops them). Asking the kernel
+    /// to drop pages also drops its cached attributes, so it is asked only
+    /// when a read looked like a page-cache fill.
+    pub fn take_cached(&self, ino: u64) -> bool {
+        !self.is_open(ino) && lock(&self.cached_inos).remove(&ino)
     }
 
     /// Creates secret `name` in scope directory `parent`, open for writing.
@@ -1837,6 +1871,22 @@ mod tests {
             pid: 1,
         };
         assert_eq!(fs.lookup(&owner, GLOBAL_INO, "a").unwrap().uid, 1);
+    }
+
+    #[test]
+    fn reads_that_may_fill_the_page_cache_are_told_apart() {
+        let page = crate::memlock::page_size();
+        // A fault of a private mapping: whole pages, within the last page.
+        assert!(may_fill_page_cache(0, page, 40));
+        assert!(may_fill_page_cache(0, 4 * page, 3 * page + 100));
+        assert!(may_fill_page_cache(page as u64, page, 2 * page));
+        // cat's 128 KiB read of a small secret, a read past the end, an
+        // unaligned read, an empty file: direct I/O, nothing cached.
+        assert!(!may_fill_page_cache(0, 128 << 10, 40));
+        assert!(!may_fill_page_cache(page as u64, page, 40));
+        assert!(!may_fill_page_cache(1, page, 2 * page));
+        assert!(!may_fill_page_cache(0, 100, 40));
+        assert!(!may_fill_page_cache(0, page, 0));
     }
 
     #[test]

@@ -390,7 +390,7 @@ impl Filesystem for FuseAdapter {
         // Reads are direct I/O, but a private mmap fills the page cache:
         // once the last handle is gone, nothing of the plaintext stays
         // there. (Sent after the reply, outside the request.)
-        if !self.fs.is_open(ino.0) {
+        if self.fs.take_cached(ino.0) {
             if let Some(n) = self.notifier.get() {
                 let _ = n.inval_inode(ino, 0, 0);
             }

@@ -129,6 +129,11 @@ impl Drop for Region {
     }
 }
 
+/// The system's page size.
+pub fn page_size() -> usize {
+    imp::page_size()
+}
+
 /// Sizes are powers of two pages, so a freed region fits the next open of
 /// its class.
 fn size_class(len: usize) -> usize {
