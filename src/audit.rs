@@ -233,6 +233,8 @@ pub const FOLD_WINDOW: Duration = Duration::from_secs(1);
 pub struct AuditLog {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// [`FOLD_WINDOW`]; tests set their own.
+    fold_window: Duration,
 }
 
 struct Inner {
@@ -284,6 +286,7 @@ impl AuditLog {
         let size = file.metadata()?.len();
         Ok(AuditLog {
             path: path.to_owned(),
+            fold_window: FOLD_WINDOW,
             inner: Mutex::new(Inner {
                 dir,
                 name: name.to_owned(),
@@ -311,6 +314,14 @@ impl AuditLog {
         &self.path
     }
 
+    /// Folds within `window` instead of [`FOLD_WINDOW`] (tests, where a
+    /// loaded machine must not decide the outcome).
+    #[doc(hidden)]
+    pub fn with_fold_window(mut self, window: Duration) -> Self {
+        self.fold_window = window;
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -323,7 +334,7 @@ impl AuditLog {
         let mut inner = self.lock();
         let now = Instant::now();
         if let Some(fold) = &mut inner.fold {
-            if now.duration_since(fold.since) < FOLD_WINDOW && fold.first.same_denial(event) {
+            if now.duration_since(fold.since) < self.fold_window && fold.first.same_denial(event) {
                 fold.count += 1;
                 fold.repeats = Some(event.clone());
                 return Ok(());
@@ -349,7 +360,7 @@ impl AuditLog {
         let ended = inner
             .fold
             .as_ref()
-            .is_some_and(|f| f.since.elapsed() >= FOLD_WINDOW);
+            .is_some_and(|f| f.since.elapsed() >= self.fold_window);
         if ended {
             if let Err(e) = inner.flush_fold() {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot append to the audit log");
@@ -481,7 +492,10 @@ mod tests {
     fn identical_denials_fold_into_one_counted_record_and_nothing_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path).unwrap();
+        // A window no run can outlast: the fold, not the clock, is tested.
+        let log = AuditLog::open(&path)
+            .unwrap()
+            .with_fold_window(Duration::from_secs(3600));
         for pid in 0..1000 {
             log.record(&denial(1001, pid));
         }
@@ -522,6 +536,29 @@ mod tests {
             .map(|e| e.repeated.unwrap_or(1))
             .sum();
         assert_eq!(denials, 1 + 999 + 1 + 1);
+
+        // When the window ends, `tick` writes the count without waiting
+        // for another record.
+        let path = dir.path().join("ticked.log");
+        let log = AuditLog::open(&path)
+            .unwrap()
+            .with_fold_window(Duration::from_millis(50));
+        for pid in 0..3 {
+            log.record(&denial(1001, pid));
+        }
+        log.tick();
+        assert_eq!(
+            lines(&path).len(),
+            1,
+            "inside the window nothing more is written"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        log.tick();
+        let got = lines(&path);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].repeated, Some(2));
+        drop(log);
+        assert_eq!(lines(&path).len(), 2, "written once");
     }
 
     #[test]
