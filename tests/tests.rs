@@ -16,6 +16,7 @@ mod config;
 mod console;
 mod corrupt;
 mod crash;
+mod docs;
 mod faults;
 mod files;
 #[cfg(feature = "fleet")]
