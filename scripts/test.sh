@@ -42,6 +42,22 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== no import cycles between modules (docs/architecture.md)"
+scripts/check-layers.sh
+echo "== the library carries none of the binaries' dependencies"
+for dep in axum rpassword tracing-subscriber humantime tokio-rustls; do
+  if cargo tree -p sealfs -e normal --locked --prefix none | grep -q "^$dep v"; then
+    echo "test.sh: the sealfs library depends on $dep" >&2
+    exit 1
+  fi
+done
+# With the fleet, axum and tokio-rustls come only through etcd-client's
+# tonic (its default features); without it, the daemon has neither.
+if cargo tree -p sealfs-mountd -e normal --locked --prefix none \
+  --no-default-features --features bundled-sqlite | grep -qE "^(axum|tokio-rustls) v"; then
+  echo "test.sh: sealfs-mountd depends on axum or tokio-rustls" >&2
+  exit 1
+fi
 echo "== Windows and macOS type checks"
 scripts/check-targets.sh
 echo "== fuzz (short run of every target)"

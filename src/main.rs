@@ -1,11 +1,13 @@
-//! The `sealfs` command. Thin: parse, run, map errors to exit codes.
+//! The `sealfs` command. Thin: parse, set up logging, run, map the outcome
+//! to an exit status (see `output`).
 
-mod cli;
-mod commands;
+mod args;
+mod cmd;
 #[cfg(feature = "console")]
 mod console;
-#[cfg(feature = "fleet")]
-mod fleet_cli;
+mod input;
+mod output;
+mod view;
 
 use std::process::ExitCode;
 
@@ -15,29 +17,10 @@ fn main() -> ExitCode {
     // Everything this process creates is owner-only, whatever the caller's umask.
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let cli = cli::Cli::parse();
-    init_logging(cli.global.verbose);
-    match commands::run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            // One line: the message and its causes, never a backtrace.
-            eprintln!("sealfs: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli = args::Cli::parse();
+    sealfs::cli_common::init_logging(cli.vault.log_level(tracing::Level::WARN), false);
+    match cmd::run(cli) {
+        Ok(status) => status.into(),
+        Err(e) => output::fail(&e),
     }
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::INFO,
-        2 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sealfs::crypto::KeyRing;
-use sealfs::identity::DeviceIdentity;
+use sealfs::__private::crypto::KeyRing;
+use sealfs::__private::DeviceIdentity;
 
 use crate::util::{Run, Sandbox};
 

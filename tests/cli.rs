@@ -295,7 +295,7 @@ fn doctor_reports_backend_permissions_and_fuse() {
     let blob = sb.blob_path("global/k");
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bad = sb.run(&["doctor"], b"");
-    assert_eq!(bad.code, Some(1));
+    assert_eq!(bad.code, Some(3), "found problems: exit 3");
     assert!(
         bad.stdout_str().contains("mode 0644"),
         "{}",

@@ -233,7 +233,7 @@ not_a_ref = "ignored"
     )
     .unwrap();
     let out = sb.run(&["audit", "--config", "app.toml"], b"");
-    assert_eq!(out.code, Some(1));
+    assert_eq!(out.code, Some(3), "found problems: exit 3");
     let text = out.stdout_str();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");

@@ -21,4 +21,5 @@ mod faults;
 mod files;
 #[cfg(feature = "fleet")]
 mod fleet;
+mod snapshots;
 mod tamper;

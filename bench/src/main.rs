@@ -211,9 +211,9 @@ fn scale(dir: &Path, counts: &[usize], samples: usize) -> Result<serde_json::Val
 }
 
 fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
-    use sealfs::anchor::AnchorStore;
-    use sealfs::crypto::KeyRing;
-    use sealfs::identity::DeviceIdentity;
+    use sealfs::__private::crypto::KeyRing;
+    use sealfs::__private::AnchorStore;
+    use sealfs::__private::DeviceIdentity;
     let vault = open_vault(dir)?;
     fill(&vault, 0, 1000)?;
     let mut puts = Vec::new();
@@ -229,7 +229,7 @@ fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
     let store = AnchorStore::file_in(vault.identity_dir(), "bench", false, [0; 32]);
     let mut anchors = Vec::new();
     for i in 0..samples {
-        let state = sealfs::index::State {
+        let state = sealfs::__private::IndexState {
             counter: i as u64 + 1,
             root: [i as u8; 32],
         };

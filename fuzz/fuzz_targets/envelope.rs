@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealfs::crypto::{parse_header, KeyRing, FORMAT_VERSION, HEADER_LEN, MAGIC, OVERHEAD};
-use sealfs::identity::DeviceIdentity;
+use sealfs::__private::crypto::{parse_header, KeyRing, FORMAT_VERSION, HEADER_LEN, MAGIC, OVERHEAD};
+use sealfs::__private::DeviceIdentity;
 use sealfs::VaultRef;
 
 const SEALED: &[u8] = include_bytes!("../corpus/envelope/sealed");

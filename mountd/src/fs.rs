@@ -18,8 +18,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use sealfs::audit::{AuditLog, Caller, Event};
-use sealfs::scope::ScopeId;
-use sealfs::{SecretKey, SecretStore, SensitiveBytes, VaultError, VaultRef, VaultScope};
+use sealfs::ScopeId;
+use sealfs::{
+    Chain, ErrorKind, SecretKey, SecretStore, SensitiveBytes, StoreError, VaultRef, VaultScope,
+};
 
 use crate::buffer::{BufError, LockedBuf};
 use crate::policy::{Access, Policy, Rules, Who};
@@ -94,20 +96,19 @@ impl FsError {
     }
 }
 
-fn from_vault(e: &VaultError) -> FsError {
-    match e {
-        VaultError::NotFound(_) | VaultError::NoSuchScope(_) => FsError::NotFound,
-        VaultError::TooLarge { .. } => FsError::TooLarge,
-        VaultError::EmptyValue(_) => FsError::Invalid,
-        VaultError::Exists(_) | VaultError::ScopeExists(_) => FsError::Exists,
-        VaultError::ScopeNotEmpty(_) => FsError::NotEmpty,
-        VaultError::GlobalScope | VaultError::Unsupported(_) => FsError::NotPermitted,
-        #[cfg(feature = "fleet")]
-        VaultError::Fleet(f) if matches!(**f, sealfs::fleet::FleetError::NotEnrolled { .. }) => {
-            FsError::Denied
-        }
-        other => {
-            tracing::error!(error = %ErrorChain(other), "vault operation failed");
+/// The one mapping of a store error to what the caller sees; anything
+/// unexpected is logged (with its causes) and answered EIO.
+fn from_store(e: &StoreError) -> FsError {
+    match e.kind() {
+        ErrorKind::NotFound => FsError::NotFound,
+        ErrorKind::TooLarge => FsError::TooLarge,
+        ErrorKind::InvalidInput => FsError::Invalid,
+        ErrorKind::Exists => FsError::Exists,
+        ErrorKind::NotEmpty => FsError::NotEmpty,
+        ErrorKind::Unsupported => FsError::NotPermitted,
+        ErrorKind::Denied => FsError::Denied,
+        _ => {
+            tracing::error!(error = %Chain(e), "vault operation failed");
             FsError::Io
         }
     }
@@ -152,21 +153,6 @@ impl Drop for Slot<'_> {
         if let Some(uid) = self.uid {
             self.fs.free_slot(uid);
         }
-    }
-}
-
-/// Displays an error with its causes on one line.
-struct ErrorChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(c) = cur {
-            write!(f, ": {c}")?;
-            cur = c.source();
-        }
-        Ok(())
     }
 }
 
@@ -461,30 +447,36 @@ impl Counted {
 }
 
 impl SecretStore for Counted {
-    fn read(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), VaultError> {
+    fn list(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> std::result::Result<Vec<sealfs::Entry>, StoreError> {
+        self.inner.list(scope)
+    }
+    fn read(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), StoreError> {
         self.decrypting("read", r);
         self.inner.read(r)
     }
-    fn entry(&self, r: &VaultRef) -> std::result::Result<Option<sealfs::vault::Entry>, VaultError> {
+    fn entry(&self, r: &VaultRef) -> std::result::Result<Option<sealfs::Entry>, StoreError> {
         self.inner.entry(r)
     }
-    fn exists(&self, r: &VaultRef) -> std::result::Result<bool, VaultError> {
+    fn exists(&self, r: &VaultRef) -> std::result::Result<bool, StoreError> {
         self.inner.exists(r)
     }
     fn for_each_key(
         &self,
         scope: &VaultScope,
         f: &mut dyn FnMut(SecretKey),
-    ) -> std::result::Result<(), VaultError> {
+    ) -> std::result::Result<(), StoreError> {
         self.inner.for_each_key(scope, f)
     }
-    fn scopes(&self) -> std::result::Result<Vec<sealfs::vault::ScopeInfo>, VaultError> {
+    fn scopes(&self) -> std::result::Result<Vec<sealfs::ScopeInfo>, StoreError> {
         self.inner.scopes()
     }
     fn scope(
         &self,
         scope: &VaultScope,
-    ) -> std::result::Result<Option<sealfs::vault::ScopeInfo>, VaultError> {
+    ) -> std::result::Result<Option<sealfs::ScopeInfo>, StoreError> {
         self.inner.scope(scope)
     }
     fn put_with(
@@ -492,10 +484,10 @@ impl SecretStore for Counted {
         r: &VaultRef,
         value: SensitiveBytes,
         options: sealfs::PutOptions,
-    ) -> std::result::Result<sealfs::vault::Entry, VaultError> {
+    ) -> std::result::Result<sealfs::Entry, StoreError> {
         self.inner.put_with(r, value, options)
     }
-    fn delete(&self, r: &VaultRef) -> std::result::Result<(), VaultError> {
+    fn delete(&self, r: &VaultRef) -> std::result::Result<(), StoreError> {
         self.inner.delete(r)
     }
     /// The vault re-seals the value for its new name: a decryption too.
@@ -504,7 +496,7 @@ impl SecretStore for Counted {
         from: &VaultRef,
         to: &VaultRef,
         no_replace: bool,
-    ) -> std::result::Result<sealfs::vault::Entry, VaultError> {
+    ) -> std::result::Result<sealfs::Entry, StoreError> {
         self.decrypting("rename", from);
         self.inner.rename(from, to, no_replace)
     }
@@ -512,10 +504,10 @@ impl SecretStore for Counted {
         &self,
         scope: &VaultScope,
         owner_uid: Option<u32>,
-    ) -> std::result::Result<(), VaultError> {
+    ) -> std::result::Result<(), StoreError> {
         self.inner.create_scope(scope, owner_uid)
     }
-    fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), VaultError> {
+    fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
         self.inner.remove_scope(scope)
     }
 }
@@ -661,7 +653,7 @@ impl SealFs {
             VaultScope::Session(_) => self
                 .vault
                 .scope(scope)
-                .map_err(|e| from_vault(&e))?
+                .map_err(|e| from_store(&e))?
                 .and_then(|s| s.owner_uid),
             _ => None,
         };
@@ -770,7 +762,7 @@ impl SealFs {
         access: Access,
         by_name: bool,
     ) -> Result<Attr> {
-        if let Some(e) = self.vault.entry(r).map_err(|e| from_vault(&e))? {
+        if let Some(e) = self.vault.entry(r).map_err(|e| from_store(&e))? {
             return Ok(self.file_attr(c, ino, e.len, e.updated, access));
         }
         // Not in the index: being created, or a read-once secret consumed by
@@ -789,7 +781,7 @@ impl SealFs {
         Ok(self
             .vault
             .scope(scope)
-            .map_err(|e| from_vault(&e))?
+            .map_err(|e| from_store(&e))?
             .is_some())
     }
 
@@ -847,7 +839,7 @@ impl SealFs {
                 let r = VaultRef::new(scope.clone(), key);
                 let access = self.access(c, &scope)?;
                 if !access.can_read() {
-                    if self.vault.exists(&r).map_err(|e| from_vault(&e))? {
+                    if self.vault.exists(&r).map_err(|e| from_store(&e))? {
                         return self.deny(c, "lookup", r.to_string(), FsError::NotFound);
                     }
                     return Err(FsError::NotFound);
@@ -911,7 +903,7 @@ impl SealFs {
             Node::Kind(kind) => {
                 out.push(ino, FileKind::Directory, ".");
                 out.push(parent, FileKind::Directory, "..");
-                for info in self.vault.scopes().map_err(|e| from_vault(&e))? {
+                for info in self.vault.scopes().map_err(|e| from_store(&e))? {
                     if ScopeKind::of(&info.scope) != Some(kind) || info.scope.is_reserved() {
                         continue;
                     }
@@ -943,7 +935,7 @@ impl SealFs {
                             out.push(ino, FileKind::File, r.key().as_str());
                         }
                     })
-                    .map_err(|e| from_vault(&e))?;
+                    .map_err(|e| from_store(&e))?;
             }
             Node::Secret(_) => return Err(FsError::NotDir),
         }
@@ -1068,7 +1060,7 @@ impl SealFs {
         let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
         let once = if writable {
-            let entry = self.vault.entry(&r).map_err(|e| from_vault(&e))?;
+            let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
             let once = entry.ok_or(FsError::NotFound)?.once;
             if once && !mode.truncate {
                 // Reading it to update it would consume it; what a writer
@@ -1091,7 +1083,7 @@ impl SealFs {
                         }
                         Some(v)
                     }
-                    Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
                     Err(e) => return self.fail(c, "open", target, &e),
                 }
             };
@@ -1111,7 +1103,7 @@ impl SealFs {
                     ));
                     self.buffer(c, &target, LockedBuf::adopt(value))?
                 }
-                Err(VaultError::NotFound(_)) => return Err(FsError::NotFound),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
                 Err(e) => return self.fail(c, "open", target, &e),
             }
         };
@@ -1133,8 +1125,8 @@ impl SealFs {
         ))
     }
 
-    fn fail<T>(&self, c: &Caller, op: &str, target: String, e: &VaultError) -> Result<T> {
-        let err = from_vault(e);
+    fn fail<T>(&self, c: &Caller, op: &str, target: String, e: &StoreError) -> Result<T> {
+        let err = from_store(e);
         self.record(self.event(c, op, target).failed(err.name()));
         Err(err)
     }
@@ -1256,23 +1248,23 @@ impl SealFs {
         let owner = self
             .vault
             .scope(scope)
-            .map_err(|e| from_vault(&e))?
+            .map_err(|e| from_store(&e))?
             .and_then(|s| s.owner_uid);
         let Some(owner) = owner.filter(|o| !self.rules.is_admin(*o)) else {
             return Ok(());
         };
         let (mut count, mut bytes, mut replaced) = (0usize, 0u64, None);
-        for info in self.vault.scopes().map_err(|e| from_vault(&e))? {
+        for info in self.vault.scopes().map_err(|e| from_store(&e))? {
             if !matches!(info.scope, VaultScope::Session(_)) || info.owner_uid != Some(owner) {
                 continue;
             }
             let mut keys = Vec::new();
             self.vault
                 .for_each_key(&info.scope, &mut |k| keys.push(k))
-                .map_err(|e| from_vault(&e))?;
+                .map_err(|e| from_store(&e))?;
             for key in keys {
                 let r = VaultRef::new(info.scope.clone(), key);
-                if let Some(e) = self.vault.entry(&r).map_err(|e| from_vault(&e))? {
+                if let Some(e) = self.vault.entry(&r).map_err(|e| from_store(&e))? {
                     if r == *target {
                         replaced = Some(e.len);
                     }
@@ -1350,7 +1342,7 @@ impl SealFs {
             return self.deny(c, "create", target, FsError::Invalid);
         };
         let r = VaultRef::new(scope, key);
-        if self.vault.exists(&r).map_err(|e| from_vault(&e))? {
+        if self.vault.exists(&r).map_err(|e| from_store(&e))? {
             // O_CREAT|O_EXCL on an existing name (plain O_CREAT is an open).
             return Err(FsError::Exists);
         }
@@ -1403,7 +1395,7 @@ impl SealFs {
                 self.record(self.event(c, "delete", target));
                 Ok(())
             }
-            Err(VaultError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(FsError::NotFound),
             Err(e) => self.fail(c, "delete", target, &e),
         }
     }
@@ -1439,7 +1431,7 @@ impl SealFs {
             let moved = self
                 .vault
                 .entry(&from)
-                .map_err(|e| from_vault(&e))?
+                .map_err(|e| from_store(&e))?
                 .ok_or(FsError::NotFound)?;
             if let Err(e) = self.session_quota(c, &to, moved.len) {
                 return self.deny(c, "rename", target, e);
@@ -1451,7 +1443,7 @@ impl SealFs {
                 self.record(self.event(c, "rename", target).to(to.to_string()));
                 Ok(())
             }
-            Err(VaultError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(FsError::NotFound),
             Err(e) => self.fail(c, "rename", target, &e),
         }
     }
@@ -1489,7 +1481,7 @@ impl SealFs {
         let exists = self
             .vault
             .scope(&scope)
-            .map_err(|e| from_vault(&e))?
+            .map_err(|e| from_store(&e))?
             .is_some();
         // The same work whether it exists or not (an access decision, then
         // the answer), so neither the errno nor the time tells.
@@ -1507,7 +1499,7 @@ impl SealFs {
             let owned = self
                 .vault
                 .scopes()
-                .map_err(|e| from_vault(&e))?
+                .map_err(|e| from_store(&e))?
                 .iter()
                 .filter(|s| matches!(s.scope, VaultScope::Session(_)) && s.owner_uid == Some(c.uid))
                 .count();

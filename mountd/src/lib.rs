@@ -4,15 +4,16 @@
 //!   no dependency on FUSE, so every adapter is thin.
 //! - [`policy`]: who may read or write which scope.
 //! - [`buffer`]: per-handle plaintext buffers, locked in memory and wiped.
-//! - `fuse` (Unix): the `fuser` adapter; `daemon` (Unix): startup,
-//!   hardening, signals; `winfsp` (Windows): the WinFsp adapter.
+//! - [`daemon`]: startup (flags shared with `sealfs` through
+//!   `sealfs::cli_common::VaultArgs`), hardening, signals, per platform.
+//! - `fuse` (Unix): the `fuser` adapter; `winfsp` (Windows): the WinFsp
+//!   adapter.
 
 pub mod buffer;
 pub mod fs;
 pub mod memlock;
 pub mod policy;
 
-#[cfg(unix)]
 pub mod daemon;
 #[cfg(unix)]
 pub mod fuse;

@@ -421,12 +421,7 @@ impl Rules {
 
     /// Whether `who` may create `session:<id>`: root and the vault owner,
     /// the user whose namespace `id` is in, or a `create` grant.
-    pub fn may_create_session(
-        &self,
-        policy: &Policy,
-        who: &Who<'_>,
-        id: &sealfs::scope::ScopeId,
-    ) -> bool {
+    pub fn may_create_session(&self, policy: &Policy, who: &Who<'_>, id: &sealfs::ScopeId) -> bool {
         self.is_admin(who.uid)
             || self.in_own_namespace(who.uid, id.as_str())
             || policy.granted(who, &VaultScope::Session(id.clone())) == Access::Create

@@ -165,7 +165,7 @@ fn no_secret_reaches_any_file_log_or_debug_output() {
     let bad_toml_cfg = m.root.path().join("bad-toml.toml");
     std::fs::write(&bad_toml_cfg, format!("password = {}\n", text(values[7]))).unwrap();
     let audit_bad_ref = m.cli(&["audit", "--config", bad_ref_cfg.to_str().unwrap()], b"");
-    assert_eq!(audit_bad_ref.code, Some(1), "{}", audit_bad_ref.stderr);
+    assert_eq!(audit_bad_ref.code, Some(3), "{}", audit_bad_ref.stderr);
     assert!(
         audit_bad_ref.text().contains("invalid"),
         "{}",

@@ -5,10 +5,12 @@
 mod util;
 
 mod access;
+mod flags;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod hygiene;
 mod lifecycle;
 mod load;
 mod read;
+mod snapshots;
 mod write;

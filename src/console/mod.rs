@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::commands::EntryJson;
+use crate::view::{EntryJson, RefCheckJson};
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -32,7 +32,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sealfs::audit::{self, AuditLog, Caller, Event};
-use sealfs::{SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef, VaultScope};
+use sealfs::{
+    Chain, ErrorKind, SensitiveBytes, Vault, VaultConfig, VaultError, VaultRef, VaultScope,
+};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -184,7 +186,7 @@ async fn serve(opts: ConsoleOptions) -> Result<()> {
         .route("/api/delete", post(delete))
         .route("/api/audit", get(audit_tail))
         .route("/api/config", get(config_refs))
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&console),
@@ -262,29 +264,64 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// An API error: a status and one clear line, as JSON.
-struct ApiError(StatusCode, String);
+/// An API error: a status and one clear line, as JSON, and the kind of
+/// error for the audit log.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: ErrorKind,
+}
+
+impl ApiError {
+    /// An error of the console itself (not of the vault): its kind follows
+    /// from the status.
+    fn new(status: StatusCode, message: String) -> ApiError {
+        let kind = match status {
+            StatusCode::NOT_FOUND => ErrorKind::NotFound,
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ErrorKind::InvalidInput,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => ErrorKind::Denied,
+            _ => ErrorKind::Other,
+        };
+        ApiError {
+            status,
+            message,
+            kind,
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.status, Json(json!({ "error": self.message }))).into_response()
     }
 }
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
+    ApiError::new(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// The one mapping of an error's kind to an HTTP status.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Exists | ErrorKind::NotEmpty => StatusCode::CONFLICT,
+        ErrorKind::Denied => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn from_vault(e: VaultError) -> ApiError {
-    let status = match &e {
-        VaultError::NotFound(_) => StatusCode::NOT_FOUND,
-        VaultError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        VaultError::EmptyValue(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError(status, format!("{:#}", anyhow::Error::from(e)))
+    ApiError {
+        status: status_of(e.kind()),
+        message: Chain(&e).to_string(),
+        kind: e.kind(),
+    }
 }
 
 /// Headers on every response, and the checks every request passes: a
@@ -322,7 +359,7 @@ async fn guard(
                 .unwrap_or("request failed")
                 .to_owned(),
         };
-        resp = ApiError(status, msg).into_response();
+        resp = ApiError::new(status, msg).into_response();
     }
     let h = resp.headers_mut();
     h.insert(
@@ -360,7 +397,7 @@ fn check(c: &Console, req: &axum::extract::Request) -> ApiResult<()> {
         .as_ref()
         .is_some_and(|hosts| !hosts.iter().any(|h| h == host))
     {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "unexpected Host header".into(),
         ));
@@ -369,14 +406,14 @@ fn check(c: &Console, req: &axum::extract::Request) -> ApiResult<()> {
         return Ok(());
     }
     let sid = session_id(req.headers(), &c.cookie).ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "not signed in: open the URL `sealfs console` printed".into(),
         )
     })?;
     let sessions = lock(&c.sessions);
     let session = sessions.get(&sid).ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unknown session: open the URL `sealfs console` printed".into(),
         )
@@ -389,7 +426,7 @@ fn check(c: &Console, req: &axum::extract::Request) -> ApiResult<()> {
         .map(|v| v.as_bytes())
         .unwrap_or(b"");
     if !bool::from(sent.ct_eq(session.csrf.as_bytes())) {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "missing or wrong CSRF token: open the URL `sealfs console` printed in this tab".into(),
         ));
@@ -486,9 +523,9 @@ fn open_existing(c: &Console) -> ApiResult<Option<Vault>> {
     match Vault::open(config) {
         Ok(v) => Ok(Some(v)),
         Err(VaultError::NoVault(_)) => Ok(None),
-        Err(e) => Err(ApiError(
+        Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot open the vault: {:#}", anyhow::Error::from(e)),
+            format!("cannot open the vault: {}", Chain(&e)),
         )),
     }
 }
@@ -496,7 +533,7 @@ fn open_existing(c: &Console) -> ApiResult<Option<Vault>> {
 /// The vault, for actions on one secret: none yet is an error.
 fn open_vault(c: &Console) -> ApiResult<Vault> {
     open_existing(c)?.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "there is no vault at {} yet: store a secret to create it",
@@ -511,7 +548,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
-        Err(ApiError(
+        Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error".into(),
         ))
@@ -529,19 +566,14 @@ fn record(c: &Console, op: &str, target: &str, failure: Option<&str>) {
     }
 }
 
-/// A ref from the page. The error never repeats the text: it may be a
-/// secret pasted into the wrong field.
-/// Records the outcome of an action on `r`, failures with their status.
+/// Records the outcome of an action on `r`, failures with their kind.
 fn audited<T>(c: &Console, op: &str, r: &VaultRef, result: &ApiResult<T>) {
-    let failure = match result {
-        Ok(_) => None,
-        Err(ApiError(StatusCode::NOT_FOUND, _)) => Some("not found"),
-        Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, _)) => Some("vault unavailable"),
-        Err(_) => Some("error"),
-    };
+    let failure = result.as_ref().err().map(|e| e.kind.audit_label());
     record(c, op, &r.to_string(), failure);
 }
 
+/// A ref from the page. The error never repeats the text: it may be a
+/// secret pasted into the wrong field.
 fn parse_ref(s: &str) -> ApiResult<VaultRef> {
     VaultRef::parse(s.trim()).map_err(|e| bad(format!("bad ref: {}", e.without_input())))
 }
@@ -624,7 +656,7 @@ async fn inspect(
         let vault = open_vault(&c)?;
         match vault.entry(&r).map_err(from_vault)? {
             Some(e) => Ok(Json(json!({ "entry": EntryJson::of(&e) }))),
-            None => Err(ApiError(
+            None => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("secret not found: {r}"),
             )),
@@ -660,8 +692,7 @@ async fn store(
     let confirmed = req.into_others_session;
     let value = SensitiveBytes::from(req.value);
     // Refused before the vault is opened (or created).
-    let checked =
-        sealfs::vault::check_value(&r, &value, c.opts.vault.max_value_size).map_err(from_vault);
+    let checked = sealfs::check_value(&r, &value, c.opts.vault.max_value_size).map_err(from_vault);
     if checked.is_err() {
         audited(&c, "set", &r, &checked);
         checked?;
@@ -673,19 +704,19 @@ async fn store(
         };
         let result = Vault::open(config)
             .map_err(|e| {
-                ApiError(
+                ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot open the vault: {:#}", anyhow::Error::from(e)),
+                    format!("cannot open the vault: {}", Chain(&e)),
                 )
             })
             .and_then(|vault| {
                 match vault.others_session(r.scope()).map_err(from_vault)? {
-                    Some(uid) if !confirmed => Err(ApiError(
+                    Some(uid) if !confirmed => Err(ApiError::new(
                         StatusCode::CONFLICT,
                         format!(
                             "{} belongs to {}, who created it through the mount and can read what is stored there; confirm to store {r} anyway",
                             r.scope(),
-                            sealfs::fsutil::describe_uid(uid)
+                            sealfs::describe_uid(uid)
                         ),
                     )),
                     _ => vault.put(&r, value).map_err(from_vault),
@@ -718,7 +749,7 @@ async fn reveal(
         let mut sessions = lock(&c.sessions);
         let s = sessions
             .get_mut(&sid_of(&c, &headers))
-            .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown session".into()))?;
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown session".into()))?;
         let now = Instant::now();
         while s
             .reveals
@@ -730,7 +761,7 @@ async fn reveal(
         if s.reveals.len() >= REVEAL_LIMIT {
             drop(sessions);
             record(&c, "reveal", &r.to_string(), Some("rate limited"));
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("at most {REVEAL_LIMIT} reveals a minute; wait a little"),
             ));
@@ -786,7 +817,7 @@ async fn audit_tail(
     blocking(move || {
         let path = c.opts.audit_log.clone();
         let events = read_tail(&path, limit).map_err(|e| {
-            ApiError(
+            ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("cannot read the audit log {}: {e}", path.display()),
             )
@@ -803,7 +834,7 @@ async fn audit_tail(
 /// through the mount.
 fn read_tail(path: &Path, limit: usize) -> std::io::Result<Vec<audit::Event>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = match sealfs::fsutil::open_read_nofollow(path) {
+    let mut file = match sealfs::open_read_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -834,14 +865,12 @@ async fn config_refs(State(c): State<Arc<Console>>) -> ApiResult<Json<serde_json
         let Some(path) = c.opts.config.clone() else {
             return Ok(Json(json!({ "path": null, "fields": [] })));
         };
-        let doc = sealfs::config::load_document(&path).map_err(|e| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{:#}", anyhow::Error::from(e)),
-            )
-        })?;
+        let doc = sealfs::config::load_document(&path)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, Chain(&e).to_string()))?;
         let vault = open_existing(&c)?;
-        let rows = crate::commands::audit_rows(vault.as_ref(), &doc);
+        let checks =
+            sealfs::check_refs(vault.as_ref().map(|v| v as &dyn sealfs::SecretStore), &doc);
+        let rows: Vec<RefCheckJson> = checks.iter().map(RefCheckJson::of).collect();
         Ok(Json(
             json!({ "path": path.display().to_string(), "fields": rows }),
         ))

@@ -1,0 +1,121 @@
+//! This host's copies of the fleet records it has read, exactly as etcd
+//! holds them (sealed under the fleet key or age-encrypted to this host;
+//! never plaintext), and the highest manifest counter verified per scope.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::FleetError;
+use crate::fsutil::PrivateDir;
+use crate::VaultScope;
+
+/// `<vault-dir>/fleet-cache/{records,counters,tmp}`, each a
+/// [`PrivateDir`] opened once with O_NOFOLLOW: a symlink planted in the
+/// vault directory is refused, never written through.
+pub struct Cache {
+    records: PrivateDir,
+    counters: PrivateDir,
+    tmp: PrivateDir,
+}
+
+fn name(text: &str) -> String {
+    crate::hex::hex(text.as_bytes())
+}
+
+impl Cache {
+    pub fn open(dir: PathBuf) -> Result<Self, FleetError> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| FleetError::Cache { path, source }
+        };
+        // The vault directory's owner was checked when the vault was opened.
+        let parent = crate::fsutil::parent_dir(&dir);
+        let base = PrivateDir::create(parent, true)
+            .and_then(|p| {
+                let name = dir.file_name().ok_or_else(|| {
+                    std::io::Error::new(ErrorKind::InvalidInput, "no directory name")
+                })?;
+                p.subdir(name, true)
+            })
+            .map_err(err(&dir))?;
+        let sub = |n: &str| base.subdir(n, true).map_err(err(&dir.join(n)));
+        Ok(Cache {
+            records: sub("records")?,
+            counters: sub("counters")?,
+            tmp: sub("tmp")?,
+        })
+    }
+
+    fn err(path: &Path) -> impl Fn(std::io::Error) -> FleetError + '_ {
+        move |source| FleetError::Cache {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn write(&self, dir: &PrivateDir, name: &str, bytes: &[u8]) -> Result<(), FleetError> {
+        dir.write_atomic(&self.tmp, name, bytes)
+            .map_err(Self::err(&dir.join(name)))
+    }
+
+    fn read(&self, dir: &PrivateDir, name: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        match dir.read(name) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::err(&dir.join(name))(e)),
+        }
+    }
+
+    /// Keeps the record at etcd key `key`, unless the same bytes are there.
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), FleetError> {
+        let n = name(key);
+        if self.read(&self.records, &n)?.as_deref() == Some(value) {
+            return Ok(());
+        }
+        self.write(&self.records, &n, value)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
+        self.read(&self.records, &name(key))
+    }
+
+    pub fn remove(&self, key: &str) -> Result<(), FleetError> {
+        let n = name(key);
+        match self.records.remove_file(&n) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Self::err(&self.records.join(&n))(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn counter_name(scope: &VaultScope) -> String {
+        name(&scope.to_string())
+    }
+
+    /// The highest manifest counter verified for `scope` (0: none yet).
+    pub fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
+        let n = Self::counter_name(scope);
+        match self.read(&self.counters, &n)? {
+            None => Ok(0),
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    FleetError::Corrupt(format!(
+                        "the counter file {}",
+                        self.counters.join(&n).display()
+                    ))
+                }),
+        }
+    }
+
+    pub fn set_high_water(&self, scope: &VaultScope, counter: u64) -> Result<(), FleetError> {
+        if counter <= self.high_water(scope)? {
+            return Ok(());
+        }
+        self.write(
+            &self.counters,
+            &Self::counter_name(scope),
+            counter.to_string().as_bytes(),
+        )
+    }
+}

@@ -1,0 +1,244 @@
+//! Fleet keys: a random key per scope, wrapped to each enrolled host's age
+//! X25519 recipient; per-secret data keys wrapped under it; and the MAC
+//! that authenticates a scope's manifest.
+//!
+//! Every AES-GCM use binds what the bytes are for (scope, key, record
+//! version, key epoch) as associated data, so nothing sealed for one slot
+//! opens in another.
+
+use std::str::FromStr;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::FleetError;
+use crate::{SensitiveBytes, VaultRef, VaultScope};
+
+const NONCE_LEN: usize = 12;
+const OBJECT_MAGIC: &[u8; 6] = b"SLFF\x01\x01";
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b
+}
+
+/// This host's age identity (its private key).
+pub struct HostIdentity(age::x25519::Identity);
+
+impl HostIdentity {
+    pub fn generate() -> Self {
+        HostIdentity(age::x25519::Identity::generate())
+    }
+
+    /// From the `AGE-SECRET-KEY-1...` text.
+    pub fn parse(text: &[u8]) -> Result<Self, FleetError> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| FleetError::Corrupt("the stored host identity is not text".into()))?;
+        age::x25519::Identity::from_str(text.trim())
+            .map(HostIdentity)
+            .map_err(|_| {
+                FleetError::Corrupt("the stored host identity is not an age identity".into())
+            })
+    }
+
+    pub fn to_secret(&self) -> SensitiveBytes {
+        use age::secrecy::ExposeSecret;
+        SensitiveBytes::from_slice(self.0.to_string().expose_secret().as_bytes())
+    }
+
+    pub fn recipient(&self) -> String {
+        self.0.to_public().to_string()
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Option<FleetKey> {
+        let plain = Zeroizing::new(age::decrypt(&self.0, wrapped).ok()?);
+        let key: [u8; 32] = plain.as_slice().try_into().ok()?;
+        Some(FleetKey(Zeroizing::new(key)))
+    }
+}
+
+impl std::fmt::Debug for HostIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostIdentity({})", self.recipient())
+    }
+}
+
+/// Checks an `age1...` recipient string.
+pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, FleetError> {
+    age::x25519::Recipient::from_str(s.trim())
+        .map_err(|_| FleetError::BadRecipient(s.chars().take(80).collect()))
+}
+
+/// A scope's fleet key.
+#[derive(Clone)]
+pub struct FleetKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
+
+impl FleetKey {
+    pub fn generate() -> Self {
+        FleetKey(Zeroizing::new(random()))
+    }
+
+    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hk = Hkdf::<Sha256>::new(Some(b"sealfs fleet v1"), self.0.as_slice());
+        let mut out = Zeroizing::new([0u8; 32]);
+        hk.expand(label, out.as_mut_slice())
+            .expect("32 bytes is a valid HKDF output length");
+        out
+    }
+
+    /// This key wrapped to `recipient` (age).
+    pub fn wrap_to(&self, recipient: &str) -> Result<Vec<u8>, FleetError> {
+        let r = parse_recipient(recipient)?;
+        age::encrypt(&r, self.0.as_slice())
+            .map_err(|e| FleetError::Etcd(format!("age encryption failed: {e}")))
+    }
+
+    /// Unwraps the copy wrapped to `host`; `None` if it is not for `host`.
+    pub fn unwrap_for(host: &HostIdentity, wrapped: &[u8]) -> Option<FleetKey> {
+        host.unwrap(wrapped)
+    }
+
+    /// A short public fingerprint of the key (for status output and pins).
+    pub fn id(&self) -> String {
+        crate::hex::hex(&self.derive(b"id")[..8])
+    }
+
+    /// MAC of a manifest's canonical bytes.
+    pub fn mac(&self, bytes: &[u8]) -> [u8; 32] {
+        let key = self.derive(b"manifest mac");
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).expect("any key length");
+        m.update(bytes);
+        m.finalize().into_bytes().into()
+    }
+
+    pub fn verify_mac(&self, bytes: &[u8], mac: &[u8]) -> bool {
+        let key = self.derive(b"manifest mac");
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).expect("any key length");
+        m.update(bytes);
+        m.verify_slice(mac).is_ok()
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        let key = self.derive(b"data key wrap");
+        Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key")
+    }
+
+    /// Wraps a secret's data key for record `version` of `r` in `epoch`.
+    pub fn wrap_data_key(&self, dek: &DataKey, r: &VaultRef, version: u64, epoch: u64) -> Vec<u8> {
+        let nonce = random::<NONCE_LEN>();
+        let aad = dek_aad(r, version, epoch);
+        let ct = self
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: dek.0.as_slice(),
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of 32 bytes cannot fail");
+        [nonce.as_slice(), &ct].concat()
+    }
+
+    pub fn unwrap_data_key(
+        &self,
+        wrapped: &[u8],
+        r: &VaultRef,
+        version: u64,
+        epoch: u64,
+    ) -> Option<DataKey> {
+        if wrapped.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = wrapped.split_at(NONCE_LEN);
+        let aad = dek_aad(r, version, epoch);
+        let plain = Zeroizing::new(
+            self.cipher()
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .ok()?,
+        );
+        let key: [u8; 32] = plain.as_slice().try_into().ok()?;
+        Some(DataKey(Zeroizing::new(key)))
+    }
+}
+
+fn dek_aad(r: &VaultRef, version: u64, epoch: u64) -> Vec<u8> {
+    format!(
+        "sealfs-fleet-dek/v1\0{}\0{}\0{version}\0{epoch}",
+        r.scope(),
+        r.key()
+    )
+    .into_bytes()
+}
+
+fn object_aad(r: &VaultRef, version: u64) -> Vec<u8> {
+    format!("sealfs-fleet-obj/v1\0{}\0{}\0{version}", r.scope(), r.key()).into_bytes()
+}
+
+/// A secret's own key: encrypts its value once; re-wrapped, never
+/// re-encrypted, when the fleet key rotates.
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    pub fn generate() -> Self {
+        DataKey(Zeroizing::new(random()))
+    }
+
+    /// The object stored in etcd for record `version` of `r`.
+    pub fn seal(&self, r: &VaultRef, version: u64, value: &SensitiveBytes) -> Vec<u8> {
+        let nonce = random::<NONCE_LEN>();
+        let aad = object_aad(r, version);
+        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice()).expect("32-byte key");
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value.expose(),
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of a bounded value cannot fail");
+        [OBJECT_MAGIC.as_slice(), &nonce, &ct].concat()
+    }
+
+    pub fn open(&self, r: &VaultRef, version: u64, object: &[u8]) -> Option<SensitiveBytes> {
+        let rest = object.strip_prefix(OBJECT_MAGIC.as_slice())?;
+        if rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let aad = object_aad(r, version);
+        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice()).expect("32-byte key");
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .ok()
+            .map(SensitiveBytes::new)
+    }
+}
+
+/// Canonical bytes of what a manifest MAC covers: the scope is included so
+/// a manifest cannot be moved to another scope.
+pub fn manifest_mac_input(scope: &VaultScope, body: &[u8]) -> Vec<u8> {
+    [
+        b"sealfs-fleet-manifest/v1\0".as_slice(),
+        scope.to_string().as_bytes(),
+        b"\0",
+        body,
+    ]
+    .concat()
+}
+
+pub fn random_object_id() -> String {
+    crate::hex::hex(&random::<16>())
+}

@@ -1,0 +1,124 @@
+//! [`SecretStore`]: what the command line and the mount daemon need of a
+//! vault, so they serve a local [`Vault`] and the fleet vault alike, and
+//! [`StoreError`], the one error type at that seam.
+
+#[cfg(feature = "fleet")]
+mod fleet;
+
+use crate::vault::{Entry, PutOptions, ScopeInfo};
+use crate::{ErrorKind, SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
+
+/// An error of a [`SecretStore`]: the local vault's or the fleet's, or an
+/// operation the store does not have.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The local vault's error.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The fleet vault's error.
+    #[cfg(feature = "fleet")]
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    /// The store cannot do this (e.g. rename in the fleet vault).
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// This error's [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Vault(e) => e.kind(),
+            #[cfg(feature = "fleet")]
+            StoreError::Fleet(e) => e.kind(),
+            StoreError::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+}
+
+/// A vault, local or fleet. Each method is the like-named one of [`Vault`].
+pub trait SecretStore: Send + Sync {
+    /// The secrets of `scope` (or of every scope), never their values.
+    fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, StoreError>;
+    /// The value of `r`, and whether this read consumed a read-once secret.
+    fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), StoreError>;
+    fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, StoreError>;
+    fn exists(&self, r: &VaultRef) -> Result<bool, StoreError> {
+        Ok(self.entry(r)?.is_some())
+    }
+    fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: &mut dyn FnMut(SecretKey),
+    ) -> Result<(), StoreError>;
+    fn scopes(&self) -> Result<Vec<ScopeInfo>, StoreError>;
+    fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, StoreError>;
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, StoreError>;
+    fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, StoreError> {
+        self.put_with(r, value, PutOptions::default())
+    }
+    fn delete(&self, r: &VaultRef) -> Result<(), StoreError>;
+    fn rename(&self, from: &VaultRef, to: &VaultRef, no_replace: bool)
+        -> Result<Entry, StoreError>;
+    fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError>;
+    fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError>;
+}
+
+impl SecretStore for Vault {
+    fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, StoreError> {
+        Ok(Vault::list(self, scope)?)
+    }
+    fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), StoreError> {
+        Ok(Vault::read(self, r)?)
+    }
+    fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, StoreError> {
+        Ok(Vault::entry(self, r)?)
+    }
+    fn exists(&self, r: &VaultRef) -> Result<bool, StoreError> {
+        Ok(Vault::exists(self, r)?)
+    }
+    fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: &mut dyn FnMut(SecretKey),
+    ) -> Result<(), StoreError> {
+        Ok(Vault::for_each_key(self, scope, f)?)
+    }
+    fn scopes(&self) -> Result<Vec<ScopeInfo>, StoreError> {
+        Ok(Vault::scopes(self)?)
+    }
+    fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, StoreError> {
+        Ok(Vault::scope(self, scope)?)
+    }
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, StoreError> {
+        Ok(Vault::put_with(self, r, value, options)?)
+    }
+    fn delete(&self, r: &VaultRef) -> Result<(), StoreError> {
+        Ok(Vault::delete(self, r)?)
+    }
+    fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> Result<Entry, StoreError> {
+        Ok(Vault::rename(self, from, to, no_replace)?)
+    }
+    fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError> {
+        Ok(Vault::create_scope(self, scope, owner_uid)?)
+    }
+    fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError> {
+        Ok(Vault::remove_scope(self, scope)?)
+    }
+}

@@ -1,0 +1,7 @@
+//! `sealfs-mountd`'s help and error texts as snapshots (`tests/cmd/`).
+//! Regenerate after a deliberate change with `TRYCMD=overwrite`.
+
+#[test]
+fn help_and_error_texts_match_their_snapshots() {
+    trycmd::TestCases::new().case("tests/cmd/*.toml");
+}

@@ -1,0 +1,212 @@
+//! Command-line definitions for `sealfs` (parsing only; `cmd` runs them).
+//! The vault flags are [`VaultArgs`], shared with `sealfs-mountd`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sealfs::cli_common::VaultArgs;
+use sealfs::{VaultRef, VaultScope, MAX_VALUE_SIZE_LIMIT};
+
+/// A secrets vault: secrets encrypted at rest, addressed by refs such as
+/// `global/openai_api_key` or `principal:alice/github_token`.
+///
+/// Values are read from standard input (or a prompt, or a file), never from
+/// arguments, so they do not show up in `ps` or shell history.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealfs",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = "Exit status: 0 done; 1 failed; 2 usage error; 3 ran and found problems (audit, doctor)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub vault: VaultArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store a secret: from stdin (byte-exact), a no-echo prompt on a terminal, a file, or generated.
+    Set(SetArgs),
+    /// Print a secret's raw value to stdout, with nothing added.
+    Get {
+        /// The secret, e.g. global/openai_api_key
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+    },
+    /// List secrets (ref, length in bytes, updated time), never values.
+    List {
+        /// Only this scope: global, principal:<id> or session:<id>
+        scope: Option<VaultScope>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a secret.
+    Delete {
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+        /// Succeed even if the secret does not exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Store a secret (from stdin) and point FIELD of a TOML config file at it.
+    Configure {
+        /// The TOML file to edit (comments and formatting are kept)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Dotted field name ending in `_vault_ref`, e.g. model_provider.openai_api_key_vault_ref
+        field: String,
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+        /// Store into a session that another uid created through the mount
+        /// (that uid can read it)
+        #[arg(long)]
+        into_others_session: bool,
+    },
+    /// Check every `*_vault_ref` field of a TOML config file against the vault.
+    Audit {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the backend in use and why, permission problems, and whether FUSE mounting works here.
+    Doctor,
+    /// Move every secret to another backend (copy, verify, switch, delete); safe to re-run after an interruption.
+    Migrate {
+        /// The backend to move to
+        #[arg(long, value_name = "BACKEND")]
+        to: sealfs::BackendKind,
+    },
+    /// Accept a vault directory restored from an earlier copy (refused as
+    /// "vault rolled back" until then), or moved to its present path;
+    /// audited.
+    #[command(group(clap::ArgGroup::new("accept").required(true).args(["accept_rollback", "accept_move"])))]
+    Recover {
+        /// The vault's older state becomes the current one (at this path)
+        #[arg(long)]
+        accept_rollback: bool,
+        /// The vault now lives at this path; the copy at its old path, or
+        /// a vault put there, is refused from now on
+        #[arg(long, conflicts_with = "accept_rollback")]
+        accept_move: bool,
+    },
+    /// Print the audit log (who opened, wrote, consumed or was denied what), readably.
+    AuditLog {
+        /// Keep printing new entries as they are appended
+        #[arg(long)]
+        follow: bool,
+        /// The raw JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the operator web console on loopback; prints a one-time URL (Ctrl-C stops it).
+    Console(ConsoleArgs),
+    /// Share secrets across hosts through etcd (use with --backend etcd --etcd-endpoints ...).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Mount the vault with FUSE: runs `sealfs-mountd` with these arguments (see `sealfs mount --help`).
+    #[command(disable_help_flag = true)]
+    Mount {
+        /// MOUNTPOINT and options for sealfs-mountd
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Print this host's age recipient (creating its identity on first use), to give to a member for `enroll`.
+    Recipient,
+    /// Start a fleet under the etcd prefix, with this host as its first member.
+    Init,
+    /// Let another host read and write the fleet's secrets (run by a member).
+    Enroll {
+        /// The host's recipient, from `sealfs fleet recipient` on it (age1...)
+        recipient: String,
+    },
+    /// Drop a host and rotate every scope's fleet key, so it cannot read new values.
+    Revoke {
+        /// The host's recipient (age1...)
+        recipient: String,
+    },
+    /// Members, this host's enrolment, and each scope's key epoch.
+    Status {
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store the etcd user and password (read from stdin) in this host's local vault.
+    Login {
+        /// etcd user name
+        #[arg(long)]
+        user: String,
+    },
+    /// Store etcd's CA certificate and this host's client certificate and
+    /// key (PEM files) in this host's local vault, for `--client-cert-auth`
+    Tls {
+        /// CA certificate that signed etcd's server certificate
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// This host's client certificate
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// This host's private key (delete the file once it is stored)
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Address to serve on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback --listen address (needs --tls-cert and --tls-key)
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// TLS certificate (PEM) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --allow-remote
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A TOML config file whose `*_vault_ref` fields the console checks
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// The secret to store, e.g. global/openai_api_key
+    #[arg(value_name = "REF")]
+    pub vault_ref: VaultRef,
+    /// Read the value from this file instead of stdin (byte-exact)
+    #[arg(long, value_name = "PATH", conflicts_with = "generate")]
+    pub from_file: Option<PathBuf>,
+    /// Anything after REF: refused without being echoed, since it is
+    /// usually a secret typed where it must not go.
+    #[arg(hide = true, value_name = "VALUE", allow_hyphen_values = true)]
+    pub stray: Vec<std::ffi::OsString>,
+    /// Read-once: the first read (an open through the mount or `sealfs get`) consumes it
+    #[arg(long)]
+    pub once: bool,
+    /// Store N random bytes, encoded as URL-safe base64 text
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_VALUE_SIZE_LIMIT as u64))]
+    pub generate: Option<usize>,
+    /// Write into a session that another uid created through the mount
+    /// (that uid can read what you store there)
+    #[arg(long)]
+    pub into_others_session: bool,
+}

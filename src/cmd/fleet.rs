@@ -1,0 +1,123 @@
+//! `sealfs fleet ...`: membership of the fleet vault in etcd and this
+//! host's credentials for it. Its secrets are set, read, listed and
+//! deleted by the ordinary commands with `--backend etcd`.
+
+use anyhow::{bail, Context, Result};
+use sealfs::cli_common::VaultArgs;
+use sealfs::fleet;
+use sealfs::{SensitiveBytes, VaultRef};
+
+use super::record;
+use crate::args::FleetCommand;
+use crate::output::{note, write_json, write_stdout, Status};
+
+pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
+    match command {
+        FleetCommand::Recipient => {
+            // Local only: no etcd needed to learn one's own recipient.
+            let id = fleet::host_identity(&v.open_local(true)?)?;
+            write_stdout(format!("{}\n", id.recipient()).as_bytes())?;
+        }
+        FleetCommand::Login { user } => {
+            if user.is_empty() || user.len() > 256 {
+                bail!("--user must be 1 to 256 characters");
+            }
+            let r: VaultRef = fleet::password_ref();
+            let password: SensitiveBytes = crate::input::read_stdin_value(&r, 4096)?;
+            if password.is_empty() {
+                bail!("refusing an empty password; nothing was stored");
+            }
+            fleet::store_credentials(&v.open_local(true)?, &user, password)?;
+            note(&format!(
+                "stored the etcd credentials of {user} in this host's local vault"
+            ));
+        }
+        FleetCommand::Tls { ca, cert, key } => {
+            let ca = read_pem(&ca, "CERTIFICATE")?;
+            let cert = read_pem(&cert, "CERTIFICATE")?;
+            let key = SensitiveBytes::from(read_pem(&key, "PRIVATE KEY")?);
+            fleet::store_tls(&v.open_local(true)?, fleet::EtcdTls { ca, cert, key })?;
+            note(
+                "stored etcd's CA and this host's client certificate and key in its local vault; \
+                 the key file is no longer needed",
+            );
+        }
+        FleetCommand::Init => {
+            let f = v.open_fleet()?;
+            f.init()?;
+            note(&format!(
+                "fleet ready under /{}/ with this host ({}) as a member",
+                v.etcd.prefix,
+                f.recipient()
+            ));
+        }
+        FleetCommand::Enroll { recipient } => {
+            v.open_fleet()?.enroll(&recipient)?;
+            record(v, "fleet-enroll", recipient.trim(), None);
+            note(&format!("enrolled {}", recipient.trim()));
+        }
+        FleetCommand::Revoke { recipient } => {
+            let rotated = v.open_fleet()?.revoke(&recipient)?;
+            record(v, "fleet-revoke", recipient.trim(), None);
+            note(&format!(
+                "revoked {}; rotated the fleet key of {rotated} scope(s)",
+                recipient.trim()
+            ));
+        }
+        FleetCommand::Status { json } => {
+            let s = v.open_fleet()?.status()?;
+            if json {
+                write_json(&s)?;
+            } else {
+                let mut out = format!(
+                    "this host: {} ({})\nmembers: {}\n",
+                    s.recipient,
+                    if s.enrolled {
+                        "enrolled"
+                    } else {
+                        "not enrolled"
+                    },
+                    s.members.len()
+                );
+                for m in &s.members {
+                    out.push_str(&format!("  {m}\n"));
+                }
+                for sc in &s.scopes {
+                    out.push_str(&format!(
+                        "scope {}: key epoch {} ({}), {} secret(s){}\n",
+                        sc.scope,
+                        sc.epoch,
+                        sc.key_id,
+                        sc.secrets,
+                        if sc.readable {
+                            ""
+                        } else {
+                            ", not readable by this host"
+                        }
+                    ));
+                }
+                write_stdout(out.as_bytes())?;
+            }
+        }
+    }
+    Ok(Status::Done)
+}
+
+/// A PEM file holding a `-----BEGIN ...{label}-----` block. Errors name
+/// the file, never its content.
+fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).unwrap_or("");
+    let has_block = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")));
+    if !has_block {
+        let mut bytes = bytes;
+        zeroize::Zeroize::zeroize(&mut bytes);
+        bail!(
+            "{} is not a PEM file with a {label} block; nothing was stored",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}

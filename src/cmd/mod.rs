@@ -1,0 +1,70 @@
+//! What each `sealfs` subcommand does, one module per group. Data goes to
+//! stdout, messages to stderr (`output`); a secret value only ever goes to
+//! stdout from `get`.
+
+mod config;
+#[cfg(feature = "fleet")]
+mod fleet;
+mod log;
+mod mount;
+mod secret;
+mod vault;
+
+use anyhow::Result;
+use sealfs::cli_common::VaultArgs;
+use sealfs::{audit, ErrorKind};
+
+use crate::args::{Cli, Command};
+use crate::output::Status;
+
+pub(crate) fn run(cli: Cli) -> Result<Status> {
+    let v = &cli.vault;
+    match cli.command {
+        Command::Set(args) => secret::set(v, args),
+        Command::Get { vault_ref } => secret::get(v, &vault_ref),
+        Command::List { scope, json } => secret::list(v, scope.as_ref(), json),
+        Command::Delete { vault_ref, force } => secret::delete(v, &vault_ref, force),
+        Command::Configure {
+            config,
+            field,
+            vault_ref,
+            into_others_session,
+        } => config::configure(v, &config, &field, &vault_ref, into_others_session),
+        Command::Audit { config, json } => config::audit(v, &config, json),
+        Command::Doctor => vault::doctor(v),
+        Command::AuditLog { follow, json } => log::audit_log(v, follow, json),
+        Command::Migrate { to } => vault::migrate(v, to),
+        Command::Recover {
+            accept_rollback,
+            accept_move,
+        } => vault::recover(v, accept_rollback, accept_move),
+        Command::Mount { args } => mount::mount(v, args),
+        Command::Console(args) => vault::console(v, args),
+        #[cfg(feature = "fleet")]
+        Command::Fleet { command } => fleet::run(v, command),
+        #[cfg(not(feature = "fleet"))]
+        Command::Fleet { .. } => {
+            anyhow::bail!("this sealfs was built without the fleet (etcd) backend")
+        }
+    }
+}
+
+/// Appends a command-line event to the audit log (`failure`: the kind of
+/// error it ended in). The log never holds values; a failure to write it
+/// is a warning, not an error. The default log belongs to a vault: none is
+/// started where there is no vault.
+pub(crate) fn record(v: &VaultArgs, op: &str, target: &str, failure: Option<ErrorKind>) {
+    let Ok(path) = v.audit_path() else { return };
+    if v.audit_log.is_none() && !v.vault_dir().is_ok_and(|d| d.exists()) {
+        return;
+    }
+    let event = audit::Event::new("cli", op, target.to_owned(), audit::Caller::current());
+    let event = match failure {
+        None => event,
+        Some(kind) => event.failed(kind.audit_label()),
+    };
+    match audit::AuditLog::open_checked(&path, v.allow_foreign_vault_dir) {
+        Ok(log) => log.record(&event),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot open the audit log"),
+    }
+}

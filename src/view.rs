@@ -1,0 +1,61 @@
+//! The wire shapes of `--json` output, shared by the command line and the
+//! web console so both print the same fields.
+
+use sealfs::config::{RefCheck, RefStatus};
+use sealfs::{Chain, Entry, VaultRef};
+use serde::Serialize;
+
+/// A secret's metadata (`sealfs list --json`, the console).
+#[derive(Serialize)]
+pub(crate) struct EntryJson {
+    #[serde(rename = "ref")]
+    vault_ref: VaultRef,
+    scope: String,
+    key: String,
+    length: u64,
+    created: String,
+    updated: String,
+    version: u64,
+    once: bool,
+}
+
+impl EntryJson {
+    pub(crate) fn of(e: &Entry) -> EntryJson {
+        EntryJson {
+            scope: e.vault_ref.scope().to_string(),
+            key: e.vault_ref.key().to_string(),
+            vault_ref: e.vault_ref.clone(),
+            length: e.len,
+            created: sealfs::rfc3339(e.created, false),
+            updated: sealfs::rfc3339(e.updated, false),
+            version: e.version,
+            once: e.once,
+        }
+    }
+}
+
+/// One checked `*_vault_ref` field (`sealfs audit --json`, the console).
+#[derive(Serialize)]
+pub(crate) struct RefCheckJson {
+    pub field: String,
+    #[serde(rename = "ref")]
+    pub vault_ref: Option<String>,
+    /// resolved, missing, invalid or error
+    pub status: &'static str,
+    pub detail: Option<String>,
+}
+
+impl RefCheckJson {
+    pub(crate) fn of(c: &RefCheck) -> RefCheckJson {
+        RefCheckJson {
+            field: c.field.clone(),
+            vault_ref: c.vault_ref.as_ref().map(ToString::to_string),
+            status: c.status.as_str(),
+            detail: match &c.status {
+                RefStatus::Invalid(problem) => Some(problem.to_string()),
+                RefStatus::Error(e) => Some(Chain(e).to_string()),
+                _ => None,
+            },
+        }
+    }
+}
