@@ -59,7 +59,7 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
         bail!("refusing to store an empty value for {r}");
     }
     let store = v.open_store(true)?;
-    if let Store::Local(vault) = &store {
+    if let Some(vault) = store.local() {
         if !args.into_others_session {
             refuse_others_session(vault, r)?;
         }
@@ -155,7 +155,7 @@ pub(super) fn store_for_config(
     into_others_session: bool,
 ) -> Result<()> {
     let store = v.open_store(true)?;
-    if let Store::Local(vault) = &store {
+    if let Some(vault) = store.local() {
         if !into_others_session {
             refuse_others_session(vault, r)?;
         }

@@ -193,6 +193,15 @@ pub enum Store {
 }
 
 impl Store {
+    /// The local vault, when that is the store.
+    pub fn local(&self) -> Option<&Vault> {
+        match self {
+            Store::Local(v) => Some(v),
+            #[cfg(feature = "fleet")]
+            Store::Fleet(_) => None,
+        }
+    }
+
     /// The store behind the common interface.
     pub fn as_dyn(&self) -> &dyn SecretStore {
         match self {

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
+/// Mode of every directory sealfs creates (Unix).
+#[cfg(unix)]
 pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file sealfs creates (Unix).
+#[cfg(unix)]
 pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and any missing parents with mode 0700. Existing directories

@@ -43,6 +43,10 @@ fn open_store(vault: &VaultArgs) -> Result<(Arc<dyn SecretStore>, WatchGuard)> {
     let store = vault
         .open_store(true)
         .with_context(|| format!("cannot open the vault at {}", dir.display()))?;
+    #[cfg_attr(
+        not(feature = "fleet"),
+        expect(unused_mut, reason = "only the fleet starts a watch thread")
+    )]
     let mut watch = WatchGuard::default();
     let store: Arc<dyn SecretStore> = match store {
         Store::Local(v) => Arc::new(v),
