@@ -1,0 +1,94 @@
+//! This host's fleet credentials (age identity, etcd user, password and
+//! TLS files), kept in its local vault in `principal:sealfs-fleet`.
+
+use super::keys::HostIdentity;
+use super::{EtcdTls, FleetError};
+use crate::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
+
+/// Local-vault refs of this host's fleet credentials.
+pub(super) const LOCAL_SCOPE: &str = "principal:sealfs-fleet";
+pub(super) const IDENTITY_KEY: &str = "age-identity";
+pub const ETCD_USER_KEY: &str = "etcd-user";
+pub const ETCD_PASSWORD_KEY: &str = "etcd-password";
+
+/// The local-vault ref of this host's etcd password.
+pub fn password_ref() -> VaultRef {
+    VaultRef::new(
+        LOCAL_SCOPE.parse::<VaultScope>().expect("a valid scope"),
+        SecretKey::new(ETCD_PASSWORD_KEY).expect("a valid key"),
+    )
+}
+pub(super) const ETCD_TLS_CA_KEY: &str = "etcd-tls-ca";
+pub(super) const ETCD_TLS_CERT_KEY: &str = "etcd-tls-cert";
+pub const ETCD_TLS_KEY_KEY: &str = "etcd-tls-key";
+
+pub(super) fn local_ref(key: &str) -> VaultRef {
+    VaultRef::new(
+        LOCAL_SCOPE.parse().expect("a valid scope"),
+        SecretKey::new(key).expect("a valid key"),
+    )
+}
+
+/// This host's age identity from its local vault, created on first use.
+pub fn host_identity(local: &Vault) -> Result<HostIdentity, FleetError> {
+    let r = local_ref(IDENTITY_KEY);
+    match local.get(&r) {
+        Ok(text) => HostIdentity::parse(text.expose()),
+        Err(VaultError::NotFound(_)) => {
+            let id = HostIdentity::generate();
+            local.put(&r, id.to_secret())?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// etcd user and password kept in the local vault, if any.
+pub fn stored_credentials(local: &Vault) -> Result<Option<(String, SensitiveBytes)>, FleetError> {
+    let user = match local.get(&local_ref(ETCD_USER_KEY)) {
+        Ok(u) => String::from_utf8_lossy(u.expose()).trim().to_owned(),
+        Err(VaultError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let password = local.get(&local_ref(ETCD_PASSWORD_KEY))?;
+    Ok(Some((user, password)))
+}
+
+/// Stores the etcd credentials in the local vault (never in argv).
+pub fn store_credentials(
+    local: &Vault,
+    user: &str,
+    password: SensitiveBytes,
+) -> Result<(), FleetError> {
+    local.put(
+        &local_ref(ETCD_USER_KEY),
+        SensitiveBytes::from_slice(user.as_bytes()),
+    )?;
+    local.put(&local_ref(ETCD_PASSWORD_KEY), password)?;
+    Ok(())
+}
+
+/// etcd's CA and this host's client certificate and key, if stored.
+pub fn stored_tls(local: &Vault) -> Result<Option<EtcdTls>, FleetError> {
+    let ca = match local.get(&local_ref(ETCD_TLS_CA_KEY)) {
+        Ok(ca) => ca.expose().to_vec(),
+        Err(VaultError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let cert = local.get(&local_ref(ETCD_TLS_CERT_KEY))?.expose().to_vec();
+    let key = local.get(&local_ref(ETCD_TLS_KEY_KEY))?;
+    Ok(Some(EtcdTls { ca, cert, key }))
+}
+
+/// Stores etcd's CA and this host's client certificate and key in the
+/// local vault; the key is written last, so a half-stored set is never
+/// used (the CA marks a set as present, and reading it needs all three).
+pub fn store_tls(local: &Vault, tls: EtcdTls) -> Result<(), FleetError> {
+    local.put(&local_ref(ETCD_TLS_KEY_KEY), tls.key)?;
+    local.put(
+        &local_ref(ETCD_TLS_CERT_KEY),
+        SensitiveBytes::from(tls.cert),
+    )?;
+    local.put(&local_ref(ETCD_TLS_CA_KEY), SensitiveBytes::from(tls.ca))?;
+    Ok(())
+}

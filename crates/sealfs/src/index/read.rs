@@ -1,0 +1,374 @@
+//! Reading the index: every read checks the bucket of what it reads.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    bucket_digests, bucket_of, ref_name, stored_row, tampered, Index, IndexError, Row, ScopeRecord,
+    ScopeRow, SecretRecord, State, Stored, KIND_SCOPE, KIND_SCOPE_MEMBERS, KIND_SECRET,
+};
+use crate::backend::ObjectId;
+use crate::scope::{VaultRef, VaultScope};
+
+impl Index {
+    /// Runs `f` in one read transaction, so everything it reads is one
+    /// snapshot.
+    pub(super) fn read<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let out = f()?;
+        tx.finish().map_err(self.err())?;
+        Ok(out)
+    }
+
+    pub(super) fn stored(
+        &self,
+        conn: &Connection,
+        id: &[u8],
+    ) -> Result<Option<Stored>, IndexError> {
+        conn.prepare_cached(
+            "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE id = ?1",
+        )
+        .and_then(|mut st| st.query_row([id], stored_row).optional())
+        .map_err(self.err())
+    }
+
+    /// Recomputes bucket `b` from its records and compares it with the
+    /// stored digest (which the root covers).
+    pub(super) fn check_bucket(
+        &self,
+        conn: &Connection,
+        b: u8,
+        what: &str,
+    ) -> Result<(), IndexError> {
+        let (computed, stored) = bucket_digests(conn, b).map_err(self.err())?;
+        if Some(computed) != stored {
+            return Err(tampered(
+                what,
+                "index records were added, removed or changed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The whole index against its vault record (before a sweep deletes
+    /// what `pending` names, and for `doctor`).
+    pub fn verify_all(&self) -> Result<(), IndexError> {
+        self.read(|| {
+            self.vault_record_in(&self.conn)?;
+            self.check_all_buckets(&self.conn)
+        })
+    }
+
+    /// Every bucket, for listings: a record hidden from a listing is found.
+    pub(super) fn check_all_buckets(&self, conn: &Connection) -> Result<(), IndexError> {
+        // A row whose id is not a 32-byte blob sorts outside every bucket's
+        // range: it would be listed, yet covered by no digest.
+        let strays: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE typeof(id) != 'blob' OR length(id) != 32",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        if strays != 0 {
+            return Err(tampered(
+                "the index",
+                "index records were added, removed or changed",
+            ));
+        }
+        for b in 0..=255u8 {
+            self.check_bucket(conn, b, "the index")?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn open_secret(
+        &self,
+        what: &str,
+        s: &Stored,
+    ) -> Result<(VaultRef, Row), IndexError> {
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(what, "a record does not authenticate"))?;
+        let rec: SecretRecord =
+            serde_json::from_slice(&plain).map_err(|_| tampered(what, "a record is malformed"))?;
+        let r = VaultRef::parse(&format!("{}/{}", rec.scope, rec.key))
+            .map_err(|_| tampered(what, "a record names an invalid ref"))?;
+        let keys = self.keys();
+        if s.kind != KIND_SECRET
+            || keys.name_id(KIND_SECRET, &ref_name(&r)).as_slice() != s.id.as_slice()
+            || s.scope_id.as_deref()
+                != Some(
+                    keys.name_id(KIND_SCOPE_MEMBERS, rec.scope.as_bytes())
+                        .as_slice(),
+                )
+            || s.object_id.as_deref() != Some(rec.object_id.as_str())
+        {
+            return Err(tampered(
+                r.to_string(),
+                "clear columns differ from the sealed record",
+            ));
+        }
+        let object_id = ObjectId::parse(&rec.object_id)
+            .ok_or_else(|| tampered(r.to_string(), "invalid object id"))?;
+        if rec.version == 0 {
+            return Err(tampered(r.to_string(), "invalid version"));
+        }
+        let row = Row {
+            object_id,
+            len: rec.len,
+            created_ms: rec.created_ms,
+            updated_ms: rec.updated_ms,
+            version: rec.version,
+            once: rec.once,
+        };
+        Ok((r, row))
+    }
+
+    pub(super) fn secret_id(&self, r: &VaultRef) -> [u8; 32] {
+        self.keys().name_id(KIND_SECRET, &ref_name(r))
+    }
+
+    /// The live row of `r`, with the index state it was read at (bucket,
+    /// root and vault record checked in the same snapshot).
+    pub fn row(&self, r: &VaultRef) -> Result<(Option<Row>, State), IndexError> {
+        self.read(|| {
+            let record = self.vault_record_in(&self.conn)?;
+            let id = self.secret_id(r);
+            self.check_bucket(&self.conn, bucket_of(&id), &r.to_string())?;
+            let row = match self.stored(&self.conn, &id)? {
+                None => None,
+                Some(s) => {
+                    let (found, row) = self.open_secret(&r.to_string(), &s)?;
+                    if &found != r {
+                        return Err(tampered(
+                            r.to_string(),
+                            "a record is filed under another name",
+                        ));
+                    }
+                    Some(row)
+                }
+            };
+            Ok((row, record.state()?))
+        })
+    }
+
+    /// Every live secret (of `scope`, or all), sorted by scope then key,
+    /// with the state read; every bucket is checked.
+    pub fn list(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
+        self.read(|| self.list_in(scope))
+    }
+
+    /// [`Index::list`] inside a read transaction the caller holds.
+    /// Checks every bucket against its digest, unless this connection
+    /// already did at this state and the file has not changed since
+    /// (`all_checked`).
+    pub(super) fn checked_whole(&self, state: State) -> Result<(), IndexError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.err())?;
+        if self.all_checked.get() != Some((version, state)) {
+            self.check_all_buckets(&self.conn)?;
+            self.all_checked.set(Some((version, state)));
+        }
+        Ok(())
+    }
+
+    /// Whether `scope` holds any secret: counted, once every record is
+    /// known to be authentic (a forged or hidden row fails the whole-index
+    /// check), so no record needs opening.
+    pub(super) fn has_secrets_in(&self, scope: &VaultScope) -> Result<(bool, State), IndexError> {
+        let record = self.vault_record_in(&self.conn)?;
+        let state = record.state()?;
+        self.checked_whole(state)?;
+        let sid = self
+            .keys()
+            .name_id(KIND_SCOPE_MEMBERS, scope.to_string().as_bytes());
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM records WHERE scope_id = ?1 AND kind = ?2",
+                params![sid.as_slice(), KIND_SECRET],
+                |r| r.get(0),
+            )
+            .map_err(self.err())?;
+        Ok((n > 0, state))
+    }
+
+    pub(super) fn list_in(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
+        {
+            let record = self.vault_record_in(&self.conn)?;
+            self.checked_whole(record.state()?)?;
+            let mut out = Vec::new();
+            let mut each = |s: Stored| -> Result<(), IndexError> {
+                let (r, row) = self.open_secret("the index", &s)?;
+                if scope.is_some_and(|sc| r.scope() != sc) {
+                    return Err(tampered(
+                        r.to_string(),
+                        "a record is listed under another scope",
+                    ));
+                }
+                out.push((r, row));
+                Ok(())
+            };
+            match scope {
+                Some(sc) => {
+                    let sid = self
+                        .keys()
+                        .name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
+                    let mut st = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT id, kind, scope_id, object_id, sealed FROM records
+                             WHERE scope_id = ?1 AND kind = ?2",
+                        )
+                        .map_err(self.err())?;
+                    let rows = st
+                        .query_map(params![sid.as_slice(), KIND_SECRET], stored_row)
+                        .map_err(self.err())?;
+                    for s in rows {
+                        each(s.map_err(self.err())?)?;
+                    }
+                }
+                None => {
+                    let mut st = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+                        )
+                        .map_err(self.err())?;
+                    let rows = st
+                        .query_map([KIND_SECRET], stored_row)
+                        .map_err(self.err())?;
+                    for s in rows {
+                        each(s.map_err(self.err())?)?;
+                    }
+                }
+            }
+            out.sort_by_cached_key(|(r, _)| (r.scope().to_string(), r.key().as_str().to_owned()));
+            Ok((out, record.state()?))
+        }
+    }
+
+    /// The registration record of `scope` (inside a read or write
+    /// transaction the caller holds).
+    pub(super) fn scope_record_in(
+        &self,
+        scope: &VaultScope,
+    ) -> Result<Option<ScopeRecord>, IndexError> {
+        let name = scope.to_string();
+        let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
+        self.check_bucket(&self.conn, bucket_of(&id), &name)?;
+        let Some(s) = self.stored(&self.conn, &id)? else {
+            return Ok(None);
+        };
+        self.open_scope(&name, &s).map(Some)
+    }
+
+    pub(super) fn open_scope(&self, what: &str, s: &Stored) -> Result<ScopeRecord, IndexError> {
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(what, "a scope record does not authenticate"))?;
+        let rec: ScopeRecord = serde_json::from_slice(&plain)
+            .map_err(|_| tampered(what, "a scope record is malformed"))?;
+        if s.kind != KIND_SCOPE
+            || self
+                .keys()
+                .name_id(KIND_SCOPE, rec.scope.as_bytes())
+                .as_slice()
+                != s.id.as_slice()
+        {
+            return Err(tampered(what, "a scope record is filed under another name"));
+        }
+        Ok(rec)
+    }
+
+    /// Whether any secret lives in `scope`.
+    pub fn scope_has_secrets(&self, scope: &VaultScope) -> Result<bool, IndexError> {
+        Ok(!self.list(Some(scope))?.0.is_empty())
+    }
+
+    /// The registration of `scope`, if any, and whether it holds secrets,
+    /// read in one snapshot, with the state read.
+    pub fn scope_row(&self, scope: &VaultScope) -> Result<(Option<ScopeRow>, State), IndexError> {
+        self.read(|| {
+            let owner = self.scope_record_in(scope)?.map(|r| r.owner_uid);
+            let (has_secrets, state) = self.has_secrets_in(scope)?;
+            let registered = owner.is_some();
+            let row = (registered || has_secrets).then(|| ScopeRow {
+                scope: scope.clone(),
+                owner_uid: owner.flatten(),
+                registered,
+            });
+            Ok((row, state))
+        })
+    }
+
+    /// Every scope that is registered or holds secrets, sorted, read in
+    /// one snapshot, with the state read.
+    pub fn scopes(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
+        self.read(|| self.scopes_in())
+    }
+
+    pub(super) fn scopes_in(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
+        let (secrets, state) = self.list_in(None)?;
+        let registered: Vec<ScopeRecord> = {
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+                )
+                .map_err(self.err())?;
+            let rows = st
+                .query_map([KIND_SCOPE], stored_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(self.err())?;
+            rows.iter()
+                .map(|s| self.open_scope("the index", s))
+                .collect::<Result<_, _>>()?
+        };
+        let mut out: std::collections::BTreeMap<String, ScopeRow> = Default::default();
+        for rec in registered {
+            let scope: VaultScope = rec
+                .scope
+                .parse()
+                .map_err(|_| tampered("the index", "a scope record names an invalid scope"))?;
+            out.insert(
+                rec.scope.clone(),
+                ScopeRow {
+                    scope,
+                    owner_uid: rec.owner_uid,
+                    registered: true,
+                },
+            );
+        }
+        for (r, _) in secrets {
+            out.entry(r.scope().to_string())
+                .or_insert_with(|| ScopeRow {
+                    scope: r.scope().clone(),
+                    owner_uid: None,
+                    registered: false,
+                });
+        }
+        Ok((out.into_values().collect(), state))
+    }
+
+    /// The object id of every live secret.
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
+        let (rows, _) = self.list(None)?;
+        let mut ids: Vec<ObjectId> = rows.into_iter().map(|(_, row)| row.object_id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+}

@@ -1,0 +1,364 @@
+//! Writing the index: one `BEGIN IMMEDIATE` transaction per commit, which
+//! updates the records, their buckets and the vault record together.
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::{
+    bucket_digests, bucket_of, insert_stored, ref_name, root_of, tampered, write_hints, Index,
+    IndexError, RetiredRecord, Row, ScopeRecord, SecretRecord, State, Stored, VaultRecord,
+    KIND_RETIRED, KIND_SCOPE, KIND_SECRET, VAULT_RECORD_ID,
+};
+use crate::backend::ObjectId;
+use crate::crypto::KeyRing;
+use crate::scope::{VaultRef, VaultScope};
+
+impl Index {
+    /// The version a new write to `r` gets: one past the live or retired
+    /// one. Writer only (the caller checked the state under the lock).
+    pub fn next_version(&self, r: &VaultRef) -> Result<u64, IndexError> {
+        if let (Some(row), _) = self.row(r)? {
+            return Ok(row.version + 1);
+        }
+        let id = self.keys().name_id(KIND_RETIRED, &ref_name(r));
+        let Some(s) = self.stored(&self.conn, &id)? else {
+            return Ok(1);
+        };
+        let plain = self
+            .keys()
+            .open_record(&s.id, &s.sealed)
+            .map_err(|_| tampered(r.to_string(), "a retired record does not authenticate"))?;
+        let rec: RetiredRecord = serde_json::from_slice(&plain)
+            .map_err(|_| tampered(r.to_string(), "a retired record is malformed"))?;
+        if s.kind != KIND_RETIRED
+            || rec.scope != r.scope().to_string()
+            || rec.key != r.key().as_str()
+        {
+            return Err(tampered(
+                r.to_string(),
+                "a retired record is filed under another name",
+            ));
+        }
+        Ok(rec.version + 1)
+    }
+
+    pub fn add_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
+                [id.as_str()],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub fn remove_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// Pending ids that no live secret references: safe to delete from the
+    /// backend (with the writer lock held).
+    pub fn orphans(&self) -> Result<Vec<ObjectId>, IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT object_id FROM pending
+                 WHERE object_id NOT IN (SELECT object_id FROM records WHERE object_id IS NOT NULL)",
+            )
+            .map_err(self.err())?;
+        let ids = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        Ok(ids.iter().filter_map(|s| ObjectId::parse(s)).collect())
+    }
+
+    /// Removes pending ids that a live secret references (never deletable).
+    pub fn forget_referenced_pending(&self) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "DELETE FROM pending WHERE object_id IN
+                 (SELECT object_id FROM records WHERE object_id IS NOT NULL)",
+                [],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    pub fn has_pending(&self) -> Result<bool, IndexError> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM pending)", [], |r| r.get(0))
+            .map_err(self.err())
+    }
+
+    pub(super) fn write_tx<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, IndexError> {
+        let path = self.path.clone();
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    /// One authenticated commit: checks the vault record and the buckets
+    /// `edit` will touch, applies `edit`, recomputes those buckets and the
+    /// root, and seals the vault record with the counter advanced (and
+    /// `update` applied). Returns the new state.
+    pub(super) fn commit(
+        &self,
+        what: &str,
+        edit: impl FnOnce(&Edit<'_>) -> Result<(), IndexError>,
+        update: impl FnOnce(&mut VaultRecord),
+    ) -> Result<State, IndexError> {
+        let keys = self.keys();
+        let tx = ImmediateTx::begin(&self.conn).map_err(self.err())?;
+        let mut record = self.vault_record_in(&self.conn)?;
+        let edits = Edit {
+            conn: &self.conn,
+            keys,
+            touched: std::cell::RefCell::new(Vec::new()),
+            index: self,
+            what,
+        };
+        edit(&edits)?;
+        for b in edits.touched.into_inner() {
+            let (computed, _) = bucket_digests(&self.conn, b).map_err(self.err())?;
+            self.conn
+                .execute(
+                    "UPDATE buckets SET digest = ?2 WHERE bucket = ?1",
+                    params![b, computed.as_slice()],
+                )
+                .map_err(self.err())?;
+        }
+        update(&mut record);
+        record.counter += 1;
+        record.root = crate::hex::hex(&root_of(&self.conn).map_err(self.err())?);
+        let vault_id = self.meta_vault_id(&self.conn)?;
+        write_hints(&self.conn, &vault_id, &record).map_err(self.err())?;
+        self.conn
+            .execute(
+                "UPDATE vault SET sealed = ?1 WHERE one = 1",
+                [keys.seal_record(
+                    VAULT_RECORD_ID,
+                    &serde_json::to_vec(&record).expect("plain data"),
+                )],
+            )
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        record.state()
+    }
+
+    pub(super) fn meta_vault_id(&self, conn: &Connection) -> Result<String, IndexError> {
+        conn.query_row("SELECT value FROM meta WHERE name = 'vault_id'", [], |r| {
+            r.get(0)
+        })
+        .map_err(self.err())
+    }
+
+    /// Commits a new value for `r`: the row now points at `row.object_id`,
+    /// which leaves `pending`, and the replaced object (if any) enters
+    /// `pending` for deletion. This is the commit point of a put.
+    pub fn commit_put(
+        &self,
+        r: &VaultRef,
+        row: &Row,
+        replaced: Option<&ObjectId>,
+    ) -> Result<State, IndexError> {
+        self.commit(
+            &r.to_string(),
+            |e| {
+                e.upsert_secret(r, row)?;
+                e.remove(KIND_RETIRED, &ref_name(r))?;
+                e.unpend(&row.object_id)?;
+                replaced.map_or(Ok(()), |old| e.pend(old))
+            },
+            |_| {},
+        )
+    }
+
+    /// Removes `r`, remembering its version and marking its object for
+    /// deletion. This is the commit point of a delete.
+    pub fn commit_delete(&self, r: &VaultRef, row: &Row) -> Result<State, IndexError> {
+        self.commit(&r.to_string(), |e| e.retire(r, row), |_| {})
+    }
+
+    /// Moves `from` to `to` in one commit: `from` is removed as by a delete,
+    /// `to` points at its freshly sealed object, and a value `to` held
+    /// before is marked for deletion.
+    pub fn commit_rename(
+        &self,
+        from: &VaultRef,
+        from_row: &Row,
+        to: &VaultRef,
+        to_row: &Row,
+        replaced: Option<&ObjectId>,
+    ) -> Result<State, IndexError> {
+        self.commit(
+            &from.to_string(),
+            |e| {
+                e.retire(from, from_row)?;
+                e.upsert_secret(to, to_row)?;
+                e.remove(KIND_RETIRED, &ref_name(to))?;
+                e.unpend(&to_row.object_id)?;
+                replaced.map_or(Ok(()), |old| e.pend(old))
+            },
+            |_| {},
+        )
+    }
+
+    /// Changes vault-wide fields (migration) in one commit.
+    pub fn commit_vault(&self, update: impl FnOnce(&mut VaultRecord)) -> Result<State, IndexError> {
+        self.commit("vault metadata", |_| Ok(()), update)
+    }
+
+    /// Registers `scope` with an owner; `None` (nothing committed) if it
+    /// was registered already.
+    pub fn register_scope(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Option<State>, IndexError> {
+        let name = scope.to_string();
+        let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
+        self.read(|| self.check_bucket(&self.conn, bucket_of(&id), &name))?;
+        if self.stored(&self.conn, &id)?.is_some() {
+            return Ok(None);
+        }
+        let rec = ScopeRecord {
+            scope: name.clone(),
+            owner_uid,
+            created_ms: now_ms,
+        };
+        self.commit(&name, |e| e.put(rec.seal(e.keys)), |_| {})
+            .map(Some)
+    }
+
+    /// Forgets a registered scope; `None` if it was not registered.
+    pub fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
+        let name = scope.to_string();
+        if self.read(|| self.scope_record_in(scope))?.is_none() {
+            return Ok(None);
+        }
+        self.commit(&name, |e| e.remove(KIND_SCOPE, name.as_bytes()), |_| {})
+            .map(Some)
+    }
+}
+
+/// A `BEGIN IMMEDIATE` transaction on a shared connection, rolled back on
+/// drop unless committed.
+pub(super) struct ImmediateTx<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl<'a> ImmediateTx<'a> {
+    pub(super) fn begin(conn: &'a Connection) -> rusqlite::Result<Self> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(ImmediateTx { conn, done: false })
+    }
+
+    pub(super) fn commit(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.execute_batch("COMMIT")
+    }
+}
+
+impl Drop for ImmediateTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// The edits of one commit; remembers the buckets they touch.
+pub(super) struct Edit<'a> {
+    conn: &'a Connection,
+    keys: &'a KeyRing,
+    touched: std::cell::RefCell<Vec<u8>>,
+    index: &'a Index,
+    what: &'a str,
+}
+
+impl Edit<'_> {
+    /// Before a bucket is first changed, its current records must match its
+    /// digest: a tampered bucket is never re-digested into a valid one.
+    pub(super) fn touch(&self, id: &[u8]) -> Result<(), IndexError> {
+        let b = bucket_of(id);
+        if !self.touched.borrow().contains(&b) {
+            self.index.check_bucket(self.conn, b, self.what)?;
+            self.touched.borrow_mut().push(b);
+        }
+        Ok(())
+    }
+
+    pub(super) fn put(&self, s: Stored) -> Result<(), IndexError> {
+        self.touch(&s.id)?;
+        insert_stored(self.conn, &s).map_err(self.index.err())
+    }
+
+    pub(super) fn remove(&self, kind: u8, name: &[u8]) -> Result<(), IndexError> {
+        let id = self.keys.name_id(kind, name);
+        self.touch(&id)?;
+        self.conn
+            .execute("DELETE FROM records WHERE id = ?1", [id.as_slice()])
+            .map(drop)
+            .map_err(self.index.err())
+    }
+
+    pub(super) fn upsert_secret(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+        let rec = SecretRecord {
+            scope: r.scope().to_string(),
+            key: r.key().as_str().to_owned(),
+            object_id: row.object_id.as_str().to_owned(),
+            len: row.len,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            version: row.version,
+            once: row.once,
+        };
+        self.put(rec.seal(self.keys, r))
+    }
+
+    /// Deletes the live record, remembers its version, and marks its object
+    /// for deletion.
+    pub(super) fn retire(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+        self.remove(KIND_SECRET, &ref_name(r))?;
+        let rec = RetiredRecord {
+            scope: r.scope().to_string(),
+            key: r.key().as_str().to_owned(),
+            version: row.version,
+        };
+        self.put(rec.seal(self.keys, r))?;
+        self.pend(&row.object_id)
+    }
+
+    pub(super) fn pend(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
+                [id.as_str()],
+            )
+            .map(drop)
+            .map_err(self.index.err())
+    }
+
+    pub(super) fn unpend(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.conn
+            .execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
+            .map(drop)
+            .map_err(self.index.err())
+    }
+}

@@ -1,0 +1,230 @@
+//! `Vault`: the put/get/delete/list flow over the index, the keys and a
+//! backend.
+//!
+//! Writers (put, delete) hold an exclusive lock on `<vault-dir>/lock` for the
+//! whole operation, so one write happens at a time across processes; readers
+//! take no lock (SQLite WAL gives them a consistent view). A put:
+//!
+//! 1. records the new object id in `pending` (committed),
+//! 2. writes the sealed blob to the backend (atomic per blob),
+//! 3. commits the index row pointing at it (the commit point: from here on the
+//!    write is acknowledged) and moves the replaced object id to `pending`,
+//! 4. deletes the replaced blob and clears it from `pending`.
+//!
+//! A crash anywhere leaves the old value or the new one; whatever `pending`
+//! still names and nothing references is deleted by the next writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::backend::{BackendChoice, BlobBackend};
+use crate::crypto::{KeyId, KeyRing};
+use crate::fsutil;
+use crate::index::{Index, State as IndexState};
+use crate::scope::{VaultRef, VaultScope};
+use crate::secret::SensitiveBytes;
+
+mod anchoring;
+mod config;
+mod error;
+mod lock;
+mod migrate;
+mod open;
+mod ops;
+
+use anchoring::retire_others;
+pub use config::{
+    default_identity_dir, default_vault_dir, VaultConfig, DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_VALUE_SIZE, LOCK_FILE, MAX_VALUE_SIZE_LIMIT, VAULT_FORMAT,
+};
+pub use error::VaultError;
+use lock::{write_lock, WriteLock};
+pub use migrate::{MigrateReport, MigrateStage};
+use open::identity_store_of;
+pub use open::IdentityStore;
+
+/// Metadata of one secret. Never holds the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub vault_ref: VaultRef,
+    pub len: u64,
+    pub created: SystemTime,
+    pub updated: SystemTime,
+    pub version: u64,
+    /// Read-once: the first successful read consumes it.
+    pub once: bool,
+}
+
+/// How to store a value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Read-once: the first successful `get` returns the value and deletes it.
+    pub once: bool,
+    /// Stores an empty value rather than refusing it: the mount, where a
+    /// file emptied by `: > key` or `truncate -s 0` must hold nothing
+    /// rather than keep its old value (`docs/policy.md`).
+    pub allow_empty: bool,
+}
+
+/// A scope that exists: registered (an empty directory made with mkdir, with
+/// its owner) and/or holding secrets. `global` always exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeInfo {
+    pub scope: VaultScope,
+    /// The uid that created the scope through the mount, if recorded.
+    pub owner_uid: Option<u32>,
+    /// Made explicitly (stays while empty) rather than implied by its secrets.
+    pub registered: bool,
+}
+
+/// Points inside a write where a test can make the operation stop, as a
+/// crash there would (the process dies, the lock is released, nothing after
+/// the point happens). Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// The new object id is recorded as pending; no blob yet.
+    PutAfterPending,
+    /// The new blob is written; the index does not point at it yet.
+    PutAfterBlob,
+    /// The index points at the new blob; the replaced blob is not deleted yet.
+    PutAfterCommit,
+    /// The row is gone from the index; its blob is not deleted yet.
+    DeleteAfterCommit,
+    /// A format-1 vault is about to be converted (nothing written yet).
+    UpgradeBeforeCommit,
+    /// The converted index is committed; its anchor is not written yet.
+    UpgradeAfterCommit,
+}
+
+type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
+/// An open vault. `Send + Sync`: share it across threads by reference.
+pub struct Vault {
+    fault: Option<FaultHook>,
+    dir: PathBuf,
+    /// The vault directory as opened and checked once at open (not a
+    /// symlink, owned by this uid unless allowed, not group/world-writable);
+    /// the lock file is opened through it.
+    dir_handle: Arc<fsutil::PrivateDir>,
+    /// `VaultConfig::allow_foreign_owner`, for the identity directory.
+    allow_foreign_owner: bool,
+    identity_dir: PathBuf,
+    /// Hex of the vault id (the key-derivation salt).
+    vault_id: String,
+    reader: Mutex<Index>,
+    writer: Mutex<Index>,
+    backend: Box<dyn BlobBackend>,
+    keys: Arc<KeyRing>,
+    choice: BackendChoice,
+    identity_store: IdentityStore,
+    max_value_size: usize,
+    /// The last anchor this process read or wrote.
+    anchored: Mutex<Option<IndexState>>,
+    /// Kept handles for reading the anchor file afresh at every check.
+    anchor_cache: crate::anchor::ReadCache,
+    /// What the anchor binds the vault to: its canonical path's digest.
+    place: [u8; 32],
+    lock_timeout: Duration,
+}
+
+/// How [`Vault::open_with`] treats the rollback anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchoring {
+    /// Refuse an index older than its anchor, or anchored elsewhere.
+    Enforce,
+    /// Open an index older than its anchor ([`Vault::accept_rollback`]).
+    AcceptRollback,
+    /// Open a vault anchored at another path ([`Vault::accept_move`]).
+    AcceptMove,
+}
+
+/// A value `put` would accept for `r`: not empty, at most `max` bytes.
+/// Callers that must refuse before opening a vault (the console) use it
+/// directly.
+pub fn check_value(r: &VaultRef, value: &SensitiveBytes, max: usize) -> Result<(), VaultError> {
+    if value.is_empty() {
+        return Err(VaultError::EmptyValue(r.clone()));
+    }
+    if value.len() > max {
+        return Err(VaultError::TooLarge {
+            vault_ref: r.clone(),
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> VaultError + 'a {
+    move |source| VaultError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
+    ScopeInfo {
+        scope: row.scope,
+        owner_uid: row.owner_uid,
+        registered: row.registered,
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX)
+}
+
+fn time_of(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Vault {
+    fn writer(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes writes stop at the points where `hook` returns true (tests).
+    #[doc(hidden)]
+    pub fn set_fault_hook(&mut self, hook: impl Fn(FaultPoint) -> bool + Send + Sync + 'static) {
+        self.fault = Some(Box::new(hook));
+    }
+
+    fn fault(&self, point: FaultPoint) -> Result<(), VaultError> {
+        match &self.fault {
+            Some(hook) if hook(point) => Err(VaultError::Fault(point)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn identity_dir(&self) -> &Path {
+        &self.identity_dir
+    }
+
+    pub fn backend_choice(&self) -> &BackendChoice {
+        &self.choice
+    }
+
+    /// Where this vault's device identity is kept.
+    pub fn identity_store(&self) -> IdentityStore {
+        self.identity_store
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.keys.key_id()
+    }
+
+    pub fn max_value_size(&self) -> usize {
+        self.max_value_size
+    }
+}

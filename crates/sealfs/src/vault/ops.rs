@@ -1,0 +1,402 @@
+//! Reading and writing secrets and scopes: put, get, delete, rename, list.
+
+use std::time::Duration;
+
+use super::{
+    check_value, now_ms, scope_info, time_of, write_lock, Entry, FaultPoint, PutOptions, ScopeInfo,
+    Vault, VaultError, WriteLock,
+};
+use crate::backend::{BackendError, ObjectId};
+use crate::index::{Index, Row, VaultRecord};
+use crate::scope::{SecretKey, VaultRef, VaultScope};
+use crate::secret::SensitiveBytes;
+
+impl Vault {
+    pub(super) fn check_not_migrated(&self, record: &VaultRecord) -> Result<(), VaultError> {
+        if record.backend != self.choice.kind.as_str() {
+            return Err(VaultError::Migrated {
+                dir: self.dir.clone(),
+                to: record.backend.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes what interrupted writes left behind. Caller holds the lock.
+    pub(super) fn recover_locked(&self, w: &Index) -> Result<(), VaultError> {
+        // What `pending` names is deleted only if no record (checked whole:
+        // the clear object ids too) still references it.
+        w.verify_all()?;
+        self.backend.recover()?;
+        w.forget_referenced_pending()?;
+        // `pending` is not authenticated: never let it name the reserved
+        // items (identity, anchor) of a keystore.
+        let reserved = [ObjectId::identity(), ObjectId::anchor()];
+        for id in w.orphans()?.into_iter().filter(|id| !reserved.contains(id)) {
+            self.backend.delete_blob(&id)?;
+            w.remove_pending(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `r`, replacing any value there. When this
+    /// returns `Ok`, the value is durable.
+    pub fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, VaultError> {
+        self.put_with(r, value, PutOptions::default())
+    }
+
+    /// [`Vault::put`] with options (read-once).
+    pub fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: PutOptions,
+    ) -> Result<Entry, VaultError> {
+        if !(options.allow_empty && value.is_empty()) {
+            self.check_value(r, &value)?;
+        }
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let (current, _) = w.row(r)?;
+        let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
+        self.fault(FaultPoint::PutAfterBlob)?;
+        let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        self.fault(FaultPoint::PutAfterCommit)?;
+        self.committed(state)?;
+        if let Some(old) = current {
+            self.discard(&w, &old.object_id);
+        }
+        Ok(self.entry_of(r.clone(), &row))
+    }
+
+    pub(super) fn check_value(
+        &self,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+    ) -> Result<(), VaultError> {
+        check_value(r, value, self.max_value_size)
+    }
+
+    /// Takes the writer lock and sweeps what interrupted writers left.
+    /// Refuses to write through a backend the vault has migrated away from.
+    /// The index must agree with the anchor here (no writer can move
+    /// either), and an anchor one commit behind (a writer stopped between
+    /// its commit and its anchor) is brought up to date first.
+    pub(super) fn lock_and_recover(&self, w: &Index) -> Result<WriteLock, VaultError> {
+        self.lock_and_recover_within(w, self.lock_timeout)
+    }
+
+    pub(super) fn lock_and_recover_within(
+        &self,
+        w: &Index,
+        timeout: Duration,
+    ) -> Result<WriteLock, VaultError> {
+        let lock = write_lock(&self.dir_handle, timeout)?;
+        let record = w.vault_record()?;
+        self.check_not_migrated(&record)?;
+        let state = record.state()?;
+        self.check_anchor(state, true)?;
+        if *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) != Some(state) {
+            self.anchor_to(state)?;
+        }
+        if w.has_pending()? {
+            self.recover_locked(w)?;
+        }
+        Ok(lock)
+    }
+
+    /// Seals `value` for the next version of `r` and writes the blob, recorded
+    /// as pending until the caller commits a row pointing at it. `current`
+    /// is the live row of `r`, whose creation time carries over.
+    pub(super) fn store_blob(
+        &self,
+        w: &Index,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+        current: Option<&Row>,
+        once: bool,
+    ) -> Result<Row, VaultError> {
+        let version = w.next_version(r)?;
+        let id = self.keys.object_id(r, version);
+        w.add_pending(&id)?;
+        self.fault(FaultPoint::PutAfterPending)?;
+        let blob = self.keys.seal(r, version, value);
+        self.backend.put_blob(&id, &blob)?;
+        let now = now_ms();
+        Ok(Row {
+            object_id: id,
+            len: value.len() as u64,
+            created_ms: current.map_or(now, |c| c.created_ms),
+            updated_ms: now,
+            version,
+            once,
+        })
+    }
+
+    /// Best-effort removal of a replaced blob after the commit point: the
+    /// write already succeeded, so a failure here only leaves the id in
+    /// `pending` for the next writer to sweep.
+    pub(super) fn discard(&self, w: &Index, id: &ObjectId) {
+        let result = self
+            .backend
+            .delete_blob(id)
+            .map_err(VaultError::from)
+            .and_then(|_| w.remove_pending(id).map_err(VaultError::from));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not remove a replaced blob; it will be swept later");
+        }
+    }
+
+    /// The value of `r`, decrypted and authenticated. A read-once secret is
+    /// consumed: exactly one caller gets it, later calls get `NotFound`.
+    pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
+        Ok(self.read(r)?.0)
+    }
+
+    /// Like [`Vault::get`], also saying whether this read consumed a
+    /// read-once secret (for the audit log).
+    pub fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), VaultError> {
+        let mut row = self
+            .verified(|ix| ix.row(r))?
+            .ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        loop {
+            if row.once {
+                return self.consume(r).map(|v| (v, true));
+            }
+            match self.backend.get_blob(&row.object_id) {
+                Ok(blob) => return self.open_blob(r, &row, &blob).map(|v| (v, false)),
+                Err(BackendError::NotFound(_)) => {
+                    // A concurrent put or delete may have replaced the blob
+                    // between our index read and the backend read: look again.
+                    // (Bound first: the reader lock must be released before
+                    // the check below takes it again.)
+                    let current = self.verified(|ix| ix.row(r))?;
+                    match current {
+                        None => return Err(VaultError::NotFound(r.clone())),
+                        Some(now) if now == row => {
+                            self.check_not_migrated(&self.reader().vault_record()?)?;
+                            return Err(VaultError::BlobMissing(r.clone()));
+                        }
+                        Some(now) => row = now,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads and deletes `r` under the writer lock, so only one reader wins.
+    pub(super) fn consume(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let blob = match self.backend.get_blob(&row.object_id) {
+            Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(r.clone())),
+            other => other?,
+        };
+        let value = self.open_blob(r, &row, &blob)?;
+        // Rewritten as an ordinary secret since we looked: nothing to consume.
+        if row.once {
+            let state = w.commit_delete(r, &row)?;
+            self.committed(state)?;
+            self.discard(&w, &row.object_id);
+        }
+        Ok(value)
+    }
+
+    pub(super) fn open_blob(
+        &self,
+        r: &VaultRef,
+        row: &Row,
+        blob: &[u8],
+    ) -> Result<SensitiveBytes, VaultError> {
+        self.keys
+            .open(r, row.version, blob)
+            .map_err(|source| VaultError::Integrity {
+                vault_ref: r.clone(),
+                source,
+            })
+    }
+
+    /// Removes `r`; [`VaultError::NotFound`] if there is no such secret.
+    pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let state = w.commit_delete(r, &row)?;
+        self.fault(FaultPoint::DeleteAfterCommit)?;
+        self.committed(state)?;
+        self.discard(&w, &row.object_id);
+        Ok(())
+    }
+
+    /// Moves `from` to `to`, re-sealed for the new slot, replacing any value
+    /// at `to` (unless `no_replace`). Atomic: afterwards exactly one of the
+    /// two names holds the value.
+    pub fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> Result<Entry, VaultError> {
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        let from_row = w
+            .row(from)?
+            .0
+            .ok_or_else(|| VaultError::NotFound(from.clone()))?;
+        if from == to {
+            return Ok(self.entry_of(to.clone(), &from_row));
+        }
+        let (target, _) = w.row(to)?;
+        if no_replace && target.is_some() {
+            return Err(VaultError::Exists(to.clone()));
+        }
+        let value = match self.backend.get_blob(&from_row.object_id) {
+            Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(from.clone())),
+            other => self.open_blob(from, &from_row, &other?)?,
+        };
+        let mut to_row = self.store_blob(&w, to, &value, Some(&from_row), from_row.once)?;
+        to_row.updated_ms = from_row.updated_ms;
+        let replaced = target.as_ref().map(|t| &t.object_id);
+        let state = w.commit_rename(from, &from_row, to, &to_row, replaced)?;
+        self.committed(state)?;
+        self.discard(&w, &from_row.object_id);
+        if let Some(t) = &target {
+            self.discard(&w, &t.object_id);
+        }
+        Ok(self.entry_of(to.clone(), &to_row))
+    }
+
+    /// Registers an empty scope (a directory made through the mount).
+    pub fn create_scope(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+    ) -> Result<(), VaultError> {
+        if *scope == VaultScope::Global {
+            return Err(VaultError::GlobalScope);
+        }
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        if w.scope_row(scope)?.0.is_some() {
+            return Err(VaultError::ScopeExists(scope.clone()));
+        }
+        match w.register_scope(scope, owner_uid, now_ms())? {
+            Some(state) => self.committed(state)?,
+            None => return Err(VaultError::ScopeExists(scope.clone())),
+        }
+        Ok(())
+    }
+
+    /// Removes an empty scope.
+    pub fn remove_scope(&self, scope: &VaultScope) -> Result<(), VaultError> {
+        if *scope == VaultScope::Global {
+            return Err(VaultError::GlobalScope);
+        }
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        if w.scope_has_secrets(scope)? {
+            return Err(VaultError::ScopeNotEmpty(scope.clone()));
+        }
+        match w.unregister_scope(scope)? {
+            Some(state) => self.committed(state)?,
+            None => return Err(VaultError::NoSuchScope(scope.clone())),
+        }
+        Ok(())
+    }
+
+    /// Whether `scope` exists, and who registered it.
+    /// The uid that created `scope` (a session) through the mount, when
+    /// that is not this process's effective uid: it reads everything
+    /// stored there, so the CLI and the console ask before writing into it.
+    pub fn others_session(&self, scope: &VaultScope) -> Result<Option<u32>, VaultError> {
+        if !matches!(scope, VaultScope::Session(_)) {
+            return Ok(None);
+        }
+        let owner = self.scope(scope)?.and_then(|s| s.owner_uid);
+        #[cfg(unix)]
+        return Ok(owner.filter(|uid| *uid != crate::fsutil::euid()));
+        #[cfg(not(unix))]
+        return Ok(owner);
+    }
+
+    pub fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError> {
+        if *scope == VaultScope::Global {
+            return Ok(Some(ScopeInfo {
+                scope: VaultScope::Global,
+                owner_uid: None,
+                registered: true,
+            }));
+        }
+        Ok(self.verified(|ix| ix.scope_row(scope))?.map(scope_info))
+    }
+
+    /// Every scope that exists (registered or holding secrets), sorted;
+    /// `global` first.
+    pub fn scopes(&self) -> Result<Vec<ScopeInfo>, VaultError> {
+        let mut out = vec![ScopeInfo {
+            scope: VaultScope::Global,
+            owner_uid: None,
+            registered: true,
+        }];
+        out.extend(
+            self.verified(|ix| ix.scopes())?
+                .into_iter()
+                .filter(|s| s.scope != VaultScope::Global)
+                .map(scope_info),
+        );
+        Ok(out)
+    }
+
+    /// Metadata of every secret in `scope` (all scopes for `None`), sorted.
+    pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, VaultError> {
+        Ok(self
+            .verified(|ix| ix.list(scope))?
+            .into_iter()
+            .map(|(r, row)| self.entry_of(r, &row))
+            .collect())
+    }
+
+    /// Calls `f` with each key of `scope`, in order, without building the
+    /// metadata [`Vault::list`] returns (directory listings of big scopes).
+    pub fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        mut f: impl FnMut(SecretKey),
+    ) -> Result<(), VaultError> {
+        for (r, _) in self.verified(|ix| ix.list(Some(scope)))? {
+            f(r.key().clone());
+        }
+        Ok(())
+    }
+
+    /// Metadata of `r` without decrypting it.
+    pub fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, VaultError> {
+        Ok(self
+            .verified(|ix| ix.row(r))?
+            .map(|row| self.entry_of(r.clone(), &row)))
+    }
+
+    /// The object id of `r`'s current blob (object ids are HMACs and reveal
+    /// nothing; tests use it to find the blob they attack).
+    #[doc(hidden)]
+    pub fn blob_id(&self, r: &VaultRef) -> Result<Option<ObjectId>, VaultError> {
+        Ok(self.verified(|ix| ix.row(r))?.map(|row| row.object_id))
+    }
+
+    pub fn exists(&self, r: &VaultRef) -> Result<bool, VaultError> {
+        Ok(self.verified(|ix| ix.row(r))?.is_some())
+    }
+
+    pub(super) fn entry_of(&self, vault_ref: VaultRef, row: &Row) -> Entry {
+        Entry {
+            vault_ref,
+            len: row.len,
+            created: time_of(row.created_ms),
+            updated: time_of(row.updated_ms),
+            version: row.version,
+            once: row.once,
+        }
+    }
+}

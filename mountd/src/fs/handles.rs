@@ -1,0 +1,610 @@
+//! Open files: a value is decrypted into a handle's locked buffer on
+//! open, served by read, edited by write, committed on flush, wiped on
+//! release.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use sealfs::audit::Caller;
+use sealfs::{ErrorKind, SecretKey, SecretStore, SensitiveBytes, StoreError, VaultRef, VaultScope};
+
+use super::{from_store, lock, Attr, FsError, Node, OpenMode, Result, SealFs};
+use crate::buffer::{BufError, LockedBuf};
+use crate::policy::Access;
+
+/// Whether a READ of `size` bytes at `offset` from content of `len` bytes
+/// may be the kernel filling its page cache (a fault of a private `mmap`;
+/// reads are otherwise direct I/O): such reads are whole, aligned pages,
+/// never past the last page of the file. A direct read can look the same
+/// (a false positive costs one invalidation); a page fill never looks
+/// otherwise.
+pub(super) fn may_fill_page_cache(offset: u64, size: usize, len: usize) -> bool {
+    let page = crate::memlock::page_size() as u64;
+    let end = offset.saturating_add(size as u64);
+    size > 0
+        && len > 0
+        && offset.is_multiple_of(page)
+        && (size as u64).is_multiple_of(page)
+        && end <= (len as u64).div_ceil(page) * page
+}
+
+pub(super) fn buf_error(e: BufError) -> FsError {
+    match e {
+        BufError::TooLarge => FsError::TooLarge,
+        BufError::NoMemory => FsError::NoMemory,
+    }
+}
+
+/// One open-handle slot of a uid ([`SealFs::handle_slot`]), given back if
+/// dropped before a handle takes it.
+pub(super) struct Slot<'a> {
+    pub(super) fs: &'a SealFs,
+    pub(super) uid: Option<u32>,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(uid) = self.uid {
+            self.fs.free_slot(uid);
+        }
+    }
+}
+
+pub(super) struct Handle {
+    pub(super) ino: u64,
+    pub(super) vault_ref: VaultRef,
+    pub(super) caller: Caller,
+    pub(super) buf: LockedBuf,
+    pub(super) writable: bool,
+    pub(super) append: bool,
+    /// Changed since the last commit.
+    pub(super) dirty: bool,
+    /// Made by `create`: the secret does not exist until the first commit.
+    pub(super) created: bool,
+    /// A write failed (too large): nothing of this handle is committed.
+    pub(super) poisoned: bool,
+    /// The secret is read-once, and stays so when this handle commits.
+    pub(super) once: bool,
+}
+
+/// The store as [`SealFs`] reaches it, and the only way it does: every
+/// request that makes the vault decrypt a value passes here, whatever code
+/// path made it, and is counted and logged at debug level (`-v`) with the
+/// ref, never the value. The tests count decryptions by this.
+pub(super) struct Counted {
+    pub(super) inner: Arc<dyn SecretStore>,
+    pub(super) decrypts: AtomicU64,
+}
+
+impl Counted {
+    pub(super) fn decrypting(&self, op: &'static str, r: &VaultRef) {
+        let n = self.decrypts.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(op, vault_ref = %r, decryptions = n, "decrypting a value");
+    }
+}
+
+impl SecretStore for Counted {
+    fn list(
+        &self,
+        scope: Option<&VaultScope>,
+    ) -> std::result::Result<Vec<sealfs::Entry>, StoreError> {
+        self.inner.list(scope)
+    }
+    fn read(&self, r: &VaultRef) -> std::result::Result<(SensitiveBytes, bool), StoreError> {
+        self.decrypting("read", r);
+        self.inner.read(r)
+    }
+    fn entry(&self, r: &VaultRef) -> std::result::Result<Option<sealfs::Entry>, StoreError> {
+        self.inner.entry(r)
+    }
+    fn exists(&self, r: &VaultRef) -> std::result::Result<bool, StoreError> {
+        self.inner.exists(r)
+    }
+    fn for_each_key(
+        &self,
+        scope: &VaultScope,
+        f: &mut dyn FnMut(SecretKey),
+    ) -> std::result::Result<(), StoreError> {
+        self.inner.for_each_key(scope, f)
+    }
+    fn scopes(&self) -> std::result::Result<Vec<sealfs::ScopeInfo>, StoreError> {
+        self.inner.scopes()
+    }
+    fn scope(
+        &self,
+        scope: &VaultScope,
+    ) -> std::result::Result<Option<sealfs::ScopeInfo>, StoreError> {
+        self.inner.scope(scope)
+    }
+    fn put_with(
+        &self,
+        r: &VaultRef,
+        value: SensitiveBytes,
+        options: sealfs::PutOptions,
+    ) -> std::result::Result<sealfs::Entry, StoreError> {
+        self.inner.put_with(r, value, options)
+    }
+    fn delete(&self, r: &VaultRef) -> std::result::Result<(), StoreError> {
+        self.inner.delete(r)
+    }
+    /// The vault re-seals the value for its new name: a decryption too.
+    fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> std::result::Result<sealfs::Entry, StoreError> {
+        self.decrypting("rename", from);
+        self.inner.rename(from, to, no_replace)
+    }
+    fn create_scope(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+    ) -> std::result::Result<(), StoreError> {
+        self.inner.create_scope(scope, owner_uid)
+    }
+    fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
+        self.inner.remove_scope(scope)
+    }
+}
+
+impl SealFs {
+    /// Takes one of `c`'s open-handle slots (`EMFILE`, audited, when its
+    /// cap is reached); given back when the handle is released, or when
+    /// the returned slot is dropped unused.
+    pub(super) fn handle_slot(&self, c: &Caller, target: &str) -> Result<Slot<'_>> {
+        if self.rules.is_admin(c.uid) {
+            return Ok(Slot {
+                fs: self,
+                uid: None,
+            });
+        }
+        let refused = {
+            let mut guard = lock(&self.handles_by_uid);
+            let (counts, total) = &mut *guard;
+            let n = counts.entry(c.uid).or_default();
+            if *n >= self.opts.max_handles_per_uid {
+                FsError::TooManyOpen
+            } else if *total >= self.opts.max_handles {
+                FsError::TooManyOpenInSystem
+            } else {
+                *n += 1;
+                *total += 1;
+                return Ok(Slot {
+                    fs: self,
+                    uid: Some(c.uid),
+                });
+            }
+        };
+        self.deny(c, "open", target, refused)
+    }
+
+    pub(super) fn free_slot(&self, uid: u32) {
+        let mut guard = lock(&self.handles_by_uid);
+        let (counts, total) = &mut *guard;
+        if let Some(n) = counts.get_mut(&uid) {
+            *n -= 1;
+            *total -= 1;
+            if *n == 0 {
+                counts.remove(&uid);
+            }
+        }
+    }
+
+    pub(super) fn new_handle(&self, h: Handle, slot: Slot<'_>) -> u64 {
+        std::mem::forget(slot); // now the handle's, freed at release
+        *lock(&self.handles_by_ino).entry(h.ino).or_default() += 1;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(Mutex::new(h)));
+        fh
+    }
+
+    /// A plaintext buffer for `c`'s open of `target`, or `ENOMEM` (audited)
+    /// when no locked memory is left.
+    pub(super) fn buffer(
+        &self,
+        c: &Caller,
+        target: &str,
+        made: std::result::Result<LockedBuf, crate::memlock::NoMemory>,
+    ) -> Result<LockedBuf> {
+        made.or_else(|_| self.deny(c, "open", target, FsError::NoMemory))
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> Result<Arc<Mutex<Handle>>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    /// Opens secret `ino`. Reading decrypts the value once, into memory
+    /// owned by the returned handle.
+    pub fn open(&self, c: &Caller, ino: u64, mode: OpenMode) -> Result<u64> {
+        let r = match self.node(ino)? {
+            Node::Secret(r) => r,
+            _ => return Err(FsError::IsDir),
+        };
+        let target = r.to_string();
+        let access = self.access(c, r.scope())?;
+        if !access.can_read() {
+            return self.deny(c, "open", target, FsError::NotFound);
+        }
+        if mode.write {
+            self.check_writable()?;
+            if !access.can_write() {
+                return self.deny(c, "open", target, FsError::Denied);
+            }
+        }
+        let slot = self.handle_slot(c, &target)?;
+        let writable = mode.write;
+        let once = if writable {
+            let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
+            let once = entry.ok_or(FsError::NotFound)?.once;
+            if once && !mode.truncate {
+                // Reading it to update it would consume it; what a writer
+                // stores must stay read-once, so only a replacement (O_TRUNC)
+                // is allowed.
+                return self.deny(c, "open", target, FsError::NotPermitted);
+            }
+            once
+        } else {
+            false
+        };
+        let buf = if writable {
+            let current = if mode.truncate {
+                None
+            } else {
+                match self.vault.read(&r) {
+                    Ok((v, consumed)) => {
+                        if consumed {
+                            self.record(self.event(c, "consume", target.clone()));
+                        }
+                        Some(v)
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
+                    Err(e) => return self.fail(c, "open", target, &e),
+                }
+            };
+            let value = current.as_ref().map_or(&[][..], |v| v.expose());
+            self.buffer(
+                c,
+                &target,
+                LockedBuf::with_value(value, self.opts.max_value_size),
+            )?
+        } else {
+            match self.vault.read(&r) {
+                Ok((value, consumed)) => {
+                    self.record(self.event(
+                        c,
+                        if consumed { "consume" } else { "open" },
+                        target.clone(),
+                    ));
+                    self.buffer(c, &target, LockedBuf::adopt(value))?
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
+                Err(e) => return self.fail(c, "open", target, &e),
+            }
+        };
+        let dirty = mode.truncate && writable;
+        Ok(self.new_handle(
+            Handle {
+                ino,
+                vault_ref: r,
+                caller: *c,
+                buf,
+                writable,
+                append: mode.append,
+                dirty,
+                created: false,
+                poisoned: false,
+                once,
+            },
+            slot,
+        ))
+    }
+
+    pub(super) fn fail<T>(
+        &self,
+        c: &Caller,
+        op: &str,
+        target: String,
+        e: &StoreError,
+    ) -> Result<T> {
+        let err = from_store(e);
+        self.record(self.event(c, op, target).failed(err.name()));
+        Err(err)
+    }
+
+    /// Calls `f` with up to `size` bytes of the handle's content at `offset`.
+    pub fn read<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let h = self.handle(fh)?;
+        let h = lock(&h);
+        let content = h.buf.content();
+        if may_fill_page_cache(offset, size, content.len()) {
+            self.cached_inos
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(h.ino);
+        }
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(content.len());
+        let end = start.saturating_add(size).min(content.len());
+        Ok(f(&content[start..end]))
+    }
+
+    /// Writes into the handle's buffer; visible to others only once
+    /// committed (flush or release).
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let h = self.handle(fh)?;
+        let mut h = lock(&h);
+        if !h.writable {
+            return Err(FsError::BadHandle);
+        }
+        let offset = if h.append {
+            h.buf.len()
+        } else {
+            usize::try_from(offset).map_err(|_| FsError::TooLarge)?
+        };
+        if let Err(e) = h.buf.write_at(offset, data) {
+            h.poisoned = true;
+            let c = h.caller;
+            let target = h.vault_ref.to_string();
+            return self.deny(&c, "write", target, buf_error(e));
+        }
+        h.dirty = true;
+        Ok(data.len())
+    }
+
+    /// Commits the handle's content if it changed (called on close(2), so
+    /// the writer sees the outcome).
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        let mut h = lock(&h);
+        self.commit(&mut h)
+    }
+
+    /// Stores the handle's content if it changed. Access is decided again
+    /// here: a grant removed (and the policy reloaded) since the open stops
+    /// the write with `EACCES`, and nothing changes.
+    ///
+    /// An empty content is stored as an empty value, at the close that
+    /// reports it, as POSIX has a file emptied at once: `: > key`,
+    /// `truncate -s 0` and an `O_TRUNC` open never keep the old value. (A
+    /// shell's `echo x > key` closes a duplicate of the truncated file
+    /// before writing, so it stores the empty value, then `x`.)
+    pub(super) fn commit(&self, h: &mut Handle) -> Result<()> {
+        if h.poisoned {
+            // The writer was told at write(2); close(2) says it again.
+            return Err(FsError::TooLarge);
+        }
+        if !h.dirty {
+            return Ok(());
+        }
+        let op = if h.created { "create" } else { "write" };
+        let target = h.vault_ref.to_string();
+        let allowed = self.check_writable().is_ok()
+            && self.access(&h.caller, h.vault_ref.scope())?.can_write();
+        if !allowed {
+            h.dirty = false;
+            let c = h.caller;
+            return self.deny(&c, op, target, FsError::Denied);
+        }
+        if let Err(e) = self.session_quota(&h.caller, &h.vault_ref, h.buf.len() as u64) {
+            h.dirty = false;
+            let c = h.caller;
+            return self.deny(&c, op, target, e);
+        }
+        let value = SensitiveBytes::from_slice(h.buf.content());
+        let options = sealfs::PutOptions {
+            once: h.once,
+            allow_empty: true,
+        };
+        match self.vault.put_with(&h.vault_ref, value, options) {
+            Ok(_) => {
+                h.dirty = false;
+                h.created = false;
+                self.record(self.event(&h.caller, op, target));
+                Ok(())
+            }
+            Err(e) => {
+                h.dirty = false;
+                self.fail(&h.caller, op, target, &e)
+            }
+        }
+    }
+
+    /// A write into a session that a (non-admin) uid created through the
+    /// mount counts against that uid's quota: the secrets (`EDQUOT`) and
+    /// bytes (`ENOSPC`) of all the sessions it created. Counted from the
+    /// index, so it holds across restarts.
+    pub(super) fn session_quota(&self, writer: &Caller, target: &VaultRef, new: u64) -> Result<()> {
+        let scope = target.scope();
+        if !matches!(scope, VaultScope::Session(_)) || self.rules.is_admin(writer.uid) {
+            return Ok(());
+        }
+        let owner = self
+            .vault
+            .scope(scope)
+            .map_err(|e| from_store(&e))?
+            .and_then(|s| s.owner_uid);
+        let Some(owner) = owner.filter(|o| !self.rules.is_admin(*o)) else {
+            return Ok(());
+        };
+        let (mut count, mut bytes, mut replaced) = (0usize, 0u64, None);
+        for info in self.vault.scopes().map_err(|e| from_store(&e))? {
+            if !matches!(info.scope, VaultScope::Session(_)) || info.owner_uid != Some(owner) {
+                continue;
+            }
+            let mut keys = Vec::new();
+            self.vault
+                .for_each_key(&info.scope, &mut |k| keys.push(k))
+                .map_err(|e| from_store(&e))?;
+            for key in keys {
+                let r = VaultRef::new(info.scope.clone(), key);
+                if let Some(e) = self.vault.entry(&r).map_err(|e| from_store(&e))? {
+                    if r == *target {
+                        replaced = Some(e.len);
+                    }
+                    count += 1;
+                    bytes += e.len;
+                }
+            }
+        }
+        let (count, bytes) = match replaced {
+            Some(old) => (count, bytes - old + new),
+            None => (count + 1, bytes + new),
+        };
+        if count > self.opts.max_session_secrets_per_uid {
+            return Err(FsError::Quota);
+        }
+        if bytes > self.opts.max_session_bytes_per_uid {
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Closes a handle: commits pending changes and wipes its buffer.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let h = lock(&self.handles).remove(&fh).ok_or(FsError::BadHandle)?;
+        let mut h = lock(&h);
+        if !self.rules.is_admin(h.caller.uid) {
+            self.free_slot(h.caller.uid);
+        }
+        {
+            let mut by_ino = lock(&self.handles_by_ino);
+            if let Some(n) = by_ino.get_mut(&h.ino) {
+                *n -= 1;
+                if *n == 0 {
+                    by_ino.remove(&h.ino);
+                }
+            }
+        }
+        self.commit(&mut h)
+    }
+
+    /// Whether any handle of inode `ino` is open.
+    pub fn is_open(&self, ino: u64) -> bool {
+        lock(&self.handles_by_ino).contains_key(&ino)
+    }
+
+    /// After the last close of `ino`: whether the kernel may hold pages of
+    /// it (then forgotten here; the adapter drops them). Asking the kernel
+    /// to drop pages also drops its cached attributes, so it is asked only
+    /// when a read looked like a page-cache fill.
+    pub fn take_cached(&self, ino: u64) -> bool {
+        !self.is_open(ino) && lock(&self.cached_inos).remove(&ino)
+    }
+
+    /// Creates secret `name` in scope directory `parent`, open for writing.
+    pub fn create(
+        &self,
+        c: &Caller,
+        parent: u64,
+        name: &str,
+        mode: OpenMode,
+    ) -> Result<(Attr, u64)> {
+        let scope = match self.node(parent)? {
+            Node::Scope(s) => s,
+            Node::Root | Node::Kind(_) => return Err(FsError::NotPermitted),
+            Node::Secret(_) => return Err(FsError::NotDir),
+        };
+        let target = format!("{scope}/{name}");
+        self.require_write(c, "create", &target, &scope)?;
+        // A directory inode kept (a cwd) after its session was removed:
+        // creating there would bring the session back without its owner.
+        if !self.scope_exists(&scope)? {
+            return Err(FsError::NotFound);
+        }
+        let Ok(key) = SecretKey::new(name) else {
+            return self.deny(c, "create", target, FsError::Invalid);
+        };
+        let r = VaultRef::new(scope, key);
+        if self.vault.exists(&r).map_err(|e| from_store(&e))? {
+            // O_CREAT|O_EXCL on an existing name (plain O_CREAT is an open).
+            return Err(FsError::Exists);
+        }
+        let slot = self.handle_slot(c, &target)?;
+        let buf = self.buffer(
+            c,
+            &target,
+            LockedBuf::with_value(&[], self.opts.max_value_size),
+        )?;
+        let ino = self.ino(Node::Secret(r.clone()));
+        lock(&self.inodes).remember(ino);
+        let fh = self.new_handle(
+            Handle {
+                ino,
+                vault_ref: r,
+                caller: *c,
+                buf,
+                writable: true,
+                append: mode.append,
+                dirty: true,
+                created: true,
+                poisoned: false,
+                once: false,
+            },
+            slot,
+        );
+        Ok((
+            self.file_attr(c, ino, 0, SystemTime::now(), Access::ReadWrite),
+            fh,
+        ))
+    }
+
+    /// Truncation (`truncate -s`, `ftruncate`); mode and owner changes are
+    /// refused: modes and owners are computed per caller.
+    pub fn setattr(
+        &self,
+        c: &Caller,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        changes_owner_or_mode: bool,
+    ) -> Result<Attr> {
+        if changes_owner_or_mode {
+            return Err(FsError::NotPermitted);
+        }
+        if let Some(size) = size {
+            let size = usize::try_from(size).map_err(|_| FsError::TooLarge)?;
+            match fh.map(|fh| self.handle(fh)).transpose()? {
+                Some(h) => {
+                    let mut h = lock(&h);
+                    if !h.writable {
+                        return Err(FsError::BadHandle);
+                    }
+                    if let Err(e) = h.buf.set_len(size) {
+                        h.poisoned = true;
+                        return Err(buf_error(e));
+                    }
+                    h.dirty = true;
+                }
+                None => {
+                    // truncate(2) by path: open, resize, commit, close. To
+                    // nothing, the value need not be read (nor a read-once
+                    // secret consumed): it is an O_TRUNC open.
+                    let mode = OpenMode {
+                        write: true,
+                        truncate: size == 0,
+                        ..OpenMode::default()
+                    };
+                    let fh = self.open(c, ino, mode)?;
+                    let resized = self.setattr(c, ino, Some(fh), Some(size as u64), false);
+                    let committed = self.release(fh);
+                    resized?;
+                    committed?;
+                }
+            }
+        }
+        self.getattr(c, ino)
+    }
+}
