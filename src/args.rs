@@ -20,7 +20,7 @@ use sealfs::{VaultRef, VaultScope, MAX_VALUE_SIZE_LIMIT};
     max_term_width = 100,
     after_help = "Exit status: 0 done; 1 failed; 2 usage error; 3 ran and found problems (audit, doctor)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub vault: VaultArgs,
     #[command(subcommand)]
@@ -28,7 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Store a secret: from stdin (byte-exact), a no-echo prompt on a terminal, a file, or generated.
     Set(SetArgs),
     /// Print a secret's raw value to stdout, with nothing added.
@@ -126,7 +126,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum FleetCommand {
+pub(crate) enum FleetCommand {
     /// Print this host's age recipient (creating its identity on first use), to give to a member for `enroll`.
     Recipient,
     /// Start a fleet under the etcd prefix, with this host as its first member.
@@ -169,7 +169,7 @@ pub enum FleetCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ConsoleArgs {
+pub(crate) struct ConsoleArgs {
     /// Address to serve on (port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
     pub listen: std::net::SocketAddr,
@@ -188,7 +188,7 @@ pub struct ConsoleArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SetArgs {
+pub(crate) struct SetArgs {
     /// The secret to store, e.g. global/openai_api_key
     #[arg(value_name = "REF")]
     pub vault_ref: VaultRef,

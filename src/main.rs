@@ -1,5 +1,20 @@
 //! The `sealfs` command. Thin: parse, set up logging, run, map the outcome
 //! to an exit status (see `output`).
+//!
+//! # Modules
+//!
+//! - [`args`]: the command line (clap), with the vault flags flattened from
+//!   `sealfs::cli_common::VaultArgs`.
+//! - [`cmd`]: one module per command group; `cmd/secret.rs` is
+//!   set/get/list/delete, written once over `SecretStore` for a local vault
+//!   and `--backend etcd` alike; `cmd/fleet.rs` is only `sealfs fleet ...`.
+//! - [`input`]: where a value comes from (stdin, a prompt, `--generate`).
+//! - [`output`]: stdout that survives a closed pipe, the one `sealfs: `
+//!   prefix, the exit statuses (0 done, 1 failed, 2 usage, 3 found
+//!   problems).
+//! - [`view`]: the `--json` shapes, shared with the console.
+//! - `console` (feature `console`): the local web console; `guard.rs`
+//!   checks every request, `api.rs` serves the JSON API.
 
 mod args;
 mod cmd;

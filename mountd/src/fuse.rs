@@ -134,12 +134,12 @@ fn open_mode(flags: i32) -> OpenMode {
 /// open(2) flag bits, from nix's re-export of libc.
 mod libc_o {
     use nix::fcntl::OFlag;
-    pub const ACCMODE: i32 = OFlag::O_ACCMODE.bits();
-    pub const RDONLY: i32 = OFlag::O_RDONLY.bits();
-    pub const WRONLY: i32 = OFlag::O_WRONLY.bits();
-    pub const RDWR: i32 = OFlag::O_RDWR.bits();
-    pub const TRUNC: i32 = OFlag::O_TRUNC.bits();
-    pub const APPEND: i32 = OFlag::O_APPEND.bits();
+    pub(super) const ACCMODE: i32 = OFlag::O_ACCMODE.bits();
+    pub(super) const RDONLY: i32 = OFlag::O_RDONLY.bits();
+    pub(super) const WRONLY: i32 = OFlag::O_WRONLY.bits();
+    pub(super) const RDWR: i32 = OFlag::O_RDWR.bits();
+    pub(super) const TRUNC: i32 = OFlag::O_TRUNC.bits();
+    pub(super) const APPEND: i32 = OFlag::O_APPEND.bits();
 }
 
 /// (exchange, no-replace) from renameat2 flags; macOS has neither.

@@ -10,7 +10,6 @@
 //! [`NoMemory`], and the caller refuses the open (`ENOMEM`) rather than
 //! hold plaintext in memory that may be swapped, unless the daemon was
 //! told to serve unlocked ([`set_allow_unlocked`]; one warning then).
-#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -33,7 +32,13 @@ pub fn set_limit(bytes: usize) {
 }
 
 /// Counts `len` more bytes mapped, or refuses them past the limit.
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(
+    not(unix),
+    expect(
+        dead_code,
+        reason = "only the Unix regions are counted against the limit"
+    )
+)]
 fn reserve(len: usize) -> Result<(), NoMemory> {
     let before = MAPPED.fetch_add(len, Ordering::Relaxed);
     if before.saturating_add(len) > LIMIT.load(Ordering::Relaxed) {
@@ -43,7 +48,13 @@ fn reserve(len: usize) -> Result<(), NoMemory> {
     Ok(())
 }
 
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(
+    not(unix),
+    expect(
+        dead_code,
+        reason = "only the Unix regions are counted against the limit"
+    )
+)]
 fn release(len: usize) {
     MAPPED.fetch_sub(len, Ordering::Relaxed);
 }
@@ -175,6 +186,11 @@ fn lock_failed(e: impl std::fmt::Display) -> Result<(), NoMemory> {
 
 #[cfg(unix)]
 mod imp {
+    #![expect(
+        unsafe_code,
+        reason = "anonymous mappings, mlock and madvise are libc calls; each block says why it is sound"
+    )]
+
     use std::num::NonZeroUsize;
     use std::ptr::NonNull;
 
@@ -182,7 +198,7 @@ mod imp {
 
     use super::NoMemory;
 
-    pub fn page_size() -> usize {
+    pub(super) fn page_size() -> usize {
         nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
@@ -191,7 +207,7 @@ mod imp {
     }
 
     /// An anonymous private mapping owned by this value alone.
-    pub struct Mem {
+    pub(super) struct Mem {
         ptr: NonNull<u8>,
         len: usize,
         locked: bool,
@@ -203,7 +219,7 @@ mod imp {
     unsafe impl Sync for Mem {}
 
     impl Mem {
-        pub fn empty() -> Self {
+        pub(super) fn empty() -> Self {
             Mem {
                 ptr: NonNull::dangling(),
                 len: 0,
@@ -213,7 +229,7 @@ mod imp {
 
         /// Maps `len` (a multiple of the page size, > 0) zeroed bytes and
         /// locks them.
-        pub fn map(len: usize) -> Result<Self, NoMemory> {
+        pub(super) fn map(len: usize) -> Result<Self, NoMemory> {
             let size = NonZeroUsize::new(len).ok_or(NoMemory)?;
             super::reserve(len)?;
             // SAFETY: a new anonymous private mapping at an address the
@@ -244,21 +260,21 @@ mod imp {
             Ok(mem)
         }
 
-        pub fn len(&self) -> usize {
+        pub(super) fn len(&self) -> usize {
             self.len
         }
 
-        pub fn locked(&self) -> bool {
+        pub(super) fn locked(&self) -> bool {
             self.locked
         }
 
-        pub fn bytes(&self) -> &[u8] {
+        pub(super) fn bytes(&self) -> &[u8] {
             // SAFETY: the mapping is `len` readable bytes, alive as long
             // as `self`; an empty `Mem` gives an empty slice.
             unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
         }
 
-        pub fn bytes_mut(&mut self) -> &mut [u8] {
+        pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
             // SAFETY: as in `bytes`, and `&mut self` makes it exclusive.
             unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
         }
@@ -287,42 +303,42 @@ mod imp {
 mod imp {
     use super::NoMemory;
 
-    pub fn page_size() -> usize {
+    pub(super) fn page_size() -> usize {
         4096
     }
 
     /// Heap memory, not locked (no mlock here): the daemon warns once.
-    pub struct Mem {
+    pub(super) struct Mem {
         buf: Box<[u8]>,
     }
 
     impl Mem {
-        pub fn empty() -> Self {
+        pub(super) fn empty() -> Self {
             Mem {
                 buf: Box::default(),
             }
         }
 
-        pub fn map(len: usize) -> Result<Self, NoMemory> {
+        pub(super) fn map(len: usize) -> Result<Self, NoMemory> {
             super::lock_failed("memory locking is not implemented on this platform")?;
             Ok(Mem {
                 buf: vec![0; len].into_boxed_slice(),
             })
         }
 
-        pub fn len(&self) -> usize {
+        pub(super) fn len(&self) -> usize {
             self.buf.len()
         }
 
-        pub fn locked(&self) -> bool {
+        pub(super) fn locked(&self) -> bool {
             false
         }
 
-        pub fn bytes(&self) -> &[u8] {
+        pub(super) fn bytes(&self) -> &[u8] {
             &self.buf
         }
 
-        pub fn bytes_mut(&mut self) -> &mut [u8] {
+        pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
             &mut self.buf
         }
     }
@@ -346,7 +362,7 @@ pub(crate) mod wipe_watch {
 
     /// What became of a watched buffer.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Fate {
+    pub(crate) enum Fate {
         /// Not dropped (yet).
         Alive,
         /// Dropped; every byte of its allocation was zero before the unlock.
@@ -364,7 +380,7 @@ pub(crate) mod wipe_watch {
     }
 
     /// Starts watching `buf`; returns the id to ask [`fate`] about.
-    pub fn watch(region: &Region) -> u64 {
+    pub(crate) fn watch(region: &Region) -> u64 {
         with(|m| m.insert(region.id, None));
         region.id
     }
@@ -380,7 +396,7 @@ pub(crate) mod wipe_watch {
     }
 
     /// What happened to watched buffer `id` (watching it ends once dropped).
-    pub fn fate(id: u64) -> Fate {
+    pub(crate) fn fate(id: u64) -> Fate {
         with(|m| match m.get(&id).copied().flatten() {
             None => Fate::Alive,
             Some(clean) => {

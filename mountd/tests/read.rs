@@ -364,7 +364,7 @@ impl Drop for PageCacheTrace {
 /// to look would itself drop them). A shared mapping is refused (ENODEV)
 /// by the kernel before the daemon is asked, so for every caller alike.
 #[test]
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "mmap of the mounted file, as a reader would")]
 fn no_plaintext_stays_in_the_page_cache_after_the_last_close_mmap_included() {
     use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
     let Some(m) = Mounted::start(&[]) else { return };

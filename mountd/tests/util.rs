@@ -2,26 +2,17 @@
 //! temp dir, the `sealfs` CLI, and commands run as other uids. Every mount
 //! is unmounted when its `Mounted` is dropped, also when a test fails.
 
-#![allow(dead_code)]
-
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../tests/support/skip.rs"]
-mod skip;
-pub use skip::*;
+pub(crate) use sealfs_test_support::*;
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd;
-pub use etcd::*;
-
-pub const MOUNTD: &str = env!("CARGO_BIN_EXE_sealfs-mountd");
+pub(crate) const MOUNTD: &str = env!("CARGO_BIN_EXE_sealfs-mountd");
 
 /// The `sealfs` CLI, built beside `sealfs-mountd` by `cargo test --workspace`.
-pub fn sealfs_bin() -> PathBuf {
+pub(crate) fn sealfs_bin() -> PathBuf {
     let p = Path::new(MOUNTD).with_file_name("sealfs");
     assert!(
         p.is_file(),
@@ -32,8 +23,8 @@ pub fn sealfs_bin() -> PathBuf {
 }
 
 /// Whether FUSE tests can run here. They must: a missing /dev/fuse or root
-/// fails the test unless skips were allowed (`support/skip.rs`).
-pub fn fuse_usable() -> bool {
+/// fails the test unless skips were allowed (`sealfs_test_support::skip`).
+pub(crate) fn fuse_usable() -> bool {
     if !Path::new("/dev/fuse").exists() {
         missing("FUSE (/dev/fuse)");
         return false;
@@ -41,101 +32,9 @@ pub fn fuse_usable() -> bool {
     have_root("FUSE mounts with --allow-other")
 }
 
-/// Output of a finished command.
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(self) -> Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "expected success; stderr: {}",
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn fails_with(self, needle: &str) -> Self {
-        assert_ne!(
-            self.code,
-            Some(0),
-            "expected failure; stdout: {:?}",
-            String::from_utf8_lossy(&self.stdout)
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr {:?} lacks {needle:?}",
-            self.stderr
-        );
-        self
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            code: o.status.code(),
-            stdout: o.stdout,
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-/// Runs `cmd` with `stdin`, killed after 60 s so a hung mount cannot hang
-/// the suite.
-pub fn run(mut cmd: Command, stdin: &[u8]) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut input = child.stdin.take().unwrap();
-    let _ = input.write_all(stdin);
-    drop(input);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap().into();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command timed out: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// `sh -c script` as `uid` (and the same gid, no supplementary groups).
-pub fn sh_as(uid: u32, script: &str) -> Run {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid",
-        &uid.to_string(),
-        "--regid",
-        &uid.to_string(),
-        "--clear-groups",
-        "sh",
-        "-c",
-        script,
-    ]);
-    run(c, b"")
-}
-
-/// `sh -c script` as root.
 /// A process of `uid` holding up to `n` opens of `path` (read-write if
 /// `write`), until [`Holder::release`].
-pub struct Holder {
+pub(crate) struct Holder {
     child: Child,
     /// How many opens succeeded.
     pub opened: usize,
@@ -144,7 +43,7 @@ pub struct Holder {
 }
 
 impl Holder {
-    pub fn open(uid: u32, path: &std::path::Path, n: usize, write: bool) -> Holder {
+    pub(crate) fn open(uid: u32, path: &std::path::Path, n: usize, write: bool) -> Holder {
         use std::io::BufRead;
         let mode = if write { "+<" } else { "<" };
         let mut child = Command::new("setpriv")
@@ -181,29 +80,15 @@ impl Holder {
     }
 
     /// Closes every handle (the process exits).
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }
 
-/// The uid of the system user `name` (e.g. `daemon`, there on every
-/// Debian system): a uid with a login name, where a test needs one.
-pub fn uid_of(name: &str) -> u32 {
-    let out = Command::new("id").args(["-u", name]).output().unwrap();
-    assert!(out.status.success(), "no user {name} here");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
-pub fn sh(script: &str) -> Run {
-    let mut c = Command::new("sh");
-    c.args(["-c", script]);
-    run(c, b"")
-}
-
 /// A vault and its mount in a temp dir (traversable by other uids; the
 /// vault directory itself stays 0700).
-pub struct Mounted {
+pub(crate) struct Mounted {
     pub root: tempfile::TempDir,
     pub mnt: PathBuf,
     child: Option<Child>,
@@ -215,7 +100,7 @@ pub struct Mounted {
 
 impl Mounted {
     /// A vault with no mount yet.
-    pub fn vault_only() -> Self {
+    pub(crate) fn vault_only() -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let mnt = root.path().join("mnt");
@@ -233,7 +118,7 @@ impl Mounted {
 
     /// A mounted vault whose daemon is started through `wrapper` (e.g.
     /// `prlimit --memlock=...`), with `--allow-other`.
-    pub fn start_through(wrapper: &[&str], extra: &[&str]) -> Option<Self> {
+    pub(crate) fn start_through(wrapper: &[&str], extra: &[&str]) -> Option<Self> {
         if !fuse_usable() {
             return None;
         }
@@ -245,7 +130,7 @@ impl Mounted {
 
     /// A mounted vault (with `--allow-other`, so other uids can reach it),
     /// or `None` where FUSE tests are skipped.
-    pub fn start(extra: &[&str]) -> Option<Self> {
+    pub(crate) fn start(extra: &[&str]) -> Option<Self> {
         if !fuse_usable() {
             return None;
         }
@@ -254,19 +139,19 @@ impl Mounted {
         Some(m)
     }
 
-    pub fn vault_dir(&self) -> PathBuf {
+    pub(crate) fn vault_dir(&self) -> PathBuf {
         self.root.path().join("vault")
     }
 
     /// The audit log: `audit.log` beside the vault directory, the CLI's
     /// default. The daemon runs as root here, whose own default is
     /// /var/log/sealfs/audit.log, so it is given this path explicitly.
-    pub fn audit_log(&self) -> PathBuf {
+    pub(crate) fn audit_log(&self) -> PathBuf {
         self.root.path().join("audit.log")
     }
 
     /// A mounted vault that only its owner can reach (no `--allow-other`).
-    pub fn start_private(extra: &[&str]) -> Option<Self> {
+    pub(crate) fn start_private(extra: &[&str]) -> Option<Self> {
         if !fuse_usable() {
             return None;
         }
@@ -276,12 +161,12 @@ impl Mounted {
     }
 
     /// Starts the daemon (with `--allow-other`) and waits until the mount is live.
-    pub fn mount(&mut self, extra: &[&str]) {
+    pub(crate) fn mount(&mut self, extra: &[&str]) {
         self.mount_with(extra, true);
     }
 
     /// Starts the daemon for its owner only and waits until the mount is live.
-    pub fn mount_private(&mut self, extra: &[&str]) {
+    pub(crate) fn mount_private(&mut self, extra: &[&str]) {
         self.mount_with(extra, false);
     }
 
@@ -337,21 +222,21 @@ impl Mounted {
     }
 
     /// Whether a live sealfs mount sits on `mnt`.
-    pub fn is_mounted(&self) -> bool {
+    pub(crate) fn is_mounted(&self) -> bool {
         mounted_at(&self.mnt) && std::fs::metadata(&self.mnt).is_ok()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("daemon running").id()
     }
 
     /// The daemon's process, for signals.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
 
     /// Waits for the daemon to exit (at most 20 s).
-    pub fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         let child = self.child.as_mut().expect("daemon running");
         loop {
@@ -365,7 +250,7 @@ impl Mounted {
     }
 
     /// What the (exited) daemon wrote to stderr.
-    pub fn take_stderr(&mut self) -> String {
+    pub(crate) fn take_stderr(&mut self) -> String {
         self.stderr
             .take()
             .map(|t| t.join().unwrap_or_default())
@@ -373,18 +258,18 @@ impl Mounted {
     }
 
     /// Forgets the daemon without stopping it (after a kill -9).
-    pub fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
     }
 
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
     }
 
     /// The `sealfs` CLI on this vault.
-    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> Run {
+    pub(crate) fn cli(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut c = Command::new(sealfs_bin());
         c.args(args)
             .env("SEALFS_VAULT_DIR", self.vault_dir())
@@ -394,16 +279,16 @@ impl Mounted {
         run(c, stdin)
     }
 
-    pub fn set(&self, r: &str, value: &[u8]) {
+    pub(crate) fn set(&self, r: &str, value: &[u8]) {
         self.cli(&["set", r], value).ok();
     }
 
-    pub fn get(&self, r: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, r: &str) -> Vec<u8> {
         self.cli(&["get", r], b"").ok().stdout
     }
 
     /// The audit log's events, parsed.
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.audit_log())
             .unwrap_or_default()
             .lines()
@@ -413,7 +298,7 @@ impl Mounted {
 }
 
 /// Whether `/proc/self/mountinfo` lists a mount at `path`.
-pub fn mounted_at(path: &Path) -> bool {
+pub(crate) fn mounted_at(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let p = path.to_string_lossy();
     info.lines()

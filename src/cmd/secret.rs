@@ -1,4 +1,4 @@
-//! `set`, `get`, `list` and `delete`, written once over [`SecretStore`]:
+//! `set`, `get`, `list` and `delete`, written once over [`SecretStore`](sealfs::SecretStore):
 //! the same code serves a local vault and the fleet vault (`--backend etcd`).
 
 use std::path::PathBuf;

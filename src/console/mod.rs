@@ -55,7 +55,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 /// What the console needs from the command line.
-pub struct ConsoleOptions {
+pub(crate) struct ConsoleOptions {
     pub listen: SocketAddr,
     pub allow_remote: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -96,7 +96,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Refuses a listen address other than loopback unless remote access
 /// was asked for explicitly, with TLS.
-pub fn check_listen(listen: &SocketAddr, allow_remote: bool, tls: bool) -> Result<()> {
+pub(crate) fn check_listen(listen: &SocketAddr, allow_remote: bool, tls: bool) -> Result<()> {
     if listen.ip().is_loopback() {
         return Ok(());
     }
@@ -126,7 +126,7 @@ fn url_host(addr: &SocketAddr) -> String {
 }
 
 /// Serves until Ctrl-C or SIGTERM.
-pub fn run(opts: ConsoleOptions) -> Result<()> {
+pub(crate) fn run(opts: ConsoleOptions) -> Result<()> {
     check_listen(&opts.listen, opts.allow_remote, opts.tls.is_some())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -26,7 +26,7 @@ const MAX_HANDSHAKES: usize = 64;
 
 /// Reads a PEM certificate chain and private key into a server config.
 /// Errors name the file and what is wrong with it, never key material.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+pub(super) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .with_context(|| {
@@ -51,13 +51,13 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
 
 /// Accepts TCP connections and hands out the ones whose TLS handshake
 /// succeeded.
-pub struct TlsListener {
+pub(super) struct TlsListener {
     addr: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+    pub(super) fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
         let addr = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);

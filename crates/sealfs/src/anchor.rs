@@ -35,22 +35,44 @@ const BODY_LEN_UNPLACED: usize = 4 + 1 + 8 + 8 + 32;
 const BODY_LEN: usize = BODY_LEN_UNPLACED + 32;
 const SLOT_LEN: usize = 128;
 
+/// Why the rollback anchor could not be read or written; [`AnchorError::kind`]
+/// classifies it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnchorError {
+    /// No slot of the anchor is valid under this vault's key; holds
+    /// where the anchor is kept.
     #[error("the rollback anchor at {0} is corrupt or does not belong to this vault")]
     Corrupt(String),
+    /// An I/O operation on the anchor file failed.
     #[error("cannot {what} the rollback anchor at {path}")]
     Io {
+        /// What was being done when it failed.
         what: &'static str,
+        /// The anchor file.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
+    /// A write would take the anchor to an older commit, or to another
+    /// state at the same commit.
     #[error("refusing to move the rollback anchor at {at} back from commit {current} to {new}")]
-    Backward { at: String, current: u64, new: u64 },
+    Backward {
+        /// Where the anchor is kept.
+        at: String,
+        /// The commit counter the anchor holds.
+        current: u64,
+        /// The commit counter of the refused write.
+        new: u64,
+    },
+    /// The anchor binds the vault to another vault directory path.
     #[error("the vault was last used at another path ({at} says so): a vault put in its place is refused (if you moved it here, run `sealfs recover --accept-move`)")]
-    Elsewhere { at: String },
+    Elsewhere {
+        /// Where the anchor is kept.
+        at: String,
+    },
+    /// The keystore holding the anchor failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -96,7 +118,7 @@ struct Opened {
 }
 
 /// Where an anchor is kept.
-pub enum Home<'a> {
+pub(crate) enum Home<'a> {
     /// `<identity-dir>/anchor-<vault id>`, beside `device.key`: opened
     /// through the checked identity directory, `O_NOFOLLOW`
     /// (`allow_foreign_owner` as for the vault).
@@ -110,7 +132,7 @@ pub enum Home<'a> {
 }
 
 /// The place of a vault directory: SHA-256 of its canonical path.
-pub fn place_of(canonical_vault_dir: &Path) -> [u8; 32] {
+pub(crate) fn place_of(canonical_vault_dir: &Path) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"sealfs vault place\0");
@@ -127,6 +149,8 @@ struct Slot {
 }
 
 impl<'a> AnchorStore<'a> {
+    /// The anchor of vault `vault_id` as the file `anchor-<vault id>` in
+    /// `identity_dir`, binding the vault to `place`.
     pub fn file_in(
         identity_dir: &Path,
         vault_id: &str,
@@ -144,6 +168,8 @@ impl<'a> AnchorStore<'a> {
         }
     }
 
+    /// The anchor as an item of the keystore `backend`, binding the vault
+    /// to `place`.
     pub fn in_backend(backend: &'a dyn BlobBackend, place: [u8; 32]) -> Self {
         AnchorStore {
             home: Home::Backend(backend),
@@ -363,7 +389,7 @@ const NOWHERE: [u8; 32] = [0xff; 32];
 /// back at the path is refused (its anchor no longer names the path).
 /// Anchors that do not parse under their own keys are not ours to touch.
 /// Returns the vault ids retired.
-pub fn retire_others_at(
+pub(crate) fn retire_others_at(
     identity_dir: &Path,
     identity: &crate::identity::DeviceIdentity,
     own_vault_id: &str,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::PrivateDir;
 
+/// The file name of the default audit log.
 pub const AUDIT_FILE: &str = "audit.log";
 
 /// Where a root daemon logs by default: outside every vault directory, in a
@@ -47,8 +48,11 @@ pub fn daemon_default_path(vault_dir: &Path) -> PathBuf {
 /// Who asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
+    /// The caller's user id.
     pub uid: u32,
+    /// The caller's group id.
     pub gid: u32,
+    /// The caller's process id.
     pub pid: u32,
 }
 
@@ -73,6 +77,7 @@ impl Caller {
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// When it happened, in RFC 3339 UTC with milliseconds.
     pub time: String,
     /// `mount` or `cli`.
     pub source: String,
@@ -81,11 +86,16 @@ pub struct Event {
     /// The ref, or a path under the mount when it is not a valid ref.
     #[serde(rename = "ref")]
     pub target: String,
+    /// Where a rename moved the target to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub to: Option<String>,
+    /// The caller's user id.
     pub uid: u32,
+    /// The caller's group id.
     pub gid: u32,
+    /// The caller's process id.
     pub pid: u32,
+    /// The caller's executable, if it could be read.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exe: Option<String>,
     /// `ok`, `denied`, or `error`.
@@ -101,6 +111,7 @@ pub struct Event {
 }
 
 impl Event {
+    /// A successful `op` on `target` by `caller`, stamped now.
     pub fn new(source: &str, op: &str, target: impl Into<String>, caller: Caller) -> Self {
         Event {
             time: crate::clock::rfc3339(SystemTime::now(), true),
@@ -139,17 +150,20 @@ impl Event {
             && (self.uid, self.gid, &self.outcome) == (other.uid, other.gid, &other.outcome)
     }
 
+    /// Sets where a rename moved the target to.
     pub fn to(mut self, to: impl Into<String>) -> Self {
         self.to = Some(to.into());
         self
     }
 
+    /// Marks the event denied, with why.
     pub fn denied(mut self, why: impl Into<String>) -> Self {
         self.outcome = "denied".into();
         self.detail = Some(why.into());
         self
     }
 
+    /// Marks the event failed, with why.
     pub fn failed(mut self, why: impl Into<String>) -> Self {
         self.outcome = "error".into();
         self.detail = Some(why.into());
@@ -310,6 +324,7 @@ impl AuditLog {
         self
     }
 
+    /// The path the log was opened at.
     pub fn path(&self) -> &Path {
         &self.path
     }

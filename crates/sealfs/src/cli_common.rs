@@ -39,9 +39,12 @@ impl std::str::FromStr for StoreTarget {
         if s == "etcd" {
             return Ok(StoreTarget::Fleet);
         }
-        s.parse()
-            .map(StoreTarget::Local)
-            .map_err(|e| format!("{e} (or etcd)"))
+        s.parse().map(StoreTarget::Local).map_err(|_| {
+            format!(
+                "unknown backend {s:?} (this build knows: auto, {}, etcd)",
+                crate::backend::known_list()
+            )
+        })
     }
 }
 
@@ -54,9 +57,13 @@ impl std::fmt::Display for StoreTarget {
     }
 }
 
+/// The help section of the etcd flags. Set on each flag rather than as the
+/// struct's `next_help_heading`, which would also file every flag declared
+/// after them (the daemon's mount options) under it.
+const FLEET_HEADING: &str = "Fleet (etcd)";
+
 /// The flags of the fleet vault in etcd (used with `--backend etcd`).
 #[derive(Debug, Clone, PartialEq, clap::Args)]
-#[command(next_help_heading = "Fleet (etcd)")]
 pub struct EtcdArgs {
     /// etcd endpoints of the fleet (with --backend etcd), comma-separated, e.g. http://10.0.0.5:2379
     #[arg(
@@ -64,18 +71,19 @@ pub struct EtcdArgs {
         env = "SEALFS_ETCD_ENDPOINTS",
         global = true,
         value_delimiter = ',',
-        value_name = "URLS"
+        value_name = "URLS",
+        help_heading = FLEET_HEADING
     )]
     pub endpoints: Vec<String>,
 
     /// Key prefix of the fleet in etcd
     #[arg(long = "etcd-prefix", env = "SEALFS_ETCD_PREFIX", global = true, default_value = "sealfs",
-          value_name = "PREFIX", value_parser = parse_etcd_prefix)]
+          value_name = "PREFIX", value_parser = parse_etcd_prefix, help_heading = FLEET_HEADING)]
     pub prefix: String,
 
     /// Time limit for one etcd call, in seconds
     #[arg(long = "etcd-timeout", env = "SEALFS_ETCD_TIMEOUT", global = true, default_value_t = 5.0,
-          value_name = "SECONDS", value_parser = parse_timeout)]
+          value_name = "SECONDS", value_parser = parse_timeout, help_heading = FLEET_HEADING)]
     pub timeout: f64,
 }
 
@@ -128,6 +136,7 @@ pub struct VaultArgs {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_foreign_vault_dir: bool,
 
+    /// The flags of the fleet vault in etcd.
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
@@ -395,7 +404,7 @@ pub fn parse_etcd_prefix(s: &str) -> Result<String, String> {
 pub fn parse_timeout(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 600.0 => Ok(v),
-        _ => Err("expected a number of seconds between 0 and 600".into()),
+        _ => Err("expected a number of seconds above 0 and at most 600".into()),
     }
 }
 

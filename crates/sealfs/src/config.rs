@@ -16,47 +16,80 @@ use crate::vault::{Vault, VaultError};
 /// Fields whose name ends with this hold a vault ref.
 pub const REF_SUFFIX: &str = "_vault_ref";
 
+/// Why reading, resolving or editing a config file failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config {path}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The config file could not be written.
     #[error("cannot write config {path}")]
     Write {
+        /// The config file.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The config file is not valid TOML.
     #[error("config {path} is not valid TOML: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// A `*_vault_ref` field does not hold a usable ref.
     #[error("config field `{field}`: {problem}")]
     Field {
+        /// Dotted path of the field.
         field: String,
+        /// Why the field cannot be used.
         problem: FieldProblem,
     },
+    /// The secret a field refers to could not be read from the vault.
     #[error("config field `{field}` refers to {vault_ref}")]
     Resolve {
+        /// Dotted path of the field.
         field: String,
+        /// The ref the field holds.
         vault_ref: VaultRef,
+        /// Why the vault could not give the secret.
         #[source]
         source: Box<VaultError>,
     },
+    /// A field name given to edit is not dotted bare keys ending in
+    /// `_vault_ref`.
     #[error("invalid field name {0:?}: expected dotted bare keys ending in `{REF_SUFFIX}`, e.g. `model_provider.openai_api_key{REF_SUFFIX}`")]
     BadFieldName(String),
+    /// A field cannot be set because a part of its path exists and is not a
+    /// table.
     #[error("cannot set `{field}`: `{parent}` exists and is not a table")]
-    NotATable { field: String, parent: String },
+    NotATable {
+        /// The field to set.
+        field: String,
+        /// The part of its path that is not a table.
+        parent: String,
+    },
 }
 
 /// Why one `*_vault_ref` field cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FieldProblem {
+    /// The field holds another kind of TOML item than a string; the
+    /// text names it.
     #[error("expected a string ref, found {0}")]
     NotAString(&'static str),
+    /// The string is not a valid vault ref.
+    ///
     /// The text is not shown: a mistaken raw secret in a ref field must not
     /// be echoed into logs or terminals.
     #[error("not a valid vault ref (expected `<scope>/<key>`, e.g. `global/openai_api_key`; the value is not shown in case it is a secret)")]
@@ -68,13 +101,17 @@ pub enum FieldProblem {
 pub struct RefField {
     /// Dotted path, with `[i]` for array elements: `servers[0].db_password_vault_ref`.
     pub field: String,
+    /// The ref the field holds, or why it holds none.
     pub vault_ref: Result<VaultRef, FieldProblem>,
 }
 
 /// A field resolved to its secret.
 pub struct ResolvedRef {
+    /// Dotted path of the field.
     pub field: String,
+    /// The ref the field holds.
     pub vault_ref: VaultRef,
+    /// The secret's value.
     pub value: SensitiveBytes,
 }
 
@@ -390,6 +427,7 @@ impl ConfigFile {
         }
     }
 
+    /// The parsed document, to edit before [`save`](Self::save).
     pub fn document_mut(&mut self) -> &mut DocumentMut {
         &mut self.doc
     }

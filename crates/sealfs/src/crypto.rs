@@ -14,14 +14,16 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::identity::DeviceIdentity;
-pub use crate::ids::KeyId;
+pub(crate) use crate::ids::KeyId;
 use crate::ids::ObjectId;
 use crate::scope::VaultRef;
 use crate::secret::SensitiveBytes;
 
+/// The first bytes of every envelope.
 pub const MAGIC: [u8; 4] = *b"SLFS";
+/// The envelope format this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
-pub const ALG_AES_256_GCM: u8 = 1;
+pub(crate) const ALG_AES_256_GCM: u8 = 1;
 use crate::ids::KEY_ID_LEN;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -177,6 +179,7 @@ impl KeyRing {
         mac.verify_slice(tag).is_ok()
     }
 
+    /// The key id derived with these keys, written into every envelope.
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
@@ -269,6 +272,8 @@ pub struct Header {
     pub nonce: [u8; NONCE_LEN],
 }
 
+/// The clear fields of `blob`, once its magic, format and algorithm are
+/// checked; nothing is authenticated.
 pub fn parse_header(blob: &[u8]) -> Result<Header, CryptoError> {
     if blob.len() < OVERHEAD || blob[..4] != MAGIC {
         return Err(CryptoError::Malformed);

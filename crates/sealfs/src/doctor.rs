@@ -8,10 +8,14 @@ use crate::backend::BackendKind;
 use crate::identity::DeviceIdentity;
 use crate::vault::{IdentityStore, Vault, VaultConfig, VaultError};
 
+/// How serious a finding is, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Information; nothing is wrong.
     Ok,
+    /// Something will not work, but the vault is sound.
     Warn,
+    /// Something is wrong with the vault or its files.
     Error,
 }
 
@@ -25,15 +29,21 @@ impl fmt::Display for Level {
     }
 }
 
+/// One thing `sealfs doctor` found.
 #[derive(Debug, Clone)]
 pub struct Finding {
+    /// How serious it is.
     pub level: Level,
+    /// What it is about: `vault`, `backend`, `permissions`, `fuse`, ...
     pub topic: &'static str,
+    /// What was found, in plain words.
     pub message: String,
 }
 
+/// Everything [`diagnose`] found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The findings, in the order they were made.
     pub findings: Vec<Finding>,
 }
 

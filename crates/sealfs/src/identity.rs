@@ -11,29 +11,51 @@ use zeroize::Zeroizing;
 
 use crate::fsutil::PrivateDir;
 
-pub const IDENTITY_LEN: usize = 32;
-pub const IDENTITY_FILE: &str = "device.key";
+pub(crate) const IDENTITY_LEN: usize = 32;
+pub(crate) const IDENTITY_FILE: &str = "device.key";
 
+/// Why the device identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
+    /// No identity file is at this path.
     #[error("device identity not found at {0} (the vault exists, so it will not be replaced; restore the identity or set --identity-dir)")]
     Missing(PathBuf),
+    /// The keystore that should hold the identity does not; holds the
+    /// store's name.
     #[error("the vault's device identity is missing from the {0} store")]
     MissingInStore(String),
+    /// The identity read from a keystore has the wrong length; holds the
+    /// length found.
     #[error(
         "the device identity in the keystore is corrupt: expected {IDENTITY_LEN} bytes, found {0}"
     )]
     CorruptInStore(usize),
+    /// The OS gave no random bytes for a new identity.
     #[error("cannot read random bytes for a new device identity")]
     Random,
+    /// The identity file has the wrong length.
     #[error("device identity at {path} is corrupt: expected {IDENTITY_LEN} bytes, found {found}")]
-    Corrupt { path: PathBuf, found: u64 },
+    Corrupt {
+        /// The identity file.
+        path: PathBuf,
+        /// Its length, in bytes.
+        found: u64,
+    },
+    /// The identity file can be read or written by other users.
     #[error("device identity at {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")]
-    Exposed { path: PathBuf, mode: u32 },
+    Exposed {
+        /// The identity file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// An I/O operation on the identity file or its directory failed.
     #[error("cannot access device identity at {path}")]
     Io {
+        /// The identity file.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: io::Error,
     },
@@ -43,6 +65,7 @@ pub enum IdentityError {
 pub struct DeviceIdentity(Zeroizing<[u8; IDENTITY_LEN]>);
 
 impl DeviceIdentity {
+    /// An identity of these bytes.
     pub fn from_bytes(bytes: [u8; IDENTITY_LEN]) -> Self {
         DeviceIdentity(Zeroizing::new(bytes))
     }
@@ -102,10 +125,12 @@ impl DeviceIdentity {
         }
     }
 
+    /// The identity's bytes.
     pub fn expose(&self) -> &[u8] {
         self.0.as_ref()
     }
 
+    /// The identity file in the identity directory `dir`.
     pub fn path_in(dir: &Path) -> PathBuf {
         dir.join(IDENTITY_FILE)
     }

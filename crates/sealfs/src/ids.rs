@@ -37,6 +37,7 @@ impl ObjectId {
         .then(|| ObjectId(s.to_owned()))
     }
 
+    /// The id as its 64 hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -59,14 +60,18 @@ impl fmt::Debug for ObjectId {
 pub struct KeyId(pub(crate) [u8; KEY_ID_LEN]);
 
 impl KeyId {
+    /// The id's bytes.
     pub fn to_bytes(self) -> [u8; KEY_ID_LEN] {
         self.0
     }
 
+    /// The id as lower-case hex.
     pub fn to_hex(self) -> String {
         hex(&self.0)
     }
 
+    /// Parses the hex form of a key id; `None` if it is not exactly
+    /// [`KEY_ID_LEN`] bytes of hex.
     pub fn from_hex(s: &str) -> Option<KeyId> {
         let bytes = unhex(s)?;
         Some(KeyId(bytes.try_into().ok()?))

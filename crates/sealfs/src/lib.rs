@@ -1,31 +1,76 @@
 //! sealfs: a secrets vault that keeps API keys, tokens and credentials
 //! encrypted at rest and hands them out on demand.
 //!
-//! # Design overview
+//! # Modules
 //!
-//! The layers, each importing only from those below it (checked by
-//! `scripts/check-layers.sh`; `docs/architecture.md` draws the picture):
+//! One concept each, in layers: a module imports only from the layers
+//! below it (`scripts/check-layers.sh` checks that no two modules import
+//! each other; `docs/architecture.md` draws the picture and gives the
+//! reasons). `cargo doc --document-private-items` renders this map, and
+//! `scripts/test.sh` fails on a link in it that no longer resolves.
 //!
-//! 1. Leaves: [`error`] (the [`ErrorKind`] every error maps to, the
-//!    [`Chain`] formatter), [`ids`] ([`ObjectId`], [`KeyId`]), `hex`,
-//!    `clock`, and the grammar of scopes, keys and refs (`<scope>/<key>`:
-//!    [`VaultScope`], [`SecretKey`], [`VaultRef`]) and [`SensitiveBytes`],
-//!    the wiping type every secret value lives in.
-//! 2. `fsutil` (owner-only files and directories reached through checked
-//!    handles) and `crypto` (key derivation, object ids, the sealed
-//!    envelope).
-//! 3. [`backend`]: where sealed blobs are kept ([`BlobBackend`]), and the
-//!    device identity the keys are derived from.
-//! 4. `index` (the SQLite index of metadata, sealed and digested) and
-//!    `anchor` (its commit counter kept with the identity, against
-//!    rollback).
-//! 5. [`Vault`]: the put/get/delete/list flow over the above.
-//! 6. [`fleet`]: the fleet vault in etcd, which keeps this host's fleet
-//!    identity and cache in a local [`Vault`].
-//! 7. [`SecretStore`]: what the front ends need of either, with its one
-//!    error type [`StoreError`]; [`config`] (`*_vault_ref` fields of TOML
-//!    files), [`audit`] (the audit log) and [`doctor`] use it.
-//! 8. [`cli_common`]: the flags both binaries share.
+//! Leaves, importing nothing of the crate:
+//! - [`error`]: [`ErrorKind`], the one classification every layer's error
+//!   maps to, and [`Chain`], the one cause-chain formatter.
+//! - [`ids`]: [`ObjectId`] (where a sealed blob is kept) and [`KeyId`].
+//! - [`hex`], [`clock`]: hex text; milliseconds since the epoch and
+//!   RFC 3339 times.
+//! - [`scope`]: [`VaultScope`], [`ScopeId`], [`SecretKey`], [`VaultRef`]:
+//!   the ref grammar (`<scope>/<key>`), checked in the constructors, so an
+//!   invalid value cannot exist.
+//! - [`secret`]: [`SensitiveBytes`], every plaintext in memory: wiped on
+//!   drop (spare capacity too), redacted `Debug`, no `Display` or `Clone`.
+//!
+//! Files and keys:
+//! - [`fsutil`]: owner-only files and directories, atomic durable
+//!   replacement, and `PrivateDir`, a directory opened and checked once
+//!   (owner, mode, not a symlink) through which every file of the vault,
+//!   identity and audit directories is opened `O_NOFOLLOW`
+//!   (`fsutil/unix_dir.rs`; `other_dir.rs` elsewhere).
+//! - [`crypto`]: HKDF key derivation, HMAC object and record ids, the
+//!   AES-256-GCM envelope; pure functions over bytes.
+//! - [`identity`]: the 32-byte device identity: load, create race-free,
+//!   refuse lax modes.
+//!
+//! Storage:
+//! - [`backend`]: the [`BlobBackend`] trait, [`BackendKind`], probing and
+//!   choosing; one file per backend (`encrypted_file.rs`,
+//!   `secret_service.rs` on Linux, `keychain.rs` on macOS, `dpapi.rs` on
+//!   Windows).
+//! - [`index`]: the SQLite index (format 2): records sealed under an
+//!   identity-derived key and looked up by an HMAC of their name
+//!   (`records.rs`), 256 bucket digests with their root in the sealed
+//!   vault record, checked on every read (`read.rs`) and updated in one
+//!   transaction per commit (`write.rs`), the upgrade from format 1
+//!   (`upgrade.rs`).
+//! - [`anchor`]: the rollback anchor, the index's commit counter and root
+//!   under a MAC, beside the identity or in the keystore.
+//! - [`audit`]: the audit log, JSON lines appended by the CLI, the console
+//!   and the daemon; never a value.
+//!
+//! The vault:
+//! - [`vault`]: [`Vault`]: how to open one (`config.rs`, [`VaultConfig`]),
+//!   opening and creating (`open.rs`), the anchor checks and deliberate
+//!   rollbacks or moves (`anchoring.rs`), put/get/delete/rename/list
+//!   (`ops.rs`), the writer lock (`lock.rs`), backend migration
+//!   (`migrate.rs`), [`VaultError`] (`error.rs`).
+//! - `fleet` (feature `fleet`): the fleet vault in etcd (`docs/fleet.md`):
+//!   the etcd client (`etcd.rs`), age host identities and fleet keys
+//!   (`keys.rs`), sealed copies of read records (`cache.rs`), the records
+//!   in etcd (`records.rs`), membership (`members.rs`), the in-memory state
+//!   a watch keeps valid (`memo.rs`), this host's credentials in its local
+//!   vault (`local.rs`), `FleetVault`'s reads and writes (`mod.rs`).
+//!
+//! Front-end services:
+//! - [`store`]: [`SecretStore`], what the command line and the mount need
+//!   of a vault, implemented by [`Vault`] and (in `store/fleet.rs`) by the
+//!   fleet vault, with its one error type [`StoreError`].
+//! - [`config`]: `*_vault_ref` fields of TOML files: find at any depth,
+//!   resolve, edit in place, check ([`check_refs`]).
+//! - [`doctor`]: the findings of `sealfs doctor`.
+//! - `cli_common` (feature `cli-common`): `VaultArgs`, the flags both
+//!   binaries share, and `export_env`, which hands them from `sealfs mount`
+//!   to the daemon.
 //!
 //! ```no_run
 //! use sealfs::{SensitiveBytes, Vault, VaultConfig, VaultRef};
@@ -43,10 +88,11 @@
 //! - `fleet`: the fleet vault in etcd (`sealfs::fleet`); needs `protoc` at
 //!   build time, and brings in etcd-client's gRPC stack (tonic, with its
 //!   axum router and rustls).
-//! - `cli-common`: [`cli_common`], the vault flags and logging set-up of
+//! - `cli-common`: `cli_common`, the vault flags and logging set-up of
 //!   the `sealfs` and `sealfs-mountd` binaries (brings in `clap` and
 //!   `tracing-subscriber`).
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+#![warn(missing_docs)]
 
 mod anchor;
 pub mod audit;

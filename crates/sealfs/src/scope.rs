@@ -14,19 +14,34 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Longest scope id and longest key, in bytes.
-pub const MAX_NAME_LEN: usize = 128;
+pub(crate) const MAX_NAME_LEN: usize = 128;
 
 /// Why a scope, key or ref was rejected. Messages quote the offending input
 /// with `{:?}` so that control characters and white space are visible.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RefError {
+    /// The scope is not `global`, `principal:<id>` or `session:<id>`; holds
+    /// the text given.
     #[error("invalid scope {0:?}: expected `global`, `principal:<id>` or `session:<id>`")]
     UnknownScope(String),
+    /// The id of a principal or session scope breaks the name rules.
     #[error("invalid scope id {id:?}: {why}")]
-    BadScopeId { id: String, why: &'static str },
+    BadScopeId {
+        /// The id given.
+        id: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// The secret key breaks the name rules.
     #[error("invalid secret key {key:?}: {why}")]
-    BadKey { key: String, why: &'static str },
+    BadKey {
+        /// The key given.
+        key: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// The ref has no `/` between scope and key; holds the text given.
     #[error("invalid ref {0:?}: expected `<scope>/<key>`, e.g. `global/openai_api_key`")]
     BadRef(String),
 }
@@ -78,6 +93,7 @@ fn key_byte(b: u8) -> bool {
 pub struct ScopeId(String);
 
 impl ScopeId {
+    /// `id` as a scope id, if it keeps the name rules.
     pub fn new(id: impl Into<String>) -> Result<Self, RefError> {
         let id = id.into();
         match check_name(&id, id_byte, "only A-Z a-z 0-9 . _ @ - are allowed") {
@@ -86,6 +102,7 @@ impl ScopeId {
         }
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -104,13 +121,16 @@ impl fmt::Debug for ScopeId {
 }
 
 /// The id prefix of the principal scopes sealfs reserves for itself.
-pub const RESERVED_PREFIX: &str = "sealfs-";
+pub(crate) const RESERVED_PREFIX: &str = "sealfs-";
 
 /// Where a secret lives.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum VaultScope {
+    /// `global`: the one scope every vault has.
     Global,
+    /// `principal:<id>`: the secrets of one user.
     Principal(ScopeId),
+    /// `session:<id>`: a scope made for one session (a CI job, a run).
     Session(ScopeId),
 }
 
@@ -181,6 +201,7 @@ impl FromStr for VaultScope {
 pub struct SecretKey(String);
 
 impl SecretKey {
+    /// `key` as a secret key, if it keeps the name rules.
     pub fn new(key: impl Into<String>) -> Result<Self, RefError> {
         let key = key.into();
         match check_name(&key, key_byte, "only a-z 0-9 . _ - are allowed") {
@@ -189,6 +210,7 @@ impl SecretKey {
         }
     }
 
+    /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -221,8 +243,10 @@ pub struct VaultRef {
 }
 
 impl VaultRef {
+    /// The optional prefix of a ref written as a URI.
     pub const URI_PREFIX: &'static str = "vault://";
 
+    /// The ref of `key` in `scope`.
     pub fn new(scope: VaultScope, key: SecretKey) -> Self {
         VaultRef { scope, key }
     }
@@ -232,10 +256,12 @@ impl VaultRef {
         s.parse()
     }
 
+    /// The scope the secret lives in.
     pub fn scope(&self) -> &VaultScope {
         &self.scope
     }
 
+    /// The secret's name within its scope.
     pub fn key(&self) -> &SecretKey {
         &self.key
     }

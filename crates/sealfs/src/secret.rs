@@ -75,10 +75,12 @@ impl SensitiveBytes {
         }
     }
 
+    /// The value's length, in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -97,7 +97,7 @@ pub struct Args {
     pub print_vault_args: bool,
 }
 
-/// No core dumps, no ptrace by other users, no /proc/<pid>/mem for them:
+/// No core dumps, no ptrace by other users, no `/proc/<pid>/mem` for them:
 /// done before the identity or any secret is read.
 fn harden() -> Result<()> {
     sys::set_non_dumpable()?;
@@ -113,25 +113,25 @@ mod sys {
     use anyhow::Result;
 
     #[cfg(target_os = "linux")]
-    pub fn set_non_dumpable() -> Result<()> {
+    pub(super) fn set_non_dumpable() -> Result<()> {
         use anyhow::Context;
         nix::sys::prctl::set_dumpable(false).context("cannot mark the process non-dumpable")
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn set_non_dumpable() -> Result<()> {
+    pub(super) fn set_non_dumpable() -> Result<()> {
         // No PR_SET_DUMPABLE here; the zero core limit still applies.
         Ok(())
     }
 
     /// Detaches the mount at `path` even if it is busy or its daemon died.
     #[cfg(target_os = "linux")]
-    pub fn detach(path: &Path) -> bool {
+    pub(super) fn detach(path: &Path) -> bool {
         nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).is_ok()
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn detach(path: &Path) -> bool {
+    pub(super) fn detach(path: &Path) -> bool {
         nix::mount::unmount(path, nix::mount::MntFlags::MNT_FORCE).is_ok()
     }
 }

@@ -1,6 +1,6 @@
 //! What the mount means, independent of FUSE or WinFsp: the tree of scopes
 //! and keys, the per-request permission decisions, open file handles, and
-//! the audit trail. Adapters (`fuse.rs`, `winfsp.rs`) only translate.
+//! the audit trail. Adapters (`fuse.rs`, `winfsp/`) only translate.
 //!
 //! ```text
 //! /                      root

@@ -190,7 +190,10 @@ impl WinFspAdapter {
 
     /// The caller of the request being served (see the module docs).
     fn caller(&self) -> Caller {
-        #[allow(unsafe_code)]
+        #[expect(
+            unsafe_code,
+            reason = "WinFsp exposes the requesting process only through this call"
+        )]
         // SAFETY: called only while serving a `FileSystemContext` callback on
         // a WinFsp dispatcher thread, as `with_operation_request` requires;
         // its closure runs only when that thread's operation context and
@@ -264,7 +267,10 @@ impl WinFspAdapter {
                 // needed size back with an error.
                 return Err(STATUS_BUFFER_TOO_SMALL.into());
             }
-            #[allow(unsafe_code)]
+            #[expect(
+                unsafe_code,
+                reason = "WinFsp hands the security descriptor buffer as a raw pointer"
+            )]
             // SAFETY: `buf` is WinFsp's descriptor buffer, `buf.len()` bytes
             // long (`c_void` is one byte), and `sd.len()` bytes fit in it; the
             // two do not overlap.

@@ -37,7 +37,10 @@ pub(super) fn volume_params(read_only: bool) -> VolumeParams {
 /// A self-relative security descriptor that gives the user this process
 /// runs as full access, and no one else any (the counterpart of a FUSE mount
 /// without `allow_other`).
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "building a security descriptor is a Win32 call on raw buffers"
+)]
 pub(super) fn owner_only_descriptor() -> anyhow::Result<Vec<u8>> {
     use windows::core::{HSTRING, PWSTR};
     use windows::Win32::Foundation::{LocalFree, HANDLE, HLOCAL};

@@ -9,13 +9,22 @@
 
 use super::{BackendError, BackendKind, BlobBackend, EncryptedFile, ObjectId};
 
-#[cfg_attr(not(any(windows, test)), allow(dead_code))]
+#[cfg_attr(
+    not(any(windows, test)),
+    expect(
+        dead_code,
+        reason = "DPAPI is built on Windows only; the tests read its name"
+    )
+)]
 const KIND: BackendKind = BackendKind::WindowsDpapi;
+/// The directory, in the vault directory, that holds the protected files.
 pub const DPAPI_DIR: &str = "dpapi";
 
 /// Wraps and unwraps blobs before they are stored.
 pub trait Protector: Send + Sync {
+    /// `data` wrapped, to be stored.
     fn protect(&self, data: &[u8]) -> Result<Vec<u8>, BackendError>;
+    /// The original of wrapped `data` read back.
     fn unprotect(&self, data: &[u8]) -> Result<Vec<u8>, BackendError>;
 }
 
@@ -27,6 +36,7 @@ pub struct ProtectedFiles<P> {
 }
 
 impl<P: Protector> ProtectedFiles<P> {
+    /// Blobs kept in `files`, wrapped by `protector`, reported as `kind`.
     pub fn new(files: EncryptedFile, protector: P, kind: BackendKind) -> Self {
         ProtectedFiles {
             files,
@@ -63,7 +73,10 @@ pub use win::{Dpapi, WindowsDpapi};
 
 #[cfg(windows)]
 mod win {
-    #![allow(unsafe_code)]
+    #![expect(
+        unsafe_code,
+        reason = "CryptProtectData and LocalFree are Win32 calls on raw buffers"
+    )]
 
     use windows::Win32::Foundation::{LocalFree, HLOCAL};
     use windows::Win32::Security::Cryptography::{
@@ -76,9 +89,12 @@ mod win {
     /// `CryptProtectData` in the current user's scope, never prompting.
     pub struct Dpapi;
 
+    /// The Windows backend: DPAPI-protected files.
     pub type WindowsDpapi = ProtectedFiles<Dpapi>;
 
     impl WindowsDpapi {
+        /// Opens the `dpapi/` files of the vault in `ctx`, creating the
+        /// directories if missing.
         pub fn open(ctx: &BackendContext) -> Result<Self, BackendError> {
             Ok(ProtectedFiles::new(
                 EncryptedFile::open_in(ctx, DPAPI_DIR)?,

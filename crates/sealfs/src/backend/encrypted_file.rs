@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use super::{BackendContext, BackendError, BackendKind, BlobBackend, ObjectId};
 use crate::fsutil::PrivateDir;
 
+/// The encrypted-file backend: blobs as files under `objects/`.
 pub struct EncryptedFile {
     objects: PrivateDir,
     tmp: PrivateDir,
@@ -42,9 +43,13 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> BackendError {
 }
 
 impl EncryptedFile {
+    /// The directory, in the vault directory, that holds the blobs.
     pub const OBJECTS_DIR: &'static str = "objects";
+    /// The directory, in the vault directory, that holds writes in progress.
     pub const TMP_DIR: &'static str = "tmp";
 
+    /// Opens the `objects/` and `tmp/` of the vault in `ctx`, creating them
+    /// if missing.
     pub fn open(ctx: &BackendContext) -> Result<Self, BackendError> {
         Self::open_in(ctx, Self::OBJECTS_DIR)
     }

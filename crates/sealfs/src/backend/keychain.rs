@@ -10,7 +10,7 @@
 
 use base64::Engine;
 
-use super::{BackendContext, BackendError, BackendKind, ObjectId};
+use super::{BackendError, BackendKind, ObjectId};
 
 const KIND: BackendKind = BackendKind::MacosKeychain;
 /// `security` exits with this when the item does not exist.
@@ -84,16 +84,17 @@ fn other(message: &str) -> BackendError {
 /// The keychain backend (its `BlobBackend` impl is macOS only; the calls
 /// to `security` below are plain code, run on every platform by the tests
 /// against a stand-in program that records what it was given).
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+#[cfg(any(target_os = "macos", all(test, unix)))]
 pub struct MacosKeychain {
     service: String,
     timeout: std::time::Duration,
     program: std::path::PathBuf,
 }
 
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+#[cfg(any(target_os = "macos", all(test, unix)))]
 impl MacosKeychain {
-    pub fn new(ctx: &BackendContext) -> Self {
+    /// The keychain items of the vault in `ctx`, through `/usr/bin/security`.
+    pub fn new(ctx: &super::BackendContext) -> Self {
         MacosKeychain {
             service: service(&ctx.vault_id),
             timeout: ctx.options.timeout,

@@ -16,36 +16,55 @@ pub mod secret_service;
 pub use crate::ids::ObjectId;
 pub use encrypted_file::EncryptedFile;
 
+/// Why a backend call failed; [`BackendError::kind`] classifies it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
+    /// No blob is stored under this id.
     #[error("blob {0} not found in the backend")]
     NotFound(ObjectId),
+    /// An I/O operation of the backend failed.
     #[error("{backend} backend: {op} failed")]
     Io {
+        /// The backend that failed.
         backend: BackendKind,
+        /// What was being done when it failed.
         op: &'static str,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The backend cannot be used here: not built for this platform, or no
+    /// service to talk to.
     #[error("{backend} backend is unavailable: {reason}")]
     Unavailable {
+        /// The backend that failed.
         backend: BackendKind,
+        /// Why it is unavailable.
         reason: String,
     },
+    /// The store is locked, or an unlock prompt went unanswered.
     #[error("{backend} backend is locked: {reason}")]
     Locked {
+        /// The backend that failed.
         backend: BackendKind,
+        /// Why it is locked, and how to unlock it.
         reason: String,
     },
+    /// The store did not answer within the time limit.
     #[error("{backend} backend did not answer within {timeout:?} (a locked keyring waiting on a prompt, or a hung service)")]
     Timeout {
+        /// The backend that failed.
         backend: BackendKind,
+        /// The time limit that passed.
         timeout: Duration,
     },
+    /// Any other failure of the store; the message says what.
     #[error("{backend} backend: {message}")]
     Other {
+        /// The backend that failed.
         backend: BackendKind,
+        /// What went wrong.
         message: String,
     },
 }
@@ -67,6 +86,7 @@ impl BackendError {
 /// Storage for sealed blobs. Every call is fallible (later backends talk to
 /// OS keystores and remote stores), and one instance serves one vault.
 pub trait BlobBackend: Send + Sync {
+    /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
     /// Stores `blob` under `id`, replacing any blob there, atomically: a
@@ -91,6 +111,7 @@ pub trait BlobBackend: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendKind {
+    /// Every platform: one owner-only file per blob in the vault directory.
     EncryptedFile,
     /// Linux: the freedesktop Secret Service (gnome-keyring, KWallet) over D-Bus.
     SecretService,
@@ -101,6 +122,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend, in the order messages list them.
     pub const ALL: &'static [BackendKind] = &[
         BackendKind::EncryptedFile,
         BackendKind::SecretService,
@@ -108,6 +130,7 @@ impl BackendKind {
         BackendKind::WindowsDpapi,
     ];
 
+    /// The backend's name, as `--backend` takes it and the vault records it.
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::EncryptedFile => "encrypted-file",
@@ -154,11 +177,12 @@ impl FromStr for BackendKind {
     }
 }
 
+/// A backend name this build does not know; holds the name given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown backend {0:?} (this build knows: auto, {known})", known = known_list())]
 pub struct UnknownBackend(pub String);
 
-fn known_list() -> String {
+pub(crate) fn known_list() -> String {
     BackendKind::ALL
         .iter()
         .map(|k| k.as_str())
@@ -169,8 +193,10 @@ fn known_list() -> String {
 /// What the user asked for: `auto` or one backend by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendPreference {
+    /// The platform store if a probe finds it usable, else encrypted-file.
     #[default]
     Auto,
+    /// This backend, whatever a probe would say.
     Explicit(BackendKind),
 }
 
@@ -220,10 +246,12 @@ impl Default for BackendOptions {
 /// What a backend needs to know about the vault it serves.
 #[derive(Debug, Clone)]
 pub struct BackendContext {
+    /// The vault directory.
     pub vault_dir: PathBuf,
     /// The vault's id (hex): keystore items carry it, so several vaults can
     /// share one keystore without seeing each other's blobs.
     pub vault_id: String,
+    /// How to reach the platform stores.
     pub options: BackendOptions,
     /// The vault directory as the vault opened and checked it: the
     /// encrypted-file store works through it rather than reopening the
@@ -235,7 +263,9 @@ pub struct BackendContext {
 /// A backend chosen for a vault, and the reason, for `doctor` and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendChoice {
+    /// The backend chosen.
     pub kind: BackendKind,
+    /// Why it was chosen, in one line.
     pub reason: String,
 }
 
@@ -243,7 +273,9 @@ pub struct BackendChoice {
 /// probe item, within the timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
+    /// The backend probed.
     pub kind: BackendKind,
+    /// How long the probe took, or why it failed.
     pub result: Result<Duration, String>,
 }
 
@@ -341,7 +373,6 @@ pub fn build(
         BackendKind::MacosKeychain => Ok(Box::new(keychain::MacosKeychain::new(ctx))),
         #[cfg(windows)]
         BackendKind::WindowsDpapi => Ok(Box::new(dpapi::WindowsDpapi::open(ctx)?)),
-        #[allow(unreachable_patterns)]
         other => Err(unavailable(other)),
     }
 }

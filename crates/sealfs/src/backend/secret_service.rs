@@ -24,7 +24,9 @@ use secret_service::EncryptionType;
 use super::{BackendContext, BackendError, BackendKind, BlobBackend, ObjectId};
 
 const KIND: BackendKind = BackendKind::SecretService;
+/// The `application` attribute of every item.
 pub const APPLICATION: &str = "sealfs";
+/// The label of every item.
 pub const LABEL: &str = "sealfs sealed secret";
 const CONTENT_TYPE: &str = "application/octet-stream";
 
@@ -83,6 +85,8 @@ fn map_err(e: secret_service::Error) -> BackendError {
     }
 }
 
+/// The Secret Service backend, talking to the keyring through one worker
+/// thread.
 pub struct LinuxSecretService {
     jobs: Mutex<mpsc::Sender<Job>>,
     bus: Option<String>,

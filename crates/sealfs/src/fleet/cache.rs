@@ -12,7 +12,7 @@ use crate::VaultScope;
 /// `<vault-dir>/fleet-cache/{records,counters,tmp}`, each a
 /// [`PrivateDir`] opened once with O_NOFOLLOW: a symlink planted in the
 /// vault directory is refused, never written through.
-pub struct Cache {
+pub(super) struct Cache {
     records: PrivateDir,
     counters: PrivateDir,
     tmp: PrivateDir,
@@ -23,7 +23,7 @@ fn name(text: &str) -> String {
 }
 
 impl Cache {
-    pub fn open(dir: PathBuf) -> Result<Self, FleetError> {
+    pub(super) fn open(dir: PathBuf) -> Result<Self, FleetError> {
         let err = |path: &Path| {
             let path = path.to_owned();
             move |source| FleetError::Cache { path, source }
@@ -67,7 +67,7 @@ impl Cache {
     }
 
     /// Keeps the record at etcd key `key`, unless the same bytes are there.
-    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), FleetError> {
+    pub(super) fn put(&self, key: &str, value: &[u8]) -> Result<(), FleetError> {
         let n = name(key);
         if self.read(&self.records, &n)?.as_deref() == Some(value) {
             return Ok(());
@@ -75,11 +75,11 @@ impl Cache {
         self.write(&self.records, &n, value)
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
+    pub(super) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
         self.read(&self.records, &name(key))
     }
 
-    pub fn remove(&self, key: &str) -> Result<(), FleetError> {
+    pub(super) fn remove(&self, key: &str) -> Result<(), FleetError> {
         let n = name(key);
         match self.records.remove_file(&n) {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(Self::err(&self.records.join(&n))(e)),
@@ -92,7 +92,7 @@ impl Cache {
     }
 
     /// The highest manifest counter verified for `scope` (0: none yet).
-    pub fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
+    pub(super) fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
         let n = Self::counter_name(scope);
         match self.read(&self.counters, &n)? {
             None => Ok(0),
@@ -108,7 +108,11 @@ impl Cache {
         }
     }
 
-    pub fn set_high_water(&self, scope: &VaultScope, counter: u64) -> Result<(), FleetError> {
+    pub(super) fn set_high_water(
+        &self,
+        scope: &VaultScope,
+        counter: u64,
+    ) -> Result<(), FleetError> {
         if counter <= self.high_water(scope)? {
             return Ok(());
         }

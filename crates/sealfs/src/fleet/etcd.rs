@@ -19,7 +19,10 @@ use super::FleetError;
 /// A record read from etcd: its value and the revision that last changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The stored bytes.
     pub value: Vec<u8>,
+    /// The revision that last changed the key (0 for a copy from the
+    /// local cache).
     pub mod_revision: i64,
 }
 
@@ -35,15 +38,20 @@ pub enum Expect {
 /// One change in a transaction.
 #[derive(Debug, Clone)]
 pub enum Change {
+    /// Sets the key to the value.
     Put(String, Vec<u8>),
+    /// Removes the key.
     Delete(String),
 }
 
 /// How to reach etcd.
 pub struct EtcdOptions {
+    /// etcd's URLs; all must be `https://` when a client certificate is set.
     pub endpoints: Vec<String>,
     /// Key prefix, without slashes at either end, e.g. `sealfs`.
     pub prefix: String,
+    /// The time limit of a connection attempt and of each call, retries
+    /// included.
     pub timeout: Duration,
     /// User and password, when etcd has authentication on.
     pub credentials: Option<(String, crate::SensitiveBytes)>,
@@ -54,8 +62,11 @@ pub struct EtcdOptions {
 /// etcd's CA certificate and this host's client certificate and private
 /// key, PEM. Kept in the host's local vault (`sealfs fleet tls`).
 pub struct EtcdTls {
+    /// etcd's CA certificate, PEM.
     pub ca: Vec<u8>,
+    /// This host's client certificate, PEM.
     pub cert: Vec<u8>,
+    /// This host's client private key, PEM.
     pub key: crate::SensitiveBytes,
 }
 
@@ -96,6 +107,8 @@ impl std::fmt::Debug for EtcdOptions {
     }
 }
 
+/// A connection to etcd under a key prefix: blocking calls on a runtime
+/// of its own, reconnecting after a transport failure.
 pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
     opts: EtcdOptions,
@@ -112,6 +125,7 @@ fn unreachable(opts: &EtcdOptions, why: impl std::fmt::Display) -> FleetError {
 }
 
 impl EtcdStore {
+    /// A store for `opts`, connecting on first use; fails without endpoints.
     pub fn new(opts: EtcdOptions) -> Result<Self, FleetError> {
         if opts.endpoints.is_empty() {
             return Err(FleetError::NoEndpoints);
@@ -128,6 +142,7 @@ impl EtcdStore {
         })
     }
 
+    /// The options it was made with.
     pub fn options(&self) -> &EtcdOptions {
         &self.opts
     }
@@ -273,6 +288,7 @@ impl EtcdStore {
         }
     }
 
+    /// The record at `key`, a full key ([`EtcdStore::key`]), if there is one.
     pub fn get(&self, key: &str) -> Result<Option<Record>, FleetError> {
         let key = key.to_owned();
         let resp = self.call(|mut c| async move { c.get(key, None).await })?;

@@ -31,6 +31,7 @@ fn random<const N: usize>() -> [u8; N] {
 pub struct HostIdentity(age::x25519::Identity);
 
 impl HostIdentity {
+    /// A new random identity.
     pub fn generate() -> Self {
         HostIdentity(age::x25519::Identity::generate())
     }
@@ -46,11 +47,13 @@ impl HostIdentity {
             })
     }
 
+    /// The `AGE-SECRET-KEY-1...` text, as kept in the local vault.
     pub fn to_secret(&self) -> SensitiveBytes {
         use age::secrecy::ExposeSecret;
         SensitiveBytes::from_slice(self.0.to_string().expose_secret().as_bytes())
     }
 
+    /// The public `age1...` recipient of this identity.
     pub fn recipient(&self) -> String {
         self.0.to_public().to_string()
     }
@@ -85,6 +88,7 @@ impl std::fmt::Debug for FleetKey {
 }
 
 impl FleetKey {
+    /// A new random key.
     pub fn generate() -> Self {
         FleetKey(Zeroizing::new(random()))
     }
@@ -122,6 +126,8 @@ impl FleetKey {
         m.finalize().into_bytes().into()
     }
 
+    /// Whether `mac` is the MAC of `bytes` under this key, compared in
+    /// constant time.
     pub fn verify_mac(&self, bytes: &[u8], mac: &[u8]) -> bool {
         let key = self.derive(b"manifest mac");
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).expect("any key length");
@@ -151,6 +157,8 @@ impl FleetKey {
         [nonce.as_slice(), &ct].concat()
     }
 
+    /// The data key [`FleetKey::wrap_data_key`] wrapped for the same `r`,
+    /// `version` and `epoch`; `None` if it does not authenticate.
     pub fn unwrap_data_key(
         &self,
         wrapped: &[u8],
@@ -191,6 +199,7 @@ fn object_aad(r: &VaultRef, version: u64) -> Vec<u8> {
 pub struct DataKey(Zeroizing<[u8; 32]>);
 
 impl DataKey {
+    /// A new random key.
     pub fn generate() -> Self {
         DataKey(Zeroizing::new(random()))
     }
@@ -212,6 +221,8 @@ impl DataKey {
         [OBJECT_MAGIC.as_slice(), &nonce, &ct].concat()
     }
 
+    /// The value [`DataKey::seal`] sealed for the same `r` and `version`;
+    /// `None` if it does not authenticate.
     pub fn open(&self, r: &VaultRef, version: u64, object: &[u8]) -> Option<SensitiveBytes> {
         let rest = object.strip_prefix(OBJECT_MAGIC.as_slice())?;
         if rest.len() < NONCE_LEN {
@@ -239,6 +250,7 @@ pub fn manifest_mac_input(scope: &VaultScope, body: &[u8]) -> Vec<u8> {
     .concat()
 }
 
+/// A new random object id: 32 hex digits.
 pub fn random_object_id() -> String {
     crate::hex::hex(&random::<16>())
 }

@@ -8,7 +8,9 @@ use crate::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
 /// Local-vault refs of this host's fleet credentials.
 pub(super) const LOCAL_SCOPE: &str = "principal:sealfs-fleet";
 pub(super) const IDENTITY_KEY: &str = "age-identity";
+/// The key of this host's etcd user name in `principal:sealfs-fleet`.
 pub const ETCD_USER_KEY: &str = "etcd-user";
+/// The key of this host's etcd password in `principal:sealfs-fleet`.
 pub const ETCD_PASSWORD_KEY: &str = "etcd-password";
 
 /// The local-vault ref of this host's etcd password.
@@ -20,6 +22,8 @@ pub fn password_ref() -> VaultRef {
 }
 pub(super) const ETCD_TLS_CA_KEY: &str = "etcd-tls-ca";
 pub(super) const ETCD_TLS_CERT_KEY: &str = "etcd-tls-cert";
+/// The key of this host's etcd client private key in
+/// `principal:sealfs-fleet`.
 pub const ETCD_TLS_KEY_KEY: &str = "etcd-tls-key";
 
 pub(super) fn local_ref(key: &str) -> VaultRef {
@@ -81,7 +85,7 @@ pub fn stored_tls(local: &Vault) -> Result<Option<EtcdTls>, FleetError> {
 }
 
 /// Stores etcd's CA and this host's client certificate and key in the
-/// local vault; the key is written last, so a half-stored set is never
+/// local vault; the CA is written last, so a half-stored set is never
 /// used (the CA marks a set as present, and reading it needs all three).
 pub fn store_tls(local: &Vault, tls: EtcdTls) -> Result<(), FleetError> {
     local.put(&local_ref(ETCD_TLS_KEY_KEY), tls.key)?;

@@ -150,6 +150,8 @@ impl FleetVault {
         })
     }
 
+    /// `sealfs fleet status`: this host, the members and every scope that
+    /// has a keyring.
     pub fn status(&self) -> Result<FleetStatus, FleetError> {
         let me = self.recipient();
         let (members, _) = match self.members() {

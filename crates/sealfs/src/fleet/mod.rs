@@ -64,28 +64,44 @@ fn b64() -> base64::engine::GeneralPurpose {
 /// Metadata of a fleet secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetEntry {
+    /// The ref the secret is stored under.
     pub vault_ref: VaultRef,
+    /// Length of the value, in bytes.
     pub len: u64,
+    /// The scope's manifest counter at the write that stored the value.
     pub version: u64,
+    /// When the secret was first stored; replacing it keeps this time.
     pub created: SystemTime,
+    /// When the value was last written.
     pub updated: SystemTime,
 }
 
 /// What `sealfs fleet status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetStatus {
+    /// This host's age recipient.
     pub recipient: String,
+    /// Whether this host is a member of the fleet.
     pub enrolled: bool,
+    /// The age recipients of the members.
     pub members: Vec<String>,
+    /// Every scope that has a keyring.
     pub scopes: Vec<ScopeStatus>,
 }
 
+/// One scope in a [`FleetStatus`].
 #[derive(Debug, Clone, Serialize)]
 pub struct ScopeStatus {
+    /// The scope's name.
     pub scope: String,
+    /// The epoch of the scope's fleet key: 1 at first, one more at every
+    /// rotation.
     pub epoch: u64,
+    /// The fingerprint of the scope's current fleet key.
     pub key_id: String,
+    /// How many secrets the scope holds (0 when this host cannot read it).
     pub secrets: usize,
+    /// Whether this host holds a copy of the scope's fleet key.
     pub readable: bool,
 }
 
@@ -99,6 +115,8 @@ pub(crate) struct ScopeState {
     manifest_rev: Option<i64>,
 }
 
+/// The fleet vault: secrets shared by the enrolled hosts through etcd,
+/// read from a sealed local cache while etcd is unreachable.
 pub struct FleetVault {
     store: EtcdStore,
     host: HostIdentity,
@@ -153,6 +171,7 @@ impl FleetVault {
         })
     }
 
+    /// This host's age recipient (`age1...`), its name in the fleet.
     pub fn recipient(&self) -> String {
         self.host.recipient()
     }
@@ -228,7 +247,6 @@ impl FleetVault {
     }
 
     /// `Ok(None)`: the manifest did not verify under the keyring read.
-    #[allow(clippy::type_complexity)]
     fn scope_state_once(
         &self,
         scope: &VaultScope,
@@ -305,6 +323,8 @@ impl FleetVault {
         Err(FleetError::Conflict(what.to_owned()))
     }
 
+    /// Stores `value` under `r`, replacing any value there; refuses an empty
+    /// value. A scope's first secret creates its fleet key.
     pub fn put(&self, r: &VaultRef, value: &SensitiveBytes) -> Result<FleetEntry, FleetError> {
         if value.is_empty() {
             return Err(FleetError::EmptyValue(r.clone()));
@@ -415,6 +435,7 @@ impl FleetVault {
         Err(FleetError::Conflict(r.to_string()))
     }
 
+    /// Removes `r`; [`FleetError::NotFound`] if there is no such secret.
     pub fn delete(&self, r: &VaultRef) -> Result<(), FleetError> {
         let scope = r.scope();
         self.retry(&r.to_string(), || {

@@ -19,14 +19,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 /// Mode of every directory sealfs creates (Unix).
 #[cfg(unix)]
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 /// Mode of every file sealfs creates (Unix).
 #[cfg(unix)]
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and any missing parents with mode 0700. Existing directories
 /// are left as they are (`doctor` reports their modes).
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -36,7 +36,7 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 
 /// Creates a new 0600 file with a random name in `dir`; fails rather than
 /// reuse an existing file.
-pub fn create_temp_file(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)> {
+pub(crate) fn create_temp_file(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)> {
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(io::Error::other)?;
     let path = dir.join(format!("{prefix}{}.tmp", crate::hex::hex(&suffix)));
@@ -48,7 +48,7 @@ pub fn create_temp_file(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)>
 }
 
 /// Flushes a directory entry change (create, rename, unlink) to disk.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         File::open(dir)?.sync_all()
@@ -63,7 +63,7 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to a temp file in `tmp_dir`, fsyncs it and renames it over
 /// `dest` (same file system). A crash leaves the old file or the new one,
 /// plus at worst a stray temp file in `tmp_dir`.
-pub fn write_atomic(
+pub(crate) fn write_atomic(
     tmp_dir: &Path,
     dest: &Path,
     bytes: &[u8],
@@ -90,7 +90,7 @@ pub fn write_atomic(
 }
 
 /// The directory holding `path` (`.` for a bare file name).
-pub fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -99,7 +99,7 @@ pub fn parent_dir(path: &Path) -> &Path {
 
 /// The mode bits of `path` (without following a final symlink).
 #[cfg(all(unix, test))]
-pub fn mode_of(path: &Path) -> io::Result<u32> {
+pub(crate) fn mode_of(path: &Path) -> io::Result<u32> {
     use std::os::unix::fs::PermissionsExt;
     Ok(fs::symlink_metadata(path)?.permissions().mode() & 0o7777)
 }
@@ -151,7 +151,7 @@ fn check_name(name: &std::ffi::OsStr) -> io::Result<()> {
 /// Refuses `path` if it is a symlink (a missing path is fine). For files
 /// another library opens by path, such as `index.sqlite3` before SQLite
 /// opens it.
-pub fn refuse_symlink(path: &Path) -> io::Result<()> {
+pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
     let path = strip_trailing_slashes(path);
     match fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(&path)),
@@ -193,7 +193,7 @@ fn is_symlink_errno(e: &io::Error) -> bool {
 
 /// This process's effective uid.
 #[cfg(unix)]
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
@@ -223,7 +223,7 @@ pub fn describe_uid(uid: u32) -> String {
 /// - it must not be writable by its group or others.
 ///
 /// A missing directory is an error of kind `NotFound`.
-pub fn check_vault_dir(path: &Path, allow_foreign_owner: bool) -> io::Result<PrivateDir> {
+pub(crate) fn check_vault_dir(path: &Path, allow_foreign_owner: bool) -> io::Result<PrivateDir> {
     let dir = PrivateDir::open_unchecked(path)?;
     #[cfg(unix)]
     {
@@ -259,7 +259,7 @@ pub fn check_vault_dir(path: &Path, allow_foreign_owner: bool) -> io::Result<Pri
 
 /// Opens (creating it, 0700, if `create`) the vault directory and checks it
 /// as [`check_vault_dir`] does; `Ok(None)` if it is missing and `!create`.
-pub fn open_vault_dir(
+pub(crate) fn open_vault_dir(
     path: &Path,
     create: bool,
     allow_foreign_owner: bool,

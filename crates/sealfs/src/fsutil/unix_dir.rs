@@ -194,7 +194,6 @@ impl PrivateDir {
         check_name(name)?;
         let st = nix::sys::stat::fstatat(&self.dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
         // dev_t is i32 on macOS: only compared for equality.
-        #[allow(clippy::unnecessary_cast)]
         Ok((st.st_dev as u64, st.st_ino as u64))
     }
 

@@ -46,12 +46,12 @@ use records::{
 };
 
 /// The schema this build writes and reads (vault format 2).
-pub const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 /// The last schema of vault format 1 (names in the clear), migrated on open.
-pub const SCHEMA_V1: i64 = 2;
-pub const INDEX_FILE: &str = "index.sqlite3";
+pub(crate) const SCHEMA_V1: i64 = 2;
+pub(crate) const INDEX_FILE: &str = "index.sqlite3";
 /// The vault format this build writes (the clear `meta.format`).
-pub const FORMAT: &str = "2";
+pub(crate) const FORMAT: &str = "2";
 
 const KIND_SECRET: u8 = 1;
 const KIND_RETIRED: u8 = 2;
@@ -95,7 +95,7 @@ impl IndexError {
 
 /// One live secret's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     pub object_id: ObjectId,
     pub len: u64,
     /// Milliseconds since the Unix epoch.
@@ -109,7 +109,7 @@ pub struct Row {
 /// A scope known to the index: registered (mkdir, with an owner) and/or
 /// holding secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeRow {
+pub(crate) struct ScopeRow {
     pub scope: VaultScope,
     pub owner_uid: Option<u32>,
     pub registered: bool,
@@ -118,14 +118,16 @@ pub struct ScopeRow {
 /// The commit counter and root digest of the index: what the anchor keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct State {
+    /// The commit counter, advanced by every commit.
     pub counter: u64,
+    /// The root digest over the 256 bucket digests.
     pub root: [u8; 32],
 }
 
 /// The sealed vault-wide fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VaultRecord {
+pub(crate) struct VaultRecord {
     pub format: String,
     pub key_id: String,
     pub backend: String,
@@ -139,7 +141,7 @@ pub struct VaultRecord {
 }
 
 impl VaultRecord {
-    pub fn state(&self) -> Result<State, IndexError> {
+    pub(crate) fn state(&self) -> Result<State, IndexError> {
         let root = crate::hex::unhex(&self.root)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| tampered("vault metadata", "root digest"))?;
@@ -150,7 +152,7 @@ impl VaultRecord {
     }
 }
 
-pub struct Index {
+pub(crate) struct Index {
     conn: Connection,
     path: PathBuf,
     keys: Option<Arc<KeyRing>>,
@@ -197,13 +199,13 @@ fn tampered(what: impl Into<String>, why: &'static str) -> IndexError {
 }
 
 impl Index {
-    pub fn path_in(vault_dir: &Path) -> PathBuf {
+    pub(crate) fn path_in(vault_dir: &Path) -> PathBuf {
         vault_dir.join(INDEX_FILE)
     }
 
     /// Opens the index of an existing vault (the file must exist). Records
     /// can be read once [`Index::set_keys`] has given it the vault's keys.
-    pub fn open(path: &Path) -> Result<Self, IndexError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, IndexError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -224,7 +226,7 @@ impl Index {
         Ok(index)
     }
 
-    pub fn set_keys(&mut self, keys: Arc<KeyRing>) {
+    pub(crate) fn set_keys(&mut self, keys: Arc<KeyRing>) {
         self.keys = Some(keys);
     }
 
@@ -264,14 +266,14 @@ impl Index {
     }
 
     /// The schema version recorded in the file (0 for a new, empty file).
-    pub fn schema_version(&self) -> Result<i64, IndexError> {
+    pub(crate) fn schema_version(&self) -> Result<i64, IndexError> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(self.err())
     }
 
     /// Fails unless this is a sealfs index of a schema this build reads.
-    pub fn check_schema(&self) -> Result<(), IndexError> {
+    pub(crate) fn check_schema(&self) -> Result<(), IndexError> {
         match self.schema_version()? {
             0 => Err(IndexError::NotAnIndex {
                 path: self.path.clone(),
@@ -287,7 +289,7 @@ impl Index {
     /// True once a vault has been fully created in this index (format 2:
     /// its vault record exists; format 1: its key id). Fails on an index of
     /// an unknown schema.
-    pub fn is_initialised(&self) -> Result<bool, IndexError> {
+    pub(crate) fn is_initialised(&self) -> Result<bool, IndexError> {
         match self.schema_version()? {
             0 => Ok(false),
             SCHEMA_VERSION => self
@@ -303,7 +305,7 @@ impl Index {
     }
 
     /// A clear `meta` value: a hint, never trusted alone.
-    pub fn meta(&self, name: &str) -> Result<Option<String>, IndexError> {
+    pub(crate) fn meta(&self, name: &str) -> Result<Option<String>, IndexError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -314,7 +316,11 @@ impl Index {
 
     /// Creates a new vault's tables, clear hints, empty buckets and sealed
     /// vault record (counter 1) in one transaction. Writer lock held.
-    pub fn create(&mut self, vault_id: &str, record: &VaultRecord) -> Result<State, IndexError> {
+    pub(crate) fn create(
+        &mut self,
+        vault_id: &str,
+        record: &VaultRecord,
+    ) -> Result<State, IndexError> {
         let keys = Arc::clone(self.keys.as_ref().expect("keys set before create"));
         self.write_tx(|tx| {
             tx.execute_batch(SCHEMA)?;
@@ -343,7 +349,7 @@ impl Index {
 
     /// Reads and authenticates the vault record, and checks the bucket
     /// digests against its root.
-    pub fn vault_record(&self) -> Result<VaultRecord, IndexError> {
+    pub(crate) fn vault_record(&self) -> Result<VaultRecord, IndexError> {
         self.read(|| self.vault_record_in(&self.conn))
     }
 

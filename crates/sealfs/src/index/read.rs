@@ -54,7 +54,7 @@ impl Index {
 
     /// The whole index against its vault record (before a sweep deletes
     /// what `pending` names, and for `doctor`).
-    pub fn verify_all(&self) -> Result<(), IndexError> {
+    pub(crate) fn verify_all(&self) -> Result<(), IndexError> {
         self.read(|| {
             self.vault_record_in(&self.conn)?;
             self.check_all_buckets(&self.conn)
@@ -134,7 +134,7 @@ impl Index {
 
     /// The live row of `r`, with the index state it was read at (bucket,
     /// root and vault record checked in the same snapshot).
-    pub fn row(&self, r: &VaultRef) -> Result<(Option<Row>, State), IndexError> {
+    pub(crate) fn row(&self, r: &VaultRef) -> Result<(Option<Row>, State), IndexError> {
         self.read(|| {
             let record = self.vault_record_in(&self.conn)?;
             let id = self.secret_id(r);
@@ -158,7 +158,7 @@ impl Index {
 
     /// Every live secret (of `scope`, or all), sorted by scope then key,
     /// with the state read; every bucket is checked.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         scope: Option<&VaultScope>,
     ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
@@ -295,13 +295,16 @@ impl Index {
     }
 
     /// Whether any secret lives in `scope`.
-    pub fn scope_has_secrets(&self, scope: &VaultScope) -> Result<bool, IndexError> {
+    pub(crate) fn scope_has_secrets(&self, scope: &VaultScope) -> Result<bool, IndexError> {
         Ok(!self.list(Some(scope))?.0.is_empty())
     }
 
     /// The registration of `scope`, if any, and whether it holds secrets,
     /// read in one snapshot, with the state read.
-    pub fn scope_row(&self, scope: &VaultScope) -> Result<(Option<ScopeRow>, State), IndexError> {
+    pub(crate) fn scope_row(
+        &self,
+        scope: &VaultScope,
+    ) -> Result<(Option<ScopeRow>, State), IndexError> {
         self.read(|| {
             let owner = self.scope_record_in(scope)?.map(|r| r.owner_uid);
             let (has_secrets, state) = self.has_secrets_in(scope)?;
@@ -317,7 +320,7 @@ impl Index {
 
     /// Every scope that is registered or holds secrets, sorted, read in
     /// one snapshot, with the state read.
-    pub fn scopes(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
+    pub(crate) fn scopes(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
         self.read(|| self.scopes_in())
     }
 
@@ -365,7 +368,7 @@ impl Index {
     }
 
     /// The object id of every live secret.
-    pub fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
+    pub(crate) fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
         let (rows, _) = self.list(None)?;
         let mut ids: Vec<ObjectId> = rows.into_iter().map(|(_, row)| row.object_id).collect();
         ids.sort();

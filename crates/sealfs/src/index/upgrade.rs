@@ -16,7 +16,7 @@ impl Index {
     /// transaction: every secret, retired slot and scope is sealed under
     /// `keys`, the old tables are dropped and the vault record is written.
     /// The caller holds the writer lock and has checked the identity.
-    pub fn migrate_from_v1(&mut self, record: &VaultRecord) -> Result<State, IndexError> {
+    pub(crate) fn migrate_from_v1(&mut self, record: &VaultRecord) -> Result<State, IndexError> {
         let keys = Arc::clone(self.keys.as_ref().expect("keys set before migration"));
         let vault_id = self
             .meta("vault_id")?
@@ -132,7 +132,7 @@ impl Index {
 
     /// The format-1 fields a migration needs (clear, as that format kept
     /// them): key id, backend, backend reason, creation time.
-    pub fn v1_meta(&self) -> Result<V1Meta, IndexError> {
+    pub(crate) fn v1_meta(&self) -> Result<V1Meta, IndexError> {
         Ok(V1Meta {
             backend_reason: self.meta("backend_reason")?,
             created_ms: self.meta("created_ms")?.and_then(|v| v.parse().ok()),
@@ -144,7 +144,7 @@ impl Index {
 }
 
 /// What a format-1 index said about its vault.
-pub struct V1Meta {
+pub(crate) struct V1Meta {
     pub backend_reason: Option<String>,
     pub created_ms: Option<i64>,
     /// A backend migration in progress (finish it with the old build first).

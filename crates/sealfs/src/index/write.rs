@@ -15,7 +15,7 @@ use crate::scope::{VaultRef, VaultScope};
 impl Index {
     /// The version a new write to `r` gets: one past the live or retired
     /// one. Writer only (the caller checked the state under the lock).
-    pub fn next_version(&self, r: &VaultRef) -> Result<u64, IndexError> {
+    pub(crate) fn next_version(&self, r: &VaultRef) -> Result<u64, IndexError> {
         if let (Some(row), _) = self.row(r)? {
             return Ok(row.version + 1);
         }
@@ -41,7 +41,7 @@ impl Index {
         Ok(rec.version + 1)
     }
 
-    pub fn add_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
+    pub(crate) fn add_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",
@@ -51,7 +51,7 @@ impl Index {
             .map_err(self.err())
     }
 
-    pub fn remove_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
+    pub(crate) fn remove_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
         self.conn
             .execute("DELETE FROM pending WHERE object_id = ?1", [id.as_str()])
             .map(drop)
@@ -60,7 +60,7 @@ impl Index {
 
     /// Pending ids that no live secret references: safe to delete from the
     /// backend (with the writer lock held).
-    pub fn orphans(&self) -> Result<Vec<ObjectId>, IndexError> {
+    pub(crate) fn orphans(&self) -> Result<Vec<ObjectId>, IndexError> {
         let mut st = self
             .conn
             .prepare_cached(
@@ -76,7 +76,7 @@ impl Index {
     }
 
     /// Removes pending ids that a live secret references (never deletable).
-    pub fn forget_referenced_pending(&self) -> Result<(), IndexError> {
+    pub(crate) fn forget_referenced_pending(&self) -> Result<(), IndexError> {
         self.conn
             .execute(
                 "DELETE FROM pending WHERE object_id IN
@@ -87,7 +87,7 @@ impl Index {
             .map_err(self.err())
     }
 
-    pub fn has_pending(&self) -> Result<bool, IndexError> {
+    pub(crate) fn has_pending(&self) -> Result<bool, IndexError> {
         self.conn
             .query_row("SELECT EXISTS (SELECT 1 FROM pending)", [], |r| r.get(0))
             .map_err(self.err())
@@ -169,7 +169,7 @@ impl Index {
     /// Commits a new value for `r`: the row now points at `row.object_id`,
     /// which leaves `pending`, and the replaced object (if any) enters
     /// `pending` for deletion. This is the commit point of a put.
-    pub fn commit_put(
+    pub(crate) fn commit_put(
         &self,
         r: &VaultRef,
         row: &Row,
@@ -189,14 +189,14 @@ impl Index {
 
     /// Removes `r`, remembering its version and marking its object for
     /// deletion. This is the commit point of a delete.
-    pub fn commit_delete(&self, r: &VaultRef, row: &Row) -> Result<State, IndexError> {
+    pub(crate) fn commit_delete(&self, r: &VaultRef, row: &Row) -> Result<State, IndexError> {
         self.commit(&r.to_string(), |e| e.retire(r, row), |_| {})
     }
 
     /// Moves `from` to `to` in one commit: `from` is removed as by a delete,
     /// `to` points at its freshly sealed object, and a value `to` held
     /// before is marked for deletion.
-    pub fn commit_rename(
+    pub(crate) fn commit_rename(
         &self,
         from: &VaultRef,
         from_row: &Row,
@@ -218,13 +218,16 @@ impl Index {
     }
 
     /// Changes vault-wide fields (migration) in one commit.
-    pub fn commit_vault(&self, update: impl FnOnce(&mut VaultRecord)) -> Result<State, IndexError> {
+    pub(crate) fn commit_vault(
+        &self,
+        update: impl FnOnce(&mut VaultRecord),
+    ) -> Result<State, IndexError> {
         self.commit("vault metadata", |_| Ok(()), update)
     }
 
     /// Registers `scope` with an owner; `None` (nothing committed) if it
     /// was registered already.
-    pub fn register_scope(
+    pub(crate) fn register_scope(
         &self,
         scope: &VaultScope,
         owner_uid: Option<u32>,
@@ -246,7 +249,7 @@ impl Index {
     }
 
     /// Forgets a registered scope; `None` if it was not registered.
-    pub fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
+    pub(crate) fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
         let name = scope.to_string();
         if self.read(|| self.scope_record_in(scope))?.is_none() {
             return Ok(None);

@@ -43,30 +43,43 @@ pub trait SecretStore: Send + Sync {
     fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<Entry>, StoreError>;
     /// The value of `r`, and whether this read consumed a read-once secret.
     fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), StoreError>;
+    /// Metadata of `r` without decrypting it; `None` if there is no such
+    /// secret.
     fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, StoreError>;
+    /// Whether a secret is stored under `r`.
     fn exists(&self, r: &VaultRef) -> Result<bool, StoreError> {
         Ok(self.entry(r)?.is_some())
     }
+    /// Calls `f` with each key of `scope`, in order.
     fn for_each_key(
         &self,
         scope: &VaultScope,
         f: &mut dyn FnMut(SecretKey),
     ) -> Result<(), StoreError>;
+    /// Every scope that exists; `global` first.
     fn scopes(&self) -> Result<Vec<ScopeInfo>, StoreError>;
+    /// Whether `scope` exists, and who registered it: `None` if it does not.
     fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, StoreError>;
+    /// Stores `value` under `r` with `options`, replacing any value there.
     fn put_with(
         &self,
         r: &VaultRef,
         value: SensitiveBytes,
         options: PutOptions,
     ) -> Result<Entry, StoreError>;
+    /// Stores `value` under `r`, replacing any value there.
     fn put(&self, r: &VaultRef, value: SensitiveBytes) -> Result<Entry, StoreError> {
         self.put_with(r, value, PutOptions::default())
     }
+    /// Removes the secret under `r`.
     fn delete(&self, r: &VaultRef) -> Result<(), StoreError>;
+    /// Moves the secret at `from` to `to`, replacing any value at `to`
+    /// unless `no_replace`.
     fn rename(&self, from: &VaultRef, to: &VaultRef, no_replace: bool)
         -> Result<Entry, StoreError>;
+    /// Registers an empty scope, recording `owner_uid` as its creator.
     fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError>;
+    /// Removes an empty scope.
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError>;
 }
 

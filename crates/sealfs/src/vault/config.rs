@@ -11,20 +11,25 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 * 1024;
 /// memory whole.
 pub const MAX_VALUE_SIZE_LIMIT: usize = 16 * 1024 * 1024;
 /// The on-disk vault format this build writes (recorded in the index).
-pub const VAULT_FORMAT: &str = crate::index::FORMAT;
-pub const LOCK_FILE: &str = "lock";
+pub(super) const VAULT_FORMAT: &str = crate::index::FORMAT;
+pub(super) const LOCK_FILE: &str = "lock";
 const IDENTITY_DIR_NAME: &str = "identity";
 
 /// How to open a vault.
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
+    /// The vault directory: the index, the lock file and, with the
+    /// encrypted-file backend, the sealed blobs.
     pub vault_dir: PathBuf,
     /// Where the device identity lives; `None` means the sibling `identity`
     /// directory of the vault directory (`<vault-dir>/../identity`).
     pub identity_dir: Option<PathBuf>,
+    /// The backend to use: `Auto`, or one requested explicitly, which must
+    /// be the one an existing vault records.
     pub backend: BackendPreference,
     /// How to reach OS keystores (timeout, D-Bus address).
     pub backend_options: BackendOptions,
+    /// The largest value, in bytes, a put accepts.
     pub max_value_size: usize,
     /// Create the vault (and the identity) if there is none.
     pub create: bool,
@@ -42,6 +47,8 @@ pub struct VaultConfig {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl VaultConfig {
+    /// The defaults for the vault in `vault_dir`: the backend recorded or
+    /// chosen automatically, created if missing, default limits.
     pub fn new(vault_dir: impl Into<PathBuf>) -> Self {
         VaultConfig {
             vault_dir: vault_dir.into(),

@@ -8,7 +8,9 @@ use crate::fsutil;
 
 /// The exclusive writer lock of a vault, released on drop (and by the kernel
 /// if the process dies).
-pub(super) struct WriteLock(#[allow(dead_code)] File);
+pub(super) struct WriteLock(
+    #[expect(dead_code, reason = "held for its drop, which releases the lock")] File,
+);
 
 /// Takes the writer lock, waiting at most `timeout` for another holder.
 pub(super) fn write_lock(

@@ -24,7 +24,9 @@ pub enum MigrateStage {
 /// What a migration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrateReport {
+    /// The backend the blobs moved from.
     pub from: BackendKind,
+    /// The backend the vault uses now.
     pub to: BackendKind,
     /// Secrets moved (0 when there was nothing to do).
     pub blobs: usize,

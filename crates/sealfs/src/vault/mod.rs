@@ -36,8 +36,9 @@ mod ops;
 use anchoring::retire_others;
 pub use config::{
     default_identity_dir, default_vault_dir, VaultConfig, DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_MAX_VALUE_SIZE, LOCK_FILE, MAX_VALUE_SIZE_LIMIT, VAULT_FORMAT,
+    DEFAULT_MAX_VALUE_SIZE, MAX_VALUE_SIZE_LIMIT,
 };
+use config::{LOCK_FILE, VAULT_FORMAT};
 pub use error::VaultError;
 use lock::{write_lock, WriteLock};
 pub use migrate::{MigrateReport, MigrateStage};
@@ -47,10 +48,17 @@ pub use open::IdentityStore;
 /// Metadata of one secret. Never holds the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The ref the secret is stored under.
     pub vault_ref: VaultRef,
+    /// Length of the value, in bytes.
     pub len: u64,
+    /// When the secret was first stored; replacing or renaming it keeps
+    /// this time.
     pub created: SystemTime,
+    /// When the value was last written (a rename keeps it).
     pub updated: SystemTime,
+    /// The record version of the value: one more than that of the last
+    /// value stored under the ref, even a deleted one.
     pub version: u64,
     /// Read-once: the first successful read consumes it.
     pub once: bool,
@@ -71,6 +79,7 @@ pub struct PutOptions {
 /// its owner) and/or holding secrets. `global` always exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeInfo {
+    /// The scope this describes.
     pub scope: VaultScope,
     /// The uid that created the scope through the mount, if recorded.
     pub owner_uid: Option<u32>,
@@ -203,14 +212,18 @@ impl Vault {
         }
     }
 
+    /// The vault directory, as given in the config.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The identity directory in force: the configured one, or the default
+    /// beside the vault directory.
     pub fn identity_dir(&self) -> &Path {
         &self.identity_dir
     }
 
+    /// The backend in use, and why.
     pub fn backend_choice(&self) -> &BackendChoice {
         &self.choice
     }
@@ -220,10 +233,12 @@ impl Vault {
         self.identity_store
     }
 
+    /// The id of this vault's sealing key (not secret; the index records it).
     pub fn key_id(&self) -> KeyId {
         self.keys.key_id()
     }
 
+    /// The largest value, in bytes, a put accepts.
     pub fn max_value_size(&self) -> usize {
         self.max_value_size
     }

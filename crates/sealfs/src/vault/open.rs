@@ -29,6 +29,7 @@ pub enum IdentityStore {
 }
 
 impl IdentityStore {
+    /// Its name: `file` or `backend`.
     pub fn as_str(self) -> &'static str {
         match self {
             IdentityStore::File => "file",

@@ -306,7 +306,6 @@ impl Vault {
         Ok(())
     }
 
-    /// Whether `scope` exists, and who registered it.
     /// The uid that created `scope` (a session) through the mount, when
     /// that is not this process's effective uid: it reads everything
     /// stored there, so the CLI and the console ask before writing into it.
@@ -321,6 +320,8 @@ impl Vault {
         return Ok(owner);
     }
 
+    /// Whether `scope` exists, and who registered it: `None` if it does
+    /// not (`global` always does).
     pub fn scope(&self, scope: &VaultScope) -> Result<Option<ScopeInfo>, VaultError> {
         if *scope == VaultScope::Global {
             return Ok(Some(ScopeInfo {
@@ -385,6 +386,7 @@ impl Vault {
         Ok(self.verified(|ix| ix.row(r))?.map(|row| row.object_id))
     }
 
+    /// Whether a secret is stored under `r`.
     pub fn exists(&self, r: &VaultRef) -> Result<bool, VaultError> {
         Ok(self.verified(|ix| ix.row(r))?.is_some())
     }

@@ -1,12 +1,10 @@
 //! Real etcd for tests, shared by the integration tests of both packages
-//! (included with `#[path]`): members on free loopback ports with temp
+//! (`sealfs-test-support`): members on free loopback ports with temp
 //! data directories, killed by pid on drop.
-
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use super::have_tools;
+use crate::skip::have_tools;
 use std::process::{Child, Command, Output, Stdio};
 
 /// A free TCP port on loopback (bound, then released for the caller).
