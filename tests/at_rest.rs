@@ -43,7 +43,7 @@ fn rows(sb: &Sandbox) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// value of the vault anywhere in the output.
 #[track_caller]
 fn refused(out: Run, needle: &str) {
-    assert!(out.stdout.is_empty(), "printed {:?}", out.text());
+    assert!(out.stdout.is_empty(), "printed {:?}", out.stdout_str());
     let out = out.fails(1, needle);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(!out.stderr.contains("value-"), "{}", out.stderr);
@@ -339,7 +339,7 @@ fn the_whole_directory_restored_from_an_earlier_copy_is_refused() {
         .fails(1, "secret not found: global/b");
     sb.set("global/c", b"value-c");
     assert_eq!(sb.get("global/c"), b"value-c");
-    let log = sb.run(&["audit-log", "--json"], b"").ok().text();
+    let log = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
     assert!(
         log.lines()
             .any(|l| l.contains("\"op\":\"recover\"") && l.contains("accept-rollback")),
@@ -431,7 +431,7 @@ fn a_vault_of_format_1_upgrades_on_first_open_with_every_value_intact() {
     assert_eq!(format_of(&sb), "1");
     let v1_copy = sb.path().join("v1-copy");
     copy_dir(&sb.vault_dir(), &v1_copy);
-    let listed = sb.run(&["list"], b"").ok().text();
+    let listed = sb.run(&["list"], b"").ok().stdout_str();
     assert_eq!(listed.lines().count(), 5, "{listed}");
     assert_eq!(format_of(&sb), "2");
     for (r, v) in FIXTURE_VALUES {
@@ -749,7 +749,7 @@ fn two_vaults_sharing_an_identity_cannot_be_swapped() {
     let out = sb.run(&["recover", "--accept-move"], b"").ok();
     assert!(out.stderr.contains("accepted"), "{}", out.stderr);
     assert_eq!(sb.get("global/a"), b"value-two");
-    let log = sb.run(&["audit-log", "--json"], b"").ok().text();
+    let log = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
     assert!(
         log.lines()
             .any(|l| l.contains("\"op\":\"recover\"") && l.contains("accept-move")),

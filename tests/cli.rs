@@ -34,7 +34,7 @@ fn list_shows_refs_lengths_and_times_never_values() {
     sb.set("global/b", b"secret-value-1");
     sb.set("global/a", b"xy");
     sb.set("principal:alice/token", b"secret-value-2");
-    let all = sb.run(&["list"], b"").ok().text();
+    let all = sb.run(&["list"], b"").ok().stdout_str();
     let refs: Vec<&str> = all.lines().map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(refs, ["global/a", "global/b", "principal:alice/token"]);
     assert!(
@@ -43,7 +43,7 @@ fn list_shows_refs_lengths_and_times_never_values() {
     );
     assert!(!all.contains("secret-value"));
 
-    let only = sb.run(&["list", "principal:alice"], b"").ok().text();
+    let only = sb.run(&["list", "principal:alice"], b"").ok().stdout_str();
     assert_eq!(only.lines().count(), 1);
 
     let json: serde_json::Value =
@@ -207,7 +207,7 @@ fn invalid_refs_and_scopes_are_usage_errors() {
         sb.run(&["list", scope], b"").fails(2, "invalid");
     }
     // Nothing changed.
-    assert_eq!(sb.run(&["list"], b"").ok().text().lines().count(), 1);
+    assert_eq!(sb.run(&["list"], b"").ok().stdout_str().lines().count(), 1);
     assert_eq!(sb.get("global/keep"), b"kept");
 }
 
@@ -283,10 +283,10 @@ fn backend_flag_is_checked_and_recorded_choice_is_enforced() {
 #[test]
 fn doctor_reports_backend_permissions_and_fuse() {
     let sb = Sandbox::new();
-    let fresh = sb.run(&["doctor"], b"").ok().text();
+    let fresh = sb.run(&["doctor"], b"").ok().stdout_str();
     assert!(fresh.contains("no vault yet"), "{fresh}");
     sb.set("global/k", b"v");
-    let out = sb.run(&["doctor"], b"").ok().text();
+    let out = sb.run(&["doctor"], b"").ok().stdout_str();
     assert!(out.contains("backend: encrypted-file"), "{out}");
     assert!(out.contains("owner-only"), "{out}");
     assert!(out.lines().any(|l| l.contains("fuse:")), "{out}");
@@ -296,7 +296,7 @@ fn doctor_reports_backend_permissions_and_fuse() {
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bad = sb.run(&["doctor"], b"");
     assert_eq!(bad.code, Some(3), "found problems: exit 3");
-    assert!(bad.text().contains("mode 0644"), "{}", bad.text());
+    assert!(bad.stdout_str().contains("mode 0644"), "{}", bad.stdout_str());
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn read_once_and_the_audit_log() {
     assert_eq!(sb.get("global/otp"), b"123456");
     sb.run(&["get", "global/otp"], b"")
         .fails(1, "secret not found: global/otp");
-    let log = sb.run(&["audit-log"], b"").ok().text();
+    let log = sb.run(&["audit-log"], b"").ok().stdout_str();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 3, "{log}");
     assert!(
@@ -350,7 +350,7 @@ fn read_once_and_the_audit_log() {
         "{log}"
     );
     assert!(!log.contains("123456"));
-    let json = sb.run(&["audit-log", "--json"], b"").ok().text();
+    let json = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first["source"], "cli");
     assert_eq!(first["op"], "set");
@@ -375,7 +375,7 @@ fn mount_runs_the_mount_daemon() {
         crate::util::missing("sealfs-mountd built beside sealfs (cargo test --workspace)");
         return;
     }
-    let out = sb.run(&["mount", "--help"], b"").ok().text();
+    let out = sb.run(&["mount", "--help"], b"").ok().stdout_str();
     assert!(
         out.contains("sealfs-mountd") && out.contains("--allow-other"),
         "{out}"

@@ -124,7 +124,7 @@ fn eight_processes_five_hundred_mixed_operations_each() {
                                 let list = sb
                                     .run(&["list", &format!("principal:w{w}")], b"")
                                     .ok()
-                                    .text();
+                                    .stdout_str();
                                 assert_eq!(list.lines().count(), own.len(), "{list}");
                             }
                             _ => {

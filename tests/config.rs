@@ -44,7 +44,7 @@ fn configure_keeps_comments_and_other_fields_byte_identical() {
     assert!(!after.contains("sk-live-123"));
     assert_eq!(sb.get("global/openai_api_key"), b"sk-live-123");
 
-    let audit = sb.run(&["audit", "--config", "app.toml"], b"").ok().text();
+    let audit = sb.run(&["audit", "--config", "app.toml"], b"").ok().stdout_str();
     assert_eq!(
         audit,
         "model_provider.openai_api_key_vault_ref\tglobal/openai_api_key\tresolved\n"
@@ -231,7 +231,7 @@ not_a_ref = "ignored"
     .unwrap();
     let out = sb.run(&["audit", "--config", "app.toml"], b"");
     assert_eq!(out.code, Some(3), "found problems: exit 3");
-    let text = out.text();
+    let text = out.stdout_str();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert_eq!(lines[0], "ok_vault_ref\tglobal/present\tresolved");

@@ -44,7 +44,7 @@ impl Host {
     fn recipient(&self) -> String {
         self.run(&["fleet", "recipient"], b"")
             .ok()
-            .text()
+            .stdout_str()
             .trim()
             .to_owned()
     }
@@ -106,7 +106,7 @@ fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
     assert!(a
         .run(&["list"], b"")
         .ok()
-        .text()
+        .stdout_str()
         .contains("principal:ci/token\t6\t"));
 
     let stranger = Host::new(&etcd);
@@ -544,7 +544,7 @@ fn a_client_certificate_from_the_local_vault_opens_a_tls_etcd() {
     a.run(&["fleet", "init"], b"").fails(1, &no_tls);
     // The TLS entries of the local vault, as `sealfs list` shows them.
     let tls_entries = || {
-        let list = a.sb.run(&["list"], b"").ok().text();
+        let list = a.sb.run(&["list"], b"").ok().stdout_str();
         assert!(
             list.contains("principal:sealfs-fleet/age-identity\t"),
             "{list}"

@@ -2,7 +2,8 @@
 //!
 //! # Modules
 //!
-//! Layers, each importing only from those below (`scripts/check-layers.sh`):
+//! Layers, each importing only from those below (`scripts/check-layers.sh`
+//! finds any import cycle):
 //!
 //! - [`daemon`]: startup. `mod.rs` opens the store the flags name (the
 //!   flags are `sealfs::cli_common::VaultArgs`, shared with `sealfs`) and

@@ -49,7 +49,7 @@ pub enum AnchorError {
     Io {
         /// What was being done when it failed.
         what: &'static str,
-        /// The anchor file.
+        /// The anchor file, or the identity directory that holds it.
         path: PathBuf,
         /// The underlying I/O error.
         #[source]

@@ -79,7 +79,7 @@ impl Caller {
 pub struct Event {
     /// When it happened, in RFC 3339 UTC with milliseconds.
     pub time: String,
-    /// `mount` or `cli`.
+    /// `mount`, `cli`, `console`, or `audit` (the log's own rotation).
     pub source: String,
     /// open, consume, write, create, delete, rename, mkdir, rmdir, lookup, get, set, ...
     pub op: String,

@@ -31,7 +31,8 @@ pub enum IdentityError {
         "the device identity in the keystore is corrupt: expected {IDENTITY_LEN} bytes, found {0}"
     )]
     CorruptInStore(usize),
-    /// The OS gave no random bytes for a new identity.
+    /// The OS gave no random bytes for a new identity (only from
+    /// [`DeviceIdentity::generate`]).
     #[error("cannot read random bytes for a new device identity")]
     Random,
     /// The identity file has the wrong length.
@@ -42,7 +43,8 @@ pub enum IdentityError {
         /// Its length, in bytes.
         found: u64,
     },
-    /// The identity file can be read or written by other users.
+    /// The identity file has group or other permission bits set
+    /// (`mode & 0o077`).
     #[error("device identity at {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")]
     Exposed {
         /// The identity file.

@@ -4,12 +4,12 @@
 //! # Modules
 //!
 //! One concept each, in layers: a module imports only from the layers
-//! below it (`scripts/check-layers.sh` checks that no two modules import
-//! each other; `docs/architecture.md` draws the picture and gives the
+//! below it (`scripts/check-layers.sh` finds any import cycle between
+//! modules; `docs/architecture.md` draws the picture and gives the
 //! reasons). `cargo doc --document-private-items` renders this map, and
 //! `scripts/test.sh` fails on a link in it that no longer resolves.
 //!
-//! Leaves, importing nothing of the crate:
+//! Leaves, importing nothing of the crate (but `ids`, which uses `hex`):
 //! - [`error`]: [`ErrorKind`], the one classification every layer's error
 //!   maps to, and [`Chain`], the one cause-chain formatter.
 //! - [`ids`]: [`ObjectId`] (where a sealed blob is kept) and [`KeyId`].

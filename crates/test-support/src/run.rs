@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a command may run before it is killed and the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -69,6 +69,12 @@ impl Run {
         self
     }
 
+    /// Standard output as text; fails the test unless it is UTF-8.
+    #[track_caller]
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+
     /// Standard output as text (lossily decoded).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
@@ -86,6 +92,10 @@ impl From<Output> for Run {
 }
 
 /// Runs `cmd` with `stdin` as its standard input, killed after 60 s.
+///
+/// Output is collected while the command runs (a pipe filled past its
+/// buffer would otherwise stall it), and the end is awaited on a channel,
+/// so a finished command is seen at once rather than at the next poll.
 pub fn run(mut cmd: Command, stdin: &[u8]) -> Run {
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -93,17 +103,26 @@ pub fn run(mut cmd: Command, stdin: &[u8]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    feed(&mut child, stdin);
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if child.try_wait().expect("wait for the command").is_some() {
-            return child.wait_with_output().expect("collect the output").into();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits i32"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // The child may exit early (bad input) and close its end: not our error.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => {
+            let _ = feeder.join();
+            out.expect("collect the output").into()
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command timed out: {cmd:?}");
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("command timed out after {DEADLINE:?}: {cmd:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

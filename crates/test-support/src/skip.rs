@@ -44,10 +44,14 @@ pub fn missing(component: &str) {
     );
     let line = format!("{test}: needs {component}\n");
     eprint!("SKIPPED {line}");
+    let list = skip_list();
+    if let Some(dir) = list.parent() {
+        std::fs::create_dir_all(dir).expect("create the skip list's directory");
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(skip_list())
+        .open(&list)
         .expect("open the skip list");
     f.write_all(line.as_bytes()).expect("write the skip list");
 }

@@ -10,7 +10,6 @@ use crate::identity::DeviceIdentity;
 use crate::index::{Index, IndexError, State as IndexState};
 
 /// Another vault of this identity directory still anchored at `place` is
-/// Another vault of this identity directory still anchored at `place` is
 /// retired (`anchor::retire_others_at`). Best effort, with a warning: the
 /// vault being created or accepted works either way.
 pub(super) fn retire_others(

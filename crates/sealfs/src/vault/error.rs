@@ -140,8 +140,12 @@ pub enum VaultError {
         /// The name of the hint at fault.
         what: &'static str,
     },
-    /// The index is older than its rollback anchor, or the anchor is
-    /// missing or corrupt: an older copy of the vault was put back.
+    /// The index does not match its rollback anchor: it is older than the
+    /// anchor, differs from it at the same commit, or is more than one
+    /// commit ahead (the anchor was replaced); a write was built on an index
+    /// that had been put back; a format-1 index stands beside a format-2
+    /// anchor; or the anchor is missing or corrupt. In every case an older
+    /// or foreign copy of the vault is in place.
     #[error("vault rolled back: {why} (restore the newest copy of {dir}, or accept this one with `sealfs recover --accept-rollback`)")]
     RolledBack {
         /// The vault directory.
