@@ -127,18 +127,23 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum FleetCommand {
-    /// Print this host's age recipient (creating its identity on first use), to give to a member for `enroll`.
+    /// Print this host's card (age recipient and signing key, creating them on first use), to give to a member for `enroll`.
     Recipient,
-    /// Start a fleet under the etcd prefix, with this host as its first member.
+    /// Start a fleet under the etcd prefix, with this host as its first member; prints the fleet id.
     Init,
+    /// Pin the fleet with this id (from `fleet init` or a member's `fleet status`), verifying its membership chain.
+    Join {
+        /// The fleet id (64 hex digits)
+        fleet_id: String,
+    },
     /// Let another host read and write the fleet's secrets (run by a member).
     Enroll {
-        /// The host's recipient, from `sealfs fleet recipient` on it (age1...)
+        /// The host's card, from `sealfs fleet recipient` on it (age1...:<hex>)
         recipient: String,
     },
     /// Drop a host and rotate every scope's fleet key, so it cannot read new values.
     Revoke {
-        /// The host's recipient (age1...)
+        /// The host's card or age recipient (age1...)
         recipient: String,
     },
     /// Members, this host's enrolment, and each scope's key epoch.

@@ -296,7 +296,11 @@ fn doctor_reports_backend_permissions_and_fuse() {
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
     let bad = sb.run(&["doctor"], b"");
     assert_eq!(bad.code, Some(3), "found problems: exit 3");
-    assert!(bad.stdout_str().contains("mode 0644"), "{}", bad.stdout_str());
+    assert!(
+        bad.stdout_str().contains("mode 0644"),
+        "{}",
+        bad.stdout_str()
+    );
 }
 
 #[test]

@@ -44,7 +44,10 @@ fn configure_keeps_comments_and_other_fields_byte_identical() {
     assert!(!after.contains("sk-live-123"));
     assert_eq!(sb.get("global/openai_api_key"), b"sk-live-123");
 
-    let audit = sb.run(&["audit", "--config", "app.toml"], b"").ok().stdout_str();
+    let audit = sb
+        .run(&["audit", "--config", "app.toml"], b"")
+        .ok()
+        .stdout_str();
     assert_eq!(
         audit,
         "model_provider.openai_api_key_vault_ref\tglobal/openai_api_key\tresolved\n"

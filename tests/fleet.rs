@@ -15,20 +15,20 @@ use sealfs::{SensitiveBytes, VaultRef};
 use crate::util::{Etcd, Run, Sandbox, TestPki};
 
 /// One host: its own local vault (and so its own identity) and cache.
-struct Host {
-    sb: Sandbox,
-    endpoints: String,
+pub(crate) struct Host {
+    pub(crate) sb: Sandbox,
+    pub(crate) endpoints: String,
 }
 
 impl Host {
-    fn new(etcd: &Etcd) -> Host {
+    pub(crate) fn new(etcd: &Etcd) -> Host {
         Host {
             sb: Sandbox::new(),
             endpoints: etcd.endpoints(),
         }
     }
 
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
+    pub(crate) fn run(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut all = vec![
             "--backend",
             "etcd",
@@ -41,7 +41,7 @@ impl Host {
         self.sb.run(&all, stdin)
     }
 
-    fn recipient(&self) -> String {
+    pub(crate) fn recipient(&self) -> String {
         self.run(&["fleet", "recipient"], b"")
             .ok()
             .stdout_str()
@@ -49,11 +49,23 @@ impl Host {
             .to_owned()
     }
 
-    fn set(&self, r: &str, v: &[u8]) {
+    /// `sealfs fleet init`; the fleet id it prints.
+    pub(crate) fn init(&self) -> String {
+        let id = self
+            .run(&["fleet", "init"], b"")
+            .ok()
+            .stdout_str()
+            .trim()
+            .to_owned();
+        assert_eq!(id.len(), 64, "{id}");
+        id
+    }
+
+    pub(crate) fn set(&self, r: &str, v: &[u8]) {
         self.run(&["set", r], v).ok();
     }
 
-    fn get(&self, r: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, r: &str) -> Vec<u8> {
         self.run(&["get", r], b"").ok().stdout
     }
 
@@ -61,7 +73,7 @@ impl Host {
     fn vault(&self) -> FleetVault {
         let local = self.sb.vault();
         FleetVault::open(
-            &local,
+            local,
             EtcdOptions {
                 endpoints: self.endpoints.split(',').map(str::to_owned).collect(),
                 prefix: "sealfs".into(),
@@ -79,13 +91,14 @@ impl Host {
 }
 
 /// A fleet of `n` hosts on one etcd, the first one initialising it and
-/// enrolling the others.
-fn fleet(etcd: &Etcd, n: usize) -> Vec<Host> {
+/// enrolling the others, which then join it (pin its id).
+pub(crate) fn fleet(etcd: &Etcd, n: usize) -> Vec<Host> {
     let hosts: Vec<Host> = (0..n).map(|_| Host::new(etcd)).collect();
-    hosts[0].run(&["fleet", "init"], b"").ok();
+    let id = hosts[0].init();
     for h in &hosts[1..] {
         let r = h.recipient();
         hosts[0].run(&["fleet", "enroll", &r], b"").ok();
+        h.run(&["fleet", "join", &id], b"").ok();
     }
     hosts
 }
@@ -111,6 +124,14 @@ fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
 
     let stranger = Host::new(&etcd);
     let who = stranger.recipient();
+    stranger
+        .run(&["get", "global/db_password"], b"")
+        .fails(1, "this host has not joined the fleet under this prefix");
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    stranger
+        .run(&["fleet", "join", "not-an-id"], b"")
+        .fails(1, "not a fleet id");
+    stranger.run(&["fleet", "join", &id], b"").ok();
     stranger.run(&["get", "global/db_password"], b"").fails(
         1,
         &format!("this host ({who}) is not enrolled in scope global"),
@@ -124,7 +145,7 @@ fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
     assert_eq!(a.get("global/db_password"), b"hunter2");
     // A member cannot enroll garbage, or someone twice.
     a.run(&["fleet", "enroll", "age1notarecipient"], b"")
-        .fails(1, "not an age X25519 recipient");
+        .fails(1, "not a host card");
     a.run(&["fleet", "enroll", &b.recipient()], b"")
         .fails(1, "is enrolled already");
     // Values never reach etcd in the clear.
@@ -214,7 +235,8 @@ fn b64(s: &serde_json::Value) -> Vec<u8> {
 /// The global scope's fleet key as wrapped to `id` in the keyring, checked
 /// against the keyring's fingerprint; `None` if `id` has no copy.
 fn keyring_key(etcd: &Etcd, id: &HostIdentity) -> Option<FleetKey> {
-    let ring = etcd_json(etcd, "/sealfs/keyring/global");
+    let signed = etcd_json(etcd, "/sealfs/keyring/global");
+    let ring: serde_json::Value = serde_json::from_str(signed["body"].as_str().unwrap()).unwrap();
     let wrapped = ring["wrapped"].get(id.recipient())?;
     let key = FleetKey::unwrap_for(id, &b64(wrapped)).unwrap();
     assert_eq!(ring["key_id"], key.id().as_str());
@@ -245,17 +267,20 @@ fn opens_data_key(etcd: &Etcd, key: &FleetKey, vault_ref: &str) -> bool {
     unwrapped
 }
 
-/// The global scope in `fleet status --json` of host `h`.
-fn scope_status(h: &Host) -> serde_json::Value {
+/// The global scope in `fleet status --json` of host `h`, with the
+/// fleet's id.
+pub(crate) fn scope_status(h: &Host) -> serde_json::Value {
     let out = h.run(&["fleet", "status", "--json"], b"").ok().stdout;
     let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    status["scopes"]
+    let mut scope = status["scopes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["scope"] == "global")
         .cloned()
-        .unwrap()
+        .unwrap();
+    scope["fleet_id"] = status["fleet_id"].clone();
+    scope
 }
 
 #[test]

@@ -21,5 +21,7 @@ mod faults;
 mod files;
 #[cfg(feature = "fleet")]
 mod fleet;
+#[cfg(feature = "fleet")]
+mod fleet_trust;
 mod snapshots;
 mod tamper;

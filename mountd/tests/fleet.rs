@@ -65,9 +65,10 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
     };
     // Two hosts: separate local vaults, so separate identities and caches.
     let (mut a, mut b) = (Mounted::vault_only(), Mounted::vault_only());
-    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
+    let id = fleet(&a, &etcd, &["fleet", "init"], b"").ok().text();
     let rb = fleet(&b, &etcd, &["fleet", "recipient"], b"").ok().text();
     fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"").ok();
+    fleet(&b, &etcd, &["fleet", "join", id.trim()], b"").ok();
     fleet(&a, &etcd, &["set", "global/api_key"], b"value-v1").ok();
 
     let mount_args = fleet_args(&etcd, &[]);

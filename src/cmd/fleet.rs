@@ -15,8 +15,8 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
     match command {
         FleetCommand::Recipient => {
             // Local only: no etcd needed to learn one's own recipient.
-            let id = fleet::host_identity(&v.open_local(true)?)?;
-            write_stdout(format!("{}\n", id.recipient()).as_bytes())?;
+            let card = fleet::host_card(&v.open_local(true)?)?;
+            write_stdout(format!("{card}\n").as_bytes())?;
         }
         FleetCommand::Login { user } => {
             if user.is_empty() || user.len() > 256 {
@@ -44,17 +44,33 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
         }
         FleetCommand::Init => {
             let f = v.open_fleet()?;
-            f.init()?;
+            let id = f.init()?;
+            write_stdout(format!("{id}\n").as_bytes())?;
             note(&format!(
-                "fleet ready under /{}/ with this host ({}) as a member",
+                "fleet {id} ready under /{}/ with this host as its member; \
+                 other hosts join it with `sealfs fleet join {id}`",
                 v.etcd.prefix,
-                f.recipient()
             ));
         }
+        FleetCommand::Join { fleet_id } => {
+            let member = v.open_fleet()?.join(&fleet_id)?;
+            note(&if member {
+                format!("joined fleet {}; this host is a member", fleet_id.trim())
+            } else {
+                format!(
+                    "pinned fleet {}; this host is not a member yet: give a member \
+                     the output of `sealfs fleet recipient` for `sealfs fleet enroll`",
+                    fleet_id.trim()
+                )
+            });
+        }
         FleetCommand::Enroll { recipient } => {
-            v.open_fleet()?.enroll(&recipient)?;
+            let id = v.open_fleet()?.enroll(&recipient)?;
             record(v, "fleet-enroll", recipient.trim(), None);
-            note(&format!("enrolled {}", recipient.trim()));
+            note(&format!(
+                "enrolled {}; on that host, run `sealfs fleet join {id}`",
+                recipient.trim()
+            ));
         }
         FleetCommand::Revoke { recipient } => {
             let rotated = v.open_fleet()?.revoke(&recipient)?;
@@ -70,7 +86,9 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 write_json(&s)?;
             } else {
                 let mut out = format!(
-                    "this host: {} ({})\nmembers: {}\n",
+                    "fleet: {} (membership entry {})\nthis host: {} ({})\nmembers: {}\n",
+                    s.fleet_id,
+                    s.chain_seq,
                     s.recipient,
                     if s.enrolled {
                         "enrolled"

@@ -272,7 +272,7 @@ impl VaultArgs {
             tls: None,
         };
         Ok(crate::fleet::FleetVault::open_beside(
-            &local,
+            local,
             opts,
             self.max_value_size,
         )?)

@@ -57,9 +57,12 @@
 //! - `fleet` (feature `fleet`): the fleet vault in etcd (`docs/fleet.md`):
 //!   the etcd client (`etcd.rs`), age host identities and fleet keys
 //!   (`keys.rs`), sealed copies of read records (`cache.rs`), the records
-//!   in etcd (`records.rs`), membership (`members.rs`), the in-memory state
-//!   a watch keeps valid (`memo.rs`), this host's credentials in its local
-//!   vault (`local.rs`), `FleetVault`'s reads and writes (`mod.rs`).
+//!   in etcd (`records.rs`), the signed membership chain, host cards and
+//!   pins (`trust.rs`, pure), checking etcd against the pins
+//!   (`verify.rs`), membership changes (`members.rs`), the in-memory state
+//!   a watch keeps valid (`memo.rs`), this host's credentials and pins in
+//!   its local vault (`local.rs`), `FleetVault`'s reads and writes
+//!   (`mod.rs`).
 //!
 //! Front-end services:
 //! - [`store`]: [`SecretStore`], what the command line and the mount need

@@ -37,6 +37,33 @@ pub enum FleetError {
         /// The TLS failure, with a hint at the fix.
         why: String,
     },
+    /// This host has pinned no fleet under this prefix yet.
+    #[error("this host has not joined the fleet under this prefix: run `sealfs fleet join <fleet-id>` with the id that `sealfs fleet status` shows on a member")]
+    NotJoined,
+    /// The prefix holds another fleet than the one this host pinned: a
+    /// fleet copied in from elsewhere, or the wrong prefix.
+    #[error("this prefix holds fleet {found}, not fleet {pinned}, which this host joined; etcd was tampered with, or this is the wrong --etcd-prefix")]
+    OtherFleet {
+        /// The fleet id this host pinned.
+        pinned: String,
+        /// The fleet id found.
+        found: String,
+    },
+    /// A membership or keyring record fails a check against this host's
+    /// pins or the verified membership; the text names it and why.
+    #[error("refusing {0}; etcd was rolled back or tampered with")]
+    Forged(String),
+    /// A scope's key is older than the fleet's last revocation: the
+    /// revocation did not finish.
+    #[error("scope {0} still has its key from before the last revocation; run `sealfs fleet revoke` again on a member to finish it")]
+    NotRotated(VaultScope),
+    /// The host to enroll was revoked before; it needs a new identity.
+    #[error("{0} was revoked from this fleet; a revoked host needs a new identity (a fresh local vault) to be enrolled again")]
+    Revoked(String),
+    /// Not a fleet id (64 hex digits); holds at most the first 80
+    /// characters given.
+    #[error("not a fleet id (64 hex digits, as `sealfs fleet init` and `sealfs fleet status` print it): {0:?}")]
+    BadFleetId(String),
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
@@ -45,7 +72,7 @@ pub enum FleetError {
     #[error("a fleet exists under this prefix already and this host is not in it; ask a member to run `sealfs fleet enroll {0}`")]
     InitialisedElsewhere(String),
     /// This host is not a member of the fleet, or holds no copy of a
-    /// scope's fleet key.
+    /// scope's fleet key; `recipient` is its card.
     #[error("this host ({recipient}) is not enrolled{}; ask a member to run `sealfs fleet enroll {recipient}`",
             scope.as_ref().map(|s| format!(" in scope {s}")).unwrap_or_default())]
     NotEnrolled {
@@ -64,9 +91,11 @@ pub enum FleetError {
     /// An attempt to revoke this host from itself.
     #[error("refusing to revoke this host itself; run the revoke on another member")]
     RevokeSelf,
-    /// Not an age X25519 recipient; holds at most the first 80 characters
-    /// given.
-    #[error("not an age X25519 recipient (age1...): {0:?}")]
+    /// Not a host card (`age1...:<hex>`, which `sealfs fleet recipient`
+    /// prints); holds at most the first 140 characters given.
+    #[error(
+        "not a host card (age1...:<64 hex digits>, as `sealfs fleet recipient` prints it): {0:?}"
+    )]
     BadRecipient(String),
     /// A record, or something this host keeps, does not parse; the text
     /// says which and why.
@@ -134,15 +163,26 @@ impl FleetError {
         use crate::ErrorKind as K;
         use FleetError as E;
         match self {
-            E::NotFound(_) | E::NotCached(_) | E::NotInitialised | E::NotMember(_) => K::NotFound,
-            E::EmptyValue(_) | E::BadRecipient(_) | E::RevokeSelf | E::NoEndpoints => {
-                K::InvalidInput
-            }
+            E::NotFound(_)
+            | E::NotCached(_)
+            | E::NotInitialised
+            | E::NotJoined
+            | E::NotMember(_) => K::NotFound,
+            E::EmptyValue(_)
+            | E::BadRecipient(_)
+            | E::BadFleetId(_)
+            | E::RevokeSelf
+            | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) => K::Exists,
-            E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } => K::Denied,
+            E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
             E::Unreachable { .. } | E::Conflict(_) => K::Unavailable,
-            E::Corrupt(_) | E::Integrity(_) | E::Replay { .. } => K::Integrity,
+            E::Corrupt(_)
+            | E::Integrity(_)
+            | E::Replay { .. }
+            | E::Forged(_)
+            | E::OtherFleet { .. }
+            | E::NotRotated(_) => K::Integrity,
             E::Etcd(_) | E::Cache { .. } => K::Other,
             E::Local(e) => e.kind(),
         }

@@ -319,6 +319,31 @@ impl EtcdStore {
             .collect())
     }
 
+    /// Every record under `prefix` from key `start` on, in key order.
+    pub fn get_from(&self, start: &str, prefix: &str) -> Result<Vec<(String, Record)>, FleetError> {
+        let start = start.to_owned();
+        let mut end = prefix.as_bytes().to_vec();
+        // The first key after every key with this prefix (the prefix ends
+        // in `/`, so the last byte never overflows).
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        let resp = self.call(move |mut c| async move {
+            c.get(start, Some(GetOptions::new().with_range(end))).await
+        })?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Record {
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Applies `changes` atomically if every expectation holds; `false`
     /// (nothing applied) if another writer got there first.
     pub fn apply(

@@ -1,13 +1,19 @@
-//! This host's fleet credentials (age identity, etcd user, password and
-//! TLS files), kept in its local vault in `principal:sealfs-fleet`.
+//! This host's fleet credentials (age identity, signing key, etcd user,
+//! password and TLS files) and its trust pins, kept in its local vault in
+//! `principal:sealfs-fleet`.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::keys::HostIdentity;
+use super::trust::{HostCard, HostSigner};
 use super::{EtcdTls, FleetError};
 use crate::{SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
 
 /// Local-vault refs of this host's fleet credentials.
 pub(super) const LOCAL_SCOPE: &str = "principal:sealfs-fleet";
 pub(super) const IDENTITY_KEY: &str = "age-identity";
+pub(super) const SIGNING_KEY: &str = "signing-key";
 /// The key of this host's etcd user name in `principal:sealfs-fleet`.
 pub const ETCD_USER_KEY: &str = "etcd-user";
 /// The key of this host's etcd password in `principal:sealfs-fleet`.
@@ -45,6 +51,58 @@ pub fn host_identity(local: &Vault) -> Result<HostIdentity, FleetError> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// This host's Ed25519 signing key from its local vault, created on first
+/// use.
+pub(super) fn host_signer(local: &Vault) -> Result<HostSigner, FleetError> {
+    let r = local_ref(SIGNING_KEY);
+    match local.get(&r) {
+        Ok(seed) => HostSigner::parse(seed.expose()),
+        Err(VaultError::NotFound(_)) => {
+            let s = HostSigner::generate();
+            local.put(&r, s.to_secret())?;
+            Ok(s)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// This host's card (`age1...:<hex>`), its name in the fleet; the keys
+/// behind it are created on first use.
+pub fn host_card(local: &Vault) -> Result<HostCard, FleetError> {
+    Ok(HostCard {
+        recipient: host_identity(local)?.recipient(),
+        signing_key: host_signer(local)?.public_hex(),
+    })
+}
+
+/// The local-vault key of a pin: `pin-<kind>-<hash of what it is for>`
+/// (the prefix and, for a scope, the scope), within the key grammar.
+pub(super) fn pin_key(kind: &str, parts: &[&str]) -> String {
+    let h = super::trust::hash(parts.join("\0").as_bytes());
+    format!("pin-{kind}-{}", &h[..32])
+}
+
+/// A pin kept in the local vault, if any.
+pub(super) fn load_pin<T: DeserializeOwned>(
+    local: &Vault,
+    key: &str,
+) -> Result<Option<T>, FleetError> {
+    match local.get(&local_ref(key)) {
+        Ok(v) => serde_json::from_slice(v.expose())
+            .map(Some)
+            .map_err(|e| FleetError::Corrupt(format!("this host's pin {key}: {e}"))),
+        Err(VaultError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps a pin in the local vault.
+pub(super) fn store_pin<T: Serialize>(local: &Vault, key: &str, pin: &T) -> Result<(), FleetError> {
+    let bytes = serde_json::to_vec(pin).expect("a pin serialises");
+    local.put(&local_ref(key), SensitiveBytes::from(bytes))?;
+    Ok(())
 }
 
 /// etcd user and password kept in the local vault, if any.

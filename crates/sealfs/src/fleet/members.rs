@@ -1,53 +1,130 @@
-//! Fleet membership: init, enroll, revoke and status.
-
-use std::collections::BTreeSet;
+//! Fleet membership: init, join, enroll, revoke and status. Each change of
+//! membership is one signed chain entry, written with compare-and-swap,
+//! followed by one small transaction per scope (its keyring, and on
+//! revocation its manifest); a run cut short is finished by running the
+//! same command again.
 
 use base64::Engine;
 
 use super::etcd::{Change, Expect, Record};
 use super::keys::FleetKey;
-use super::{
-    b64, corrupt, keys, FleetError, FleetStatus, FleetVault, Keyring, Members, ScopeStatus,
-};
+use super::trust::{self, hash, HostCard, Membership, Op, Signed, CHAIN_DOMAIN};
+use super::{b64, corrupt, FleetError, FleetStatus, FleetVault, Keyring, ScopeStatus};
 use crate::{SecretKey, VaultRef, VaultScope};
 
 impl FleetVault {
-    /// `sealfs fleet init`: starts a fleet with this host as its member.
-    pub fn init(&self) -> Result<(), FleetError> {
-        let me = self.recipient();
-        match self.members() {
-            Ok((m, _)) if m.recipients.contains(&me) => return Ok(()),
-            Ok(_) => return Err(FleetError::InitialisedElsewhere(me)),
-            Err(FleetError::NotInitialised) => {}
-            Err(e) => return Err(e),
+    /// `sealfs fleet init`: starts a fleet with this host as its member and
+    /// pins it; returns the fleet id. Running it again on the founder, or
+    /// on any member, only returns the id.
+    pub fn init(&self) -> Result<String, FleetError> {
+        let me = self.card();
+        let genesis = Signed::encode(
+            &self.signer,
+            CHAIN_DOMAIN,
+            &trust::genesis_entry(me.clone(), &self.signer),
+        );
+        let key = self.chain_key(0);
+        if self.fleet_pin()?.is_none()
+            && self.store.apply(
+                &[(key.clone(), Expect::Absent)],
+                &[Change::Put(key.clone(), genesis.clone())],
+            )?
+        {
+            let body = Signed::parse("the membership chain", &genesis)?.body;
+            let m = Membership::genesis(&hash(body.as_bytes()), &genesis)?;
+            self.cache.put(&key, &genesis)?;
+            self.advance_fleet_pin(&m)?;
+            self.trust().membership = Some(m.clone());
+            return Ok(m.fleet_id);
         }
-        let members = Members {
-            recipients: BTreeSet::from([me.clone()]),
-        };
-        let value = serde_json::to_vec(&members).expect("members serialise");
-        if self.store.apply(
-            &[(self.members_key(), Expect::Absent)],
-            &[Change::Put(self.members_key(), value)],
-        )? {
-            Ok(())
-        } else {
-            // Someone else initialised it at the same moment.
-            match self.members() {
-                Ok((m, _)) if m.recipients.contains(&me) => Ok(()),
-                _ => Err(FleetError::InitialisedElsewhere(me)),
+        // A fleet exists: fine if this host is a member of it.
+        match self.membership(false) {
+            Ok(m) if m.has_recipient(&me.recipient) => Ok(m.fleet_id),
+            Ok(_) | Err(FleetError::NotJoined) => {
+                Err(FleetError::InitialisedElsewhere(me.to_string()))
             }
+            Err(e) => Err(e),
         }
     }
 
-    pub(super) fn require_member(&self, members: &Members) -> Result<(), FleetError> {
-        if members.recipients.contains(&self.recipient()) {
+    /// `sealfs fleet join`: pins the fleet with id `fleet_id` after
+    /// verifying its whole chain; `true` if this host is a member already.
+    pub fn join(&self, fleet_id: &str) -> Result<bool, FleetError> {
+        let id = fleet_id.trim().to_ascii_lowercase();
+        if id.len() != 64 || crate::hex::unhex(&id).is_none() {
+            return Err(FleetError::BadFleetId(fleet_id.chars().take(80).collect()));
+        }
+        match self.fleet_pin()? {
+            Some(p) if p.fleet_id != id => {
+                return Err(FleetError::OtherFleet {
+                    pinned: p.fleet_id,
+                    found: id,
+                })
+            }
+            Some(_) => {}
+            None => {
+                // Verify from entry 0 against the id given, then pin.
+                self.trust().fleet_pin = Some(trust::FleetPin {
+                    fleet_id: id.clone(),
+                    seq: 0,
+                    head: id.clone(),
+                });
+                let verified = self.membership(false);
+                let m = match verified {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.trust().fleet_pin = None;
+                        return Err(match e {
+                            FleetError::Forged(_) => FleetError::NotInitialised,
+                            e => e,
+                        });
+                    }
+                };
+                if m.seq() == 0 {
+                    self.advance_fleet_pin(&m)?;
+                }
+            }
+        }
+        Ok(self.membership(false)?.has_recipient(&self.recipient()))
+    }
+
+    pub(super) fn require_member(&self, m: &Membership) -> Result<(), FleetError> {
+        if m.has_recipient(&self.recipient()) {
             Ok(())
         } else {
             Err(FleetError::NotEnrolled {
-                recipient: self.recipient(),
+                recipient: self.card().to_string(),
                 scope: None,
             })
         }
+    }
+
+    /// Appends `op` on `card` to the chain (compare-and-swap on the next
+    /// entry's key), unless `done` says the chain already holds it.
+    fn append(
+        &self,
+        op: Op,
+        card: &HostCard,
+        mut done: impl FnMut(&Membership) -> Result<bool, FleetError>,
+    ) -> Result<Membership, FleetError> {
+        self.retry("the membership chain", || {
+            let m = self.membership(false)?;
+            self.require_member(&m)?;
+            if done(&m)? {
+                return Ok(Some(m));
+            }
+            let body = trust::entry(&m, op, card.clone(), &self.signer);
+            let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
+            let key = self.chain_key(body.seq);
+            if !self
+                .store
+                .apply(&[(key.clone(), Expect::Absent)], &[Change::Put(key, raw)])?
+            {
+                return Ok(None);
+            }
+            // Read back through the checks, which also moves the pin on.
+            Ok(Some(self.membership(false)?))
+        })
     }
 
     /// Every scope that has a keyring.
@@ -64,109 +141,164 @@ impl FleetVault {
         Ok(out)
     }
 
-    /// `sealfs fleet enroll`: lets `recipient` read every scope.
-    pub fn enroll(&self, recipient: &str) -> Result<(), FleetError> {
-        keys::parse_recipient(recipient)?;
-        let recipient = recipient.trim().to_owned();
-        self.retry("the fleet's members", || {
-            let (mut members, members_rev) = self.members()?;
-            self.require_member(&members)?;
-            if !members.recipients.insert(recipient.clone()) {
-                return Err(FleetError::AlreadyMember(recipient.clone()));
+    /// `sealfs fleet enroll`: lets the host with `card` (`age1...:<hex>`)
+    /// read and write every scope; returns the fleet id, which that host
+    /// pins with `sealfs fleet join`. Run again after an interruption, it
+    /// finishes wrapping the keys.
+    pub fn enroll(&self, card: &str) -> Result<String, FleetError> {
+        let card = HostCard::parse(card)?;
+        let mut was_member = false;
+        let m = self.append(Op::Add, &card, |m| match m.card_of(&card.recipient) {
+            Some((c, true)) if *c == card => {
+                was_member = true;
+                Ok(true)
             }
-            let mut expect = vec![(self.members_key(), Expect::Revision(members_rev))];
-            let mut changes = vec![Change::Put(
-                self.members_key(),
-                serde_json::to_vec(&members).expect("members serialise"),
-            )];
-            for (scope, rec) in self.scopes_with_keyrings()? {
-                let (mut ring, key) = self.parse_keyring(&scope, &rec)?;
-                ring.wrapped
-                    .insert(recipient.clone(), b64().encode(key.wrap_to(&recipient)?));
-                expect.push((self.keyring_key(&scope), Expect::Revision(rec.mod_revision)));
-                changes.push(Change::Put(
-                    self.keyring_key(&scope),
-                    serde_json::to_vec(&ring).expect("a keyring serialises"),
-                ));
-            }
-            Ok(self.store.apply(&expect, &changes)?.then_some(()))
-        })
+            Some((_, true)) => Err(FleetError::AlreadyMember(card.recipient.clone())),
+            Some((_, false)) => Err(FleetError::Revoked(card.to_string())),
+            None => Ok(false),
+        })?;
+        let mut wrapped = 0;
+        for (scope, _) in self.scopes_with_keyrings()? {
+            let added = self.retry(&format!("the keyring of {scope}"), || {
+                let m = self.membership(false)?;
+                let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {
+                    return Ok(Some(false));
+                };
+                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, false)?;
+                if ring.wrapped.contains_key(&card.recipient) {
+                    return Ok(Some(false));
+                }
+                ring.wrapped.insert(
+                    card.recipient.clone(),
+                    b64().encode(key.wrap_to(&card.recipient)?),
+                );
+                // The new host joined at or before `m`; the ring may name a
+                // newer entry already (another enrolment).
+                ring.seq = ring.seq.max(m.seq());
+                let ok = self.store.apply(
+                    &[(self.keyring_key(&scope), Expect::Revision(rec.mod_revision))],
+                    &[Change::Put(
+                        self.keyring_key(&scope),
+                        self.sign_keyring(&ring),
+                    )],
+                )?;
+                Ok(ok.then_some(true))
+            })?;
+            wrapped += usize::from(added);
+        }
+        if was_member && wrapped == 0 {
+            return Err(FleetError::AlreadyMember(card.recipient));
+        }
+        self.reset_memo_scopes();
+        Ok(m.fleet_id)
     }
 
-    /// `sealfs fleet revoke`: drops `recipient` and rotates every scope's
-    /// fleet key, re-wrapping each secret's data key (values unchanged).
-    pub fn revoke(&self, recipient: &str) -> Result<usize, FleetError> {
-        keys::parse_recipient(recipient)?;
-        let recipient = recipient.trim().to_owned();
+    /// `sealfs fleet revoke`: drops the host with this card or recipient
+    /// and rotates every scope's fleet key, re-wrapping each secret's data
+    /// key (values unchanged); returns how many scopes it rotated. Run
+    /// again after an interruption, it finishes the rotation.
+    pub fn revoke(&self, who: &str) -> Result<usize, FleetError> {
+        let recipient = who.trim().split(':').next().unwrap_or_default().to_owned();
+        super::keys::parse_recipient(&recipient)?;
         if recipient == self.recipient() {
             return Err(FleetError::RevokeSelf);
         }
-        self.retry("the fleet's members", || {
-            let (mut members, members_rev) = self.members()?;
-            self.require_member(&members)?;
-            if !members.recipients.remove(&recipient) {
-                return Err(FleetError::NotMember(recipient.clone()));
-            }
-            let mut expect = vec![(self.members_key(), Expect::Revision(members_rev))];
-            let mut changes = vec![Change::Put(
-                self.members_key(),
-                serde_json::to_vec(&members).expect("members serialise"),
-            )];
-            let mut rotated = 0;
-            for (scope, _) in self.scopes_with_keyrings()? {
-                let Some(state) = self.scope_state(&scope, false, false)? else {
-                    continue;
-                };
-                let epoch = state.keyring.epoch + 1;
-                let new_key = FleetKey::generate();
-                let mut body = state.manifest.clone();
-                for (k, e) in body.entries.iter_mut() {
-                    let r = VaultRef::new(
-                        scope.clone(),
-                        SecretKey::new(k.as_str()).map_err(|e| corrupt("manifest key", e))?,
-                    );
-                    let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
-                    let dek = state
-                        .key
-                        .unwrap_data_key(&wrapped, &r, e.version, state.manifest.epoch)
-                        .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
-                    e.dek = b64().encode(new_key.wrap_data_key(&dek, &r, e.version, epoch));
-                }
-                body.epoch = epoch;
-                body.counter += 1;
-                expect.push(Self::expect(self.keyring_key(&scope), state.keyring_rev));
-                expect.push(Self::expect(self.manifest_key(&scope), state.manifest_rev));
-                changes.push(Change::Put(
-                    self.keyring_key(&scope),
-                    self.encode_keyring(&new_key, epoch, &members.recipients)?,
-                ));
-                changes.push(Change::Put(
-                    self.manifest_key(&scope),
-                    Self::encode_manifest(&scope, &new_key, &body),
-                ));
-                rotated += 1;
-            }
-            Ok(self.store.apply(&expect, &changes)?.then_some(rotated))
-        })
+        let m = self.membership(false)?;
+        let card = match m.card_of(&recipient) {
+            Some((c, _)) => c.clone(),
+            None => return Err(FleetError::NotMember(recipient)),
+        };
+        let mut was_removed = false;
+        self.append(Op::Remove, &card, |m| {
+            let removed = m.card_of(&recipient).is_some_and(|(_, current)| !current);
+            was_removed = removed;
+            Ok(removed)
+        })?;
+        let mut rotated = 0;
+        for (scope, _) in self.scopes_with_keyrings()? {
+            let done = self.retry(&format!("the keys of {scope}"), || {
+                self.rotate(&scope, &self.membership(false)?)
+            })?;
+            rotated += usize::from(done);
+        }
+        self.reset_memo_scopes();
+        if was_removed && rotated == 0 {
+            return Err(FleetError::NotMember(recipient));
+        }
+        Ok(rotated)
     }
 
-    /// `sealfs fleet status`: this host, the members and every scope that
-    /// has a keyring.
-    pub fn status(&self) -> Result<FleetStatus, FleetError> {
-        let me = self.recipient();
-        let (members, _) = match self.members() {
-            Ok(m) => m,
-            Err(FleetError::NotInitialised) => (Members::default(), 0),
-            Err(e) => return Err(e),
+    /// One scope's rotation, if its key is older than the last removal:
+    /// a new key at the next epoch, wrapped to the members now, every data
+    /// key re-wrapped under it. `Some(false)`: nothing to do; `None`: lost
+    /// a race, read again.
+    fn rotate(&self, scope: &VaultScope, m: &Membership) -> Result<Option<bool>, FleetError> {
+        let Some(rec) = self.read(&self.keyring_key(scope), false)? else {
+            return Ok(Some(false));
         };
+        let (ring, key) = self.parse_keyring(scope, &rec, m, true)?;
+        if ring.seq >= m.last_removal {
+            return Ok(Some(false));
+        }
+        let manifest = self.read(&self.manifest_key(scope), false)?;
+        let (mut body, manifest_rev) = match &manifest {
+            Some(mrec) => match self.parse_manifest(scope, &key, &ring, mrec)? {
+                Some(body) => (body, Some(mrec.mod_revision)),
+                None => return Ok(None),
+            },
+            None => (super::ManifestBody::default(), None),
+        };
+        let epoch = ring.epoch + 1;
+        let new_key = FleetKey::generate();
+        for (k, e) in body.entries.iter_mut() {
+            let r = VaultRef::new(
+                scope.clone(),
+                SecretKey::new(k.as_str()).map_err(|e| corrupt("manifest key", e))?,
+            );
+            let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
+            let dek = key
+                .unwrap_data_key(&wrapped, &r, e.version, body.epoch)
+                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
+            e.dek = b64().encode(new_key.wrap_data_key(&dek, &r, e.version, epoch));
+        }
+        body.epoch = epoch;
+        body.counter += 1;
+        let new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
+        let manifest_bytes = Self::encode_manifest(scope, &new_key, &body);
+        let ok = self.store.apply(
+            &[
+                (self.keyring_key(scope), Expect::Revision(rec.mod_revision)),
+                Self::expect(self.manifest_key(scope), manifest_rev),
+                // The rotation is for this membership: a later entry (another
+                // revocation) gets its own.
+                (self.chain_key(m.seq() + 1), Expect::Absent),
+            ],
+            &[
+                Change::Put(self.keyring_key(scope), self.sign_keyring(&new_ring)),
+                Change::Put(self.manifest_key(scope), manifest_bytes.clone()),
+            ],
+        )?;
+        if !ok {
+            return Ok(None);
+        }
+        self.cache.set_high_water(scope, body.counter)?;
+        self.cache.put(&self.manifest_key(scope), &manifest_bytes)?;
+        Ok(Some(true))
+    }
+
+    /// `sealfs fleet status`: the fleet, this host, the members and every
+    /// scope that has a keyring.
+    pub fn status(&self) -> Result<FleetStatus, FleetError> {
+        let me = self.card();
+        let m = self.membership(false)?;
         let mut scopes = Vec::new();
         for (scope, rec) in self.scopes_with_keyrings()? {
-            let ring: Keyring =
-                serde_json::from_slice(&rec.value).map_err(|e| corrupt("keyring", e))?;
+            let ring: Keyring = Signed::parse("a keyring", &rec.value)
+                .and_then(|s| serde_json::from_str(&s.body).map_err(|e| corrupt("keyring", e)))?;
             let (readable, secrets) = match self.scope_state(&scope, false, false) {
                 Ok(Some(s)) => (true, s.manifest.entries.len()),
                 Ok(None) => (false, 0),
-                Err(FleetError::NotEnrolled { .. }) => (false, 0),
+                Err(FleetError::NotEnrolled { .. } | FleetError::NotRotated(_)) => (false, 0),
                 Err(e) => return Err(e),
             };
             scopes.push(ScopeStatus {
@@ -178,9 +310,11 @@ impl FleetVault {
             });
         }
         Ok(FleetStatus {
-            enrolled: members.recipients.contains(&me),
-            recipient: me,
-            members: members.recipients.into_iter().collect(),
+            fleet_id: m.fleet_id.clone(),
+            enrolled: m.has_recipient(&me.recipient),
+            recipient: me.to_string(),
+            members: m.cards().map(ToString::to_string).collect(),
+            chain_seq: m.seq(),
             scopes,
         })
     }

@@ -1,9 +1,11 @@
 //! A vault shared by a fleet of hosts, kept in etcd.
 //!
 //! Layout under `/<prefix>/`:
-//! - `members`: the age recipients of the enrolled hosts (JSON).
+//! - `chain/<seq>`: the membership chain, signed entry by entry back to
+//!   the fleet's start, which every host pins ([`trust`]).
 //! - `keyring/<scope>`: the scope's fleet key, once per member, each copy
-//!   age-encrypted to that member; with the key's epoch and fingerprint.
+//!   age-encrypted to that member; with the key's epoch and fingerprint,
+//!   signed by a member.
 //! - `index/<scope>`: the scope's manifest: for every key its record
 //!   version, object id, length, times and data key (wrapped under the
 //!   fleet key), plus a scope-wide counter; authenticated by an HMAC under
@@ -19,8 +21,9 @@
 //! host has read are kept, as stored (sealed), in a local cache that serves
 //! reads while etcd is unreachable.
 //!
-//! The host's age identity and etcd credentials live in the host's own
-//! local vault, in the reserved scope `principal:sealfs-fleet`.
+//! The host's age identity, signing key, etcd credentials and trust pins
+//! live in the host's own local vault, in the reserved scope
+//! `principal:sealfs-fleet`.
 
 mod cache;
 mod error;
@@ -30,8 +33,10 @@ mod local;
 mod members;
 mod memo;
 mod records;
+mod trust;
+mod verify;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,11 +53,13 @@ use etcd::{Change, Expect, Record};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use keys::{DataKey, FleetKey, HostIdentity};
 pub use local::{
-    host_identity, password_ref, store_credentials, store_tls, stored_credentials, stored_tls,
-    ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
+    host_card, host_identity, password_ref, store_credentials, store_tls, stored_credentials,
+    stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
 };
 use memo::Memo;
-use records::{EntryRecord, Keyring, ManifestBody, Members};
+use records::{EntryRecord, Keyring, ManifestBody};
+pub use trust::HostCard;
+use trust::{FleetPin, HostSigner, Membership, ScopePin};
 
 /// Attempts of a write that keeps losing compare-and-swap races.
 const MAX_ATTEMPTS: u32 = 50;
@@ -79,12 +86,17 @@ pub struct FleetEntry {
 /// What `sealfs fleet status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetStatus {
-    /// This host's age recipient.
+    /// The fleet's id (the hash of its first membership entry), which a
+    /// new host pins with `sealfs fleet join`.
+    pub fleet_id: String,
+    /// This host's card (`age1...:<hex>`).
     pub recipient: String,
     /// Whether this host is a member of the fleet.
     pub enrolled: bool,
-    /// The age recipients of the members.
+    /// The cards of the members.
     pub members: Vec<String>,
+    /// The number of entries in the membership chain, less one.
+    pub chain_seq: u64,
     /// Every scope that has a keyring.
     pub scopes: Vec<ScopeStatus>,
 }
@@ -119,10 +131,23 @@ pub(crate) struct ScopeState {
 /// read from a sealed local cache while etcd is unreachable.
 pub struct FleetVault {
     store: EtcdStore,
+    /// This host's local vault: its keys and its trust pins.
+    local: Vault,
     host: HostIdentity,
+    signer: HostSigner,
     cache: Cache,
     max_value_size: usize,
     memo: Mutex<Memo>,
+    /// The membership as last verified, and the pins as last read.
+    trust: Mutex<Trust>,
+}
+
+/// What a [`FleetVault`] holds of the fleet's trust between calls.
+#[derive(Default)]
+struct Trust {
+    membership: Option<Membership>,
+    fleet_pin: Option<FleetPin>,
+    scope_pins: HashMap<VaultScope, Option<ScopePin>>,
 }
 
 impl std::fmt::Debug for FleetVault {
@@ -138,7 +163,7 @@ impl FleetVault {
     /// [`FleetVault::open`] with the sealed cache in its usual place, the
     /// `fleet-cache` directory of the local vault.
     pub fn open_beside(
-        local: &Vault,
+        local: Vault,
         opts: EtcdOptions,
         max_value_size: usize,
     ) -> Result<Self, FleetError> {
@@ -149,35 +174,47 @@ impl FleetVault {
     /// Opens the fleet vault of this host: `local` holds its identity and
     /// `cache_dir` its sealed copies of records.
     pub fn open(
-        local: &Vault,
+        local: Vault,
         mut opts: EtcdOptions,
         cache_dir: PathBuf,
         max_value_size: usize,
     ) -> Result<Self, FleetError> {
-        let host = host_identity(local)?;
+        let host = host_identity(&local)?;
+        let signer = local::host_signer(&local)?;
         if opts.credentials.is_none() {
-            opts.credentials = stored_credentials(local)?;
+            opts.credentials = stored_credentials(&local)?;
         }
         if opts.tls.is_none() {
-            opts.tls = stored_tls(local)?;
+            opts.tls = stored_tls(&local)?;
         }
         let cache = Cache::open(cache_dir)?;
         Ok(FleetVault {
             store: EtcdStore::new(opts)?,
+            local,
             host,
+            signer,
             cache,
             max_value_size,
             memo: Mutex::new(Memo::default()),
+            trust: Mutex::new(Trust::default()),
         })
     }
 
-    /// This host's age recipient (`age1...`), its name in the fleet.
+    /// This host's age recipient (`age1...`).
     pub fn recipient(&self) -> String {
         self.host.recipient()
     }
 
-    fn members_key(&self) -> String {
-        self.store.key("members")
+    /// This host's card (`age1...:<hex>`), its name in the fleet.
+    pub fn card(&self) -> HostCard {
+        HostCard {
+            recipient: self.host.recipient(),
+            signing_key: self.signer.public_hex(),
+        }
+    }
+
+    fn chain_key(&self, seq: u64) -> String {
+        self.store.key(&format!("chain/{seq:020}"))
     }
 
     fn keyring_key(&self, scope: &VaultScope) -> String {
@@ -212,15 +249,6 @@ impl FleetVault {
         }
     }
 
-    fn members(&self) -> Result<(Members, i64), FleetError> {
-        let rec = self
-            .store
-            .get(&self.members_key())?
-            .ok_or(FleetError::NotInitialised)?;
-        let m: Members = serde_json::from_slice(&rec.value).map_err(|e| corrupt("members", e))?;
-        Ok((m, rec.mod_revision))
-    }
-
     /// The verified state of `scope`. `create`: a scope with no keyring
     /// yet gets a fresh key for every member (a write will store it).
     fn scope_state(
@@ -253,42 +281,51 @@ impl FleetVault {
         create: bool,
         offline_ok: bool,
     ) -> Result<Option<Option<ScopeState>>, FleetError> {
+        let m = self.membership(offline_ok)?;
         let ring_rec = self.read(&self.keyring_key(scope), offline_ok)?;
         let (keyring, key, keyring_rev) = match ring_rec {
             Some(rec) => {
-                let (ring, key) = self.parse_keyring(scope, &rec)?;
+                let (ring, key) = self.parse_keyring(scope, &rec, &m, false)?;
                 (ring, key, Some(rec.mod_revision))
             }
-            None if create => {
-                let (members, _) = self.members()?;
-                if !members.recipients.contains(&self.recipient()) {
-                    return Err(FleetError::NotEnrolled {
-                        recipient: self.recipient(),
-                        scope: None,
-                    });
+            None => {
+                // A keyring this host has seen does not disappear.
+                if let Some(pin) = self.scope_pin(scope)? {
+                    return Err(FleetError::Forged(format!(
+                        "the keyring of {scope}: it is missing, and this host has seen its key epoch {}",
+                        pin.epoch
+                    )));
                 }
+                if !create {
+                    return Ok(Some(None));
+                }
+                self.require_member(&m)?;
                 let key = FleetKey::generate();
-                let ring = Keyring {
-                    epoch: 1,
-                    key_id: key.id(),
-                    wrapped: BTreeMap::new(),
-                };
+                let ring = self.new_keyring(scope, &key, 1, &m)?;
                 (ring, key, None)
             }
-            None => return Ok(Some(None)),
         };
         let (manifest, manifest_rev) = match self.read(&self.manifest_key(scope), offline_ok)? {
             Some(rec) => match self.parse_manifest(scope, &key, &keyring, &rec)? {
                 Some(body) => (body, Some(rec.mod_revision)),
                 None => return Ok(None),
             },
-            None => (
-                ManifestBody {
-                    epoch: keyring.epoch,
-                    ..ManifestBody::default()
-                },
-                None,
-            ),
+            None => {
+                // Nor does a manifest: an empty scope keeps an empty one.
+                let seen = self.cache.high_water(scope)?;
+                if seen > 0 {
+                    return Err(FleetError::Forged(format!(
+                        "the manifest of {scope}: it is missing, and this host has seen its counter {seen}"
+                    )));
+                }
+                (
+                    ManifestBody {
+                        epoch: keyring.epoch,
+                        ..ManifestBody::default()
+                    },
+                    None,
+                )
+            }
         };
         Ok(Some(Some(ScopeState {
             key,
@@ -354,12 +391,13 @@ impl FleetVault {
             ];
             let mut changes = Vec::new();
             if state.keyring_rev.is_none() {
-                let (members, members_rev) = self.members()?;
-                self.require_member(&members)?;
-                expect.push((self.members_key(), Expect::Revision(members_rev)));
+                // A new scope's key is wrapped to the members as verified:
+                // no entry may join the chain before it is stored, or an
+                // enrolment running now could miss this scope.
+                expect.push((self.chain_key(state.keyring.seq + 1), Expect::Absent));
                 changes.push(Change::Put(
                     self.keyring_key(scope),
-                    self.encode_keyring(&state.key, state.keyring.epoch, &members.recipients)?,
+                    self.sign_keyring(&state.keyring),
                 ));
             }
             let body = &mut state.manifest;

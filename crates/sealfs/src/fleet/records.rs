@@ -1,25 +1,30 @@
-//! The JSON records of the fleet in etcd (members, keyrings, manifests)
+//! The JSON records of a scope in etcd (keyrings, manifests)
 //! and how a host encodes and checks them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::etcd::Record;
 use super::keys::FleetKey;
+use super::trust::{Membership, Signed, KEYRING_DOMAIN};
 use super::{b64, corrupt, keys, FleetError, FleetVault};
 use crate::VaultScope;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(super) struct Members {
-    pub(super) recipients: BTreeSet<String>,
-}
-
+/// A scope's fleet key, wrapped to each member; stored signed
+/// ([`super::trust::Signed`]) by the member who wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Keyring {
+    /// The fleet id.
+    pub(super) fleet: String,
+    pub(super) scope: String,
     pub(super) epoch: u64,
     pub(super) key_id: String,
+    /// The chain entry whose membership the key is wrapped to.
+    pub(super) seq: u64,
+    /// The signing key (hex) of the member who wrote it.
+    pub(super) signer: String,
     /// Recipient → the fleet key age-encrypted to it (base64).
     pub(super) wrapped: BTreeMap<String, String>,
 }
@@ -50,15 +55,45 @@ pub(super) struct ManifestRecord {
 }
 
 impl FleetVault {
+    /// Checks a stored keyring against the verified membership `m` and
+    /// this host's pin of the scope, and unwraps this host's copy of the
+    /// key. `stale_ok`: a keyring from before the last revocation is
+    /// accepted (to rotate it), otherwise refused.
     pub(super) fn parse_keyring(
         &self,
         scope: &VaultScope,
         rec: &Record,
+        m: &Membership,
+        stale_ok: bool,
     ) -> Result<(Keyring, FleetKey), FleetError> {
-        let ring: Keyring = serde_json::from_slice(&rec.value)
-            .map_err(|e| corrupt(&format!("keyring of {scope}"), e))?;
+        let what = format!("the keyring of {scope}");
+        let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
+        let signed = Signed::parse(&what, &rec.value)?;
+        let ring: Keyring =
+            serde_json::from_str(&signed.body).map_err(|_| forged("it is not a keyring"))?;
+        if ring.fleet != m.fleet_id || ring.scope != scope.to_string() {
+            return Err(forged("it belongs to another fleet or scope"));
+        }
+        // Written by a member who saw a newer chain than `m` (an enrolment
+        // between the two reads): check it against the chain as it is now.
+        let fresh;
+        let m = if ring.seq > m.seq() {
+            fresh = self.membership(false)?;
+            &fresh
+        } else {
+            m
+        };
+        m.verify_signed(&what, KEYRING_DOMAIN, &signed, &ring.signer, ring.seq)?;
+        let members = m.recipients_at(ring.seq);
+        if ring.wrapped.keys().any(|r| !members.contains(r)) {
+            return Err(forged("it wraps the key to a host that is not a member"));
+        }
+        self.pin_scope(scope, &ring)?;
+        if ring.seq < m.last_removal && !stale_ok {
+            return Err(FleetError::NotRotated(scope.clone()));
+        }
         let not_enrolled = || FleetError::NotEnrolled {
-            recipient: self.recipient(),
+            recipient: self.card().to_string(),
             scope: Some(scope.clone()),
         };
         let wrapped = ring
@@ -67,7 +102,7 @@ impl FleetVault {
             .ok_or_else(not_enrolled)?;
         let wrapped = b64()
             .decode(wrapped)
-            .map_err(|e| corrupt(&format!("keyring of {scope}"), e))?;
+            .map_err(|_| forged("a wrapped key is not base64"))?;
         let key = FleetKey::unwrap_for(&self.host, &wrapped).ok_or_else(not_enrolled)?;
         if key.id() != ring.key_id {
             return Err(FleetError::Integrity(format!("the keyring of {scope}")));
@@ -125,21 +160,35 @@ impl FleetVault {
         .expect("a manifest serialises")
     }
 
-    pub(super) fn encode_keyring(
+    /// A keyring of `key` at `epoch`, wrapped to the members of `m` as
+    /// they are now, signed by this host when stored ([`Self::sign_keyring`]).
+    pub(super) fn new_keyring(
         &self,
+        scope: &VaultScope,
         key: &FleetKey,
         epoch: u64,
-        members: &BTreeSet<String>,
-    ) -> Result<Vec<u8>, FleetError> {
+        m: &Membership,
+    ) -> Result<Keyring, FleetError> {
         let mut wrapped = BTreeMap::new();
-        for m in members {
-            wrapped.insert(m.clone(), b64().encode(key.wrap_to(m)?));
+        for r in m.recipients_at(m.seq()) {
+            let w = b64().encode(key.wrap_to(&r)?);
+            wrapped.insert(r, w);
         }
-        Ok(serde_json::to_vec(&Keyring {
+        Ok(Keyring {
+            fleet: m.fleet_id.clone(),
+            scope: scope.to_string(),
             epoch,
             key_id: key.id(),
+            seq: m.seq(),
+            signer: self.signer.public_hex(),
             wrapped,
         })
-        .expect("a keyring serialises"))
+    }
+
+    /// The keyring as stored: signed by this host.
+    pub(super) fn sign_keyring(&self, ring: &Keyring) -> Vec<u8> {
+        let mut ring = ring.clone();
+        ring.signer = self.signer.public_hex();
+        Signed::encode(&self.signer, KEYRING_DOMAIN, &ring)
     }
 }

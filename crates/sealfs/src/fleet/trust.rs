@@ -1,0 +1,543 @@
+//! Who belongs to the fleet, and how a host knows it without trusting etcd.
+//!
+//! Every host has an Ed25519 signing key beside its age identity; the two
+//! public halves are its *host card* (`age1...:<hex>`). Membership is a
+//! chain of signed entries in etcd (`chain/<seq>`): entry 0 (`init`) names
+//! the founder and is signed by it; the SHA-256 of its body is the *fleet
+//! id*, which every host pins when it joins (`sealfs fleet init` pins it on
+//! the founder, `sealfs fleet join <fleet-id>` on every other host). Each
+//! later entry adds or removes one host, names the hash of the entry before
+//! it, and is signed by a host that is a member at that point. A host
+//! checks the whole chain from its pin, and pins the newest entry it has
+//! verified (sequence number and hash): a chain that is shorter (rolled
+//! back), differs at a pinned entry (forked), starts elsewhere (another
+//! fleet copied over the prefix), or holds an entry that is unsigned or
+//! signed by a non-member is refused.
+//!
+//! Keyrings are signed by a member too, and name the chain entry whose
+//! membership they wrap to (`seq`): the signer must be a member there, every
+//! recipient too, and `seq` may not be older than the chain's last removal
+//! (so after a revocation, only keys made since count). Each host pins, per
+//! scope, the key epoch and key id it has verified, and refuses a lower
+//! epoch or another key at the same epoch.
+//!
+//! The pins live in this host's local vault (`principal:sealfs-fleet`),
+//! sealed and anchored against rollback like any secret there.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{b64, FleetError};
+use crate::SensitiveBytes;
+
+/// Domain separation of the two kinds of signed record.
+pub(super) const CHAIN_DOMAIN: &[u8] = b"sealfs-fleet-chain/v1\0";
+pub(super) const KEYRING_DOMAIN: &[u8] = b"sealfs-fleet-keyring/v1\0";
+
+/// This host's Ed25519 signing key.
+pub(super) struct HostSigner(SigningKey);
+
+impl HostSigner {
+    /// A new random key.
+    pub(super) fn generate() -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice()).expect("the OS random source works");
+        HostSigner(SigningKey::from_bytes(&seed))
+    }
+
+    /// From the 32-byte seed kept in the local vault.
+    pub(super) fn parse(bytes: &[u8]) -> Result<Self, FleetError> {
+        let seed: [u8; 32] = bytes.try_into().map_err(|_| {
+            FleetError::Corrupt("the stored host signing key is not 32 bytes".into())
+        })?;
+        let seed = Zeroizing::new(seed);
+        Ok(HostSigner(SigningKey::from_bytes(&seed)))
+    }
+
+    /// The seed, as kept in the local vault.
+    pub(super) fn to_secret(&self) -> SensitiveBytes {
+        SensitiveBytes::from_slice(self.0.as_bytes())
+    }
+
+    /// The public key in hex, as it appears in host cards and records.
+    pub(super) fn public_hex(&self) -> String {
+        crate::hex::hex(self.0.verifying_key().as_bytes())
+    }
+
+    /// Signs `body` for `domain`, base64.
+    pub(super) fn sign(&self, domain: &[u8], body: &[u8]) -> String {
+        b64().encode(self.0.sign(&[domain, body].concat()).to_bytes())
+    }
+}
+
+impl std::fmt::Debug for HostSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostSigner({})", self.public_hex())
+    }
+}
+
+/// A host's public name in the fleet: its age recipient and its Ed25519
+/// verifying key, written `age1...:<64 hex digits>` (`sealfs fleet
+/// recipient` prints it; `fleet enroll` takes it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostCard {
+    /// The age X25519 recipient (`age1...`).
+    pub recipient: String,
+    /// The Ed25519 verifying key, in hex.
+    pub signing_key: String,
+}
+
+impl HostCard {
+    /// Parses `age1...:<hex>`, checking both halves.
+    pub fn parse(s: &str) -> Result<Self, FleetError> {
+        let s = s.trim();
+        let bad = || FleetError::BadRecipient(s.chars().take(140).collect());
+        let (recipient, key) = s.split_once(':').ok_or_else(bad)?;
+        super::keys::parse_recipient(recipient).map_err(|_| bad())?;
+        let card = HostCard {
+            recipient: recipient.to_owned(),
+            signing_key: key.to_ascii_lowercase(),
+        };
+        card.verifying_key().map_err(|_| bad())?;
+        Ok(card)
+    }
+
+    fn verifying_key(&self) -> Result<VerifyingKey, FleetError> {
+        let bytes = crate::hex::unhex(&self.signing_key)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| forged("a host card", "its signing key is not 32 bytes of hex"))?;
+        VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| forged("a host card", "its signing key is not an Ed25519 key"))
+    }
+}
+
+impl std::fmt::Display for HostCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.recipient, self.signing_key)
+    }
+}
+
+fn forged(what: &str, why: &str) -> FleetError {
+    FleetError::Forged(format!("{what}: {why}"))
+}
+
+/// What a chain entry does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Op {
+    /// Entry 0: the fleet starts with its founder.
+    Init,
+    /// A host is enrolled.
+    Add,
+    /// A host is revoked.
+    Remove,
+}
+
+/// One entry of the membership chain, as signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ChainBody {
+    /// Entry 0: a random nonce, so two fleets never share an id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(super) nonce: String,
+    /// Later entries: the fleet id (the hash of entry 0's body).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(super) fleet: String,
+    pub(super) seq: u64,
+    /// The hash of the previous entry's body ("" for entry 0).
+    pub(super) prev: String,
+    pub(super) op: Op,
+    pub(super) member: HostCard,
+    /// The signing key (hex) of the member who signed this entry.
+    pub(super) signer: String,
+    pub(super) time_ms: u64,
+}
+
+/// A signed record as stored in etcd: the body's exact bytes and the
+/// signature over them.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Signed {
+    pub(super) body: String,
+    pub(super) sig: String,
+}
+
+impl Signed {
+    pub(super) fn encode(signer: &HostSigner, domain: &[u8], body: &impl Serialize) -> Vec<u8> {
+        let body = serde_json::to_string(body).expect("a record serialises");
+        let sig = signer.sign(domain, body.as_bytes());
+        serde_json::to_vec(&Signed { body, sig }).expect("a record serialises")
+    }
+
+    pub(super) fn parse(what: &str, raw: &[u8]) -> Result<Self, FleetError> {
+        serde_json::from_slice(raw).map_err(|_| forged(what, "not a signed record"))
+    }
+
+    fn verify(&self, what: &str, domain: &[u8], key: &VerifyingKey) -> Result<(), FleetError> {
+        let sig = b64()
+            .decode(&self.sig)
+            .ok()
+            .and_then(|b| Signature::from_slice(&b).ok())
+            .ok_or_else(|| forged(what, "its signature is malformed"))?;
+        key.verify(&[domain, self.body.as_bytes()].concat(), &sig)
+            .map_err(|_| forged(what, "its signature does not verify"))
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub(super) fn hash(bytes: &[u8]) -> String {
+    crate::hex::hex(&Sha256::digest(bytes))
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    card: HostCard,
+    key: VerifyingKey,
+    added: u64,
+    removed: Option<u64>,
+}
+
+/// The fleet's membership as verified from the chain: every host that ever
+/// belonged, with the entries that added and removed it.
+#[derive(Debug, Clone)]
+pub(super) struct Membership {
+    pub(super) fleet_id: String,
+    /// The hash of each entry, by sequence number.
+    hashes: Vec<String>,
+    /// By signing key (hex).
+    members: BTreeMap<String, Member>,
+    /// The sequence number of the last removal (0: none yet).
+    pub(super) last_removal: u64,
+}
+
+impl Membership {
+    /// Checks entry 0 against the pinned fleet id.
+    pub(super) fn genesis(fleet_id: &str, raw: &[u8]) -> Result<Self, FleetError> {
+        let what = "the membership chain";
+        let signed = Signed::parse(what, raw)?;
+        let found = hash(signed.body.as_bytes());
+        if found != fleet_id {
+            return Err(FleetError::OtherFleet {
+                pinned: fleet_id.to_owned(),
+                found,
+            });
+        }
+        let body: ChainBody = serde_json::from_str(&signed.body)
+            .map_err(|_| forged(what, "entry 0 is not a chain entry"))?;
+        if body.seq != 0 || body.op != Op::Init || body.signer != body.member.signing_key {
+            return Err(forged(what, "entry 0 does not start a fleet"));
+        }
+        let key = body.member.verifying_key()?;
+        signed.verify(what, CHAIN_DOMAIN, &key)?;
+        Ok(Membership {
+            fleet_id: fleet_id.to_owned(),
+            hashes: vec![found],
+            members: BTreeMap::from([(
+                body.member.signing_key.clone(),
+                Member {
+                    card: body.member,
+                    key,
+                    added: 0,
+                    removed: None,
+                },
+            )]),
+            last_removal: 0,
+        })
+    }
+
+    /// Checks and applies the next entry.
+    pub(super) fn apply(&mut self, raw: &[u8]) -> Result<(), FleetError> {
+        let seq = self.seq() + 1;
+        let what = format!("entry {seq} of the membership chain");
+        let signed = Signed::parse(&what, raw)?;
+        let body: ChainBody =
+            serde_json::from_str(&signed.body).map_err(|_| forged(&what, "not a chain entry"))?;
+        if body.seq != seq || body.fleet != self.fleet_id || body.prev != self.head() {
+            return Err(forged(&what, "it does not follow the entry before it"));
+        }
+        let signer = self
+            .current(&body.signer)
+            .ok_or_else(|| forged(&what, "it is not signed by a member"))?;
+        signed.verify(&what, CHAIN_DOMAIN, &signer.key)?;
+        let card = body.member;
+        match body.op {
+            Op::Init => return Err(forged(&what, "a second start of the fleet")),
+            Op::Add => {
+                if self.members.contains_key(&card.signing_key)
+                    || self
+                        .members
+                        .values()
+                        .any(|m| m.card.recipient == card.recipient)
+                {
+                    return Err(forged(&what, "it adds a host that was a member before"));
+                }
+                let key = card.verifying_key()?;
+                self.members.insert(
+                    card.signing_key.clone(),
+                    Member {
+                        card,
+                        key,
+                        added: seq,
+                        removed: None,
+                    },
+                );
+            }
+            Op::Remove => {
+                let m = self
+                    .members
+                    .get_mut(&card.signing_key)
+                    .filter(|m| m.removed.is_none() && m.card == card)
+                    .ok_or_else(|| forged(&what, "it removes a host that is not a member"))?;
+                m.removed = Some(seq);
+                self.last_removal = seq;
+            }
+        }
+        self.hashes.push(hash(signed.body.as_bytes()));
+        Ok(())
+    }
+
+    /// The sequence number of the newest entry.
+    pub(super) fn seq(&self) -> u64 {
+        self.hashes.len() as u64 - 1
+    }
+
+    /// The hash of the newest entry.
+    pub(super) fn head(&self) -> &str {
+        self.hashes.last().expect("entry 0 is always there")
+    }
+
+    /// The hash of entry `seq`, if the chain reaches it.
+    pub(super) fn hash_at(&self, seq: u64) -> Option<&str> {
+        self.hashes
+            .get(usize::try_from(seq).ok()?)
+            .map(String::as_str)
+    }
+
+    fn current(&self, signing_key: &str) -> Option<&Member> {
+        self.members
+            .get(signing_key)
+            .filter(|m| m.removed.is_none())
+    }
+
+    fn member_at(&self, signing_key: &str, seq: u64) -> Option<&Member> {
+        self.members
+            .get(signing_key)
+            .filter(|m| m.added <= seq && m.removed.is_none_or(|r| r > seq))
+    }
+
+    /// The cards of the hosts that are members now.
+    pub(super) fn cards(&self) -> impl Iterator<Item = &HostCard> {
+        self.members
+            .values()
+            .filter(|m| m.removed.is_none())
+            .map(|m| &m.card)
+    }
+
+    /// The recipients of the members after entry `seq`.
+    pub(super) fn recipients_at(&self, seq: u64) -> BTreeSet<String> {
+        self.members
+            .values()
+            .filter(|m| m.added <= seq && m.removed.is_none_or(|r| r > seq))
+            .map(|m| m.card.recipient.clone())
+            .collect()
+    }
+
+    /// Whether `recipient` is a member now.
+    pub(super) fn has_recipient(&self, recipient: &str) -> bool {
+        self.cards().any(|c| c.recipient == recipient)
+    }
+
+    /// The card of the member, or former member, with `recipient`.
+    pub(super) fn card_of(&self, recipient: &str) -> Option<(&HostCard, bool)> {
+        self.members
+            .values()
+            .find(|m| m.card.recipient == recipient)
+            .map(|m| (&m.card, m.removed.is_none()))
+    }
+
+    /// Checks a record signed by `signer` on behalf of the membership after
+    /// entry `seq`: the entry exists, the signer was a member there, and the
+    /// signature verifies.
+    pub(super) fn verify_signed(
+        &self,
+        what: &str,
+        domain: &[u8],
+        signed: &Signed,
+        signer: &str,
+        seq: u64,
+    ) -> Result<(), FleetError> {
+        if seq > self.seq() {
+            return Err(forged(
+                what,
+                "it names a membership entry the chain does not hold",
+            ));
+        }
+        let m = self
+            .member_at(signer, seq)
+            .ok_or_else(|| forged(what, "it is not signed by a member"))?;
+        signed.verify(what, domain, &m.key)
+    }
+
+    /// Refuses a chain that is behind `pin` or forked from it.
+    pub(super) fn check_pin(&self, pin: &FleetPin) -> Result<(), FleetError> {
+        if pin.fleet_id != self.fleet_id {
+            return Err(FleetError::OtherFleet {
+                pinned: pin.fleet_id.clone(),
+                found: self.fleet_id.clone(),
+            });
+        }
+        match self.hash_at(pin.seq) {
+            None => Err(forged(
+                "the membership chain",
+                &format!(
+                    "it ends at entry {}, and this host has seen entry {}",
+                    self.seq(),
+                    pin.seq
+                ),
+            )),
+            Some(h) if h != pin.head => Err(forged(
+                "the membership chain",
+                &format!(
+                    "entry {} differs from the one this host has seen (a fork)",
+                    pin.seq
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// What a host pins of the fleet: its id and the newest chain entry it has
+/// verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct FleetPin {
+    pub(super) fleet_id: String,
+    pub(super) seq: u64,
+    pub(super) head: String,
+}
+
+/// What a host pins of a scope: the newest key epoch and key id it has
+/// verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ScopePin {
+    pub(super) scope: String,
+    pub(super) epoch: u64,
+    pub(super) key_id: String,
+}
+
+/// A new chain entry's body.
+pub(super) fn entry(m: &Membership, op: Op, member: HostCard, signer: &HostSigner) -> ChainBody {
+    ChainBody {
+        nonce: String::new(),
+        fleet: m.fleet_id.clone(),
+        seq: m.seq() + 1,
+        prev: m.head().to_owned(),
+        op,
+        member,
+        signer: signer.public_hex(),
+        time_ms: crate::clock::now_ms(),
+    }
+}
+
+/// Entry 0 of a new fleet founded by `me`.
+pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner) -> ChainBody {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).expect("the OS random source works");
+    ChainBody {
+        nonce: crate::hex::hex(&nonce),
+        fleet: String::new(),
+        seq: 0,
+        prev: String::new(),
+        op: Op::Init,
+        signer: signer.public_hex(),
+        member: me,
+        time_ms: crate::clock::now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(s: &HostSigner) -> HostCard {
+        let id = super::super::keys::HostIdentity::generate();
+        HostCard {
+            recipient: id.recipient(),
+            signing_key: s.public_hex(),
+        }
+    }
+
+    fn chain() -> (Vec<Vec<u8>>, HostSigner, HostCard) {
+        let a = HostSigner::generate();
+        let ca = card(&a);
+        let g = Signed::encode(&a, CHAIN_DOMAIN, &genesis_entry(ca.clone(), &a));
+        (vec![g], a, ca)
+    }
+
+    fn id_of(raw: &[u8]) -> String {
+        hash(Signed::parse("x", raw).unwrap().body.as_bytes())
+    }
+
+    #[test]
+    fn a_chain_verifies_from_its_pin_and_refuses_strangers() {
+        let (mut raws, a, ca) = chain();
+        let id = id_of(&raws[0]);
+        let mut m = Membership::genesis(&id, &raws[0]).unwrap();
+        let b = HostSigner::generate();
+        let cb = card(&b);
+        raws.push(Signed::encode(
+            &a,
+            CHAIN_DOMAIN,
+            &entry(&m, Op::Add, cb.clone(), &a),
+        ));
+        m.apply(&raws[1]).unwrap();
+        assert!(m.has_recipient(&cb.recipient));
+        // b removes a; a can sign nothing more.
+        let rm = Signed::encode(&b, CHAIN_DOMAIN, &entry(&m, Op::Remove, ca.clone(), &b));
+        m.apply(&rm).unwrap();
+        assert_eq!(m.last_removal, 2);
+        let x = HostSigner::generate();
+        let late = Signed::encode(&a, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &a));
+        assert!(matches!(m.clone().apply(&late), Err(FleetError::Forged(_))));
+        // Not re-admitted, even by a member.
+        let back = Signed::encode(&b, CHAIN_DOMAIN, &entry(&m, Op::Add, ca, &b));
+        assert!(matches!(m.clone().apply(&back), Err(FleetError::Forged(_))));
+        // A stranger's entry, and another fleet's start.
+        let s = Signed::encode(&x, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &x));
+        assert!(matches!(m.clone().apply(&s), Err(FleetError::Forged(_))));
+        let (other, _, _) = chain();
+        assert!(matches!(
+            Membership::genesis(&id, &other[0]),
+            Err(FleetError::OtherFleet { .. })
+        ));
+        // Pins: behind and forked chains are refused.
+        let pin = FleetPin {
+            fleet_id: id.clone(),
+            seq: 2,
+            head: m.head().to_owned(),
+        };
+        m.check_pin(&pin).unwrap();
+        let mut short = Membership::genesis(&id, &raws[0]).unwrap();
+        short.apply(&raws[1]).unwrap();
+        assert!(matches!(short.check_pin(&pin), Err(FleetError::Forged(_))));
+        let fork = Signed::encode(&b, CHAIN_DOMAIN, &entry(&short, Op::Add, card(&x), &b));
+        short.apply(&fork).unwrap();
+        assert!(short
+            .check_pin(&pin)
+            .unwrap_err()
+            .to_string()
+            .contains("fork"));
+    }
+
+    #[test]
+    fn a_host_card_round_trips_and_garbage_is_refused() {
+        let (_, _, c) = chain();
+        assert_eq!(HostCard::parse(&c.to_string()).unwrap(), c);
+        for bad in ["", "age1x", &c.recipient, &format!("{}:zz", c.recipient)] {
+            assert!(HostCard::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

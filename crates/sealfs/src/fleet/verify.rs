@@ -1,0 +1,188 @@
+//! How a host checks what etcd serves against what it has pinned: the
+//! membership chain from the fleet id on, and each scope's key epoch.
+
+use super::local::{load_pin, pin_key, store_pin};
+use super::records::Keyring;
+use super::trust::{hash, FleetPin, Membership, ScopePin, Signed};
+use super::{FleetError, FleetVault, Trust};
+use crate::VaultScope;
+
+impl FleetVault {
+    pub(super) fn trust(&self) -> std::sync::MutexGuard<'_, Trust> {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fleet_pin_key(&self) -> String {
+        pin_key("fleet", &[&self.store.options().prefix])
+    }
+
+    fn scope_pin_key(&self, scope: &VaultScope) -> String {
+        pin_key("scope", &[&self.store.options().prefix, &scope.to_string()])
+    }
+
+    /// The fleet this host has joined under this prefix, if any.
+    pub(super) fn fleet_pin(&self) -> Result<Option<FleetPin>, FleetError> {
+        if let Some(p) = &self.trust().fleet_pin {
+            return Ok(Some(p.clone()));
+        }
+        let pin: Option<FleetPin> = load_pin(&self.local, &self.fleet_pin_key())?;
+        self.trust().fleet_pin.clone_from(&pin);
+        Ok(pin)
+    }
+
+    /// Pins `m`'s newest entry, unless the stored pin (which another
+    /// process of this host may have moved on) is newer; refuses `m` if it
+    /// is behind or forked from the stored pin.
+    pub(super) fn advance_fleet_pin(&self, m: &Membership) -> Result<(), FleetError> {
+        let stored: Option<FleetPin> = load_pin(&self.local, &self.fleet_pin_key())?;
+        if let Some(p) = &stored {
+            m.check_pin(p)?;
+            if p.seq >= m.seq() {
+                self.trust().fleet_pin = Some(p.clone());
+                return Ok(());
+            }
+        }
+        let pin = FleetPin {
+            fleet_id: m.fleet_id.clone(),
+            seq: m.seq(),
+            head: m.head().to_owned(),
+        };
+        store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
+        self.trust().fleet_pin = Some(pin);
+        Ok(())
+    }
+
+    /// The membership, verified from the pinned fleet id to etcd's newest
+    /// chain entry (or, while etcd is unreachable and `offline_ok`, to the
+    /// pinned entry from the cache). Refuses a chain that is behind the
+    /// pin, forked from it, or not this fleet's.
+    pub(super) fn membership(&self, offline_ok: bool) -> Result<Membership, FleetError> {
+        let pin = self.fleet_pin()?.ok_or(FleetError::NotJoined)?;
+        let base = self
+            .trust()
+            .membership
+            .clone()
+            .filter(|m| m.fleet_id == pin.fleet_id);
+        let from = base.as_ref().map_or(0, Membership::seq);
+        let prefix = self.store.key("chain/");
+        let entries = match self.store.get_from(&self.chain_key(from), &prefix) {
+            Ok(e) => e,
+            Err(FleetError::Unreachable { .. }) if offline_ok => {
+                return self.offline_membership(&pin, base);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut entries = entries.into_iter();
+        let first = entries.next().map(|(_, rec)| rec.value);
+        let mut m = match (base, first) {
+            (Some(m), Some(raw)) => {
+                // The entry verified last must still be there, unchanged.
+                let same = Signed::parse("the membership chain", &raw)
+                    .is_ok_and(|s| hash(s.body.as_bytes()) == m.head());
+                if !same {
+                    return Err(FleetError::Forged(format!(
+                        "the membership chain: entry {} differs from the one this host verified",
+                        m.seq()
+                    )));
+                }
+                m
+            }
+            (None, Some(raw)) => {
+                let m = Membership::genesis(&pin.fleet_id, &raw)?;
+                self.cache.put(&self.chain_key(0), &raw)?;
+                m
+            }
+            (_, None) => {
+                return Err(FleetError::Forged(format!(
+                    "the membership chain: it is missing, and this host has seen entry {}",
+                    pin.seq
+                )))
+            }
+        };
+        for (key, rec) in entries {
+            m.apply(&rec.value)?;
+            self.cache.put(&key, &rec.value)?;
+        }
+        m.check_pin(&pin)?;
+        if m.seq() > pin.seq {
+            self.advance_fleet_pin(&m)?;
+        }
+        self.trust().membership = Some(m.clone());
+        Ok(m)
+    }
+
+    /// The membership as this host last verified it, from memory or from
+    /// the chain entries in its cache.
+    fn offline_membership(
+        &self,
+        pin: &FleetPin,
+        base: Option<Membership>,
+    ) -> Result<Membership, FleetError> {
+        if let Some(m) = base {
+            return Ok(m);
+        }
+        let cached = |seq| {
+            let key = self.chain_key(seq);
+            self.cache.get(&key)?.ok_or(FleetError::NotCached(key))
+        };
+        let mut m = Membership::genesis(&pin.fleet_id, &cached(0)?)?;
+        for seq in 1..=pin.seq {
+            m.apply(&cached(seq)?)?;
+        }
+        m.check_pin(pin)?;
+        Ok(m)
+    }
+
+    /// The key epoch and key id this host has pinned for `scope`.
+    pub(super) fn scope_pin(&self, scope: &VaultScope) -> Result<Option<ScopePin>, FleetError> {
+        if let Some(p) = self.trust().scope_pins.get(scope) {
+            return Ok(p.clone());
+        }
+        let pin: Option<ScopePin> = load_pin(&self.local, &self.scope_pin_key(scope))?;
+        self.trust().scope_pins.insert(scope.clone(), pin.clone());
+        Ok(pin)
+    }
+
+    /// Refuses `ring` if its epoch is below the pinned one, or it holds
+    /// another key at the pinned epoch; pins a newer epoch.
+    pub(super) fn pin_scope(&self, scope: &VaultScope, ring: &Keyring) -> Result<(), FleetError> {
+        let check = |p: &ScopePin| -> Result<bool, FleetError> {
+            if ring.epoch < p.epoch {
+                return Err(FleetError::Forged(format!(
+                    "the keyring of {scope}: its key epoch {} is older than epoch {}, which this host has seen",
+                    ring.epoch, p.epoch
+                )));
+            }
+            if ring.epoch == p.epoch && ring.key_id != p.key_id {
+                return Err(FleetError::Forged(format!(
+                    "the keyring of {scope}: it holds another key at epoch {} than the one this host has seen",
+                    ring.epoch
+                )));
+            }
+            Ok(ring.epoch == p.epoch)
+        };
+        if let Some(p) = self.scope_pin(scope)? {
+            if check(&p)? {
+                return Ok(());
+            }
+        }
+        // Newer than the pin held: another process of this host may have
+        // pinned more since.
+        let key = self.scope_pin_key(scope);
+        let stored: Option<ScopePin> = load_pin(&self.local, &key)?;
+        if let Some(p) = &stored {
+            if check(p)? {
+                self.trust().scope_pins.insert(scope.clone(), stored);
+                return Ok(());
+            }
+        }
+        let pin = ScopePin {
+            scope: scope.to_string(),
+            epoch: ring.epoch,
+            key_id: ring.key_id.clone(),
+        };
+        store_pin(&self.local, &key, &pin)?;
+        self.trust().scope_pins.insert(scope.clone(), Some(pin));
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! Attacks on the fleet by someone who can write etcd (an etcd admin, a
+//! host holding the etcd login, a revoked host that kept its credentials):
+//! forged keyrings, injected members, restored snapshots, another fleet
+//! copied in, deleted records. Each is made with raw etcd writes against
+//! real etcd and real `sealfs` hosts; each must be refused, and no forged
+//! or old value ever returned. `docs/fleet.md` and `docs/threat-model.md`
+//! name these tests.
+
+use std::time::Duration;
+
+use base64::Engine;
+use sealfs::fleet::etcd::{Change, EtcdStore};
+use sealfs::fleet::keys::FleetKey;
+use sealfs::fleet::EtcdOptions;
+
+use crate::fleet::{fleet, scope_status, Host};
+use crate::util::Etcd;
+
+/// etcd as the attacker sees it: raw keys under `/<prefix>/`.
+fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
+    EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: prefix.into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+        tls: None,
+    })
+    .unwrap()
+}
+
+/// Every key and value under `/<prefix>/<sub>`.
+fn snapshot(store: &EtcdStore, sub: &str) -> Vec<(String, Vec<u8>)> {
+    store
+        .get_prefix(&store.key(sub))
+        .unwrap()
+        .into_iter()
+        .map(|(k, r)| (k, r.value))
+        .collect()
+}
+
+/// Replaces everything under `/<prefix>/<sub>` with `snap`, whose keys
+/// are renamed from `from` (another prefix) if given.
+fn restore(store: &EtcdStore, sub: &str, snap: &[(String, Vec<u8>)], from: Option<&str>) {
+    for (k, _) in snapshot(store, sub) {
+        assert!(store.apply(&[], &[Change::Delete(k)]).unwrap());
+    }
+    for (k, v) in snap {
+        let k = match from {
+            Some(f) => k.replacen(f, &store.key(""), 1),
+            None => k.clone(),
+        };
+        assert!(store.apply(&[], &[Change::Put(k, v.clone())]).unwrap());
+    }
+}
+
+fn put(store: &EtcdStore, sub: &str, value: Vec<u8>) {
+    assert!(store
+        .apply(&[], &[Change::Put(store.key(sub), value)])
+        .unwrap());
+}
+
+/// `h` gets `r` refused with `needle`, and nothing on stdout.
+fn refused(h: &Host, r: &str, needle: &str) {
+    let out = h.run(&["get", r], b"").fails(1, needle);
+    assert!(out.stdout.is_empty(), "printed {:?}", out.stdout);
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A keyring for a key of the attacker's own, wrapped to every member
+/// (their recipients are public), in the shape hosts expect, claiming to be
+/// signed by `signer`, with signature `sig`.
+fn forged_keyring(
+    fleet_id: &str,
+    hosts: &[&Host],
+    signer: &str,
+    sig: &[u8],
+    epoch: u64,
+) -> Vec<u8> {
+    let key = FleetKey::generate();
+    let wrapped: serde_json::Map<String, serde_json::Value> = hosts
+        .iter()
+        .map(|h| {
+            let card = h.recipient();
+            let age = card.split(':').next().unwrap().to_owned();
+            let w = b64(&key.wrap_to(&age).unwrap());
+            (age, w.into())
+        })
+        .collect();
+    let body = serde_json::json!({
+        "fleet": fleet_id, "scope": "global", "epoch": epoch, "key_id": key.id(),
+        "seq": 0, "signer": signer, "wrapped": wrapped,
+    });
+    serde_json::to_vec(&serde_json::json!({"body": body.to_string(), "sig": b64(sig)})).unwrap()
+}
+
+#[test]
+fn a_forged_keyring_is_refused_and_nothing_is_sealed_to_it() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"genuine");
+    assert_eq!(b.get("global/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let genuine = snapshot(&store, "keyring/");
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    let a_key = a.recipient().split(':').nth(1).unwrap().to_owned();
+    let stranger = Host::new(&etcd);
+    let s_key = stranger.recipient().split(':').nth(1).unwrap().to_owned();
+
+    // The first design's keyring: unsigned JSON, a key of the attacker's.
+    let key = FleetKey::generate();
+    let old_style = serde_json::json!({
+        "epoch": 1_000_000, "key_id": key.id(),
+        "wrapped": { a.recipient().split(':').next().unwrap(): b64(&key.wrap_to(a.recipient().split(':').next().unwrap()).unwrap()) },
+    });
+    for (forged, why) in [
+        (
+            serde_json::to_vec(&old_style).unwrap(),
+            "refusing the keyring of global: not a signed record",
+        ),
+        // Claims a member signed it; the signature is the attacker's guess.
+        (
+            forged_keyring(&id, &[a, b], &a_key, &[7u8; 64], 9),
+            "refusing the keyring of global: its signature does not verify",
+        ),
+        // Signed by a key that is not a member's.
+        (
+            forged_keyring(&id, &[a, b], &s_key, &[7u8; 64], 9),
+            "refusing the keyring of global: it is not signed by a member",
+        ),
+        // Another fleet's id.
+        (
+            forged_keyring(&"0".repeat(64), &[a, b], &a_key, &[7u8; 64], 9),
+            "refusing the keyring of global: it belongs to another fleet or scope",
+        ),
+    ] {
+        put(&store, "keyring/global", forged);
+        for h in [a, b] {
+            refused(h, "global/k", why);
+            // Nothing new is sealed under it either.
+            h.run(&["set", "global/k"], b"sealed-to-attacker")
+                .fails(1, why);
+        }
+    }
+    restore(&store, "keyring/", &genuine, None);
+    assert_eq!(b.get("global/k"), b"genuine");
+    assert_eq!(a.get("global/k"), b"genuine");
+}
+
+#[test]
+fn an_injected_member_is_refused_and_no_key_is_wrapped_to_it() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let intruder = Host::new(&etcd);
+    let card = intruder.recipient();
+    let (age, vk) = card.split_once(':').unwrap();
+    // The next chain entry, adding the intruder, signed by the intruder
+    // (or carrying a member's key with a made-up signature).
+    let chain = snapshot(&store, "chain/");
+    assert_eq!(chain.len(), 2, "init and one enrolment");
+    let prev_body = serde_json::from_slice::<serde_json::Value>(&chain[1].1).unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let prev = {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(prev_body.as_bytes()))
+    };
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    let a_vk = a.recipient().split(':').nth(1).unwrap().to_owned();
+    for signer in [vk.to_owned(), a_vk] {
+        let body = serde_json::json!({
+            "fleet": id, "seq": 2, "prev": prev, "op": "add",
+            "member": {"recipient": age, "signing_key": vk},
+            "signer": signer, "time_ms": 0,
+        });
+        let entry =
+            serde_json::json!({"body": body.to_string(), "sig": b64(&[1u8; 64])}).to_string();
+        put(&store, &format!("chain/{:020}", 2), entry.into_bytes());
+        for h in [a, b] {
+            h.run(&["get", "global/k"], b"")
+                .fails(1, "refusing entry 2 of the membership chain");
+            // A member's new scope is not wrapped to the intruder.
+            h.run(&["set", "principal:new/k"], b"v")
+                .fails(1, "refusing entry 2 of the membership chain");
+        }
+        assert!(snapshot(&store, "keyring/principal:new").is_empty());
+    }
+    // The first design's member list is no longer read at all.
+    put(
+        &store,
+        "members",
+        format!("{{\"recipients\":[\"{age}\"]}}").into_bytes(),
+    );
+    assert!(store
+        .apply(
+            &[],
+            &[Change::Delete(store.key(&format!("chain/{:020}", 2)))]
+        )
+        .unwrap());
+    assert_eq!(b.get("global/k"), b"genuine");
+    intruder.run(&["fleet", "join", &id], b"").ok();
+    intruder
+        .run(&["get", "global/k"], b"")
+        .fails(1, "is not enrolled in scope global");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_revoked_host_restoring_the_old_membership_and_keys_is_refused() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"before-revoke");
+    assert_eq!(c.get("global/k"), b"before-revoke");
+    let store = raw(&etcd, "sealfs");
+    // What B keeps: a copy of everything, and its etcd write access.
+    let before = snapshot(&store, "");
+
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    a.set("global/k", b"after-revoke");
+    assert_eq!(c.get("global/k"), b"after-revoke");
+    b.run(&["get", "global/k"], b"")
+        .fails(1, "is not enrolled in scope global");
+    // B, still with etcd access, cannot write through sealfs either.
+    b.run(&["set", "global/k"], b"from-b")
+        .fails(1, "is not enrolled");
+
+    // B puts the whole pre-revocation state back (its own membership and
+    // the keyrings it can open).
+    let after = snapshot(&store, "");
+    restore(&store, "", &before, None);
+    for h in [a, c] {
+        refused(
+            h,
+            "global/k",
+            "refusing the membership chain: it ends at entry 2, and this host has seen entry 3",
+        );
+    }
+    // B puts back only the old keyrings and manifests, under the current
+    // membership: their key epoch is older than the one pinned.
+    restore(&store, "", &after, None);
+    let old_rings: Vec<_> = before
+        .iter()
+        .filter(|(k, _)| k.contains("/keyring/") || k.contains("/index/") || k.contains("/obj/"))
+        .cloned()
+        .collect();
+    for (k, v) in &old_rings {
+        put(&store, k.strip_prefix("/sealfs/").unwrap(), v.clone());
+    }
+    for h in [a, c] {
+        refused(
+            h,
+            "global/k",
+            "refusing the keyring of global: its key epoch 1 is older than epoch 2",
+        );
+    }
+    restore(&store, "", &after, None);
+    assert_eq!(c.get("global/k"), b"after-revoke");
+}
+
+#[test]
+fn every_fleet_key_restored_from_an_earlier_snapshot_is_refused() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"old-value");
+    a.set("principal:svc/k", b"old-svc");
+    assert_eq!(b.get("global/k"), b"old-value");
+    assert_eq!(b.get("principal:svc/k"), b"old-svc");
+    let store = raw(&etcd, "sealfs");
+    let (rings, indexes, objects) = (
+        snapshot(&store, "keyring/"),
+        snapshot(&store, "index/"),
+        snapshot(&store, "obj/"),
+    );
+    a.run(&["fleet", "revoke", &c.recipient()], b"").ok();
+    a.set("global/k", b"new-value");
+    for h in [a, b] {
+        assert_eq!(h.get("global/k"), b"new-value");
+        assert_eq!(h.get("principal:svc/k"), b"old-svc");
+    }
+    // Every keyring and manifest (and the objects) as they were before the
+    // revocation: each validly signed by a member, at the time.
+    let current = snapshot(&store, "");
+    restore(&store, "keyring/", &rings, None);
+    restore(&store, "index/", &indexes, None);
+    for (k, v) in &objects {
+        assert!(store
+            .apply(&[], &[Change::Put(k.clone(), v.clone())])
+            .unwrap());
+    }
+    for h in [a, b] {
+        refused(
+            h,
+            "global/k",
+            "refusing the keyring of global: its key epoch 1 is older than epoch 2",
+        );
+        refused(
+            h,
+            "principal:svc/k",
+            "refusing the keyring of principal:svc: its key epoch 1 is older than epoch 2",
+        );
+    }
+    restore(&store, "", &current, None);
+    assert_eq!(b.get("global/k"), b"new-value");
+}
+
+#[test]
+fn another_fleets_data_copied_over_the_prefix_is_refused() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"ours");
+    // Another fleet, under another prefix, with the same names.
+    let x = Host::new(&etcd);
+    x.run(&["--etcd-prefix", "other", "fleet", "init"], b"")
+        .ok();
+    x.run(&["--etcd-prefix", "other", "set", "global/k"], b"theirs")
+        .ok();
+    let theirs = snapshot(&raw(&etcd, "other"), "");
+    let store = raw(&etcd, "sealfs");
+    let ours = snapshot(&store, "");
+    restore(&store, "", &theirs, Some("/other/"));
+    for h in [a, b] {
+        refused(h, "global/k", "this prefix holds fleet ");
+        h.run(&["set", "global/k"], b"x")
+            .fails(1, "this prefix holds fleet ");
+    }
+    restore(&store, "", &ours, None);
+    assert_eq!(b.get("global/k"), b"ours");
+}
+
+#[test]
+fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"value");
+    assert_eq!(b.get("global/k"), b"value");
+    let store = raw(&etcd, "sealfs");
+    let all = snapshot(&store, "");
+    for (sub, why) in [
+        (
+            "index/",
+            "refusing the manifest of global: it is missing, and this host has seen its counter 1",
+        ),
+        (
+            "keyring/",
+            "refusing the keyring of global: it is missing, and this host has seen its key epoch 1",
+        ),
+        (
+            "chain/",
+            "refusing the membership chain: it is missing, and this host has seen entry 1",
+        ),
+    ] {
+        restore(&store, sub, &[], None);
+        for h in [a, b] {
+            refused(h, "global/k", why);
+            // Not an empty scope: neither listed as one nor written afresh.
+            h.run(&["list", "global"], b"").fails(1, why);
+            h.run(&["set", "global/k"], b"new").fails(1, why);
+        }
+        restore(&store, "", &all, None);
+        assert_eq!(b.get("global/k"), b"value");
+    }
+}
