@@ -542,6 +542,22 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
     }
     a.run(&["fleet", "login", "--user", "root"], b"")
         .fails(1, "refusing an empty password");
+    // The password never goes over plain http:// to another host.
+    a.sb.run(
+        &[
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            "http://10.255.255.1:2379",
+            "get",
+            "global/k",
+        ],
+        b"",
+    )
+    .fails(
+        1,
+        "refusing to send the etcd password over plain http:// to http://10.255.255.1:2379",
+    );
 }
 
 /// etcd with `--client-cert-auth`: a host without a certificate is refused

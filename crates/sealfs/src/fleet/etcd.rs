@@ -161,6 +161,17 @@ impl EtcdStore {
             .with_connect_timeout(self.opts.timeout)
             .with_timeout(self.opts.timeout);
         if let Some((user, password)) = &self.opts.credentials {
+            if let Some(plain) = self
+                .opts
+                .endpoints
+                .iter()
+                .find(|e| !e.starts_with("https://") && !is_loopback(e))
+            {
+                return Err(FleetError::Etcd(format!(
+                    "refusing to send the etcd password over plain http:// to {plain}: \
+                     use https:// endpoints (see `sealfs fleet tls`), or a loopback address"
+                )));
+            }
             let password = String::from_utf8_lossy(password.expose()).into_owned();
             options = options.with_user(user.clone(), password);
         }
@@ -461,4 +472,44 @@ fn tls_failure(e: &etcd_client::Error) -> Option<String> {
         cur = err.source();
     }
     None
+}
+
+/// Whether an endpoint URL names this host's loopback interface
+/// (`localhost`, `127.0.0.0/8`, `::1`); a name is never looked up.
+fn is_loopback(endpoint: &str) -> bool {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_endpoints_count_as_loopback() {
+        for ep in [
+            "http://127.0.0.1:2379",
+            "http://127.9.0.1:2379",
+            "http://localhost:2379",
+            "http://[::1]:2379",
+            "127.0.0.1:2379",
+        ] {
+            assert!(super::is_loopback(ep), "{ep}");
+        }
+        for ep in [
+            "http://10.0.0.5:2379",
+            "http://etcd.example:2379",
+            "http://localhost.evil.example:2379",
+            "http://[::2]:2379",
+            "http://127.0.0.1.nip.io:2379",
+        ] {
+            assert!(!super::is_loopback(ep), "{ep}");
+        }
+    }
 }
