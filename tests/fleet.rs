@@ -3,8 +3,9 @@
 //! member failures.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
@@ -71,15 +72,20 @@ impl Host {
 
     /// The library's view, as a long-running process (the mount) has it.
     fn vault(&self) -> FleetVault {
+        // The default time limit: long enough to ride out a leader
+        // election when a member dies.
+        self.vault_with(&self.endpoints, Duration::from_secs(5))
+    }
+
+    /// As [`Host::vault`], through `endpoints` with time limit `timeout`.
+    fn vault_with(&self, endpoints: &str, timeout: Duration) -> FleetVault {
         let local = self.sb.vault();
         FleetVault::open(
             local,
             EtcdOptions {
-                endpoints: self.endpoints.split(',').map(str::to_owned).collect(),
+                endpoints: endpoints.split(',').map(str::to_owned).collect(),
                 prefix: "sealfs".into(),
-                // The default: long enough to ride out a leader election
-                // when a member dies.
-                timeout: Duration::from_secs(5),
+                timeout,
                 credentials: None,
                 tls: None,
             },
@@ -482,6 +488,91 @@ fn a_member_down_changes_nothing_and_all_down_serves_cached_reads() {
     assert_eq!(hosts[1].get("global/k"), b"value-three-03");
 }
 
+/// A member that stalls (SIGSTOP) under a long-running process that talks
+/// only to it: the process stops vouching for what its watch held, serves
+/// its sealed cache for at most `--max-offline-age`, then refuses; it
+/// never serves a value etcd no longer holds beyond those bounds, and once
+/// the member runs again it reads the new value.
+#[test]
+fn a_stalled_member_bounds_how_stale_a_long_running_process_may_be() {
+    let Some(etcd) = Etcd::start(3) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"value-one");
+    let max_offline = Duration::from_secs(4);
+    let v = Arc::new(
+        a.vault_with(&etcd.members[0].client_url, Duration::from_secs(2))
+            .with_max_offline_age(max_offline),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (v, stop) = (Arc::clone(&v), Arc::clone(&stop));
+        std::thread::spawn(move || v.run_watch(&stop))
+    };
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"value-one");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"value-one");
+
+    etcd.members[0].pause();
+    let paused = Instant::now();
+    // B writes through the two members that still run.
+    let others = format!(
+        "{},{}",
+        etcd.members[1].client_url, etcd.members[2].client_url
+    );
+    b.sb.run(
+        &[
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &others,
+            "set",
+            "global/k",
+        ],
+        b"value-two",
+    )
+    .ok();
+    let refused_after = loop {
+        match v.get(&r("global/k")) {
+            Ok(value) => assert_eq!(value.expose(), b"value-one"),
+            Err(FleetError::TooStale { max_secs, .. }) => {
+                assert_eq!(max_secs, 4);
+                break paused.elapsed();
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(30),
+            "still serving the old value 30 s after etcd went quiet"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The watch's silence bound (3 s) plus the offline limit (4 s) plus one
+    // time limit (2 s), with room: well before the 15 s a dead connection
+    // would take to be noticed.
+    assert!(
+        refused_after < Duration::from_secs(12),
+        "refused only after {refused_after:?}"
+    );
+
+    etcd.members[0].resume();
+    let resumed = Instant::now();
+    loop {
+        match v.get(&r("global/k")) {
+            Ok(value) if value.expose() == b"value-two" => break,
+            Ok(value) => assert_eq!(value.expose(), b"value-one"),
+            Err(e) => eprintln!("after resume {:?}: {e}", resumed.elapsed()),
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "the new value never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watch.join().unwrap();
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -558,6 +649,42 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
         1,
         "refusing to send the etcd password over plain http:// to http://10.255.255.1:2379",
     );
+}
+
+/// A long-running process (as the mount is) whose etcd auth token expires
+/// while it is idle logs in again by itself, and loses nothing.
+#[test]
+fn an_auth_token_that_expires_in_a_long_running_process_is_renewed() {
+    let Some(etcd) = Etcd::start_flags(1, &["--auth-token=simple", "--auth-token-ttl=2"]) else {
+        return;
+    };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    a.set("global/k", b"before-expiry");
+    for args in [
+        &["user", "add", "root:root-pw-0001"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = etcd.ctl(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    a.run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
+        .ok();
+    let v = a.vault();
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"before-expiry");
+    // Idle past the token's lifetime: etcd forgets the token.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"before-expiry");
+    v.put(&r("global/k"), &SensitiveBytes::from_slice(b"after-expiry"))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    v.put(&r("global/k"), &SensitiveBytes::from_slice(b"after-second"))
+        .unwrap();
+    assert_eq!(a.get("global/k"), b"after-second");
 }
 
 /// etcd with `--client-cert-auth`: a host without a certificate is refused

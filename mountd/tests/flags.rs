@@ -31,6 +31,7 @@ const SAMPLES: &[(&str, &[&str])] = &[
     ),
     ("prefix", &["--etcd-prefix", "team/flag-test"]),
     ("timeout", &["--etcd-timeout", "7.5"]),
+    ("max_offline_age", &["--max-offline-age", "123"]),
     ("verbose", &["-vv"]),
 ];
 

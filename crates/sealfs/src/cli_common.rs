@@ -85,6 +85,12 @@ pub struct EtcdArgs {
     #[arg(long = "etcd-timeout", env = "SEALFS_ETCD_TIMEOUT", global = true, default_value_t = 5.0,
           value_name = "SECONDS", value_parser = parse_timeout, help_heading = FLEET_HEADING)]
     pub timeout: f64,
+
+    /// How long after etcd was last reached this host may still serve its sealed cached copies, in seconds (0: never)
+    #[arg(long = "max-offline-age", env = "SEALFS_MAX_OFFLINE_AGE", global = true, default_value_t = 86_400,
+          value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=31_536_000),
+          help_heading = FLEET_HEADING)]
+    pub max_offline_age: u64,
 }
 
 /// The vault flags of both binaries. Each has an environment variable,
@@ -271,11 +277,10 @@ impl VaultArgs {
             credentials: None,
             tls: None,
         };
-        Ok(crate::fleet::FleetVault::open_beside(
-            local,
-            opts,
-            self.max_value_size,
-        )?)
+        Ok(
+            crate::fleet::FleetVault::open_beside(local, opts, self.max_value_size)?
+                .with_max_offline_age(Duration::from_secs(self.etcd.max_offline_age)),
+        )
     }
 
     /// The store `--backend` names. A local vault is opened as it is
@@ -311,6 +316,7 @@ impl VaultArgs {
                     endpoints,
                     prefix,
                     timeout,
+                    max_offline_age,
                 },
             verbose,
         } = self;
@@ -339,6 +345,7 @@ impl VaultArgs {
         }
         env.push(("SEALFS_ETCD_PREFIX", prefix.into()));
         env.push(("SEALFS_ETCD_TIMEOUT", timeout.to_string().into()));
+        env.push(("SEALFS_MAX_OFFLINE_AGE", max_offline_age.to_string().into()));
         env.push(("SEALFS_VERBOSE", verbose.to_string().into()));
         env
     }

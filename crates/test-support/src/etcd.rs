@@ -53,6 +53,23 @@ impl EtcdMember {
         self.child = Some(child);
     }
 
+    /// SIGSTOP: the member hangs, its connections stay open (a stalled
+    /// host or VM).
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`EtcdMember::pause`].
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let c = self.child.as_ref().expect("the member runs");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("a pid fits i32"));
+        nix::sys::signal::kill(pid, sig).expect("signal etcd");
+    }
+
     /// SIGKILL, as a crashed host would go.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -64,6 +81,10 @@ impl EtcdMember {
 
 impl Drop for EtcdMember {
     fn drop(&mut self) {
+        // A paused member does not die of SIGKILL until it runs again.
+        if self.child.is_some() {
+            self.resume();
+        }
         self.kill();
     }
 }
@@ -174,21 +195,27 @@ impl Etcd {
     /// Starts the cluster and waits until it answers, or `None` where etcd
     /// is not installed outside CI.
     pub fn start(n: usize) -> Option<Etcd> {
-        Etcd::start_with(n, None)
+        Etcd::start_with(n, None, &[])
+    }
+
+    /// As [`Etcd::start`], with more flags for every member (e.g.
+    /// `--auth-token-ttl=2`).
+    pub fn start_flags(n: usize, flags: &[&str]) -> Option<Etcd> {
+        Etcd::start_with(n, None, flags)
     }
 
     /// One member that serves clients over TLS only and asks each for a
     /// certificate signed by `pki`'s CA (`--client-cert-auth`).
     pub fn start_tls(pki: &TestPki) -> Option<Etcd> {
-        Etcd::start_with(1, Some(pki))
+        Etcd::start_with(1, Some(pki), &[])
     }
 
-    fn start_with(n: usize, pki: Option<&TestPki>) -> Option<Etcd> {
+    fn start_with(n: usize, pki: Option<&TestPki>, flags: &[&str]) -> Option<Etcd> {
         if !have_tools(&["etcd", "etcdctl"]) {
             return None;
         }
         let scheme = if pki.is_some() { "https" } else { "http" };
-        let extra: Vec<String> = match pki {
+        let mut extra: Vec<String> = match pki {
             Some(p) => vec![
                 "--client-cert-auth".into(),
                 "--trusted-ca-file".into(),
@@ -200,6 +227,7 @@ impl Etcd {
             ],
             None => Vec::new(),
         };
+        extra.extend(flags.iter().map(|f| (*f).to_owned()));
         let ctl_tls: Vec<String> = match pki {
             Some(p) => vec![
                 format!("--cacert={}", p.file("ca.pem")),

@@ -87,6 +87,18 @@ impl Cache {
         }
     }
 
+    /// When this host last reached etcd, in ms since the epoch (0: never).
+    pub(super) fn contact(&self) -> Result<u64, FleetError> {
+        Ok(self
+            .read(&self.counters, "last-contact")?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub(super) fn set_contact(&self, ms: u64) -> Result<(), FleetError> {
+        self.write(&self.counters, "last-contact", ms.to_string().as_bytes())
+    }
+
     fn counter_name(scope: &VaultScope) -> String {
         name(&scope.to_string())
     }

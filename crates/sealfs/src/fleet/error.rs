@@ -64,6 +64,15 @@ pub enum FleetError {
     /// characters given.
     #[error("not a fleet id (64 hex digits, as `sealfs fleet init` and `sealfs fleet status` print it): {0:?}")]
     BadFleetId(String),
+    /// etcd has been unreachable for longer than this host may serve its
+    /// cached copies (`--max-offline-age`).
+    #[error("etcd has been unreachable since {since}, longer than --max-offline-age allows ({max_secs} s); refusing to serve this host's cached copy")]
+    TooStale {
+        /// When this host last reached etcd (RFC 3339), or "never".
+        since: String,
+        /// The limit, in seconds.
+        max_secs: u64,
+    },
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
@@ -176,7 +185,7 @@ impl FleetError {
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) => K::Exists,
             E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
-            E::Unreachable { .. } | E::Conflict(_) => K::Unavailable,
+            E::Unreachable { .. } | E::Conflict(_) | E::TooStale { .. } => K::Unavailable,
             E::Corrupt(_)
             | E::Integrity(_)
             | E::Replay { .. }

@@ -16,6 +16,11 @@ use etcd_client::{
 
 use super::FleetError;
 
+/// How often a quiet watch asks etcd for a progress report.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a watch may hear nothing before it is given up.
+const WATCH_SILENCE: Duration = Duration::from_secs(5);
+
 /// A record read from etcd: its value and the revision that last changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -159,7 +164,14 @@ impl EtcdStore {
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.opts.timeout)
-            .with_timeout(self.opts.timeout);
+            .with_timeout(self.opts.timeout)
+            // A member cut off from the leader answers nothing rather than
+            // serve old state or hold a watch that never fires.
+            .with_require_leader(true)
+            // A black-holed connection is noticed within 15 s, also while
+            // only a watch is open.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &self.opts.credentials {
             if let Some(plain) = self
                 .opts
@@ -173,7 +185,11 @@ impl EtcdStore {
                 )));
             }
             let password = String::from_utf8_lossy(password.expose()).into_owned();
-            options = options.with_user(user.clone(), password);
+            // A long-running process outlives its auth token (300 s by
+            // default, however busy it is for JWT tokens): log in again.
+            options = options
+                .with_user(user.clone(), password)
+                .with_auto_token_refresh(true);
         }
         if let Some(tls) = &self.opts.tls {
             if let Some(plain) = self
@@ -390,7 +406,8 @@ impl EtcdStore {
             .ok_or_else(|| FleetError::Etcd("a response without a header".into()))
     }
 
-    /// Calls `on` with the keys changed under the prefix after `revision`,
+    /// Calls `on` with the keys changed under the prefix after `revision`
+    /// (and with none for each progress report, at least every second),
     /// until `stop` is set (`Ok`) or the watch breaks (`Err`: compaction,
     /// cancellation or a lost connection; the caller resynchronises).
     pub fn watch(
@@ -406,13 +423,26 @@ impl EtcdStore {
                 .with_prefix()
                 .with_start_revision(revision + 1);
             let mut stream = client.watch(prefix, Some(options)).await?;
+            // While quiet, ask etcd for a progress report every second; a
+            // watch that hears nothing for WATCH_SILENCE is given up (a
+            // stopped or cut-off member), and the caller starts afresh.
+            let mut heard = Instant::now();
+            let mut asked = Instant::now();
             loop {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
+                if heard.elapsed() > WATCH_SILENCE {
+                    return Ok(Some("etcd stopped answering the watch"));
+                }
+                if heard.elapsed() >= PROGRESS_EVERY && asked.elapsed() >= PROGRESS_EVERY {
+                    stream.request_progress().await?;
+                    asked = Instant::now();
+                }
                 match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
                     Err(_) => continue,
                     Ok(Ok(Some(resp))) => {
+                        heard = Instant::now();
                         if resp.canceled() || resp.compact_revision() > 0 {
                             return Ok(Some("the watch was cancelled or compacted"));
                         }
@@ -422,9 +452,9 @@ impl EtcdStore {
                             .filter_map(|e| e.kv())
                             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
                             .collect::<Vec<_>>();
-                        if !keys.is_empty() {
-                            on(keys);
-                        }
+                        // Empty for a progress report: still news that etcd
+                        // is there and nothing was missed.
+                        on(keys);
                     }
                     Ok(Ok(None)) => return Ok(Some("the watch stream ended")),
                     Ok(Err(e)) => return Err(e),

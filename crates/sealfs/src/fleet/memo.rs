@@ -2,18 +2,26 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{EtcdStore, FleetError, FleetVault, ScopeState};
 use crate::VaultScope;
 
+/// How long the memo is trusted after the watch last heard from etcd (an
+/// event or a progress report, asked for every second while quiet).
+const MEMO_FRESH: Duration = Duration::from_secs(3);
+
 /// Verified scope states and sealed objects held in memory, valid only
-/// while a watch on the prefix runs ([`FleetVault::run_watch`]): every
-/// change it reports drops what it touches, and a broken watch drops it
-/// all, so reads never serve what etcd no longer holds.
+/// while a watch on the prefix runs ([`FleetVault::run_watch`]) and has
+/// heard from etcd within [`MEMO_FRESH`]: every change it reports drops
+/// what it touches, and a broken or silent watch drops it all, so reads
+/// never serve what etcd no longer holds for longer than that.
 #[derive(Default)]
 pub(super) struct Memo {
+    /// Whether a watch runs (it may have gone quiet: see `usable`).
     pub(super) live: bool,
+    /// When the watch last heard from etcd.
+    pub(super) heard: Option<Instant>,
     /// Bumped by every change; a read started before one does not store
     /// what it read.
     pub(super) generation: u64,
@@ -21,9 +29,25 @@ pub(super) struct Memo {
     pub(super) objects: HashMap<String, Vec<u8>>,
 }
 
+impl Memo {
+    /// Whether the memo may serve and store: a watch runs and has heard
+    /// from etcd within [`MEMO_FRESH`].
+    pub(super) fn usable(&self) -> bool {
+        self.live && self.heard.is_some_and(|h| h.elapsed() <= MEMO_FRESH)
+    }
+}
+
 impl FleetVault {
     pub(super) fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
-        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        let held = !(m.scopes.is_empty() && m.objects.is_empty());
+        if held && !m.usable() {
+            // The watch has gone quiet: what it vouched for may be stale.
+            m.generation += 1;
+            m.scopes.clear();
+            m.objects.clear();
+        }
+        m
     }
 
     /// Keeps the changes under the prefix flowing into the in-memory state
@@ -52,7 +76,13 @@ impl FleetVault {
             };
             self.reset_memo(true);
             tracing::info!(revision, "fleet watch running");
-            let result = store.watch(revision, stop, |keys| self.invalidate(&prefix, &keys));
+            let result = store.watch(revision, stop, |keys| {
+                self.invalidate(&prefix, &keys);
+                // Heard from etcd: cached copies are as fresh as this.
+                if let Err(e) = self.reached_etcd() {
+                    tracing::warn!(error = %e, "cannot record reaching etcd");
+                }
+            });
             self.reset_memo(false);
             if let Err(e) = result {
                 tracing::warn!(error = %e, "fleet watch interrupted; resynchronising");
@@ -64,6 +94,7 @@ impl FleetVault {
     pub(super) fn reset_memo(&self, live: bool) {
         let mut m = self.memo();
         m.live = live;
+        m.heard = live.then(Instant::now);
         m.generation += 1;
         m.scopes.clear();
         m.objects.clear();
@@ -75,8 +106,13 @@ impl FleetVault {
         m.scopes.clear();
     }
 
+    /// A watch message: `keys` changed (none for a progress report).
     pub(super) fn invalidate(&self, prefix: &str, keys: &[String]) {
-        let mut m = self.memo();
+        let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+        m.heard = Some(Instant::now());
+        if keys.is_empty() {
+            return;
+        }
         m.generation += 1;
         for k in keys {
             match k.strip_prefix(prefix) {
@@ -91,7 +127,7 @@ impl FleetVault {
     /// The generation to store a read under, if the memo is live.
     pub(super) fn memo_generation(&self) -> Option<u64> {
         let m = self.memo();
-        m.live.then_some(m.generation)
+        m.usable().then_some(m.generation)
     }
 
     /// For reads: the memo's copy while the watch runs, else a fresh read.
@@ -101,15 +137,18 @@ impl FleetVault {
     ) -> Result<Option<ScopeState>, FleetError> {
         let generation = {
             let m = self.memo();
-            if let Some(s) = m.scopes.get(scope).filter(|_| m.live) {
+            if let Some(s) = m.scopes.get(scope).filter(|_| m.usable()) {
                 return Ok(Some(s.clone()));
             }
-            m.live.then_some(m.generation)
+            m.usable().then_some(m.generation)
         };
         let state = self.scope_state(scope, false, true)?;
-        if let (Some(g), Some(st)) = (generation, &state) {
+        // A state served from the cache (etcd unreachable) is not news the
+        // watch vouches for: never memoized.
+        let fresh = state.as_ref().filter(|st| !st.served_from_cache());
+        if let (Some(g), Some(st)) = (generation, fresh) {
             let mut m = self.memo();
-            if m.live && m.generation == g {
+            if m.usable() && m.generation == g {
                 m.scopes.insert(scope.clone(), st.clone());
             }
         }
@@ -122,10 +161,12 @@ impl FleetVault {
             return Ok(Some(o));
         }
         let generation = self.memo_generation();
-        let obj = self.read(&self.object_key(id), true)?.map(|r| r.value);
-        if let (Some(g), Some(o)) = (generation, &obj) {
+        let rec = self.read(&self.object_key(id), true)?;
+        let from_cache = rec.as_ref().is_some_and(|r| r.mod_revision == 0);
+        let obj = rec.map(|r| r.value);
+        if let (Some(g), Some(o), false) = (generation, &obj, from_cache) {
             let mut m = self.memo();
-            if m.live && m.generation == g {
+            if m.usable() && m.generation == g {
                 m.objects.insert(id.to_owned(), o.clone());
             }
         }

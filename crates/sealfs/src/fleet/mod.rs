@@ -127,6 +127,14 @@ pub(crate) struct ScopeState {
     manifest_rev: Option<i64>,
 }
 
+impl ScopeState {
+    /// Whether keyring or manifest came from the local cache (etcd
+    /// unreachable; a cached record has no revision).
+    fn served_from_cache(&self) -> bool {
+        self.keyring_rev == Some(0) || self.manifest_rev == Some(0)
+    }
+}
+
 /// The fleet vault: secrets shared by the enrolled hosts through etcd,
 /// read from a sealed local cache while etcd is unreachable.
 pub struct FleetVault {
@@ -140,7 +148,14 @@ pub struct FleetVault {
     memo: Mutex<Memo>,
     /// The membership as last verified, and the pins as last read.
     trust: Mutex<Trust>,
+    /// How long after etcd was last reached cached copies may be served.
+    max_offline_age: Duration,
+    /// When this process last recorded reaching etcd (ms since the epoch).
+    contact_ms: std::sync::atomic::AtomicU64,
 }
+
+/// The default of `--max-offline-age`: a day.
+pub const DEFAULT_MAX_OFFLINE_AGE: Duration = Duration::from_secs(86_400);
 
 /// What a [`FleetVault`] holds of the fleet's trust between calls.
 #[derive(Default)]
@@ -197,7 +212,46 @@ impl FleetVault {
             max_value_size,
             memo: Mutex::new(Memo::default()),
             trust: Mutex::new(Trust::default()),
+            max_offline_age: DEFAULT_MAX_OFFLINE_AGE,
+            contact_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Serves cached copies for at most `age` after etcd was last reached
+    /// (zero: never); [`DEFAULT_MAX_OFFLINE_AGE`] unless set.
+    pub fn with_max_offline_age(mut self, age: Duration) -> Self {
+        self.max_offline_age = age;
+        self
+    }
+
+    /// Notes that etcd answered: recorded in the cache at most once a
+    /// second, so an offline read in any process knows how stale it is.
+    pub(super) fn reached_etcd(&self) -> Result<(), FleetError> {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        if now.saturating_sub(self.contact_ms.load(Ordering::Relaxed)) >= 1000 {
+            self.contact_ms.store(now, Ordering::Relaxed);
+            self.cache.set_contact(now)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to serve from the cache once etcd has been out of reach for
+    /// longer than `--max-offline-age`.
+    pub(super) fn check_offline_age(&self) -> Result<(), FleetError> {
+        let last = self.cache.contact()?;
+        let age = Duration::from_millis(now_ms().saturating_sub(last));
+        if last == 0 || age > self.max_offline_age {
+            return Err(FleetError::TooStale {
+                since: if last == 0 {
+                    "never".into()
+                } else {
+                    crate::clock::rfc3339(UNIX_EPOCH + Duration::from_millis(last), false)
+                },
+                max_secs: self.max_offline_age.as_secs(),
+            });
+        }
+        Ok(())
     }
 
     /// This host's age recipient (`age1...`).
@@ -233,18 +287,24 @@ impl FleetVault {
     /// unreachable, the cached copy.
     fn read(&self, key: &str, offline_ok: bool) -> Result<Option<Record>, FleetError> {
         match self.store.get(key) {
-            Ok(Some(rec)) => {
-                self.cache.put(key, &rec.value)?;
-                Ok(Some(rec))
+            Ok(got) => {
+                self.reached_etcd()?;
+                if let Some(rec) = &got {
+                    self.cache.put(key, &rec.value)?;
+                }
+                Ok(got)
             }
-            Ok(None) => Ok(None),
-            Err(FleetError::Unreachable { .. }) if offline_ok => match self.cache.get(key)? {
-                Some(value) => Ok(Some(Record {
+            Err(FleetError::Unreachable { .. }) if offline_ok => {
+                let value = self
+                    .cache
+                    .get(key)?
+                    .ok_or_else(|| FleetError::NotCached(key.to_owned()))?;
+                self.check_offline_age()?;
+                Ok(Some(Record {
                     value,
                     mod_revision: 0,
-                })),
-                None => Err(FleetError::NotCached(key.to_owned())),
-            },
+                }))
+            }
             Err(e) => Err(e),
         }
     }

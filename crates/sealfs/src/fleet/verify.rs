@@ -66,7 +66,10 @@ impl FleetVault {
         let from = base.as_ref().map_or(0, Membership::seq);
         let prefix = self.store.key("chain/");
         let entries = match self.store.get_from(&self.chain_key(from), &prefix) {
-            Ok(e) => e,
+            Ok(e) => {
+                self.reached_etcd()?;
+                e
+            }
             Err(FleetError::Unreachable { .. }) if offline_ok => {
                 return self.offline_membership(&pin, base);
             }
