@@ -131,12 +131,12 @@ pub(crate) enum FleetCommand {
     Recipient,
     /// Start a fleet under the etcd prefix, with this host as its first member; prints the fleet id.
     Init,
-    /// Pin the fleet with this id (from `fleet init` or a member's `fleet status`), verifying its membership chain.
+    /// Pin the fleet after verifying its membership chain against a join token (from `fleet enroll` or `fleet status` on a member).
     Join {
-        /// The fleet id (64 hex digits)
-        fleet_id: String,
+        /// The join token (<fleet id>:<seq>:<hash>)
+        token: String,
     },
-    /// Let another host read and write the fleet's secrets (run by a member).
+    /// Let another host read and write the fleet's secrets (run by a member); prints the token it joins with.
     Enroll {
         /// The host's card, from `sealfs fleet recipient` on it (age1...:<hex>)
         recipient: String,

@@ -97,14 +97,18 @@ impl Host {
 }
 
 /// A fleet of `n` hosts on one etcd, the first one initialising it and
-/// enrolling the others, which then join it (pin its id).
+/// enrolling the others, which then join it with the token the
+/// enrolment printed.
 pub(crate) fn fleet(etcd: &Etcd, n: usize) -> Vec<Host> {
     let hosts: Vec<Host> = (0..n).map(|_| Host::new(etcd)).collect();
-    let id = hosts[0].init();
+    hosts[0].init();
     for h in &hosts[1..] {
         let r = h.recipient();
-        hosts[0].run(&["fleet", "enroll", &r], b"").ok();
-        h.run(&["fleet", "join", &id], b"").ok();
+        let token = hosts[0]
+            .run(&["fleet", "enroll", &r], b"")
+            .ok()
+            .stdout_str();
+        h.run(&["fleet", "join", token.trim()], b"").ok();
     }
     hosts
 }
@@ -133,11 +137,11 @@ fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
     stranger
         .run(&["get", "global/db_password"], b"")
         .fails(1, "this host has not joined the fleet under this prefix");
-    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    let token = scope_status(a)["join_token"].as_str().unwrap().to_owned();
     stranger
-        .run(&["fleet", "join", "not-an-id"], b"")
-        .fails(1, "not a fleet id");
-    stranger.run(&["fleet", "join", &id], b"").ok();
+        .run(&["fleet", "join", "not-a-token"], b"")
+        .fails(1, "not a join token");
+    stranger.run(&["fleet", "join", &token], b"").ok();
     stranger.run(&["get", "global/db_password"], b"").fails(
         1,
         &format!("this host ({who}) is not enrolled in scope global"),
@@ -274,7 +278,7 @@ fn opens_data_key(etcd: &Etcd, key: &FleetKey, vault_ref: &str) -> bool {
 }
 
 /// The global scope in `fleet status --json` of host `h`, with the
-/// fleet's id.
+/// fleet's id and join token.
 pub(crate) fn scope_status(h: &Host) -> serde_json::Value {
     let out = h.run(&["fleet", "status", "--json"], b"").ok().stdout;
     let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -286,6 +290,7 @@ pub(crate) fn scope_status(h: &Host) -> serde_json::Value {
         .cloned()
         .unwrap();
     scope["fleet_id"] = status["fleet_id"].clone();
+    scope["join_token"] = status["join_token"].clone();
     scope
 }
 

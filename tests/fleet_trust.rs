@@ -205,7 +205,8 @@ fn an_injected_member_is_refused_and_no_key_is_wrapped_to_it() {
         )
         .unwrap());
     assert_eq!(b.get("global/k"), b"genuine");
-    intruder.run(&["fleet", "join", &id], b"").ok();
+    let token = scope_status(a)["join_token"].as_str().unwrap().to_owned();
+    intruder.run(&["fleet", "join", &token], b"").ok();
     intruder
         .run(&["get", "global/k"], b"")
         .fails(1, "is not enrolled in scope global");
@@ -373,4 +374,71 @@ fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
         restore(&store, "", &all, None);
         assert_eq!(b.get("global/k"), b"value");
     }
+}
+
+/// A revoked host signs, with its own still-valid key and as of an entry
+/// where it was a member, a keyring for a key of its own at a huge epoch.
+/// Hosts refuse it without pinning it (no scope is bricked), and running
+/// the revocation again, as the error advises, refuses to take over what
+/// was written under the old key after the revocation.
+#[test]
+fn a_revoked_hosts_own_signature_is_refused_and_not_taken_over_by_rotation() {
+    use ed25519_dalek::Signer;
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"genuine");
+    assert_eq!(b.get("global/k"), b"genuine");
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    let seed =
+        b.sb.vault()
+            .get(&"principal:sealfs-fleet/signing-key".parse().unwrap())
+            .unwrap();
+    let b_key = ed25519_dalek::SigningKey::from_bytes(seed.expose().try_into().unwrap());
+    let b_vk = b.recipient().split(':').nth(1).unwrap().to_owned();
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    assert_eq!(c.get("global/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let after_revoke = snapshot(&store, "keyring/");
+
+    // B's keyring: entry 2 (B was a member there), epoch 10^6, a key of
+    // B's, wrapped to A and C, validly signed by B.
+    let key = FleetKey::generate();
+    let wrapped: serde_json::Map<String, serde_json::Value> = [a, c]
+        .iter()
+        .map(|h| {
+            let age = h.recipient().split(':').next().unwrap().to_owned();
+            let w = b64(&key.wrap_to(&age).unwrap());
+            (age, w.into())
+        })
+        .collect();
+    let body = serde_json::json!({
+        "fleet": id, "scope": "global", "epoch": 1_000_000, "key_id": key.id(),
+        "seq": 2, "signer": b_vk, "wrapped": wrapped,
+    })
+    .to_string();
+    let sig = b_key.sign(&[b"sealfs-fleet-keyring/v1\0".as_slice(), body.as_bytes()].concat());
+    put(
+        &store,
+        "keyring/global",
+        serde_json::json!({"body": body, "sig": b64(&sig.to_bytes())})
+            .to_string()
+            .into_bytes(),
+    );
+    for h in [a, c] {
+        refused(
+            h,
+            "global/k",
+            "scope global still has its key from before the last revocation",
+        );
+    }
+    // Running the revocation again does not take B's key over.
+    a.run(&["fleet", "revoke", &b.recipient()], b"").fails(
+        1,
+        "global (refusing the keyring of global: it was written under the old key after the revocation",
+    );
+    // Nothing was pinned: the genuine keyring put back is read again.
+    restore(&store, "keyring/", &after_revoke, None);
+    assert_eq!(a.get("global/k"), b"genuine");
+    assert_eq!(c.get("global/k"), b"genuine");
 }

@@ -65,10 +65,12 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
     };
     // Two hosts: separate local vaults, so separate identities and caches.
     let (mut a, mut b) = (Mounted::vault_only(), Mounted::vault_only());
-    let id = fleet(&a, &etcd, &["fleet", "init"], b"").ok().text();
+    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
     let rb = fleet(&b, &etcd, &["fleet", "recipient"], b"").ok().text();
-    fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"").ok();
-    fleet(&b, &etcd, &["fleet", "join", id.trim()], b"").ok();
+    let token = fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"")
+        .ok()
+        .text();
+    fleet(&b, &etcd, &["fleet", "join", token.trim()], b"").ok();
     fleet(&a, &etcd, &["set", "global/api_key"], b"value-v1").ok();
 
     let mount_args = fleet_args(&etcd, &[]);

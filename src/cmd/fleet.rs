@@ -48,27 +48,25 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             write_stdout(format!("{id}\n").as_bytes())?;
             note(&format!(
                 "fleet {id} ready under /{}/ with this host as its member; \
-                 other hosts join it with `sealfs fleet join {id}`",
+                 `sealfs fleet enroll` prints the token another host joins with",
                 v.etcd.prefix,
             ));
         }
-        FleetCommand::Join { fleet_id } => {
-            let member = v.open_fleet()?.join(&fleet_id)?;
-            note(&if member {
-                format!("joined fleet {}; this host is a member", fleet_id.trim())
+        FleetCommand::Join { token } => {
+            let member = v.open_fleet()?.join(&token)?;
+            note(if member {
+                "joined the fleet; this host is a member"
             } else {
-                format!(
-                    "pinned fleet {}; this host is not a member yet: give a member \
-                     the output of `sealfs fleet recipient` for `sealfs fleet enroll`",
-                    fleet_id.trim()
-                )
+                "pinned the fleet; this host is not a member yet: give a member \
+                 the output of `sealfs fleet recipient` for `sealfs fleet enroll`"
             });
         }
         FleetCommand::Enroll { recipient } => {
-            let id = v.open_fleet()?.enroll(&recipient)?;
+            let token = v.open_fleet()?.enroll(&recipient)?;
             record(v, "fleet-enroll", recipient.trim(), None);
+            write_stdout(format!("{token}\n").as_bytes())?;
             note(&format!(
-                "enrolled {}; on that host, run `sealfs fleet join {id}`",
+                "enrolled {}; on that host, run `sealfs fleet join` with the token above",
                 recipient.trim()
             ));
         }
@@ -86,9 +84,10 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 write_json(&s)?;
             } else {
                 let mut out = format!(
-                    "fleet: {} (membership entry {})\nthis host: {} ({})\nmembers: {}\n",
+                    "fleet: {} (membership entry {})\njoin token: {}\nthis host: {} ({})\nmembers: {}\n",
                     s.fleet_id,
                     s.chain_seq,
+                    s.join_token,
                     s.recipient,
                     if s.enrolled {
                         "enrolled"

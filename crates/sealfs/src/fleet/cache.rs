@@ -13,6 +13,8 @@ use crate::VaultScope;
 /// [`PrivateDir`] opened once with O_NOFOLLOW: a symlink planted in the
 /// vault directory is refused, never written through.
 pub(super) struct Cache {
+    /// The etcd prefix: counters of two fleets never mix.
+    prefix: String,
     records: PrivateDir,
     counters: PrivateDir,
     tmp: PrivateDir,
@@ -23,7 +25,7 @@ fn name(text: &str) -> String {
 }
 
 impl Cache {
-    pub(super) fn open(dir: PathBuf) -> Result<Self, FleetError> {
+    pub(super) fn open(dir: PathBuf, prefix: &str) -> Result<Self, FleetError> {
         let err = |path: &Path| {
             let path = path.to_owned();
             move |source| FleetError::Cache { path, source }
@@ -40,6 +42,7 @@ impl Cache {
             .map_err(err(&dir))?;
         let sub = |n: &str| base.subdir(n, true).map_err(err(&dir.join(n)));
         Ok(Cache {
+            prefix: prefix.to_owned(),
             records: sub("records")?,
             counters: sub("counters")?,
             tmp: sub("tmp")?,
@@ -87,6 +90,18 @@ impl Cache {
         }
     }
 
+    /// The lock every read-check-store of a pin holds, so that two
+    /// processes of this host never move a pin backwards.
+    pub(super) fn lock_pins(&self) -> Result<std::fs::File, FleetError> {
+        let f = self
+            .counters
+            .open_or_create("pins.lock")
+            .map_err(Self::err(&self.counters.join("pins.lock")))?;
+        f.lock()
+            .map_err(Self::err(&self.counters.join("pins.lock")))?;
+        Ok(f)
+    }
+
     /// When this host last reached etcd, in ms since the epoch (0: never).
     pub(super) fn contact(&self) -> Result<u64, FleetError> {
         Ok(self
@@ -99,13 +114,13 @@ impl Cache {
         self.write(&self.counters, "last-contact", ms.to_string().as_bytes())
     }
 
-    fn counter_name(scope: &VaultScope) -> String {
-        name(&scope.to_string())
+    fn counter_name(&self, scope: &VaultScope) -> String {
+        name(&format!("{}/{scope}", self.prefix))
     }
 
     /// The highest manifest counter verified for `scope` (0: none yet).
     pub(super) fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
-        let n = Self::counter_name(scope);
+        let n = self.counter_name(scope);
         match self.read(&self.counters, &n)? {
             None => Ok(0),
             Some(b) => std::str::from_utf8(&b)
@@ -125,12 +140,13 @@ impl Cache {
         scope: &VaultScope,
         counter: u64,
     ) -> Result<(), FleetError> {
+        let _lock = self.lock_pins()?;
         if counter <= self.high_water(scope)? {
             return Ok(());
         }
         self.write(
             &self.counters,
-            &Self::counter_name(scope),
+            &self.counter_name(scope),
             counter.to_string().as_bytes(),
         )
     }

@@ -38,7 +38,7 @@ pub enum FleetError {
         why: String,
     },
     /// This host has pinned no fleet under this prefix yet.
-    #[error("this host has not joined the fleet under this prefix: run `sealfs fleet join <fleet-id>` with the id that `sealfs fleet status` shows on a member")]
+    #[error("this host has not joined the fleet under this prefix: run `sealfs fleet join <token>` with the join token that `sealfs fleet enroll` or `sealfs fleet status` prints on a member")]
     NotJoined,
     /// The prefix holds another fleet than the one this host pinned: a
     /// fleet copied in from elsewhere, or the wrong prefix.
@@ -60,10 +60,10 @@ pub enum FleetError {
     /// The host to enroll was revoked before; it needs a new identity.
     #[error("{0} was revoked from this fleet; a revoked host needs a new identity (a fresh local vault) to be enrolled again")]
     Revoked(String),
-    /// Not a fleet id (64 hex digits); holds at most the first 80
-    /// characters given.
-    #[error("not a fleet id (64 hex digits, as `sealfs fleet init` and `sealfs fleet status` print it): {0:?}")]
-    BadFleetId(String),
+    /// Not a join token (`<fleet id>:<seq>:<hash>`); holds at most the
+    /// first 160 characters given.
+    #[error("not a join token (<fleet id>:<seq>:<hash>, as `sealfs fleet enroll` and `sealfs fleet status` print it on a member): {0:?}")]
+    BadJoinToken(String),
     /// etcd has been unreachable for longer than this host may serve its
     /// cached copies (`--max-offline-age`).
     #[error("etcd has been unreachable since {since}, longer than --max-offline-age allows ({max_secs} s); refusing to serve this host's cached copy")]
@@ -72,6 +72,15 @@ pub enum FleetError {
         since: String,
         /// The limit, in seconds.
         max_secs: u64,
+    },
+    /// A revocation removed the host but could not rotate some scopes
+    /// (each named with why); those stay refused until it is run again.
+    #[error("the host is revoked and {rotated} scope(s) were rotated, but these could not be: {failed}; nothing in them is served until `sealfs fleet revoke` completes")]
+    RevokeIncomplete {
+        /// How many scopes were rotated.
+        rotated: usize,
+        /// The scopes that failed, with their errors.
+        failed: String,
     },
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
@@ -179,7 +188,7 @@ impl FleetError {
             | E::NotMember(_) => K::NotFound,
             E::EmptyValue(_)
             | E::BadRecipient(_)
-            | E::BadFleetId(_)
+            | E::BadJoinToken(_)
             | E::RevokeSelf
             | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
@@ -191,7 +200,8 @@ impl FleetError {
             | E::Replay { .. }
             | E::Forged(_)
             | E::OtherFleet { .. }
-            | E::NotRotated(_) => K::Integrity,
+            | E::NotRotated(_)
+            | E::RevokeIncomplete { .. } => K::Integrity,
             E::Etcd(_) | E::Cache { .. } => K::Other,
             E::Local(e) => e.kind(),
         }

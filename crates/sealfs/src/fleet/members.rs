@@ -47,45 +47,51 @@ impl FleetVault {
         }
     }
 
-    /// `sealfs fleet join`: pins the fleet with id `fleet_id` after
-    /// verifying its whole chain; `true` if this host is a member already.
-    pub fn join(&self, fleet_id: &str) -> Result<bool, FleetError> {
-        let id = fleet_id.trim().to_ascii_lowercase();
-        if id.len() != 64 || crate::hex::unhex(&id).is_none() {
-            return Err(FleetError::BadFleetId(fleet_id.chars().take(80).collect()));
-        }
-        match self.fleet_pin()? {
-            Some(p) if p.fleet_id != id => {
+    /// `sealfs fleet join`: verifies the whole chain against the join
+    /// token (`<fleet id>:<seq>:<hash>`, printed by `fleet enroll` and
+    /// `fleet status` on a member) and pins its newest entry; `true` if
+    /// this host is a member. Run again with a token from a trusted member,
+    /// it replaces this host's pin: the way back after this host was shown
+    /// a forked chain.
+    pub fn join(&self, token: &str) -> Result<bool, FleetError> {
+        let want = trust::FleetPin::parse_token(token)?;
+        if let Some(p) = self.fleet_pin()? {
+            if p.fleet_id != want.fleet_id {
                 return Err(FleetError::OtherFleet {
                     pinned: p.fleet_id,
-                    found: id,
-                })
-            }
-            Some(_) => {}
-            None => {
-                // Verify from entry 0 against the id given, then pin.
-                self.trust().fleet_pin = Some(trust::FleetPin {
-                    fleet_id: id.clone(),
-                    seq: 0,
-                    head: id.clone(),
+                    found: want.fleet_id,
                 });
-                let verified = self.membership(false);
-                let m = match verified {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.trust().fleet_pin = None;
-                        return Err(match e {
-                            FleetError::Forged(_) => FleetError::NotInitialised,
-                            e => e,
-                        });
-                    }
-                };
-                if m.seq() == 0 {
-                    self.advance_fleet_pin(&m)?;
-                }
             }
         }
-        Ok(self.membership(false)?.has_recipient(&self.recipient()))
+        let mut entries = self
+            .store
+            .get_prefix(&self.store.key("chain/"))?
+            .into_iter();
+        let (_, first) = entries.next().ok_or(FleetError::NotInitialised)?;
+        let mut m = Membership::genesis(&want.fleet_id, &first.value)?;
+        let mut raw = vec![(self.chain_key(0), first.value)];
+        for (key, rec) in entries {
+            m.apply(&rec.value)?;
+            raw.push((key, rec.value));
+        }
+        m.check_pin(&want)?;
+        for (key, value) in &raw {
+            self.cache.put(key, value)?;
+        }
+        let pin = trust::FleetPin {
+            fleet_id: m.fleet_id.clone(),
+            seq: m.seq(),
+            head: m.head().to_owned(),
+        };
+        {
+            let _lock = self.cache.lock_pins()?;
+            super::local::store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
+        }
+        let member = m.has_recipient(&self.recipient());
+        let mut t = self.trust();
+        t.fleet_pin = Some(pin);
+        t.membership = Some(m);
+        Ok(member)
     }
 
     pub(super) fn require_member(&self, m: &Membership) -> Result<(), FleetError> {
@@ -133,16 +139,20 @@ impl FleetVault {
         let mut out = Vec::new();
         for (k, rec) in self.store.get_prefix(&prefix)? {
             let name = &k[prefix.len()..];
-            let scope: VaultScope = name
-                .parse()
-                .map_err(|_| corrupt("keyring name", name.escape_debug()))?;
-            out.push((scope, rec));
+            // Not a scope name: nothing sealfs wrote, and nothing to stop
+            // the fleet's other scopes for.
+            match name.parse::<VaultScope>() {
+                Ok(scope) => out.push((scope, rec)),
+                Err(_) => {
+                    tracing::warn!(key = %k.escape_debug(), "ignoring a keyring that names no scope")
+                }
+            }
         }
         Ok(out)
     }
 
     /// `sealfs fleet enroll`: lets the host with `card` (`age1...:<hex>`)
-    /// read and write every scope; returns the fleet id, which that host
+    /// read and write every scope; returns the join token, which that host
     /// pins with `sealfs fleet join`. Run again after an interruption, it
     /// finishes wrapping the keys.
     pub fn enroll(&self, card: &str) -> Result<String, FleetError> {
@@ -190,7 +200,7 @@ impl FleetVault {
             return Err(FleetError::AlreadyMember(card.recipient));
         }
         self.reset_memo_scopes();
-        Ok(m.fleet_id)
+        Ok(join_token(&m))
     }
 
     /// `sealfs fleet revoke`: drops the host with this card or recipient
@@ -215,13 +225,25 @@ impl FleetVault {
             Ok(removed)
         })?;
         let mut rotated = 0;
+        let mut failed = Vec::new();
         for (scope, _) in self.scopes_with_keyrings()? {
-            let done = self.retry(&format!("the keys of {scope}"), || {
+            // One scope that cannot be rotated (tampered with) does not stop
+            // the others: the revoked host loses every scope it can.
+            match self.retry(&format!("the keys of {scope}"), || {
                 self.rotate(&scope, &self.membership(false)?)
-            })?;
-            rotated += usize::from(done);
+            }) {
+                Ok(done) => rotated += usize::from(done),
+                Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
+                Err(e) => failed.push(format!("{scope} ({e})")),
+            }
         }
         self.reset_memo_scopes();
+        if !failed.is_empty() {
+            return Err(FleetError::RevokeIncomplete {
+                rotated,
+                failed: failed.join("; "),
+            });
+        }
         if was_removed && rotated == 0 {
             return Err(FleetError::NotMember(recipient));
         }
@@ -234,21 +256,60 @@ impl FleetVault {
     /// a race, read again.
     fn rotate(&self, scope: &VaultScope, m: &Membership) -> Result<Option<bool>, FleetError> {
         let Some(rec) = self.read(&self.keyring_key(scope), false)? else {
+            if self.scope_pin(scope)?.is_some() {
+                return Err(FleetError::Forged(format!(
+                    "the keyring of {scope}: it is missing, and this host has seen it"
+                )));
+            }
             return Ok(Some(false));
         };
         let (ring, key) = self.parse_keyring(scope, &rec, m, true)?;
         if ring.seq >= m.last_removal {
             return Ok(Some(false));
         }
-        let manifest = self.read(&self.manifest_key(scope), false)?;
-        let (mut body, manifest_rev) = match &manifest {
-            Some(mrec) => match self.parse_manifest(scope, &key, &ring, mrec)? {
-                Some(body) => (body, Some(mrec.mod_revision)),
-                None => return Ok(None),
-            },
-            None => (super::ManifestBody::default(), None),
+        // The old key is known to the revoked host: only what was written
+        // before the revocation entry landed is taken over, never what the
+        // revoked host (or anyone holding the old key) wrote since.
+        let removal = self
+            .store
+            .get(&self.chain_key(m.last_removal))?
+            .filter(|r| {
+                Signed::parse("", &r.value).is_ok_and(|s| {
+                    Some(hash(s.body.as_bytes()).as_str()) == m.hash_at(m.last_removal)
+                })
+            })
+            .ok_or_else(|| {
+                FleetError::Forged(format!(
+                    "entry {} of the membership chain: it changed while revoking",
+                    m.last_removal
+                ))
+            })?;
+        let after = |what: &str| {
+            FleetError::Forged(format!(
+                "the {what} of {scope}: it was written under the old key after the revocation"
+            ))
         };
-        let epoch = ring.epoch + 1;
+        if rec.mod_revision > removal.mod_revision {
+            return Err(after("keyring"));
+        }
+        let Some(mrec) = self.read(&self.manifest_key(scope), false)? else {
+            return Err(FleetError::Forged(format!(
+                "the manifest of {scope}: it is missing beside its keyring"
+            )));
+        };
+        if mrec.mod_revision > removal.mod_revision {
+            return Err(after("manifest"));
+        }
+        let (mut body, manifest_rev) = match self.parse_manifest(scope, &key, &ring, &mrec)? {
+            Some(body) => (body, Some(mrec.mod_revision)),
+            None => return Ok(None),
+        };
+        let exhausted = || {
+            FleetError::Forged(format!(
+                "the keys of {scope}: epoch or counter at their limit"
+            ))
+        };
+        let epoch = ring.epoch.checked_add(1).ok_or_else(exhausted)?;
         let new_key = FleetKey::generate();
         for (k, e) in body.entries.iter_mut() {
             let r = VaultRef::new(
@@ -262,7 +323,7 @@ impl FleetVault {
             e.dek = b64().encode(new_key.wrap_data_key(&dek, &r, e.version, epoch));
         }
         body.epoch = epoch;
-        body.counter += 1;
+        body.counter = body.counter.checked_add(1).ok_or_else(exhausted)?;
         let new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
         let manifest_bytes = Self::encode_manifest(scope, &new_key, &body);
         let ok = self.store.apply(
@@ -311,6 +372,7 @@ impl FleetVault {
         }
         Ok(FleetStatus {
             fleet_id: m.fleet_id.clone(),
+            join_token: join_token(&m),
             enrolled: m.has_recipient(&me.recipient),
             recipient: me.to_string(),
             members: m.cards().map(ToString::to_string).collect(),
@@ -318,4 +380,14 @@ impl FleetVault {
             scopes,
         })
     }
+}
+
+/// The join token naming `m`'s newest entry.
+fn join_token(m: &Membership) -> String {
+    trust::FleetPin {
+        fleet_id: m.fleet_id.clone(),
+        seq: m.seq(),
+        head: m.head().to_owned(),
+    }
+    .token()
 }

@@ -97,6 +97,9 @@ pub struct FleetStatus {
     pub members: Vec<String>,
     /// The number of entries in the membership chain, less one.
     pub chain_seq: u64,
+    /// The token a newly enrolled host joins with (`sealfs fleet join`):
+    /// the fleet id and the newest chain entry.
+    pub join_token: String,
     /// Every scope that has a keyring.
     pub scopes: Vec<ScopeStatus>,
 }
@@ -125,6 +128,9 @@ pub(crate) struct ScopeState {
     keyring_rev: Option<i64>,
     pub(crate) manifest: ManifestBody,
     manifest_rev: Option<i64>,
+    /// The newest chain entry of the membership this state was verified
+    /// under: a write requires that no entry has joined since.
+    chain_seq: u64,
 }
 
 impl ScopeState {
@@ -202,7 +208,7 @@ impl FleetVault {
         if opts.tls.is_none() {
             opts.tls = stored_tls(&local)?;
         }
-        let cache = Cache::open(cache_dir)?;
+        let cache = Cache::open(cache_dir, &opts.prefix)?;
         Ok(FleetVault {
             store: EtcdStore::new(opts)?,
             local,
@@ -371,9 +377,11 @@ impl FleetVault {
                 None => return Ok(None),
             },
             None => {
-                // Nor does a manifest: an empty scope keeps an empty one.
+                // Nor does a manifest: a keyring is only ever written with
+                // its scope's first manifest, and an empty scope keeps an
+                // empty one.
                 let seen = self.cache.high_water(scope)?;
-                if seen > 0 {
+                if seen > 0 || keyring_rev.is_some() {
                     return Err(FleetError::Forged(format!(
                         "the manifest of {scope}: it is missing, and this host has seen its counter {seen}"
                     )));
@@ -393,6 +401,7 @@ impl FleetVault {
             keyring_rev,
             manifest,
             manifest_rev,
+            chain_seq: m.seq(),
         })))
     }
 
@@ -449,12 +458,13 @@ impl FleetVault {
                 Self::expect(self.keyring_key(scope), state.keyring_rev),
                 Self::expect(self.manifest_key(scope), state.manifest_rev),
             ];
+            // Written under the membership as verified: no entry may join the
+            // chain before it is stored, or a revocation running now could
+            // re-wrap a data key its revoked host holds, and an enrolment
+            // could miss a new scope.
+            expect.push((self.chain_key(state.chain_seq + 1), Expect::Absent));
             let mut changes = Vec::new();
             if state.keyring_rev.is_none() {
-                // A new scope's key is wrapped to the members as verified:
-                // no entry may join the chain before it is stored, or an
-                // enrolment running now could miss this scope.
-                expect.push((self.chain_key(state.keyring.seq + 1), Expect::Absent));
                 changes.push(Change::Put(
                     self.keyring_key(scope),
                     self.sign_keyring(&state.keyring),
@@ -549,6 +559,7 @@ impl FleetVault {
                 &[
                     Self::expect(self.keyring_key(scope), state.keyring_rev),
                     Self::expect(self.manifest_key(scope), state.manifest_rev),
+                    (self.chain_key(state.chain_seq + 1), Expect::Absent),
                 ],
                 &[
                     Change::Put(self.manifest_key(scope), manifest.clone()),

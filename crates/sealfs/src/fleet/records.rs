@@ -58,7 +58,7 @@ impl FleetVault {
     /// Checks a stored keyring against the verified membership `m` and
     /// this host's pin of the scope, and unwraps this host's copy of the
     /// key. `stale_ok`: a keyring from before the last revocation is
-    /// accepted (to rotate it), otherwise refused.
+    /// accepted (to rotate it, which checks more), otherwise refused.
     pub(super) fn parse_keyring(
         &self,
         scope: &VaultScope,
@@ -88,9 +88,16 @@ impl FleetVault {
         if ring.wrapped.keys().any(|r| !members.contains(r)) {
             return Err(forged("it wraps the key to a host that is not a member"));
         }
-        self.pin_scope(scope, &ring)?;
-        if ring.seq < m.last_removal && !stale_ok {
-            return Err(FleetError::NotRotated(scope.clone()));
+        // Refused if older than what this host has seen; pinned only once
+        // known current: a keyring from before the last revocation (which
+        // a revoked host can still sign) never moves a pin.
+        let newer = self.check_scope_pin(scope, &ring)?;
+        if ring.seq < m.last_removal {
+            if !stale_ok {
+                return Err(FleetError::NotRotated(scope.clone()));
+            }
+        } else if newer {
+            self.store_scope_pin(scope, &ring)?;
         }
         let not_enrolled = || FleetError::NotEnrolled {
             recipient: self.card().to_string(),

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -100,19 +100,33 @@ impl HostCard {
         let (recipient, key) = s.split_once(':').ok_or_else(bad)?;
         super::keys::parse_recipient(recipient).map_err(|_| bad())?;
         let card = HostCard {
-            recipient: recipient.to_owned(),
+            recipient: recipient.to_ascii_lowercase(),
             signing_key: key.to_ascii_lowercase(),
         };
         card.verifying_key().map_err(|_| bad())?;
         Ok(card)
     }
 
+    /// The verifying key; refuses anything but 64 lower-case hex digits
+    /// (one spelling per key, so a key cannot come back under another) and
+    /// weak (small-order) keys, for which forging is easy.
     fn verifying_key(&self) -> Result<VerifyingKey, FleetError> {
+        let canonical = self.signing_key.len() == 64
+            && self
+                .signing_key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && self.recipient == self.recipient.to_ascii_lowercase();
         let bytes = crate::hex::unhex(&self.signing_key)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| forged("a host card", "its signing key is not 32 bytes of hex"))?;
-        VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| forged("a host card", "its signing key is not an Ed25519 key"))
+            .filter(|_| canonical)
+            .ok_or_else(|| forged("a host card", "it is not in its one canonical form"))?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| forged("a host card", "its signing key is not an Ed25519 key"))?;
+        if key.is_weak() {
+            return Err(forged("a host card", "its signing key is a weak key"));
+        }
+        Ok(key)
     }
 }
 
@@ -182,7 +196,7 @@ impl Signed {
             .ok()
             .and_then(|b| Signature::from_slice(&b).ok())
             .ok_or_else(|| forged(what, "its signature is malformed"))?;
-        key.verify(&[domain, self.body.as_bytes()].concat(), &sig)
+        key.verify_strict(&[domain, self.body.as_bytes()].concat(), &sig)
             .map_err(|_| forged(what, "its signature does not verify"))
     }
 }
@@ -417,6 +431,39 @@ pub(super) struct FleetPin {
     pub(super) fleet_id: String,
     pub(super) seq: u64,
     pub(super) head: String,
+}
+
+impl FleetPin {
+    /// The join token: `<fleet id>:<seq>:<hash>`, naming one chain entry
+    /// (the one that enrolled the host) for `sealfs fleet join`.
+    pub(super) fn token(&self) -> String {
+        format!("{}:{}:{}", self.fleet_id, self.seq, self.head)
+    }
+
+    /// Parses a join token.
+    pub(super) fn parse_token(s: &str) -> Result<Self, FleetError> {
+        let s = s.trim();
+        let bad = || FleetError::BadJoinToken(s.chars().take(160).collect());
+        let mut parts = s.split(':');
+        let (Some(id), Some(seq), Some(head), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let hex64 = |t: &str| {
+            t.len() == 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex64(id) || !hex64(head) {
+            return Err(bad());
+        }
+        Ok(FleetPin {
+            fleet_id: id.to_owned(),
+            seq: seq.parse().map_err(|_| bad())?,
+            head: head.to_owned(),
+        })
+    }
 }
 
 /// What a host pins of a scope: the newest key epoch and key id it has

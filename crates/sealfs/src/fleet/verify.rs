@@ -12,7 +12,7 @@ impl FleetVault {
         self.trust.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fleet_pin_key(&self) -> String {
+    pub(super) fn fleet_pin_key(&self) -> String {
         pin_key("fleet", &[&self.store.options().prefix])
     }
 
@@ -34,6 +34,7 @@ impl FleetVault {
     /// process of this host may have moved on) is newer; refuses `m` if it
     /// is behind or forked from the stored pin.
     pub(super) fn advance_fleet_pin(&self, m: &Membership) -> Result<(), FleetError> {
+        let _lock = self.cache.lock_pins()?;
         let stored: Option<FleetPin> = load_pin(&self.local, &self.fleet_pin_key())?;
         if let Some(p) = &stored {
             m.check_pin(p)?;
@@ -57,6 +58,18 @@ impl FleetVault {
     /// pinned entry from the cache). Refuses a chain that is behind the
     /// pin, forked from it, or not this fleet's.
     pub(super) fn membership(&self, offline_ok: bool) -> Result<Membership, FleetError> {
+        match self.membership_once(offline_ok) {
+            // Another process of this host may have pinned a newer entry
+            // between this read and the check: one fresh look settles it.
+            Err(FleetError::Forged(_)) => {
+                self.trust().fleet_pin = None;
+                self.membership_once(offline_ok)
+            }
+            other => other,
+        }
+    }
+
+    fn membership_once(&self, offline_ok: bool) -> Result<Membership, FleetError> {
         let pin = self.fleet_pin()?.ok_or(FleetError::NotJoined)?;
         let base = self
             .trust()
@@ -147,34 +160,31 @@ impl FleetVault {
     }
 
     /// Refuses `ring` if its epoch is below the pinned one, or it holds
-    /// another key at the pinned epoch; pins a newer epoch.
-    pub(super) fn pin_scope(&self, scope: &VaultScope, ring: &Keyring) -> Result<(), FleetError> {
-        let check = |p: &ScopePin| -> Result<bool, FleetError> {
-            if ring.epoch < p.epoch {
-                return Err(FleetError::Forged(format!(
-                    "the keyring of {scope}: its key epoch {} is older than epoch {}, which this host has seen",
-                    ring.epoch, p.epoch
-                )));
-            }
-            if ring.epoch == p.epoch && ring.key_id != p.key_id {
-                return Err(FleetError::Forged(format!(
-                    "the keyring of {scope}: it holds another key at epoch {} than the one this host has seen",
-                    ring.epoch
-                )));
-            }
-            Ok(ring.epoch == p.epoch)
-        };
-        if let Some(p) = self.scope_pin(scope)? {
-            if check(&p)? {
-                return Ok(());
-            }
+    /// another key at the pinned epoch; `true` if it is newer than the pin.
+    pub(super) fn check_scope_pin(
+        &self,
+        scope: &VaultScope,
+        ring: &Keyring,
+    ) -> Result<bool, FleetError> {
+        match self.scope_pin(scope)? {
+            Some(p) => compare_scope_pin(scope, ring, &p),
+            None => Ok(true),
         }
-        // Newer than the pin held: another process of this host may have
-        // pinned more since.
+    }
+
+    /// Pins `ring`'s epoch and key id, under the pin lock, unless the
+    /// stored pin (another process of this host may have moved it on) is
+    /// as new; refuses `ring` if the stored pin is newer.
+    pub(super) fn store_scope_pin(
+        &self,
+        scope: &VaultScope,
+        ring: &Keyring,
+    ) -> Result<(), FleetError> {
+        let _lock = self.cache.lock_pins()?;
         let key = self.scope_pin_key(scope);
         let stored: Option<ScopePin> = load_pin(&self.local, &key)?;
         if let Some(p) = &stored {
-            if check(p)? {
+            if !compare_scope_pin(scope, ring, p)? {
                 self.trust().scope_pins.insert(scope.clone(), stored);
                 return Ok(());
             }
@@ -188,4 +198,22 @@ impl FleetVault {
         self.trust().scope_pins.insert(scope.clone(), Some(pin));
         Ok(())
     }
+}
+
+/// `true` if `ring` is newer than pin `p`, `false` if the same; an older
+/// epoch, or another key at the same epoch, is refused.
+fn compare_scope_pin(scope: &VaultScope, ring: &Keyring, p: &ScopePin) -> Result<bool, FleetError> {
+    if ring.epoch < p.epoch {
+        return Err(FleetError::Forged(format!(
+            "the keyring of {scope}: its key epoch {} is older than epoch {}, which this host has seen",
+            ring.epoch, p.epoch
+        )));
+    }
+    if ring.epoch == p.epoch && ring.key_id != p.key_id {
+        return Err(FleetError::Forged(format!(
+            "the keyring of {scope}: it holds another key at epoch {} than the one this host has seen",
+            ring.epoch
+        )));
+    }
+    Ok(ring.epoch > p.epoch)
 }
