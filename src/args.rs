@@ -146,6 +146,8 @@ pub(crate) enum FleetCommand {
         /// The host's card or age recipient (age1...)
         recipient: String,
     },
+    /// After restoring etcd from a backup on purpose (run on one member): accept the restored state, re-key every scope above every host's pins, and print the token hosts re-join with.
+    Recover,
     /// Members, this host's enrolment, and each scope's key epoch.
     Status {
         /// JSON output

@@ -442,3 +442,61 @@ fn a_revoked_hosts_own_signature_is_refused_and_not_taken_over_by_rotation() {
     assert_eq!(a.get("global/k"), b"genuine");
     assert_eq!(c.get("global/k"), b"genuine");
 }
+
+/// etcd restored from a backup on purpose looks like a rollback, and is
+/// refused as one, until a member runs `sealfs fleet recover`: then every
+/// host reads the restored values again (re-joining with the token it
+/// prints where the restored chain is older than its pin), and a host
+/// enrolled after the backup is enrolled again.
+#[test]
+fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"in-backup");
+    a.set("principal:svc/k", b"svc-in-backup");
+    assert_eq!(b.get("global/k"), b"in-backup");
+    let store = raw(&etcd, "sealfs");
+    let backup = snapshot(&store, "");
+
+    // After the backup: more writes, and a third host.
+    a.set("global/k", b"lost-in-restore");
+    let c = Host::new(&etcd);
+    let token = a
+        .run(&["fleet", "enroll", &c.recipient()], b"")
+        .ok()
+        .stdout_str();
+    c.run(&["fleet", "join", token.trim()], b"").ok();
+    for h in [a, b, &c] {
+        assert_eq!(h.get("global/k"), b"lost-in-restore");
+    }
+
+    restore(&store, "", &backup, None);
+    for h in [a, b, &c] {
+        refused(
+            h,
+            "global/k",
+            "refusing the membership chain: it ends at entry 1, and this host has seen entry 2",
+        );
+    }
+    // A member takes the restored state over.
+    let token = a.run(&["fleet", "recover"], b"").ok().stdout_str();
+    assert_eq!(a.get("global/k"), b"in-backup");
+    b.run(&["fleet", "join", token.trim()], b"").ok();
+    assert_eq!(b.get("global/k"), b"in-backup");
+    assert_eq!(b.get("principal:svc/k"), b"svc-in-backup");
+    // C was enrolled after the backup: it joins, is told it is no member,
+    // and is enrolled again.
+    c.run(&["fleet", "join", token.trim()], b"").ok();
+    c.run(&["get", "global/k"], b"")
+        .fails(1, "is not enrolled in scope global");
+    let token = a
+        .run(&["fleet", "enroll", &c.recipient()], b"")
+        .ok()
+        .stdout_str();
+    c.run(&["fleet", "join", token.trim()], b"").ok();
+    assert_eq!(c.get("global/k"), b"in-backup");
+    // Writes go on above every counter seen before.
+    b.set("global/k", b"after-recover");
+    assert_eq!(a.get("global/k"), b"after-recover");
+}

@@ -78,6 +78,15 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 recipient.trim()
             ));
         }
+        FleetCommand::Recover => {
+            let (token, scopes) = v.open_fleet()?.recover()?;
+            record(v, "fleet-recover", &v.etcd.prefix, None);
+            write_stdout(format!("{token}\n").as_bytes())?;
+            note(&format!(
+                "took over the restored state and re-keyed {scopes} scope(s); a host that \
+                 now refuses the membership chain re-joins with `sealfs fleet join` and the token above"
+            ));
+        }
         FleetCommand::Status { json } => {
             let s = v.open_fleet()?.status()?;
             if json {

@@ -8,6 +8,7 @@ use base64::Engine;
 
 use super::etcd::{Change, Expect, Record};
 use super::keys::FleetKey;
+use super::records::KeyringUse;
 use super::trust::{self, hash, HostCard, Membership, Op, Signed, CHAIN_DOMAIN};
 use super::{b64, corrupt, FleetError, FleetStatus, FleetVault, Keyring, ScopeStatus};
 use crate::{SecretKey, VaultRef, VaultScope};
@@ -174,7 +175,7 @@ impl FleetVault {
                 let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {
                     return Ok(Some(false));
                 };
-                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, false)?;
+                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Current)?;
                 if ring.wrapped.contains_key(&card.recipient) {
                     return Ok(Some(false));
                 }
@@ -263,13 +264,31 @@ impl FleetVault {
             }
             return Ok(Some(false));
         };
-        let (ring, key) = self.parse_keyring(scope, &rec, m, true)?;
+        let (ring, key) = self.parse_keyring(scope, &rec, m, KeyringUse::Rotate)?;
         if ring.seq >= m.last_removal {
             return Ok(Some(false));
         }
-        // The old key is known to the revoked host: only what was written
-        // before the revocation entry landed is taken over, never what the
-        // revoked host (or anyone holding the old key) wrote since.
+        let mrec = self.manifest_beside_keyring(scope)?;
+        self.written_before_removal(scope, m, &rec, &mrec)?;
+        let Some(body) = self.parse_manifest(scope, &key, &ring, &mrec, false)? else {
+            return Ok(None);
+        };
+        let epoch = ring.epoch.checked_add(1);
+        let counter = body.counter.checked_add(1);
+        self.rekey(scope, m, (&rec, &mrec), (&key, body), epoch, counter)
+    }
+
+    /// A keyring from before the last revocation is known to the revoked
+    /// host: only what etcd holds from before the revocation entry landed
+    /// is taken over, never what the revoked host (or anyone holding the
+    /// old key) wrote since.
+    fn written_before_removal(
+        &self,
+        scope: &VaultScope,
+        m: &Membership,
+        rec: &Record,
+        mrec: &Record,
+    ) -> Result<(), FleetError> {
         let removal = self
             .store
             .get(&self.chain_key(m.last_removal))?
@@ -292,24 +311,42 @@ impl FleetVault {
         if rec.mod_revision > removal.mod_revision {
             return Err(after("keyring"));
         }
-        let Some(mrec) = self.read(&self.manifest_key(scope), false)? else {
-            return Err(FleetError::Forged(format!(
-                "the manifest of {scope}: it is missing beside its keyring"
-            )));
-        };
         if mrec.mod_revision > removal.mod_revision {
             return Err(after("manifest"));
         }
-        let (mut body, manifest_rev) = match self.parse_manifest(scope, &key, &ring, &mrec)? {
-            Some(body) => (body, Some(mrec.mod_revision)),
-            None => return Ok(None),
-        };
+        Ok(())
+    }
+
+    /// The manifest of a scope that has a keyring (a keyring is only ever
+    /// written with its scope's first manifest).
+    fn manifest_beside_keyring(&self, scope: &VaultScope) -> Result<Record, FleetError> {
+        self.read(&self.manifest_key(scope), false)?.ok_or_else(|| {
+            FleetError::Forged(format!(
+                "the manifest of {scope}: it is missing beside its keyring"
+            ))
+        })
+    }
+
+    /// Writes `scope` under a new key at `epoch` with manifest counter
+    /// `counter` (`None`: at their limit), wrapped to the members of `m`,
+    /// every data key of `body` (read under `key`) re-wrapped; the values
+    /// are untouched. One transaction, on the revisions `recs` were read
+    /// at and on the chain not having moved past `m`.
+    fn rekey(
+        &self,
+        scope: &VaultScope,
+        m: &Membership,
+        (rec, mrec): (&Record, &Record),
+        (key, mut body): (&FleetKey, super::ManifestBody),
+        epoch: Option<u64>,
+        counter: Option<u64>,
+    ) -> Result<Option<bool>, FleetError> {
         let exhausted = || {
             FleetError::Forged(format!(
                 "the keys of {scope}: epoch or counter at their limit"
             ))
         };
-        let epoch = ring.epoch.checked_add(1).ok_or_else(exhausted)?;
+        let epoch = epoch.ok_or_else(exhausted)?;
         let new_key = FleetKey::generate();
         for (k, e) in body.entries.iter_mut() {
             let r = VaultRef::new(
@@ -323,14 +360,17 @@ impl FleetVault {
             e.dek = b64().encode(new_key.wrap_data_key(&dek, &r, e.version, epoch));
         }
         body.epoch = epoch;
-        body.counter = body.counter.checked_add(1).ok_or_else(exhausted)?;
+        body.counter = counter.ok_or_else(exhausted)?;
         let new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
         let manifest_bytes = Self::encode_manifest(scope, &new_key, &body);
         let ok = self.store.apply(
             &[
                 (self.keyring_key(scope), Expect::Revision(rec.mod_revision)),
-                Self::expect(self.manifest_key(scope), manifest_rev),
-                // The rotation is for this membership: a later entry (another
+                (
+                    self.manifest_key(scope),
+                    Expect::Revision(mrec.mod_revision),
+                ),
+                // The new key is for this membership: a later entry (another
                 // revocation) gets its own.
                 (self.chain_key(m.seq() + 1), Expect::Absent),
             ],
@@ -342,9 +382,65 @@ impl FleetVault {
         if !ok {
             return Ok(None);
         }
+        self.store_scope_pin(scope, &new_ring)?;
         self.cache.set_high_water(scope, body.counter)?;
         self.cache.put(&self.manifest_key(scope), &manifest_bytes)?;
         Ok(Some(true))
+    }
+
+    /// `sealfs fleet recover`, on a member right after etcd was restored
+    /// from a backup on purpose: takes the membership chain etcd holds now
+    /// (checked from the fleet id, not against this host's pin), re-pins
+    /// it, and gives every scope a new key at an epoch, and its manifest a
+    /// counter, above anything any host can have pinned (they are derived
+    /// from the time), so every host accepts the restored state again.
+    /// Returns the join token other hosts re-pin with (needed by those
+    /// whose pin is newer than the restored chain) and how many scopes were
+    /// re-anchored. Only ever what members signed is taken over.
+    pub fn recover(&self) -> Result<(String, usize), FleetError> {
+        let pin = self.fleet_pin()?.ok_or(FleetError::NotJoined)?;
+        let mut entries = self
+            .store
+            .get_prefix(&self.store.key("chain/"))?
+            .into_iter();
+        let (_, first) = entries.next().ok_or(FleetError::NotInitialised)?;
+        let mut m = Membership::genesis(&pin.fleet_id, &first.value)?;
+        for (_, rec) in entries {
+            m.apply(&rec.value)?;
+        }
+        self.require_member(&m)?;
+        let token = join_token(&m);
+        self.join(&token)?;
+        let now = crate::clock::now_ms();
+        let mut done = 0;
+        for (scope, _) in self.scopes_with_keyrings()? {
+            let re = self.retry(&format!("the keys of {scope}"), || {
+                let m = self.membership(false)?;
+                let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {
+                    return Ok(Some(false));
+                };
+                let (ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Recover)?;
+                let mrec = self.manifest_beside_keyring(&scope)?;
+                if ring.seq < m.last_removal {
+                    self.written_before_removal(&scope, &m, &rec, &mrec)?;
+                }
+                let Some(body) = self.parse_manifest(&scope, &key, &ring, &mrec, true)? else {
+                    return Ok(None);
+                };
+                // Above any epoch or counter a host saw before now: those
+                // were made earlier, and never run ahead of the clock by
+                // more than one step per write.
+                let epoch = ring.epoch.checked_add(1).map(|e| e.max(now));
+                let counter = body
+                    .counter
+                    .checked_add(1)
+                    .map(|c| c.max(now.saturating_mul(1 << 16)));
+                self.rekey(&scope, &m, (&rec, &mrec), (&key, body), epoch, counter)
+            })?;
+            done += usize::from(re);
+        }
+        self.reset_memo_scopes();
+        Ok((token, done))
     }
 
     /// `sealfs fleet status`: the fleet, this host, the members and every

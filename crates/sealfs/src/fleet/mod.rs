@@ -57,7 +57,7 @@ pub use local::{
     stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
 };
 use memo::Memo;
-use records::{EntryRecord, Keyring, ManifestBody};
+use records::{EntryRecord, Keyring, KeyringUse, ManifestBody};
 pub use trust::HostCard;
 use trust::{FleetPin, HostSigner, Membership, ScopePin};
 
@@ -351,7 +351,7 @@ impl FleetVault {
         let ring_rec = self.read(&self.keyring_key(scope), offline_ok)?;
         let (keyring, key, keyring_rev) = match ring_rec {
             Some(rec) => {
-                let (ring, key) = self.parse_keyring(scope, &rec, &m, false)?;
+                let (ring, key) = self.parse_keyring(scope, &rec, &m, KeyringUse::Current)?;
                 (ring, key, Some(rec.mod_revision))
             }
             None => {
@@ -372,7 +372,7 @@ impl FleetVault {
             }
         };
         let (manifest, manifest_rev) = match self.read(&self.manifest_key(scope), offline_ok)? {
-            Some(rec) => match self.parse_manifest(scope, &key, &keyring, &rec)? {
+            Some(rec) => match self.parse_manifest(scope, &key, &keyring, &rec, false)? {
                 Some(body) => (body, Some(rec.mod_revision)),
                 None => return Ok(None),
             },

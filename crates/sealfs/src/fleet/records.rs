@@ -54,17 +54,30 @@ pub(super) struct ManifestRecord {
     pub(super) mac: String,
 }
 
+/// What a keyring is read for, which decides what is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyringUse {
+    /// Reads and writes: current (not older than the last revocation) and
+    /// not older than this host's pin.
+    Current,
+    /// A revocation's rotation: also a keyring from before the last
+    /// revocation (the rotation checks more).
+    Rotate,
+    /// `fleet recover` after a deliberate restore: whatever a member signed,
+    /// older than this host's pins included.
+    Recover,
+}
+
 impl FleetVault {
     /// Checks a stored keyring against the verified membership `m` and
-    /// this host's pin of the scope, and unwraps this host's copy of the
-    /// key. `stale_ok`: a keyring from before the last revocation is
-    /// accepted (to rotate it, which checks more), otherwise refused.
+    /// (but for [`KeyringUse::Recover`]) this host's pin of the scope, and
+    /// unwraps this host's copy of the key.
     pub(super) fn parse_keyring(
         &self,
         scope: &VaultScope,
         rec: &Record,
         m: &Membership,
-        stale_ok: bool,
+        usage: KeyringUse,
     ) -> Result<(Keyring, FleetKey), FleetError> {
         let what = format!("the keyring of {scope}");
         let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
@@ -91,13 +104,15 @@ impl FleetVault {
         // Refused if older than what this host has seen; pinned only once
         // known current: a keyring from before the last revocation (which
         // a revoked host can still sign) never moves a pin.
-        let newer = self.check_scope_pin(scope, &ring)?;
-        if ring.seq < m.last_removal {
-            if !stale_ok {
-                return Err(FleetError::NotRotated(scope.clone()));
+        if usage != KeyringUse::Recover {
+            let newer = self.check_scope_pin(scope, &ring)?;
+            if ring.seq < m.last_removal {
+                if usage == KeyringUse::Current {
+                    return Err(FleetError::NotRotated(scope.clone()));
+                }
+            } else if newer {
+                self.store_scope_pin(scope, &ring)?;
             }
-        } else if newer {
-            self.store_scope_pin(scope, &ring)?;
         }
         let not_enrolled = || FleetError::NotEnrolled {
             recipient: self.card().to_string(),
@@ -123,6 +138,7 @@ impl FleetVault {
         key: &FleetKey,
         ring: &Keyring,
         rec: &Record,
+        replay_ok: bool,
     ) -> Result<Option<ManifestBody>, FleetError> {
         let what = || format!("the manifest of {scope}");
         let stored: ManifestRecord =
@@ -141,15 +157,19 @@ impl FleetVault {
         if body.epoch != ring.epoch {
             return Ok(None);
         }
-        let seen = self.cache.high_water(scope)?;
-        if body.counter < seen {
-            return Err(FleetError::Replay {
-                scope: scope.clone(),
-                seen,
-                got: body.counter,
-            });
+        // `replay_ok`: `fleet recover` takes a restored (older) manifest
+        // over, and re-anchors it above every counter seen.
+        if !replay_ok {
+            let seen = self.cache.high_water(scope)?;
+            if body.counter < seen {
+                return Err(FleetError::Replay {
+                    scope: scope.clone(),
+                    seen,
+                    got: body.counter,
+                });
+            }
+            self.cache.set_high_water(scope, body.counter)?;
         }
-        self.cache.set_high_water(scope, body.counter)?;
         Ok(Some(body))
     }
 
