@@ -135,6 +135,9 @@ pub(crate) enum FleetCommand {
     Join {
         /// The join token (<fleet id>:<seq>:<hash>)
         token: String,
+        /// Replace this host's pin even where the chain does not extend it (after a deliberate restore of etcd, or a fork this host was shown)
+        #[arg(long)]
+        replace_pin: bool,
     },
     /// Let another host read and write the fleet's secrets (run by a member); prints the token it joins with.
     Enroll {

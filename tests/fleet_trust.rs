@@ -482,12 +482,18 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
     // A member takes the restored state over.
     let token = a.run(&["fleet", "recover"], b"").ok().stdout_str();
     assert_eq!(a.get("global/k"), b"in-backup");
-    b.run(&["fleet", "join", token.trim()], b"").ok();
+    // B's pin is newer than the restored chain: a plain join does not move
+    // it back; replacing it, as recover says, does.
+    b.run(&["fleet", "join", token.trim()], b"")
+        .fails(1, "run `sealfs fleet join --replace-pin`");
+    b.run(&["fleet", "join", "--replace-pin", token.trim()], b"")
+        .ok();
     assert_eq!(b.get("global/k"), b"in-backup");
     assert_eq!(b.get("principal:svc/k"), b"svc-in-backup");
     // C was enrolled after the backup: it joins, is told it is no member,
     // and is enrolled again.
-    c.run(&["fleet", "join", token.trim()], b"").ok();
+    c.run(&["fleet", "join", "--replace-pin", token.trim()], b"")
+        .ok();
     c.run(&["get", "global/k"], b"")
         .fails(1, "is not enrolled in scope global");
     let token = a
@@ -499,4 +505,172 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
     // Writes go on above every counter seen before.
     b.set("global/k", b"after-recover");
     assert_eq!(a.get("global/k"), b"after-recover");
+}
+
+/// The window between a revocation's chain entry and its rotation (the
+/// revoking process died in between): the revoked host, which still holds
+/// the old key, writes a value of its own under it, and then writes the
+/// removal entry again, byte for byte, to make its write look older. Hosts
+/// keep refusing the scope, and running the revocation again does not take
+/// the value over.
+#[test]
+fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
+    use ed25519_dalek::Signer;
+    use sealfs::fleet::keys::{manifest_mac_input, random_object_id, DataKey, HostIdentity};
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"genuine");
+    assert_eq!(c.get("global/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let local = |h: &Host, key: &str| {
+        h.sb.vault()
+            .get(&format!("principal:sealfs-fleet/{key}").parse().unwrap())
+            .unwrap()
+    };
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+
+    // A's revocation of B got as far as its chain entry (entry 3).
+    let a_key =
+        ed25519_dalek::SigningKey::from_bytes(local(a, "signing-key").expose().try_into().unwrap());
+    let prev = serde_json::from_slice::<serde_json::Value>(
+        &store
+            .get(&store.key(&format!("chain/{:020}", 2)))
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (b_age, b_vk) = {
+        let card = b.recipient();
+        let (x, y) = card.split_once(':').unwrap();
+        (x.to_owned(), y.to_owned())
+    };
+    let body = serde_json::json!({
+        "fleet": id, "seq": 3, "prev": hex(&{ use sha2::Digest; sha2::Sha256::digest(prev.as_bytes()) }),
+        "op": "remove", "member": {"recipient": b_age, "signing_key": b_vk},
+        "signer": a.recipient().split(':').nth(1).unwrap(), "time_ms": 0,
+    })
+    .to_string();
+    let sig = a_key.sign(&[b"sealfs-fleet-chain/v1\0".as_slice(), body.as_bytes()].concat());
+    let removal = serde_json::json!({"body": body, "sig": b64(&sig.to_bytes())})
+        .to_string()
+        .into_bytes();
+    put(&store, &format!("chain/{:020}", 3), removal.clone());
+
+    // B, with the old key from the keyring, writes its own value under it.
+    let b_id = HostIdentity::parse(local(b, "age-identity").expose()).unwrap();
+    let ring: serde_json::Value = serde_json::from_str(
+        serde_json::from_slice::<serde_json::Value>(
+            &store
+                .get(&store.key("keyring/global"))
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(ring["wrapped"][&b_age].as_str().unwrap())
+        .unwrap();
+    let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(
+        &store
+            .get(&store.key("index/global"))
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(stored["body"].as_str().unwrap()).unwrap();
+    let version = manifest["counter"].as_u64().unwrap() + 1;
+    let epoch = manifest["epoch"].as_u64().unwrap();
+    let r: sealfs::VaultRef = "global/k".parse().unwrap();
+    let dek = DataKey::generate();
+    let object = random_object_id();
+    put(
+        &store,
+        &format!("obj/{object}"),
+        dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(b"from-b")),
+    );
+    manifest["counter"] = version.into();
+    manifest["entries"]["k"] = serde_json::json!({
+        "version": version, "object": object,
+        "dek": b64(&old_key.wrap_data_key(&dek, &r, version, epoch)),
+        "len": 6, "created_ms": 0, "updated_ms": 0,
+    });
+    let body = manifest.to_string();
+    let mac = old_key.mac(&manifest_mac_input(r.scope(), body.as_bytes()));
+    put(
+        &store,
+        "index/global",
+        serde_json::json!({"body": body, "mac": b64(&mac)})
+            .to_string()
+            .into_bytes(),
+    );
+    // ... and writes the removal entry again, unchanged.
+    put(&store, &format!("chain/{:020}", 3), removal);
+
+    for h in [a, c] {
+        refused(
+            h,
+            "global/k",
+            "scope global still has its key from before the last revocation",
+        );
+    }
+    a.run(&["fleet", "revoke", &b.recipient()], b"").fails(
+        1,
+        "the manifest of global: it was written under the old key after the revocation",
+    );
+    for h in [a, c] {
+        let out = h.run(&["get", "global/k"], b"");
+        assert!(!out.stdout.windows(6).any(|w| w == b"from-b"));
+    }
+}
+
+/// A host that has seen a revocation does not go back to an older pin when
+/// given its first join token again, unless told to replace its pin.
+#[test]
+fn joining_again_with_an_old_token_never_moves_the_pin_back() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"before");
+    let old_token = scope_status(a)["join_token"].as_str().unwrap().to_owned();
+    let c = Host::new(&etcd);
+    let token = a
+        .run(&["fleet", "enroll", &c.recipient()], b"")
+        .ok()
+        .stdout_str();
+    c.run(&["fleet", "join", token.trim()], b"").ok();
+    a.run(&["fleet", "revoke", &c.recipient()], b"").ok();
+    a.set("global/k", b"after-revoke");
+    assert_eq!(b.get("global/k"), b"after-revoke");
+    // The chain put back to before C's revocation: B refuses it, and the
+    // old token does not talk B into it.
+    let store = raw(&etcd, "sealfs");
+    let chain = snapshot(&store, "chain/");
+    let before: Vec<_> = chain[..2].to_vec();
+    restore(&store, "chain/", &before, None);
+    refused(
+        b,
+        "global/k",
+        "refusing the membership chain: it ends at entry 1",
+    );
+    b.run(&["fleet", "join", &old_token], b"")
+        .fails(1, "run `sealfs fleet join --replace-pin`");
+    refused(
+        b,
+        "global/k",
+        "refusing the membership chain: it ends at entry 1",
+    );
+    restore(&store, "chain/", &chain, None);
+    assert_eq!(b.get("global/k"), b"after-revoke");
 }

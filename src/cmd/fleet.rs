@@ -52,8 +52,8 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 v.etcd.prefix,
             ));
         }
-        FleetCommand::Join { token } => {
-            let member = v.open_fleet()?.join(&token)?;
+        FleetCommand::Join { token, replace_pin } => {
+            let member = v.open_fleet()?.join(&token, replace_pin)?;
             note(if member {
                 "joined the fleet; this host is a member"
             } else {
@@ -84,7 +84,8 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             write_stdout(format!("{token}\n").as_bytes())?;
             note(&format!(
                 "took over the restored state and re-keyed {scopes} scope(s); a host that \
-                 now refuses the membership chain re-joins with `sealfs fleet join` and the token above"
+                 now refuses the membership chain re-joins with `sealfs fleet join --replace-pin` \
+                 and the token above"
             ));
         }
         FleetCommand::Status { json } => {
@@ -115,10 +116,10 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                         sc.epoch,
                         sc.key_id,
                         sc.secrets,
-                        if sc.readable {
-                            ""
-                        } else {
-                            ", not readable by this host"
+                        match (&sc.problem, sc.readable) {
+                            (Some(p), _) => format!(", refused: {p}"),
+                            (None, true) => String::new(),
+                            (None, false) => ", not readable by this host".into(),
                         }
                     ));
                 }

@@ -73,12 +73,15 @@ pub enum FleetError {
         /// The limit, in seconds.
         max_secs: u64,
     },
-    /// A revocation removed the host but could not rotate some scopes
-    /// (each named with why); those stay refused until it is run again.
-    #[error("the host is revoked and {rotated} scope(s) were rotated, but these could not be: {failed}; nothing in them is served until `sealfs fleet revoke` completes")]
-    RevokeIncomplete {
-        /// How many scopes were rotated.
-        rotated: usize,
+    /// An enrolment or revocation changed the membership but could not
+    /// bring some scopes along (each named with why); running it again
+    /// finishes them.
+    #[error("{op}: the membership changed and {done} scope(s) followed, but these could not: {failed}; run `sealfs fleet {op}` again once they are fixed")]
+    Incomplete {
+        /// `enroll` or `revoke`.
+        op: &'static str,
+        /// How many scopes were brought along.
+        done: usize,
         /// The scopes that failed, with their errors.
         failed: String,
     },
@@ -201,7 +204,7 @@ impl FleetError {
             | E::Forged(_)
             | E::OtherFleet { .. }
             | E::NotRotated(_)
-            | E::RevokeIncomplete { .. } => K::Integrity,
+            | E::Incomplete { .. } => K::Integrity,
             E::Etcd(_) | E::Cache { .. } => K::Other,
             E::Local(e) => e.kind(),
         }

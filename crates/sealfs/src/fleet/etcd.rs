@@ -29,6 +29,9 @@ pub struct Record {
     /// The revision that last changed the key (0 for a copy from the
     /// local cache).
     pub mod_revision: i64,
+    /// The revision that created the key (a put of the same key keeps it;
+    /// only a delete and a new put change it); 0 for a cached copy.
+    pub create_revision: i64,
 }
 
 /// What a transaction requires of a key before it applies.
@@ -322,6 +325,7 @@ impl EtcdStore {
         Ok(resp.kvs().first().map(|kv| Record {
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
+            create_revision: kv.create_revision(),
         }))
     }
 
@@ -340,6 +344,7 @@ impl EtcdStore {
                     Record {
                         value: kv.value().to_vec(),
                         mod_revision: kv.mod_revision(),
+                        create_revision: kv.create_revision(),
                     },
                 )
             })
@@ -365,6 +370,7 @@ impl EtcdStore {
                     Record {
                         value: kv.value().to_vec(),
                         mod_revision: kv.mod_revision(),
+                        create_revision: kv.create_revision(),
                     },
                 )
             })

@@ -52,14 +52,16 @@ impl FleetVault {
     /// token (`<fleet id>:<seq>:<hash>`, printed by `fleet enroll` and
     /// `fleet status` on a member) and pins its newest entry; `true` if
     /// this host is a member. Run again with a token from a trusted member,
-    /// it replaces this host's pin: the way back after this host was shown
-    /// a forked chain.
-    pub fn join(&self, token: &str) -> Result<bool, FleetError> {
+    /// it only moves this host's pin forward; with `replace`, it replaces
+    /// it (the way back after a deliberate restore of etcd, or after this
+    /// host was shown a forked chain).
+    pub fn join(&self, token: &str, replace: bool) -> Result<bool, FleetError> {
         let want = trust::FleetPin::parse_token(token)?;
-        if let Some(p) = self.fleet_pin()? {
+        let held = self.fleet_pin()?;
+        if let Some(p) = &held {
             if p.fleet_id != want.fleet_id {
                 return Err(FleetError::OtherFleet {
-                    pinned: p.fleet_id,
+                    pinned: p.fleet_id.clone(),
                     found: want.fleet_id,
                 });
             }
@@ -73,17 +75,27 @@ impl FleetVault {
         let mut raw = vec![(self.chain_key(0), first.value)];
         for (key, rec) in entries {
             m.apply(&rec.value)?;
+            if m.last_removal == m.seq() {
+                m.removal_rev = Some(rec.create_revision);
+            }
             raw.push((key, rec.value));
         }
         m.check_pin(&want)?;
+        if let (Some(p), false) = (&held, replace) {
+            m.check_pin(p).map_err(|e| {
+                FleetError::Forged(format!(
+                    "{}; if etcd was restored from a backup, or this host was shown a fork, \
+                     run `sealfs fleet join --replace-pin` with a token from a member you trust",
+                    e.to_string()
+                        .trim_start_matches("refusing ")
+                        .trim_end_matches("; etcd was rolled back or tampered with")
+                ))
+            })?;
+        }
         for (key, value) in &raw {
             self.cache.put(key, value)?;
         }
-        let pin = trust::FleetPin {
-            fleet_id: m.fleet_id.clone(),
-            seq: m.seq(),
-            head: m.head().to_owned(),
-        };
+        let pin = trust::FleetPin::of(&m);
         {
             let _lock = self.cache.lock_pins()?;
             super::local::store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
@@ -169,9 +181,17 @@ impl FleetVault {
             None => Ok(false),
         })?;
         let mut wrapped = 0;
+        let mut failed = Vec::new();
         for (scope, _) in self.scopes_with_keyrings()? {
-            let added = self.retry(&format!("the keyring of {scope}"), || {
+            let added = match self.retry(&format!("the keyring of {scope}"), || {
                 let m = self.membership(false)?;
+                // Revoked meanwhile: nothing more is wrapped to it.
+                if !m
+                    .card_of(&card.recipient)
+                    .is_some_and(|(c, current)| current && *c == card)
+                {
+                    return Err(FleetError::Revoked(card.to_string()));
+                }
                 let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {
                     return Ok(Some(false));
                 };
@@ -187,15 +207,39 @@ impl FleetVault {
                 // newer entry already (another enrolment).
                 ring.seq = ring.seq.max(m.seq());
                 let ok = self.store.apply(
-                    &[(self.keyring_key(&scope), Expect::Revision(rec.mod_revision))],
+                    &[
+                        (self.keyring_key(&scope), Expect::Revision(rec.mod_revision)),
+                        // Under this membership only: a revocation landing
+                        // first makes this keyring one to rotate, not extend.
+                        (self.chain_key(m.seq() + 1), Expect::Absent),
+                    ],
                     &[Change::Put(
                         self.keyring_key(&scope),
                         self.sign_keyring(&ring),
                     )],
                 )?;
                 Ok(ok.then_some(true))
-            })?;
+            }) {
+                Ok(added) => added,
+                Err(
+                    e @ (FleetError::Unreachable { .. }
+                    | FleetError::Auth(_)
+                    | FleetError::Revoked(_)),
+                ) => return Err(e),
+                // One tampered scope does not stop the others.
+                Err(e) => {
+                    failed.push(format!("{scope} ({e})"));
+                    false
+                }
+            };
             wrapped += usize::from(added);
+        }
+        if !failed.is_empty() {
+            return Err(FleetError::Incomplete {
+                op: "enroll",
+                done: wrapped,
+                failed: failed.join("; "),
+            });
         }
         if was_member && wrapped == 0 {
             return Err(FleetError::AlreadyMember(card.recipient));
@@ -240,8 +284,9 @@ impl FleetVault {
         }
         self.reset_memo_scopes();
         if !failed.is_empty() {
-            return Err(FleetError::RevokeIncomplete {
-                rotated,
+            return Err(FleetError::Incomplete {
+                op: "revoke",
+                done: rotated,
                 failed: failed.join("; "),
             });
         }
@@ -289,17 +334,18 @@ impl FleetVault {
         rec: &Record,
         mrec: &Record,
     ) -> Result<(), FleetError> {
-        let removal = self
-            .store
-            .get(&self.chain_key(m.last_removal))?
-            .filter(|r| {
-                Signed::parse("", &r.value).is_ok_and(|s| {
-                    Some(hash(s.body.as_bytes()).as_str()) == m.hash_at(m.last_removal)
-                })
-            })
+        // The revision that created the removal entry, as this host first
+        // saw it (a put of the same bytes keeps a key's creation revision;
+        // creating it again is refused by the pin).
+        let line = self
+            .fleet_pin()?
+            .and_then(|p| p.removal)
+            .filter(|(seq, _)| *seq == m.last_removal)
+            .map(|(_, rev)| rev)
+            .or(m.removal_rev)
             .ok_or_else(|| {
                 FleetError::Forged(format!(
-                    "entry {} of the membership chain: it changed while revoking",
+                    "entry {} of the membership chain: when it was written is unknown",
                     m.last_removal
                 ))
             })?;
@@ -308,10 +354,10 @@ impl FleetVault {
                 "the {what} of {scope}: it was written under the old key after the revocation"
             ))
         };
-        if rec.mod_revision > removal.mod_revision {
+        if rec.mod_revision > line {
             return Err(after("keyring"));
         }
-        if mrec.mod_revision > removal.mod_revision {
+        if mrec.mod_revision > line {
             return Err(after("manifest"));
         }
         Ok(())
@@ -410,7 +456,7 @@ impl FleetVault {
         }
         self.require_member(&m)?;
         let token = join_token(&m);
-        self.join(&token)?;
+        self.join(&token, true)?;
         let now = crate::clock::now_ms();
         let mut done = 0;
         for (scope, _) in self.scopes_with_keyrings()? {
@@ -450,20 +496,23 @@ impl FleetVault {
         let m = self.membership(false)?;
         let mut scopes = Vec::new();
         for (scope, rec) in self.scopes_with_keyrings()? {
-            let ring: Keyring = Signed::parse("a keyring", &rec.value)
-                .and_then(|s| serde_json::from_str(&s.body).map_err(|e| corrupt("keyring", e)))?;
-            let (readable, secrets) = match self.scope_state(&scope, false, false) {
-                Ok(Some(s)) => (true, s.manifest.entries.len()),
-                Ok(None) => (false, 0),
-                Err(FleetError::NotEnrolled { .. } | FleetError::NotRotated(_)) => (false, 0),
-                Err(e) => return Err(e),
+            let ring: Option<Keyring> = Signed::parse("a keyring", &rec.value)
+                .ok()
+                .and_then(|s| serde_json::from_str(&s.body).ok());
+            let (readable, secrets, problem) = match self.scope_state(&scope, false, false) {
+                Ok(Some(s)) => (true, s.manifest.entries.len(), None),
+                Ok(None) => (false, 0, None),
+                Err(FleetError::NotEnrolled { .. }) => (false, 0, None),
+                Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
+                Err(e) => (false, 0, Some(e.to_string())),
             };
             scopes.push(ScopeStatus {
                 scope: scope.to_string(),
-                epoch: ring.epoch,
-                key_id: ring.key_id,
+                epoch: ring.as_ref().map_or(0, |r| r.epoch),
+                key_id: ring.map(|r| r.key_id).unwrap_or_default(),
                 secrets,
                 readable,
+                problem,
             });
         }
         Ok(FleetStatus {
@@ -480,10 +529,5 @@ impl FleetVault {
 
 /// The join token naming `m`'s newest entry.
 fn join_token(m: &Membership) -> String {
-    trust::FleetPin {
-        fleet_id: m.fleet_id.clone(),
-        seq: m.seq(),
-        head: m.head().to_owned(),
-    }
-    .token()
+    trust::FleetPin::of(m).token()
 }

@@ -155,21 +155,23 @@ impl FleetVault {
         Ok(state)
     }
 
-    /// A sealed object, from the memo while the watch runs.
-    pub(super) fn object_for_read(&self, id: &str) -> Result<Option<Vec<u8>>, FleetError> {
+    /// A sealed object, from the memo while the watch runs; with whether
+    /// it was just read from etcd (and so is for the cache, once it opens).
+    pub(super) fn object_for_read(&self, id: &str) -> Result<Option<(Vec<u8>, bool)>, FleetError> {
         if let Some(o) = self.memo().objects.get(id).cloned() {
-            return Ok(Some(o));
+            return Ok(Some((o, false)));
         }
         let generation = self.memo_generation();
-        let rec = self.read(&self.object_key(id), true)?;
-        let from_cache = rec.as_ref().is_some_and(|r| r.mod_revision == 0);
-        let obj = rec.map(|r| r.value);
-        if let (Some(g), Some(o), false) = (generation, &obj, from_cache) {
+        let Some(rec) = self.read(&self.object_key(id), true)? else {
+            return Ok(None);
+        };
+        let from_etcd = rec.mod_revision != 0;
+        if let (Some(g), true) = (generation, from_etcd) {
             let mut m = self.memo();
             if m.usable() && m.generation == g {
-                m.objects.insert(id.to_owned(), o.clone());
+                m.objects.insert(id.to_owned(), rec.value.clone());
             }
         }
-        Ok(obj)
+        Ok(Some((rec.value, from_etcd)))
     }
 }

@@ -118,6 +118,10 @@ pub struct ScopeStatus {
     pub secrets: usize,
     /// Whether this host holds a copy of the scope's fleet key.
     pub readable: bool,
+    /// Why the scope failed its checks (tampering, an unfinished
+    /// revocation), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A scope's verified state as read.
@@ -289,15 +293,13 @@ impl FleetVault {
         self.store.key(&format!("obj/{id}"))
     }
 
-    /// Reads `key` from etcd, keeping a copy in the cache; while etcd is
-    /// unreachable, the cached copy.
+    /// Reads `key` from etcd; while etcd is unreachable, the cached copy.
+    /// What is read is cached by the caller once verified ([`Self::keep`]),
+    /// so an etcd writer cannot replace good cached copies with bad ones.
     fn read(&self, key: &str, offline_ok: bool) -> Result<Option<Record>, FleetError> {
         match self.store.get(key) {
             Ok(got) => {
                 self.reached_etcd()?;
-                if let Some(rec) = &got {
-                    self.cache.put(key, &rec.value)?;
-                }
                 Ok(got)
             }
             Err(FleetError::Unreachable { .. }) if offline_ok => {
@@ -309,10 +311,20 @@ impl FleetVault {
                 Ok(Some(Record {
                     value,
                     mod_revision: 0,
+                    create_revision: 0,
                 }))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Keeps a verified record from etcd in the cache (a cached copy read
+    /// back has no revision, and is there already).
+    fn keep(&self, key: &str, rec: &Record) -> Result<(), FleetError> {
+        if rec.mod_revision != 0 {
+            self.cache.put(key, &rec.value)?;
+        }
+        Ok(())
     }
 
     /// The verified state of `scope`. `create`: a scope with no keyring
@@ -328,12 +340,21 @@ impl FleetVault {
         // Likewise a read that raced another writer of this host can be
         // older than the counter that writer just recorded: only a record
         // that stays older is a replay.
+        // And a keyring read just before another process of this host
+        // pinned a newer one looks older than the pin: one more look, with
+        // the pins read afresh, settles that too.
         let mut last = FleetError::Integrity(format!("the manifest of {scope}"));
+        let mut looked_again = false;
         for _ in 0..5 {
             match self.scope_state_once(scope, create, offline_ok) {
                 Ok(Some(state)) => return Ok(state),
                 Ok(None) => {}
                 Err(e @ FleetError::Replay { .. }) => last = e,
+                Err(e @ FleetError::Forged(_)) if !looked_again => {
+                    looked_again = true;
+                    self.trust().scope_pins.remove(scope);
+                    last = e;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -352,6 +373,7 @@ impl FleetVault {
         let (keyring, key, keyring_rev) = match ring_rec {
             Some(rec) => {
                 let (ring, key) = self.parse_keyring(scope, &rec, &m, KeyringUse::Current)?;
+                self.keep(&self.keyring_key(scope), &rec)?;
                 (ring, key, Some(rec.mod_revision))
             }
             None => {
@@ -373,7 +395,10 @@ impl FleetVault {
         };
         let (manifest, manifest_rev) = match self.read(&self.manifest_key(scope), offline_ok)? {
             Some(rec) => match self.parse_manifest(scope, &key, &keyring, &rec, false)? {
-                Some(body) => (body, Some(rec.mod_revision)),
+                Some(body) => {
+                    self.keep(&self.manifest_key(scope), &rec)?;
+                    (body, Some(rec.mod_revision))
+                }
                 None => return Ok(None),
             },
             None => {
@@ -527,7 +552,7 @@ impl FleetVault {
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
             // A concurrent rewrite may delete the object we were told about:
             // read the manifest again.
-            let Some(obj) = self.object_for_read(&e.object)? else {
+            let Some((obj, from_etcd)) = self.object_for_read(&e.object)? else {
                 self.reset_memo_scopes();
                 continue;
             };
@@ -536,9 +561,13 @@ impl FleetVault {
                 .key
                 .unwrap_data_key(&wrapped, r, e.version, state.manifest.epoch)
                 .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
-            return dek
+            let value = dek
                 .open(r, e.version, &obj)
-                .ok_or_else(|| FleetError::Integrity(r.to_string()));
+                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
+            if from_etcd {
+                self.cache.put(&self.object_key(&e.object), &obj)?;
+            }
+            return Ok(value);
         }
         Err(FleetError::Conflict(r.to_string()))
     }

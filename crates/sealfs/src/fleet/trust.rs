@@ -225,6 +225,9 @@ pub(super) struct Membership {
     members: BTreeMap<String, Member>,
     /// The sequence number of the last removal (0: none yet).
     pub(super) last_removal: u64,
+    /// The etcd revision that created the last removal's entry, when it
+    /// was read from etcd (not from the cache).
+    pub(super) removal_rev: Option<i64>,
 }
 
 impl Membership {
@@ -259,6 +262,7 @@ impl Membership {
                 },
             )]),
             last_removal: 0,
+            removal_rev: None,
         })
     }
 
@@ -307,6 +311,7 @@ impl Membership {
                     .ok_or_else(|| forged(&what, "it removes a host that is not a member"))?;
                 m.removed = Some(seq);
                 self.last_removal = seq;
+                self.removal_rev = None;
             }
         }
         self.hashes.push(hash(signed.body.as_bytes()));
@@ -431,9 +436,29 @@ pub(super) struct FleetPin {
     pub(super) fleet_id: String,
     pub(super) seq: u64,
     pub(super) head: String,
+    /// The chain's last removal as this host first saw it: its entry and
+    /// the etcd revision that created it. Records a rotation on this host
+    /// takes over must be older, however that entry is written again
+    /// later (to move the line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) removal: Option<(u64, i64)>,
 }
 
 impl FleetPin {
+    /// A pin of `m`'s newest entry (and of its last removal, if `m` read
+    /// it from etcd).
+    pub(super) fn of(m: &Membership) -> Self {
+        FleetPin {
+            fleet_id: m.fleet_id.clone(),
+            seq: m.seq(),
+            head: m.head().to_owned(),
+            removal: m
+                .removal_rev
+                .filter(|_| m.last_removal > 0)
+                .map(|r| (m.last_removal, r)),
+        }
+    }
+
     /// The join token: `<fleet id>:<seq>:<hash>`, naming one chain entry
     /// (the one that enrolled the host) for `sealfs fleet join`.
     pub(super) fn token(&self) -> String {
@@ -462,6 +487,7 @@ impl FleetPin {
             fleet_id: id.to_owned(),
             seq: seq.parse().map_err(|_| bad())?,
             head: head.to_owned(),
+            removal: None,
         })
     }
 }
@@ -561,11 +587,7 @@ mod tests {
             Err(FleetError::OtherFleet { .. })
         ));
         // Pins: behind and forked chains are refused.
-        let pin = FleetPin {
-            fleet_id: id.clone(),
-            seq: 2,
-            head: m.head().to_owned(),
-        };
+        let pin = FleetPin::of(&m);
         m.check_pin(&pin).unwrap();
         let mut short = Membership::genesis(&id, &raws[0]).unwrap();
         short.apply(&raws[1]).unwrap();

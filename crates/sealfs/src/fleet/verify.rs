@@ -38,16 +38,18 @@ impl FleetVault {
         let stored: Option<FleetPin> = load_pin(&self.local, &self.fleet_pin_key())?;
         if let Some(p) = &stored {
             m.check_pin(p)?;
-            if p.seq >= m.seq() {
+            if p.seq >= m.seq() && (p.removal.is_some() || m.removal_rev.is_none()) {
                 self.trust().fleet_pin = Some(p.clone());
                 return Ok(());
             }
         }
-        let pin = FleetPin {
-            fleet_id: m.fleet_id.clone(),
-            seq: m.seq(),
-            head: m.head().to_owned(),
-        };
+        let mut pin = FleetPin::of(m);
+        // The revision a removal entry was first seen at stays.
+        if let Some((seq, rev)) = stored.and_then(|p| p.removal) {
+            if seq == m.last_removal {
+                pin.removal = Some((seq, rev));
+            }
+        }
         store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
         self.trust().fleet_pin = Some(pin);
         Ok(())
@@ -89,9 +91,10 @@ impl FleetVault {
             Err(e) => return Err(e),
         };
         let mut entries = entries.into_iter();
-        let first = entries.next().map(|(_, rec)| rec.value);
+        let first = entries.next();
         let mut m = match (base, first) {
-            (Some(m), Some(raw)) => {
+            (Some(mut m), Some((_, rec))) => {
+                let raw = rec.value;
                 // The entry verified last must still be there, unchanged.
                 let same = Signed::parse("the membership chain", &raw)
                     .is_ok_and(|s| hash(s.body.as_bytes()) == m.head());
@@ -101,9 +104,13 @@ impl FleetVault {
                         m.seq()
                     )));
                 }
+                if m.last_removal == m.seq() && m.removal_rev.is_none() {
+                    m.removal_rev = Some(rec.create_revision);
+                }
                 m
             }
-            (None, Some(raw)) => {
+            (None, Some((_, rec))) => {
+                let raw = rec.value;
                 let m = Membership::genesis(&pin.fleet_id, &raw)?;
                 self.cache.put(&self.chain_key(0), &raw)?;
                 m
@@ -117,10 +124,15 @@ impl FleetVault {
         };
         for (key, rec) in entries {
             m.apply(&rec.value)?;
+            if m.last_removal == m.seq() {
+                m.removal_rev = Some(rec.create_revision);
+            }
             self.cache.put(&key, &rec.value)?;
         }
         m.check_pin(&pin)?;
-        if m.seq() > pin.seq {
+        let removal_unpinned =
+            m.removal_rev.is_some() && pin.removal.is_none_or(|(s, _)| s != m.last_removal);
+        if m.seq() > pin.seq || removal_unpinned {
             self.advance_fleet_pin(&m)?;
         }
         self.trust().membership = Some(m.clone());
