@@ -151,7 +151,9 @@ pub(crate) enum FleetCommand {
     },
     /// After restoring etcd from a backup on purpose (run on one member): accept the restored state, re-key every scope above every host's pins, and print the token hosts re-join with.
     Recover,
-    /// Members, this host's enrolment, and each scope's key epoch.
+    /// Compact etcd's history, defragment every endpoint and clear its space alarm (when etcd reached its quota; needs etcd root rights).
+    Compact,
+    /// Members, this host's enrolment, etcd's space, and each scope's key epoch.
     Status {
         /// JSON output
         #[arg(long)]

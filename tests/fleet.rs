@@ -692,6 +692,76 @@ fn an_auth_token_that_expires_in_a_long_running_process_is_renewed() {
     assert_eq!(a.get("global/k"), b"after-second");
 }
 
+/// etcd's history stays bounded (sealfs compacts it), and an etcd at its
+/// quota is a clear error until `sealfs fleet compact`, after which writes
+/// go on and nothing acknowledged is lost; `fleet status` shows the space.
+#[test]
+fn etcd_history_is_compacted_and_a_full_etcd_is_a_clear_error_until_compact() {
+    let Some(etcd) = Etcd::start_flags(1, &["--quota-backend-bytes=8388608"]) else {
+        return;
+    };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    let v = a.vault();
+    v.put(&r("global/small"), &SensitiveBytes::from_slice(b"first"))
+        .unwrap();
+    // Other writes (cheap ones, raw) take etcd to just below revision
+    // 2000; the sealfs write committed at 2000, a multiple of
+    // COMPACT_EVERY, compacts away all but the last 1000 revisions.
+    let raw = EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: "unrelated".into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+        tls: None,
+    })
+    .unwrap();
+    while raw
+        .apply_at(&[], &[Change::Put(raw.key("k"), b"x".to_vec())])
+        .unwrap()
+        .unwrap()
+        < 1999
+    {}
+    let old = etcd.ctl(&["get", "/sealfs/index/global", "--rev=5"]);
+    assert!(old.status.success(), "compacted too early");
+    v.put(&r("global/small"), &SensitiveBytes::from_slice(b"second"))
+        .unwrap();
+    let old = etcd.ctl(&["get", "/sealfs/index/global", "--rev=5"]);
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("compacted"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+
+    // Large values until etcd's 8 MiB quota refuses one.
+    let big = vec![b'x'; 60 * 1024];
+    let mut acked = 0;
+    let err = loop {
+        match v.put(&r("global/big"), &SensitiveBytes::from_slice(&big)) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 2000, "etcd never reached its quota");
+    };
+    assert!(matches!(err, FleetError::NoSpace), "{err}");
+    assert!(acked > 0);
+    a.run(&["set", "global/other"], b"refused").fails(
+        1,
+        "etcd is out of space (its quota, --quota-backend-bytes, is reached)",
+    );
+    let status = a.run(&["fleet", "status"], b"").ok().stdout_str();
+    assert!(status.contains("alarms: NOSPACE"), "{status}");
+    // Reads go on; compaction and defragmentation bring writes back.
+    assert_eq!(a.get("global/big"), big);
+    a.run(&["fleet", "compact"], b"").ok();
+    a.set("global/other", b"after-compact");
+    assert_eq!(a.get("global/other"), b"after-compact");
+    assert_eq!(a.get("global/big"), big);
+    let status = a.run(&["fleet", "status"], b"").ok().stdout_str();
+    assert!(status.contains("alarms: none"), "{status}");
+}
+
 /// etcd with `--client-cert-auth`: a host without a certificate is refused
 /// with a clear error; `sealfs fleet tls` keeps the CA, certificate and key
 /// sealed in the local vault (paths in argv, never key material), and then

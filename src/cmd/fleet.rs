@@ -88,6 +88,15 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                  and the token above"
             ));
         }
+        FleetCommand::Compact => {
+            let (before, after) = v.open_fleet()?.compact()?;
+            note(&format!(
+                "etcd compacted and defragmented: database {} -> {}; alarms: {}",
+                mib(before.db_size),
+                mib(after.db_size),
+                alarms(&after.alarms)
+            ));
+        }
         FleetCommand::Status { json } => {
             let s = v.open_fleet()?.status()?;
             if json {
@@ -108,6 +117,20 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 );
                 for m in &s.members {
                     out.push_str(&format!("  {m}\n"));
+                }
+                match &s.etcd {
+                    Some(e) => out.push_str(&format!(
+                        "etcd {}: database {} ({} in use) of {}; alarms: {}\n",
+                        e.version,
+                        mib(e.db_size),
+                        mib(e.db_in_use),
+                        e.quota.map_or_else(
+                            || "a quota this etcd does not report (its default is 2 GiB)".into(),
+                            |q| format!("a {} quota", mib(q))
+                        ),
+                        alarms(&e.alarms)
+                    )),
+                    None => out.push_str("etcd: space not shown (this etcd user may not ask)\n"),
                 }
                 for sc in &s.scopes {
                     out.push_str(&format!(
@@ -147,4 +170,17 @@ fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+/// Bytes as MiB, one decimal.
+fn mib(bytes: i64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn alarms(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }

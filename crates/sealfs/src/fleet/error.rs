@@ -85,6 +85,9 @@ pub enum FleetError {
         /// The scopes that failed, with their errors.
         failed: String,
     },
+    /// etcd reached its space quota and takes no writes.
+    #[error("etcd is out of space (its quota, --quota-backend-bytes, is reached); run `sealfs fleet compact` on a member (etcd root rights), or raise the quota; nothing was stored")]
+    NoSpace,
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
@@ -197,7 +200,9 @@ impl FleetError {
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) => K::Exists,
             E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
-            E::Unreachable { .. } | E::Conflict(_) | E::TooStale { .. } => K::Unavailable,
+            E::Unreachable { .. } | E::Conflict(_) | E::TooStale { .. } | E::NoSpace => {
+                K::Unavailable
+            }
             E::Corrupt(_)
             | E::Integrity(_)
             | E::Replay { .. }

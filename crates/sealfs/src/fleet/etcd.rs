@@ -16,6 +16,23 @@ use etcd_client::{
 
 use super::FleetError;
 
+/// What `sealfs fleet status` shows of etcd's space.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EtcdSpace {
+    /// The etcd server's version.
+    pub version: String,
+    /// The size of its database file, in bytes.
+    pub db_size: i64,
+    /// The bytes of it in use (the rest is free after compaction until a
+    /// defragmentation gives it back).
+    pub db_in_use: i64,
+    /// Its quota (`--quota-backend-bytes`), if the server reports it
+    /// (etcd 3.5 and later; the default is 2 GiB).
+    pub quota: Option<i64>,
+    /// Its active alarms (`NOSPACE` once the quota is reached).
+    pub alarms: Vec<String>,
+}
+
 /// How often a quiet watch asks etcd for a progress report.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a watch may hear nothing before it is given up.
@@ -165,6 +182,14 @@ impl EtcdStore {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        let c = self.connect(self.opts.endpoints.clone())?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A new client to `endpoints`, with this store's credentials, TLS and
+    /// connection settings.
+    fn connect(&self, endpoints: Vec<String>) -> Result<Client, FleetError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.opts.timeout)
             .with_timeout(self.opts.timeout)
@@ -211,21 +236,22 @@ impl EtcdStore {
                 .identity(etcd_client::Identity::from_pem(&tls.cert, tls.key.expose()));
             options = options.with_tls(config);
         }
-        let endpoints = self.opts.endpoints.clone();
-        let c = self
-            .rt
+        self.rt
             .block_on(async {
                 tokio::time::timeout(self.opts.timeout, Client::connect(endpoints, Some(options)))
                     .await
             })
             .map_err(|_| unreachable(&self.opts, "timed out connecting"))?
-            .map_err(|e| self.classify(e))?;
-        *slot = Some(c.clone());
-        Ok(c)
+            .map_err(|e| self.classify(e))
     }
 
     fn classify(&self, e: etcd_client::Error) -> FleetError {
         use etcd_client::Error as E;
+        // etcd at its quota refuses every write (and raises its NOSPACE
+        // alarm) until space is reclaimed.
+        if e.to_string().contains("database space exceeded") {
+            return FleetError::NoSpace;
+        }
         // Before "unreachable": a refused handshake shows as a transport
         // failure, but retrying cannot fix it and the cause is the setup.
         if let Some(cause) = tls_failure(&e) {
@@ -384,6 +410,16 @@ impl EtcdStore {
         expect: &[(String, Expect)],
         changes: &[Change],
     ) -> Result<bool, FleetError> {
+        Ok(self.apply_at(expect, changes)?.is_some())
+    }
+
+    /// As [`EtcdStore::apply`], with the revision the changes were
+    /// committed at.
+    pub fn apply_at(
+        &self,
+        expect: &[(String, Expect)],
+        changes: &[Change],
+    ) -> Result<Option<i64>, FleetError> {
         let compares: Vec<Compare> = expect
             .iter()
             .map(|(k, e)| match e {
@@ -400,7 +436,86 @@ impl EtcdStore {
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
         let resp = self.call(|mut c| async move { c.txn(txn).await })?;
-        Ok(resp.succeeded())
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Drops etcd's history before `revision` (its MVCC compaction); a
+    /// revision compacted already is no error.
+    pub fn compact_to(&self, revision: i64) -> Result<(), FleetError> {
+        match self.call(move |mut c| async move { c.compact(revision, None).await }) {
+            Ok(_) => Ok(()),
+            Err(FleetError::Etcd(m)) if m.contains("compacted") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How much space etcd uses, its quota (etcd 3.5 and later report it)
+    /// and its alarms.
+    pub fn space(&self) -> Result<EtcdSpace, FleetError> {
+        let st = self.call(|mut c| async move { c.status().await })?;
+        let alarms = self.call(|mut c| async move {
+            c.alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+        })?;
+        Ok(EtcdSpace {
+            version: st.version().to_owned(),
+            db_size: st.db_size(),
+            db_in_use: st.raft_used_db_size(),
+            quota: Some(st.db_size_quota()).filter(|q| *q > 0),
+            alarms: alarms
+                .alarms()
+                .iter()
+                .map(|a| format!("{:?}", a.alarm()).to_uppercase())
+                .collect(),
+        })
+    }
+
+    /// Reclaims the space compaction freed, on every endpoint (one at a
+    /// time: a member defragmenting does not answer), and clears etcd's
+    /// NOSPACE alarm so writes are taken again.
+    pub fn defragment_and_disarm(&self) -> Result<(), FleetError> {
+        for ep in &self.opts.endpoints {
+            let c = self.connect(vec![ep.clone()])?;
+            let deadline = self.opts.timeout.max(Duration::from_secs(60));
+            self.rt
+                .block_on(async move {
+                    let mut c = c;
+                    tokio::time::timeout(deadline, c.defragment()).await
+                })
+                .map_err(|_| unreachable(&self.opts, "timed out defragmenting"))?
+                .map_err(|e| self.classify(e))?;
+        }
+        let alarms = self.call(|mut c| async move {
+            c.alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            )
+            .await
+        })?;
+        for a in alarms.alarms() {
+            if a.alarm() != etcd_client::AlarmType::Nospace {
+                continue;
+            }
+            let member = a.member_id();
+            self.call(move |mut c| async move {
+                let mut o = etcd_client::AlarmOptions::new();
+                o.with_member(member);
+                c.alarm(
+                    etcd_client::AlarmAction::Deactivate,
+                    etcd_client::AlarmType::Nospace,
+                    Some(o),
+                )
+                .await
+            })?;
+        }
+        Ok(())
     }
 
     /// The store's current revision.

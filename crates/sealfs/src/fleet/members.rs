@@ -515,9 +515,18 @@ impl FleetVault {
                 problem,
             });
         }
+        let etcd = match self.store.space() {
+            Ok(s) => Some(s),
+            Err(e @ (FleetError::Unreachable { .. } | FleetError::Tls { .. })) => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "etcd's space is not shown");
+                None
+            }
+        };
         Ok(FleetStatus {
             fleet_id: m.fleet_id.clone(),
             join_token: join_token(&m),
+            etcd,
             enrolled: m.has_recipient(&me.recipient),
             recipient: me.to_string(),
             members: m.cards().map(ToString::to_string).collect(),

@@ -50,7 +50,7 @@ use cache::Cache;
 pub(crate) use error::corrupt;
 pub use error::FleetError;
 use etcd::{Change, Expect, Record};
-pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
+pub use etcd::{EtcdOptions, EtcdSpace, EtcdStore, EtcdTls};
 use keys::{DataKey, FleetKey, HostIdentity};
 pub use local::{
     host_card, host_identity, password_ref, store_credentials, store_tls, stored_credentials,
@@ -100,6 +100,9 @@ pub struct FleetStatus {
     /// The token a newly enrolled host joins with (`sealfs fleet join`):
     /// the fleet id and the newest chain entry.
     pub join_token: String,
+    /// etcd's space and alarms, if this host may ask (not with an etcd
+    /// user that lacks the rights).
+    pub etcd: Option<EtcdSpace>,
     /// Every scope that has a keyring.
     pub scopes: Vec<ScopeStatus>,
 }
@@ -164,6 +167,12 @@ pub struct FleetVault {
     contact_ms: std::sync::atomic::AtomicU64,
 }
 
+/// One write in this many revisions compacts etcd's history.
+pub const COMPACT_EVERY: i64 = 1000;
+/// How many revisions of history a compaction keeps (a watch further
+/// behind starts afresh from a full read).
+pub const HISTORY_KEPT: i64 = 1000;
+
 /// The default of `--max-offline-age`: a day.
 pub const DEFAULT_MAX_OFFLINE_AGE: Duration = Duration::from_secs(86_400);
 
@@ -225,6 +234,30 @@ impl FleetVault {
             max_offline_age: DEFAULT_MAX_OFFLINE_AGE,
             contact_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Keeps etcd's history bounded: the write committed at a multiple of
+    /// [`COMPACT_EVERY`] revisions (one write in that many, whichever host
+    /// made it) compacts away all but the last [`HISTORY_KEPT`]. A failure
+    /// is logged; the write stands.
+    fn compact_now_and_then(&self, revision: i64) {
+        if revision % COMPACT_EVERY != 0 || revision <= HISTORY_KEPT {
+            return;
+        }
+        if let Err(e) = self.store.compact_to(revision - HISTORY_KEPT) {
+            tracing::warn!(error = %e, revision, "cannot compact etcd's history");
+        }
+    }
+
+    /// `sealfs fleet compact`: compacts etcd's history to now, defragments
+    /// every endpoint and clears the NOSPACE alarm, so an etcd at its quota
+    /// takes writes again; etcd's space before and after. Needs etcd's
+    /// root rights where auth is on.
+    pub fn compact(&self) -> Result<(EtcdSpace, EtcdSpace), FleetError> {
+        let before = self.store.space()?;
+        self.store.compact_to(self.store.revision()?)?;
+        self.store.defragment_and_disarm()?;
+        Ok((before, self.store.space()?))
     }
 
     /// Serves cached copies for at most `age` after etcd was last reached
@@ -521,9 +554,10 @@ impl FleetVault {
             if let Some(p) = &previous {
                 changes.push(Change::Delete(self.object_key(&p.object)));
             }
-            if !self.store.apply(&expect, &changes)? {
+            let Some(revision) = self.store.apply_at(&expect, &changes)? else {
                 return Ok(None);
-            }
+            };
+            self.compact_now_and_then(revision);
             self.reset_memo_scopes();
             self.cache.set_high_water(scope, version)?;
             self.cache.put(&self.manifest_key(scope), &manifest)?;
@@ -584,7 +618,7 @@ impl FleetVault {
             };
             state.manifest.counter += 1;
             let manifest = Self::encode_manifest(scope, &state.key, &state.manifest);
-            let ok = self.store.apply(
+            let committed = self.store.apply_at(
                 &[
                     Self::expect(self.keyring_key(scope), state.keyring_rev),
                     Self::expect(self.manifest_key(scope), state.manifest_rev),
@@ -595,7 +629,9 @@ impl FleetVault {
                     Change::Delete(self.object_key(&old.object)),
                 ],
             )?;
-            if ok {
+            let ok = committed.is_some();
+            if let Some(revision) = committed {
+                self.compact_now_and_then(revision);
                 self.reset_memo_scopes();
                 self.cache.set_high_water(scope, state.manifest.counter)?;
                 self.cache.put(&self.manifest_key(scope), &manifest)?;
