@@ -221,4 +221,10 @@ pub(crate) struct SetArgs {
     /// (that uid can read what you store there)
     #[arg(long)]
     pub into_others_session: bool,
+    /// Store only if no secret is stored under REF yet (checked and stored as one step)
+    #[arg(long, conflicts_with = "if_version")]
+    pub if_absent: bool,
+    /// Store only if the secret under REF is at version N, as `sealfs list --json` shows it (checked and stored as one step)
+    #[arg(long, value_name = "N")]
+    pub if_version: Option<u64>,
 }

@@ -418,3 +418,33 @@ fn audit_log_follow_prints_new_entries() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `set --if-absent` and `--if-version N` store only when the slot is as
+/// expected, and otherwise change nothing and say why.
+#[test]
+fn set_if_absent_and_if_version_store_only_when_the_slot_is_as_expected() {
+    let sb = Sandbox::new();
+    sb.run(&["set", "global/k", "--if-absent"], b"first").ok();
+    sb.run(&["set", "global/k", "--if-absent"], b"second").fails(
+        1,
+        "refusing to store global/k: it exists already, at version 1 (--if-absent); nothing was stored",
+    );
+    assert_eq!(sb.run(&["get", "global/k"], b"").ok().stdout, b"first");
+    sb.run(&["set", "global/k", "--if-version", "7"], b"x")
+        .fails(1, "it is at version 1, not 7 (--if-version)");
+    sb.run(&["set", "global/k", "--if-version", "1"], b"third")
+        .ok();
+    assert_eq!(sb.run(&["get", "global/k"], b"").ok().stdout, b"third");
+    sb.run(&["set", "global/nope", "--if-version", "1"], b"x")
+        .fails(1, "it does not exist (--if-version 1)");
+    assert!(!sb
+        .run(&["list"], b"")
+        .ok()
+        .stdout_str()
+        .contains("global/nope"));
+    sb.run(
+        &["set", "global/k", "--if-absent", "--if-version", "2"],
+        b"x",
+    )
+    .fails(2, "cannot be used with");
+}

@@ -69,6 +69,39 @@ fn eight_processes_rewriting_one_key() {
     assert_no_leftovers(&sb, 1);
 }
 
+/// 8 processes storing one new key with `--if-absent` at once: exactly one
+/// stores, the others are told it exists, and its value is the one kept.
+#[test]
+fn eight_processes_racing_if_absent_store_exactly_once() {
+    let sb = Sandbox::new();
+    let wins: Vec<usize> = thread::scope(|s| {
+        let runs: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let sb = &sb;
+                s.spawn(move || {
+                    let out = sb.run(
+                        &["set", "global/claim", "--if-absent"],
+                        format!("writer {w}").as_bytes(),
+                    );
+                    match out.code {
+                        Some(0) => Some(w),
+                        _ => {
+                            out.fails(1, "it exists already, at version 1 (--if-absent)");
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter().filter_map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(wins.len(), 1, "{wins:?}");
+    assert_eq!(
+        sb.get("global/claim"),
+        format!("writer {}", wins[0]).into_bytes()
+    );
+}
+
 /// 8 processes at a time, 500 mixed operations each (put/get/list/delete on
 /// shared and own keys): no acknowledged update lost, no corruption, no
 /// deadlock, bounded time.

@@ -578,6 +578,51 @@ fn a_stalled_member_bounds_how_stale_a_long_running_process_may_be() {
     watch.join().unwrap();
 }
 
+/// Compare-and-swap on the fleet: two hosts, four threads each, storing one
+/// new key with `Expected::Absent`: exactly one stores. Then only a write
+/// naming the current version goes through, from the CLI too.
+#[test]
+fn conditional_writes_on_two_hosts_store_exactly_once() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let vaults: Vec<Arc<FleetVault>> = hosts.iter().map(|h| Arc::new(h.vault())).collect();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let v = Arc::clone(&vaults[t % 2]);
+            std::thread::spawn(move || {
+                v.put_if(
+                    &r("global/claim"),
+                    &SensitiveBytes::from_slice(format!("t{t}").as_bytes()),
+                    Some(sealfs::Expected::Absent),
+                )
+                .map(|e| (t, e.version))
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in threads {
+        match t.join().unwrap() {
+            Ok(w) => won.push(w),
+            Err(FleetError::NotAsExpected { found: Some(_), .. }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let (t, version) = won[0];
+    assert_eq!(hosts[1].get("global/claim"), format!("t{t}").into_bytes());
+    let wrong = (version + 5).to_string();
+    hosts[0]
+        .run(&["set", "global/claim", "--if-version", &wrong], b"x")
+        .fails(1, &format!("it is at version {version}, not {wrong}"));
+    hosts[1]
+        .run(
+            &["set", "global/claim", "--if-version", &version.to_string()],
+            b"next",
+        )
+        .ok();
+    assert_eq!(hosts[0].get("global/claim"), b"next");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

@@ -128,6 +128,7 @@ fn open_mode(flags: i32) -> OpenMode {
         write: acc == libc_o::WRONLY || acc == libc_o::RDWR,
         truncate: flags & libc_o::TRUNC != 0,
         append: flags & libc_o::APPEND != 0,
+        exclusive: flags & libc_o::EXCL != 0,
     }
 }
 
@@ -137,6 +138,7 @@ mod libc_o {
     pub(super) const ACCMODE: i32 = OFlag::O_ACCMODE.bits();
     pub(super) const RDONLY: i32 = OFlag::O_RDONLY.bits();
     pub(super) const WRONLY: i32 = OFlag::O_WRONLY.bits();
+    pub(super) const EXCL: i32 = OFlag::O_EXCL.bits();
     pub(super) const RDWR: i32 = OFlag::O_RDWR.bits();
     pub(super) const TRUNC: i32 = OFlag::O_TRUNC.bits();
     pub(super) const APPEND: i32 = OFlag::O_APPEND.bits();

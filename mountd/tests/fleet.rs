@@ -158,6 +158,27 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
             .stdout,
         b"value-v5"
     );
+    // O_CREAT|O_EXCL on both hosts at once: the first close stores its
+    // value, the other fails with EEXIST, and nothing is overwritten.
+    let open_excl = |m: &Mounted| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(m.path("global/claimed"))
+            .unwrap()
+    };
+    let (mut fa, mut fb) = (open_excl(&a), open_excl(&b));
+    std::io::Write::write_all(&mut fa, b"from-a").unwrap();
+    std::io::Write::write_all(&mut fb, b"from-b").unwrap();
+    let close = |f: std::fs::File| nix::unistd::close(std::os::fd::IntoRawFd::into_raw_fd(f));
+    assert_eq!(close(fa), Ok(()));
+    assert_eq!(close(fb), Err(nix::errno::Errno::EEXIST));
+    assert_eq!(
+        fleet(&a, &etcd, &["get", "global/claimed"], b"")
+            .ok()
+            .stdout,
+        b"from-a"
+    );
     // The mount does not rename in the fleet vault: EPERM, nothing moved.
     let err = std::fs::rename(a.path("global/api_key"), a.path("global/other")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(nix::libc::EPERM), "{err}");

@@ -64,8 +64,14 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
             refuse_others_session(vault, r)?;
         }
     }
+    let expect = match (args.if_absent, args.if_version) {
+        (true, _) => Some(sealfs::Expected::Absent),
+        (false, Some(v)) => Some(sealfs::Expected::Version(v)),
+        (false, None) => None,
+    };
     let options = PutOptions {
         once: args.once,
+        expect,
         ..PutOptions::default()
     };
     let result = store.as_dyn().put_with(r, value, options);

@@ -134,9 +134,9 @@ pub use scope::{RefError, ScopeId, SecretKey, VaultRef, VaultScope};
 pub use secret::SensitiveBytes;
 pub use store::{SecretStore, StoreError};
 pub use vault::{
-    check_value, default_identity_dir, default_vault_dir, Entry, IdentityStore, MigrateReport,
-    MigrateStage, PutOptions, ScopeInfo, Vault, VaultConfig, VaultError, DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_MAX_VALUE_SIZE, MAX_VALUE_SIZE_LIMIT,
+    check_value, default_identity_dir, default_vault_dir, Entry, Expected, IdentityStore,
+    MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault, VaultConfig, VaultError,
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, MAX_VALUE_SIZE_LIMIT,
 };
 
 /// Where a test can make a write stop as a crash would

@@ -66,6 +66,9 @@ pub(super) struct Handle {
     pub(super) poisoned: bool,
     /// The secret is read-once, and stays so when this handle commits.
     pub(super) once: bool,
+    /// Made by an `O_EXCL` create: the first commit requires the name to
+    /// be free still.
+    pub(super) exclusive: bool,
 }
 
 /// The store as [`SealFs`] reaches it, and the only way it does: every
@@ -300,6 +303,7 @@ impl SealFs {
                 created: false,
                 poisoned: false,
                 once,
+                exclusive: false,
             },
             slot,
         ))
@@ -407,6 +411,9 @@ impl SealFs {
         let options = sealfs::PutOptions {
             once: h.once,
             allow_empty: true,
+            // Atomic O_EXCL: another creator may have got there between
+            // create and this first commit.
+            expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
             Ok(_) => {
@@ -552,6 +559,7 @@ impl SealFs {
                 created: true,
                 poisoned: false,
                 once: false,
+                exclusive: mode.exclusive,
             },
             slot,
         );

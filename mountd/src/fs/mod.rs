@@ -149,6 +149,10 @@ pub struct OpenMode {
     pub write: bool,
     pub truncate: bool,
     pub append: bool,
+    /// `O_EXCL` with `O_CREAT`: the first commit stores only if no secret
+    /// has appeared under the name meanwhile (another host, another
+    /// process); else that close fails with `EEXIST`.
+    pub exclusive: bool,
 }
 
 /// What `access(2)` asks.

@@ -180,6 +180,9 @@ fn open_mode(granted_access: u32) -> OpenMode {
         write: write_data || append_data,
         truncate: false,
         append: append_data && !write_data,
+        // WinFsp's create carries its disposition separately; a create
+        // there replaces, as before.
+        exclusive: false,
     }
 }
 

@@ -88,6 +88,17 @@ pub enum FleetError {
     /// etcd reached its space quota and takes no writes.
     #[error("etcd is out of space (its quota, --quota-backend-bytes, is reached); run `sealfs fleet compact` on a member (etcd root rights), or raise the quota; nothing was stored")]
     NoSpace,
+    /// A conditional write found its slot otherwise than expected; nothing
+    /// was stored.
+    #[error("refusing to store {vault_ref}: {}", crate::vault::mismatch(*expected, *found))]
+    NotAsExpected {
+        /// The ref written.
+        vault_ref: VaultRef,
+        /// What the write required.
+        expected: crate::Expected,
+        /// The version found (`None`: no secret).
+        found: Option<u64>,
+    },
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
@@ -198,7 +209,7 @@ impl FleetError {
             | E::RevokeSelf
             | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
-            E::AlreadyMember(_) | E::InitialisedElsewhere(_) => K::Exists,
+            E::AlreadyMember(_) | E::InitialisedElsewhere(_) | E::NotAsExpected { .. } => K::Exists,
             E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
             E::Unreachable { .. } | E::Conflict(_) | E::TooStale { .. } | E::NoSpace => {
                 K::Unavailable

@@ -499,6 +499,18 @@ impl FleetVault {
     /// As [`FleetVault::put`], an empty value included (the mount stores
     /// what a file emptied with `: > key` holds).
     pub fn put_any(&self, r: &VaultRef, value: &SensitiveBytes) -> Result<FleetEntry, FleetError> {
+        self.put_if(r, value, None)
+    }
+
+    /// As [`FleetVault::put_any`], and only if the slot is as `condition`
+    /// says (compare-and-swap): the check is made on the state the write's
+    /// own transaction requires unchanged, so no other write comes between.
+    pub fn put_if(
+        &self,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+        condition: Option<crate::Expected>,
+    ) -> Result<FleetEntry, FleetError> {
         if value.len() > self.max_value_size {
             return Err(FleetError::TooLarge {
                 vault_ref: r.clone(),
@@ -529,6 +541,16 @@ impl FleetVault {
                 ));
             }
             let body = &mut state.manifest;
+            if let Some(expected) = condition {
+                let found = body.entries.get(&key_name).map(|e| e.version);
+                if !expected.holds(found) {
+                    return Err(FleetError::NotAsExpected {
+                        vault_ref: r.clone(),
+                        expected,
+                        found,
+                    });
+                }
+            }
             body.counter += 1;
             let version = body.counter;
             let dek = DataKey::generate();

@@ -4,7 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::{SecretStore, StoreError};
-use crate::fleet::{corrupt, to_entry, FleetEntry, FleetVault};
+use crate::fleet::{corrupt, to_entry, FleetEntry, FleetError, FleetVault};
 use crate::{SecretKey, SensitiveBytes, VaultRef, VaultScope};
 
 impl SecretStore for FleetVault {
@@ -100,12 +100,10 @@ impl SecretStore for FleetVault {
                 "read-once secrets in the fleet vault",
             ));
         }
-        let put = if options.allow_empty {
-            FleetVault::put_any
-        } else {
-            FleetVault::put
-        };
-        put(self, r, &value)
+        if !options.allow_empty && value.is_empty() {
+            return Err(StoreError::Fleet(FleetError::EmptyValue(r.clone())));
+        }
+        FleetVault::put_if(self, r, &value, options.expect)
             .map(to_entry)
             .map_err(StoreError::Fleet)
     }

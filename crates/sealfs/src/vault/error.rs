@@ -84,6 +84,17 @@ pub enum VaultError {
     /// A rename that must not replace found a secret at its target.
     #[error("secret {0} exists already")]
     Exists(VaultRef),
+    /// A conditional write found its slot otherwise than expected; nothing
+    /// was stored.
+    #[error("refusing to store {vault_ref}: {}", crate::vault::mismatch(*expected, *found))]
+    NotAsExpected {
+        /// The ref written.
+        vault_ref: VaultRef,
+        /// What the write required.
+        expected: crate::Expected,
+        /// The version found (`None`: no secret).
+        found: Option<u64>,
+    },
     /// An operation this vault cannot do; the text names it.
     #[error("{0} is not supported by this vault")]
     Unsupported(&'static str),
@@ -217,7 +228,7 @@ impl VaultError {
                 K::InvalidInput
             }
             E::TooLarge { .. } => K::TooLarge,
-            E::Exists(_) | E::ScopeExists(_) => K::Exists,
+            E::Exists(_) | E::ScopeExists(_) | E::NotAsExpected { .. } => K::Exists,
             E::ScopeNotEmpty(_) => K::NotEmpty,
             E::GlobalScope
             | E::Unsupported(_)

@@ -73,6 +73,44 @@ pub struct PutOptions {
     /// file emptied by `: > key` or `truncate -s 0` must hold nothing
     /// rather than keep its old value (`docs/policy.md`).
     pub allow_empty: bool,
+    /// Compare-and-swap: store only if the slot is as expected, checked
+    /// and written as one step.
+    pub expect: Option<Expected>,
+}
+
+/// What a conditional write requires of its slot (`sealfs set
+/// --if-absent`, `--if-version`; `O_EXCL` through the mount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// No secret is stored under the ref.
+    Absent,
+    /// The secret under the ref is at this version.
+    Version(u64),
+}
+
+/// Says how a slot differs from what a conditional write expected.
+pub(crate) fn mismatch(expected: Expected, found: Option<u64>) -> String {
+    match (expected, found) {
+        (Expected::Absent, Some(v)) => format!("it exists already, at version {v} (--if-absent)"),
+        (Expected::Version(want), Some(v)) => {
+            format!("it is at version {v}, not {want} (--if-version)")
+        }
+        (Expected::Version(want), None) => {
+            format!("it does not exist (--if-version {want})")
+        }
+        (Expected::Absent, None) => "it is as expected".into(),
+    }
+}
+
+impl Expected {
+    /// Whether a slot holding a secret at `found` (`None`: no secret) is
+    /// as expected.
+    pub fn holds(self, found: Option<u64>) -> bool {
+        match self {
+            Expected::Absent => found.is_none(),
+            Expected::Version(v) => found == Some(v),
+        }
+    }
 }
 
 /// A scope that exists: registered (an empty directory made with mkdir, with

@@ -58,6 +58,17 @@ impl Vault {
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         let (current, _) = w.row(r)?;
+        if let Some(expected) = options.expect {
+            // Checked under the writer lock, so no other write comes between.
+            let found = current.as_ref().map(|c| c.version);
+            if !expected.holds(found) {
+                return Err(VaultError::NotAsExpected {
+                    vault_ref: r.clone(),
+                    expected,
+                    found,
+                });
+            }
+        }
         let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
         self.fault(FaultPoint::PutAfterBlob)?;
         let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
