@@ -623,6 +623,99 @@ fn conditional_writes_on_two_hosts_store_exactly_once() {
     assert_eq!(hosts[0].get("global/claim"), b"next");
 }
 
+/// A write whose answer is lost is settled by re-reading: one that
+/// committed is reported stored; one that never reached etcd is fenced and
+/// reported not stored (and never lands later); one whose outcome cannot be
+/// settled, etcd having stalled, is reported as unknown, never as not
+/// stored.
+#[test]
+fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
+    use sealfs::fleet::etcd::TxnFault;
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    let v = a.vault_with(&etcd.endpoints(), Duration::from_secs(2));
+    let put = |val: &[u8]| v.put(&r("global/k"), &SensitiveBytes::from_slice(val));
+    put(b"one").unwrap();
+
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    put(b"two").expect("committed, and settled as stored");
+    assert_eq!(a.get("global/k"), b"two");
+
+    v.inject_txn_fault(TxnFault::DropRequest, None);
+    let err = put(b"three").unwrap_err();
+    assert!(matches!(err, FleetError::Unreachable { .. }), "{err}");
+    assert_eq!(a.get("global/k"), b"two");
+
+    v.inject_txn_fault(
+        TxnFault::LoseReply,
+        Some(Box::new(etcd.members[0].pauser())),
+    );
+    let err = put(b"four").unwrap_err();
+    assert!(matches!(err, FleetError::Ambiguous { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .contains("whether global/k was stored is unknown"));
+    etcd.members[0].resume();
+    etcd.wait_healthy();
+    // It had landed: "unknown" was the honest answer.
+    assert_eq!(a.get("global/k"), b"four");
+}
+
+/// The leader killed while a host writes: every write acknowledged is
+/// there afterwards, every write reported not stored is not, and any
+/// reported unknown is one or the other.
+#[test]
+fn the_leader_killed_during_puts_loses_no_acknowledged_write() {
+    let Some(mut etcd) = Etcd::start(3) else {
+        return;
+    };
+    let hosts = fleet(&etcd, 1);
+    let v = Arc::new(hosts[0].vault());
+    const PUTS: usize = 150;
+    let writer = {
+        let v = Arc::clone(&v);
+        std::thread::spawn(move || {
+            (0..PUTS)
+                .map(|i| {
+                    v.put(
+                        &r(&format!("global/k{i}")),
+                        &SensitiveBytes::from_slice(format!("v{i}").as_bytes()),
+                    )
+                    .map(|_| ())
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let leader = etcd.leader();
+    etcd.members[leader].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    etcd.members[leader].start();
+    let results = writer.join().unwrap();
+    etcd.wait_healthy();
+    let (mut acked, mut unknown) = (0, 0);
+    for (i, res) in results.iter().enumerate() {
+        let got = v.get(&r(&format!("global/k{i}")));
+        match res {
+            Ok(()) => {
+                acked += 1;
+                assert_eq!(got.unwrap().expose(), format!("v{i}").as_bytes(), "k{i}");
+            }
+            Err(FleetError::Ambiguous { .. }) => unknown += 1,
+            Err(FleetError::Unreachable { .. } | FleetError::Conflict(_)) => {
+                assert!(
+                    matches!(got, Err(FleetError::NotFound(_))),
+                    "k{i} was reported not stored"
+                );
+            }
+            Err(e) => panic!("k{i}: {e}"),
+        }
+    }
+    eprintln!("{acked} of {PUTS} acknowledged, {unknown} unknown");
+    assert!(acked > 0);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

@@ -78,6 +78,10 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
     record_result(v, &store, "set", r, &result);
     match result {
         Ok(_) => Ok(Status::Done),
+        // Sent but unsettled: neither "stored" nor "nothing was stored".
+        Err(e @ sealfs::StoreError::Fleet(sealfs::fleet::FleetError::Ambiguous { .. })) => {
+            bail!("{}", sealfs::Chain(&e))
+        }
         Err(e) => bail!("{}; nothing was stored", sealfs::Chain(&e)),
     }
 }

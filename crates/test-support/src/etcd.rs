@@ -64,6 +64,16 @@ impl EtcdMember {
         self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 
+    /// A closure that pauses this member (SIGSTOP) when called, for a test
+    /// to hand to code that runs it at the right moment.
+    pub fn pauser(&self) -> impl FnOnce() + Send + 'static {
+        let c = self.child.as_ref().expect("the member runs");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("a pid fits i32"));
+        move || {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("signal etcd");
+        }
+    }
+
     fn signal(&self, sig: nix::sys::signal::Signal) {
         let c = self.child.as_ref().expect("the member runs");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("a pid fits i32"));
@@ -86,6 +96,43 @@ impl Drop for EtcdMember {
             self.resume();
         }
         self.kill();
+    }
+}
+
+impl Etcd {
+    /// The index of the member that is the raft leader now.
+    pub fn leader(&self) -> usize {
+        for (i, m) in self.members.iter().enumerate() {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(&self.ctl_tls)
+                .args([
+                    "--endpoints",
+                    &m.client_url,
+                    "endpoint",
+                    "status",
+                    "-w",
+                    "json",
+                ])
+                .output()
+                .expect("run etcdctl");
+            let text = String::from_utf8_lossy(&out.stdout);
+            // [{"Endpoint":..,"Status":{"header":{..,"member_id":A,..},..,"leader":B,..}}]
+            let field = |name: &str| {
+                text.split(&format!("\"{name}\":")).nth(1).and_then(|rest| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .map(str::to_owned)
+                })
+            };
+            if out.status.success()
+                && field("member_id").is_some()
+                && field("member_id") == field("leader")
+            {
+                return i;
+            }
+        }
+        panic!("no member says it leads");
     }
 }
 

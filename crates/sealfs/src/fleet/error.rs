@@ -99,6 +99,15 @@ pub enum FleetError {
         /// The version found (`None`: no secret).
         found: Option<u64>,
     },
+    /// A write was sent but its answer lost, and whether it committed
+    /// could not be settled: it may or may not have landed.
+    #[error("whether {vault_ref} was stored is unknown: {why}; check with `sealfs get` (or `list --json` for its version) before writing it again")]
+    Ambiguous {
+        /// The ref written.
+        vault_ref: VaultRef,
+        /// Why it could not be settled.
+        why: String,
+    },
     /// No fleet exists under the prefix yet.
     #[error("no fleet under this prefix yet: run `sealfs fleet init` on the first host")]
     NotInitialised,
@@ -211,9 +220,11 @@ impl FleetError {
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) | E::NotAsExpected { .. } => K::Exists,
             E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
-            E::Unreachable { .. } | E::Conflict(_) | E::TooStale { .. } | E::NoSpace => {
-                K::Unavailable
-            }
+            E::Unreachable { .. }
+            | E::Conflict(_)
+            | E::TooStale { .. }
+            | E::NoSpace
+            | E::Ambiguous { .. } => K::Unavailable,
             E::Corrupt(_)
             | E::Integrity(_)
             | E::Replay { .. }

@@ -140,7 +140,24 @@ pub struct EtcdStore {
     /// Dropped after a transport error, so the next call reconnects.
     client: Mutex<Option<Client>>,
     down_until: Mutex<Option<Instant>>,
+    /// A fault the next transaction meets (tests only).
+    fault: Mutex<Option<(TxnFault, Option<AfterFault>)>>,
 }
+
+/// What an injected fault does to the next transaction (tests only): the
+/// two ways a transaction's outcome can be lost.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnFault {
+    /// It commits, and its answer is lost.
+    LoseReply,
+    /// It is never sent, and no answer comes.
+    DropRequest,
+}
+
+/// Run once the fault has struck (e.g. to stop etcd before the outcome can
+/// be settled).
+type AfterFault = Box<dyn FnOnce() + Send>;
 
 fn unreachable(opts: &EtcdOptions, why: impl std::fmt::Display) -> FleetError {
     FleetError::Unreachable {
@@ -164,7 +181,15 @@ impl EtcdStore {
             opts,
             client: Mutex::new(None),
             down_until: Mutex::new(None),
+            fault: Mutex::new(None),
         })
+    }
+
+    /// Makes the next transaction meet `fault`, then runs `after` (tests
+    /// only).
+    #[doc(hidden)]
+    pub fn inject_txn_fault(&self, fault: TxnFault, after: Option<AfterFault>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = Some((fault, after));
     }
 
     /// The options it was made with.
@@ -435,7 +460,16 @@ impl EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
+        let fault = self.fault.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((TxnFault::DropRequest, after)) = fault {
+            after.into_iter().for_each(|f| f());
+            return Err(unreachable(&self.opts, "no answer (injected)"));
+        }
         let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        if let Some((TxnFault::LoseReply, after)) = fault {
+            after.into_iter().for_each(|f| f());
+            return Err(unreachable(&self.opts, "the answer was lost (injected)"));
+        }
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))

@@ -260,6 +260,13 @@ impl FleetVault {
         Ok((before, self.store.space()?))
     }
 
+    /// Makes the next etcd transaction meet `fault`, then runs `after`
+    /// (tests only).
+    #[doc(hidden)]
+    pub fn inject_txn_fault(&self, fault: etcd::TxnFault, after: Option<Box<dyn FnOnce() + Send>>) {
+        self.store.inject_txn_fault(fault, after);
+    }
+
     /// Serves cached copies for at most `age` after etcd was last reached
     /// (zero: never); [`DEFAULT_MAX_OFFLINE_AGE`] unless set.
     pub fn with_max_offline_age(mut self, age: Duration) -> Self {
@@ -576,8 +583,14 @@ impl FleetVault {
             if let Some(p) = &previous {
                 changes.push(Change::Delete(self.object_key(&p.object)));
             }
-            let Some(revision) = self.store.apply_at(&expect, &changes)? else {
-                return Ok(None);
+            let revision = match self.store.apply_at(&expect, &changes) {
+                Ok(Some(revision)) => revision,
+                Ok(None) => return Ok(None),
+                // Sent, maybe committed, answer lost: settle it.
+                Err(lost @ FleetError::Unreachable { .. }) => {
+                    self.settle(r, &state.key, &object, state.manifest_rev, lost)?
+                }
+                Err(e) => return Err(e),
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
@@ -592,6 +605,80 @@ impl FleetVault {
                 updated: UNIX_EPOCH + Duration::from_millis(now),
             }))
         })
+    }
+
+    /// A write of `r` (storing `object`, on a manifest at `manifest_rev`)
+    /// whose answer was lost: re-reads until etcd answers, within three
+    /// time limits. Our object in the manifest (verified under `key`): it
+    /// committed, and the manifest's revision is returned. The manifest
+    /// unchanged: the revision the write requires is fenced (the same
+    /// manifest written again), so it never commits, and `lost` (nothing
+    /// stored) is returned. Otherwise, or with etcd still away:
+    /// [`FleetError::Ambiguous`].
+    fn settle(
+        &self,
+        r: &VaultRef,
+        key: &FleetKey,
+        object: &str,
+        manifest_rev: Option<i64>,
+        lost: FleetError,
+    ) -> Result<i64, FleetError> {
+        let scope = r.scope();
+        let manifest_key = self.manifest_key(scope);
+        let deadline = std::time::Instant::now() + self.store.options().timeout * 3;
+        let ambiguous = |why: &str| FleetError::Ambiguous {
+            vault_ref: r.clone(),
+            why: why.to_owned(),
+        };
+        enum Settled {
+            Committed(i64),
+            Fenced,
+            LookAgain,
+        }
+        loop {
+            let attempt = || -> Result<Settled, FleetError> {
+                let current = self.store.get(&manifest_key)?;
+                if let Some(rec) = &current {
+                    if self.manifest_names(scope, key, rec, r.key().as_str(), object) {
+                        return Ok(Settled::Committed(rec.mod_revision));
+                    }
+                }
+                let unchanged = current.as_ref().map(|c| c.mod_revision) == manifest_rev;
+                match (unchanged, &current) {
+                    (true, Some(rec)) => {
+                        let fenced = self.store.apply(
+                            &[(manifest_key.clone(), Expect::Revision(rec.mod_revision))],
+                            &[Change::Put(manifest_key.clone(), rec.value.clone())],
+                        )?;
+                        // Fenced: the write can never commit. Else look again.
+                        Ok(if fenced {
+                            Settled::Fenced
+                        } else {
+                            Settled::LookAgain
+                        })
+                    }
+                    // A scope's first write: nothing to fence it with.
+                    (true, None) => Err(ambiguous(
+                        "it was the scope's first write, and is not there yet",
+                    )),
+                    (false, _) => Err(ambiguous(
+                        "another write has replaced the manifest since, so whether this one landed first is not known",
+                    )),
+                }
+            };
+            match attempt() {
+                Ok(Settled::Committed(rev)) => return Ok(rev),
+                Ok(Settled::Fenced) => return Err(lost),
+                Ok(Settled::LookAgain) => {}
+                Err(FleetError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(FleetError::Unreachable { .. }) => {
+                    return Err(ambiguous("etcd stayed unreachable after it was sent"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The value of `r`; from the local sealed cache while etcd is

@@ -173,6 +173,30 @@ impl FleetVault {
         Ok(Some(body))
     }
 
+    /// Whether the manifest `rec` (authenticated under `key`) names
+    /// `object` for the secret `name`.
+    pub(super) fn manifest_names(
+        &self,
+        scope: &VaultScope,
+        key: &FleetKey,
+        rec: &Record,
+        name: &str,
+        object: &str,
+    ) -> bool {
+        let Ok(stored) = serde_json::from_slice::<ManifestRecord>(&rec.value) else {
+            return false;
+        };
+        let mac_ok = b64().decode(&stored.mac).is_ok_and(|mac| {
+            key.verify_mac(
+                &keys::manifest_mac_input(scope, stored.body.as_bytes()),
+                &mac,
+            )
+        });
+        mac_ok
+            && serde_json::from_str::<ManifestBody>(&stored.body)
+                .is_ok_and(|b| b.entries.get(name).is_some_and(|e| e.object == object))
+    }
+
     pub(super) fn encode_manifest(
         scope: &VaultScope,
         key: &FleetKey,
