@@ -79,9 +79,7 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
     match result {
         Ok(_) => Ok(Status::Done),
         // Sent but unsettled: neither "stored" nor "nothing was stored".
-        Err(e @ sealfs::StoreError::Fleet(sealfs::fleet::FleetError::Ambiguous { .. })) => {
-            bail!("{}", sealfs::Chain(&e))
-        }
+        Err(e) if e.outcome_unknown() => bail!("{}", sealfs::Chain(&e)),
         Err(e) => bail!("{}; nothing was stored", sealfs::Chain(&e)),
     }
 }

@@ -86,7 +86,7 @@ pub enum FleetError {
         failed: String,
     },
     /// etcd reached its space quota and takes no writes.
-    #[error("etcd is out of space (its quota, --quota-backend-bytes, is reached); run `sealfs fleet compact` on a member (etcd root rights), or raise the quota; nothing was stored")]
+    #[error("etcd is out of space (its quota, --quota-backend-bytes, is reached); run `sealfs fleet compact` on a member (etcd root rights), or raise the quota")]
     NoSpace,
     /// A conditional write found its slot otherwise than expected; nothing
     /// was stored.
@@ -106,6 +106,16 @@ pub enum FleetError {
         /// The ref written.
         vault_ref: VaultRef,
         /// Why it could not be settled.
+        why: String,
+    },
+    /// A write was sent and no answer came: it may have committed. The
+    /// fleet settles this before a caller sees it (as stored, not stored,
+    /// or [`FleetError::Ambiguous`]).
+    #[error("etcd at {endpoints} did not answer a write it was sent ({why})")]
+    NoAnswer {
+        /// The endpoints, comma-separated.
+        endpoints: String,
+        /// What went wrong.
         why: String,
     },
     /// No fleet exists under the prefix yet.
@@ -224,6 +234,7 @@ impl FleetError {
             | E::Conflict(_)
             | E::TooStale { .. }
             | E::NoSpace
+            | E::NoAnswer { .. }
             | E::Ambiguous { .. } => K::Unavailable,
             E::Corrupt(_)
             | E::Integrity(_)

@@ -27,7 +27,7 @@ pub struct EtcdSpace {
     /// defragmentation gives it back).
     pub db_in_use: i64,
     /// Its quota (`--quota-backend-bytes`), if the server reports it
-    /// (etcd 3.5 and later; the default is 2 GiB).
+    /// (etcd 3.6 and later; the default is 2 GiB).
     pub quota: Option<i64>,
     /// Its active alarms (`NOSPACE` once the quota is reached).
     pub alarms: Vec<String>,
@@ -142,6 +142,8 @@ pub struct EtcdStore {
     down_until: Mutex<Option<Instant>>,
     /// A fault the next transaction meets (tests only).
     fault: Mutex<Option<(TxnFault, Option<AfterFault>)>>,
+    /// A transaction [`TxnFault::HoldBack`] held back (tests only).
+    held: Mutex<Option<Txn>>,
 }
 
 /// What an injected fault does to the next transaction (tests only): the
@@ -151,8 +153,9 @@ pub struct EtcdStore {
 pub enum TxnFault {
     /// It commits, and its answer is lost.
     LoseReply,
-    /// It is never sent, and no answer comes.
-    DropRequest,
+    /// No answer comes, and it is held back, to be delivered late
+    /// ([`EtcdStore::deliver_held_back`]).
+    HoldBack,
 }
 
 /// Run once the fault has struck (e.g. to stop etcd before the outcome can
@@ -182,6 +185,7 @@ impl EtcdStore {
             client: Mutex::new(None),
             down_until: Mutex::new(None),
             fault: Mutex::new(None),
+            held: Mutex::new(None),
         })
     }
 
@@ -460,19 +464,66 @@ impl EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
-        let fault = self.fault.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((TxnFault::DropRequest, after)) = fault {
-            after.into_iter().for_each(|f| f());
-            return Err(unreachable(&self.opts, "no answer (injected)"));
+        // Sent once, never again by a retry: a second send of a write that
+        // committed would fail its compare and hide that it landed.
+        if let Some(until) = *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            if Instant::now() < until {
+                return Err(unreachable(&self.opts, "unreachable a moment ago"));
+            }
         }
-        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        let client = self.client()?;
+        let fault = self.fault.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((TxnFault::HoldBack, after)) = fault {
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(txn);
+            after.into_iter().for_each(|f| f());
+            return Err(self.no_answer("held back (injected)"));
+        }
+        let sent = self.rt.block_on(async move {
+            let mut c = client;
+            tokio::time::timeout(self.opts.timeout, c.txn(txn)).await
+        });
+        let resp = match sent {
+            Err(_) => return Err(self.no_answer("timed out")),
+            Ok(Err(e)) => {
+                return Err(match self.classify(e) {
+                    FleetError::Unreachable { why, .. } => self.no_answer(&why),
+                    // etcd answered: it did not commit.
+                    other => other,
+                });
+            }
+            Ok(Ok(resp)) => resp,
+        };
         if let Some((TxnFault::LoseReply, after)) = fault {
             after.into_iter().for_each(|f| f());
-            return Err(unreachable(&self.opts, "the answer was lost (injected)"));
+            return Err(self.no_answer("the answer was lost (injected)"));
         }
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// A sent transaction with no answer; the connection is dropped, so
+    /// the next call reconnects.
+    fn no_answer(&self, why: &str) -> FleetError {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        FleetError::NoAnswer {
+            endpoints: self.opts.endpoints.join(","),
+            why: why.to_owned(),
+        }
+    }
+
+    /// Sends the transaction a [`TxnFault::HoldBack`] held back, late
+    /// (tests only): whether it committed.
+    #[doc(hidden)]
+    pub fn deliver_held_back(&self) -> Result<bool, FleetError> {
+        let txn = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a transaction was held back");
+        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        Ok(resp.succeeded())
     }
 
     /// Drops etcd's history before `revision` (its MVCC compaction); a
@@ -485,7 +536,7 @@ impl EtcdStore {
         }
     }
 
-    /// How much space etcd uses, its quota (etcd 3.5 and later report it)
+    /// How much space etcd uses, its quota (etcd 3.6 and later report it)
     /// and its alarms.
     pub fn space(&self) -> Result<EtcdSpace, FleetError> {
         let st = self.call(|mut c| async move { c.status().await })?;
@@ -514,7 +565,18 @@ impl EtcdStore {
     /// time: a member defragmenting does not answer), and clears etcd's
     /// NOSPACE alarm so writes are taken again.
     pub fn defragment_and_disarm(&self) -> Result<(), FleetError> {
-        for ep in &self.opts.endpoints {
+        // Every member, by the client URLs the cluster lists: endpoints
+        // behind one address (a VIP) or a subset would leave some out.
+        let members = self.call(|mut c| async move { c.member_list().await })?;
+        let mut urls: Vec<String> = members
+            .members()
+            .iter()
+            .filter_map(|m| m.client_urls().first().cloned())
+            .collect();
+        if urls.is_empty() {
+            urls.clone_from(&self.opts.endpoints);
+        }
+        for ep in &urls {
             let c = self.connect(vec![ep.clone()])?;
             let deadline = self.opts.timeout.max(Duration::from_secs(60));
             self.rt

@@ -260,6 +260,13 @@ impl FleetVault {
         Ok((before, self.store.space()?))
     }
 
+    /// Sends the transaction a [`etcd::TxnFault::HoldBack`] held back,
+    /// late (tests only): whether it committed.
+    #[doc(hidden)]
+    pub fn deliver_held_back(&self) -> Result<bool, FleetError> {
+        self.store.deliver_held_back()
+    }
+
     /// Makes the next etcd transaction meet `fault`, then runs `after`
     /// (tests only).
     #[doc(hidden)]
@@ -586,10 +593,12 @@ impl FleetVault {
             let revision = match self.store.apply_at(&expect, &changes) {
                 Ok(Some(revision)) => revision,
                 Ok(None) => return Ok(None),
-                // Sent, maybe committed, answer lost: settle it.
-                Err(lost @ FleetError::Unreachable { .. }) => {
-                    self.settle(r, &state.key, &object, state.manifest_rev, lost)?
-                }
+                // Sent, maybe committed, no answer: settle it. Not committed
+                // (and now never to be): try again from a fresh read.
+                Err(FleetError::NoAnswer { .. }) => match self.settle(r, &state, &object)? {
+                    Some(revision) => revision,
+                    None => return Ok(None),
+                },
                 Err(e) => return Err(e),
             };
             self.compact_now_and_then(revision);
@@ -607,76 +616,86 @@ impl FleetVault {
         })
     }
 
-    /// A write of `r` (storing `object`, on a manifest at `manifest_rev`)
-    /// whose answer was lost: re-reads until etcd answers, within three
-    /// time limits. Our object in the manifest (verified under `key`): it
-    /// committed, and the manifest's revision is returned. The manifest
-    /// unchanged: the revision the write requires is fenced (the same
-    /// manifest written again), so it never commits, and `lost` (nothing
-    /// stored) is returned. Otherwise, or with etcd still away:
-    /// [`FleetError::Ambiguous`].
+    /// A write of `r` (storing `object`, on the state `st` it was checked
+    /// against) that was sent with no answer: re-reads until etcd answers,
+    /// within three time limits. Our object in the manifest (verified under
+    /// the scope's key): it committed, and the manifest's revision is
+    /// returned. Else, everything the write required still as it was: that
+    /// is fenced (the same manifest written again under the same
+    /// requirements), so the write can never commit, and `None` is
+    /// returned (the caller tries again). Something the write required gone
+    /// (the chain or the keyring moved on): it cannot commit, `None`.
+    /// Otherwise, or with etcd still away: [`FleetError::Ambiguous`].
     fn settle(
         &self,
         r: &VaultRef,
-        key: &FleetKey,
+        st: &ScopeState,
         object: &str,
-        manifest_rev: Option<i64>,
-        lost: FleetError,
-    ) -> Result<i64, FleetError> {
+    ) -> Result<Option<i64>, FleetError> {
         let scope = r.scope();
         let manifest_key = self.manifest_key(scope);
+        let keyring_key = self.keyring_key(scope);
+        let chain_next = self.chain_key(st.chain_seq + 1);
         let deadline = std::time::Instant::now() + self.store.options().timeout * 3;
-        let ambiguous = |why: &str| FleetError::Ambiguous {
+        let ambiguous = |why: String| FleetError::Ambiguous {
             vault_ref: r.clone(),
-            why: why.to_owned(),
+            why,
         };
         enum Settled {
             Committed(i64),
-            Fenced,
+            CannotCommit,
             LookAgain,
         }
         loop {
             let attempt = || -> Result<Settled, FleetError> {
                 let current = self.store.get(&manifest_key)?;
                 if let Some(rec) = &current {
-                    if self.manifest_names(scope, key, rec, r.key().as_str(), object) {
+                    if self.manifest_names(scope, &st.key, rec, r.key().as_str(), object) {
                         return Ok(Settled::Committed(rec.mod_revision));
                     }
                 }
-                let unchanged = current.as_ref().map(|c| c.mod_revision) == manifest_rev;
-                match (unchanged, &current) {
-                    (true, Some(rec)) => {
-                        let fenced = self.store.apply(
-                            &[(manifest_key.clone(), Expect::Revision(rec.mod_revision))],
-                            &[Change::Put(manifest_key.clone(), rec.value.clone())],
-                        )?;
-                        // Fenced: the write can never commit. Else look again.
-                        Ok(if fenced {
-                            Settled::Fenced
-                        } else {
-                            Settled::LookAgain
-                        })
-                    }
-                    // A scope's first write: nothing to fence it with.
-                    (true, None) => Err(ambiguous(
-                        "it was the scope's first write, and is not there yet",
-                    )),
-                    (false, _) => Err(ambiguous(
-                        "another write has replaced the manifest since, so whether this one landed first is not known",
-                    )),
+                if current.as_ref().map(|c| c.mod_revision) != st.manifest_rev {
+                    return Err(ambiguous(
+                        "another write has replaced the manifest since, so whether this one landed first is not known".into(),
+                    ));
                 }
+                let Some(rec) = current else {
+                    return Err(ambiguous(
+                        "it was the scope's first write, and is not there yet".into(),
+                    ));
+                };
+                let fenced = self.store.apply(
+                    &[
+                        (manifest_key.clone(), Expect::Revision(rec.mod_revision)),
+                        Self::expect(keyring_key.clone(), st.keyring_rev),
+                        (chain_next.clone(), Expect::Absent),
+                    ],
+                    &[Change::Put(manifest_key.clone(), rec.value)],
+                )?;
+                if fenced {
+                    return Ok(Settled::CannotCommit);
+                }
+                // The fence lost: if the keyring or the chain moved on, the
+                // write (which required them unchanged too) cannot commit.
+                let ring_now = self.store.get(&keyring_key)?.map(|k| k.mod_revision);
+                let chain_moved = self.store.get(&chain_next)?.is_some();
+                if chain_moved || ring_now != st.keyring_rev {
+                    return Ok(Settled::CannotCommit);
+                }
+                Ok(Settled::LookAgain)
             };
             match attempt() {
-                Ok(Settled::Committed(rev)) => return Ok(rev),
-                Ok(Settled::Fenced) => return Err(lost),
+                Ok(Settled::Committed(rev)) => return Ok(Some(rev)),
+                Ok(Settled::CannotCommit) => return Ok(None),
                 Ok(Settled::LookAgain) => {}
-                Err(FleetError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                Err(FleetError::Unreachable { .. } | FleetError::NoAnswer { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                Err(FleetError::Unreachable { .. }) => {
-                    return Err(ambiguous("etcd stayed unreachable after it was sent"))
-                }
-                Err(e) => return Err(e),
+                Err(e @ FleetError::Ambiguous { .. }) => return Err(e),
+                // Whatever else etcd says now, the write may have landed.
+                Err(e) => return Err(ambiguous(format!("it was sent, and then: {e}"))),
             }
         }
     }
@@ -737,7 +756,18 @@ impl FleetVault {
                     Change::Put(self.manifest_key(scope), manifest.clone()),
                     Change::Delete(self.object_key(&old.object)),
                 ],
-            )?;
+            );
+            // Deletes are not settled yet: a lost answer is reported as
+            // unknown, not as a failure.
+            let committed = match committed {
+                Err(FleetError::NoAnswer { why, .. }) => {
+                    return Err(FleetError::Ambiguous {
+                        vault_ref: r.clone(),
+                        why: format!("the delete was sent and no answer came ({why})"),
+                    })
+                }
+                other => other?,
+            };
             let ok = committed.is_some();
             if let Some(revision) = committed {
                 self.compact_now_and_then(revision);

@@ -35,6 +35,16 @@ impl StoreError {
             StoreError::Unsupported(_) => ErrorKind::Unsupported,
         }
     }
+
+    /// Whether a write may or may not have landed: sent, with no answer,
+    /// and not settled (so neither "stored" nor "nothing was stored").
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            #[cfg(feature = "fleet")]
+            StoreError::Fleet(crate::fleet::FleetError::Ambiguous { .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A vault, local or fleet. Each method is the like-named one of [`Vault`].
