@@ -69,6 +69,53 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// A host's card, split: its age recipient and its signing key (hex).
+fn card(h: &Host) -> (String, String) {
+    let card = h.recipient();
+    let (age, vk) = card.split_once(':').unwrap();
+    (age.to_owned(), vk.to_owned())
+}
+
+/// A secret of a host's own local vault (`principal:sealfs-fleet/<key>`),
+/// as someone who took the host over would have it.
+fn local(h: &Host, key: &str) -> sealfs::SensitiveBytes {
+    h.sb.vault()
+        .get(&format!("principal:sealfs-fleet/{key}").parse().unwrap())
+        .unwrap()
+}
+
+/// `key` wrapped (age) to each host in `hosts`, as a keyring holds it.
+fn wrapped_to(key: &FleetKey, hosts: &[&Host]) -> serde_json::Map<String, serde_json::Value> {
+    hosts
+        .iter()
+        .map(|h| {
+            let (age, _) = card(h);
+            let w = b64(&key.wrap_to(&age).unwrap());
+            (age, w.into())
+        })
+        .collect()
+}
+
+/// `body` signed for `domain` with host `h`'s own signing key, as stored.
+fn signed_by(h: &Host, domain: &[u8], body: &str) -> Vec<u8> {
+    use ed25519_dalek::Signer;
+    let key =
+        ed25519_dalek::SigningKey::from_bytes(local(h, "signing-key").expose().try_into().unwrap());
+    let sig = key.sign(&[domain, body.as_bytes()].concat());
+    serde_json::json!({"body": body, "sig": b64(&sig.to_bytes())})
+        .to_string()
+        .into_bytes()
+}
+
+/// The body (JSON text) of the signed or MACed record at `sub`.
+fn body_of(store: &EtcdStore, sub: &str) -> String {
+    let rec = store.get(&store.key(sub)).unwrap().unwrap();
+    serde_json::from_slice::<serde_json::Value>(&rec.value).unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// A keyring for a key of the attacker's own, wrapped to every member
 /// (their recipients are public), in the shape hosts expect, claiming to be
 /// signed by `signer`, with signature `sig`.
@@ -80,15 +127,7 @@ fn forged_keyring(
     epoch: u64,
 ) -> Vec<u8> {
     let key = FleetKey::generate();
-    let wrapped: serde_json::Map<String, serde_json::Value> = hosts
-        .iter()
-        .map(|h| {
-            let card = h.recipient();
-            let age = card.split(':').next().unwrap().to_owned();
-            let w = b64(&key.wrap_to(&age).unwrap());
-            (age, w.into())
-        })
-        .collect();
+    let wrapped = wrapped_to(&key, hosts);
     let body = serde_json::json!({
         "fleet": fleet_id, "scope": "global", "epoch": epoch, "key_id": key.id(),
         "seq": 0, "signer": signer, "wrapped": wrapped,
@@ -106,15 +145,15 @@ fn a_forged_keyring_is_refused_and_nothing_is_sealed_to_it() {
     let store = raw(&etcd, "sealfs");
     let genuine = snapshot(&store, "keyring/");
     let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
-    let a_key = a.recipient().split(':').nth(1).unwrap().to_owned();
+    let (a_age, a_key) = card(a);
     let stranger = Host::new(&etcd);
-    let s_key = stranger.recipient().split(':').nth(1).unwrap().to_owned();
+    let (_, s_key) = card(&stranger);
 
     // The first design's keyring: unsigned JSON, a key of the attacker's.
     let key = FleetKey::generate();
     let old_style = serde_json::json!({
         "epoch": 1_000_000, "key_id": key.id(),
-        "wrapped": { a.recipient().split(':').next().unwrap(): b64(&key.wrap_to(a.recipient().split(':').next().unwrap()).unwrap()) },
+        "wrapped": { a_age.clone(): b64(&key.wrap_to(&a_age).unwrap()) },
     });
     for (forged, why) in [
         (
@@ -158,23 +197,19 @@ fn an_injected_member_is_refused_and_no_key_is_wrapped_to_it() {
     a.set("global/k", b"genuine");
     let store = raw(&etcd, "sealfs");
     let intruder = Host::new(&etcd);
-    let card = intruder.recipient();
-    let (age, vk) = card.split_once(':').unwrap();
+    let (age, vk) = card(&intruder);
     // The next chain entry, adding the intruder, signed by the intruder
     // (or carrying a member's key with a made-up signature).
     let chain = snapshot(&store, "chain/");
     assert_eq!(chain.len(), 2, "init and one enrolment");
-    let prev_body = serde_json::from_slice::<serde_json::Value>(&chain[1].1).unwrap()["body"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prev_body = body_of(&store, &format!("chain/{:020}", 1));
     let prev = {
         use sha2::Digest;
         hex(&sha2::Sha256::digest(prev_body.as_bytes()))
     };
     let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
-    let a_vk = a.recipient().split(':').nth(1).unwrap().to_owned();
-    for signer in [vk.to_owned(), a_vk] {
+    let (_, a_vk) = card(a);
+    for signer in [vk.clone(), a_vk] {
         let body = serde_json::json!({
             "fleet": id, "seq": 2, "prev": prev, "op": "add",
             "member": {"recipient": age, "signing_key": vk},
@@ -383,19 +418,13 @@ fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
 /// was written under the old key after the revocation.
 #[test]
 fn a_revoked_hosts_own_signature_is_refused_and_not_taken_over_by_rotation() {
-    use ed25519_dalek::Signer;
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     a.set("global/k", b"genuine");
     assert_eq!(b.get("global/k"), b"genuine");
     let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
-    let seed =
-        b.sb.vault()
-            .get(&"principal:sealfs-fleet/signing-key".parse().unwrap())
-            .unwrap();
-    let b_key = ed25519_dalek::SigningKey::from_bytes(seed.expose().try_into().unwrap());
-    let b_vk = b.recipient().split(':').nth(1).unwrap().to_owned();
+    let (_, b_vk) = card(b);
     a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
     assert_eq!(c.get("global/k"), b"genuine");
     let store = raw(&etcd, "sealfs");
@@ -404,26 +433,15 @@ fn a_revoked_hosts_own_signature_is_refused_and_not_taken_over_by_rotation() {
     // B's keyring: entry 2 (B was a member there), epoch 10^6, a key of
     // B's, wrapped to A and C, validly signed by B.
     let key = FleetKey::generate();
-    let wrapped: serde_json::Map<String, serde_json::Value> = [a, c]
-        .iter()
-        .map(|h| {
-            let age = h.recipient().split(':').next().unwrap().to_owned();
-            let w = b64(&key.wrap_to(&age).unwrap());
-            (age, w.into())
-        })
-        .collect();
     let body = serde_json::json!({
         "fleet": id, "scope": "global", "epoch": 1_000_000, "key_id": key.id(),
-        "seq": 2, "signer": b_vk, "wrapped": wrapped,
+        "seq": 2, "signer": b_vk, "wrapped": wrapped_to(&key, &[a, c]),
     })
     .to_string();
-    let sig = b_key.sign(&[b"sealfs-fleet-keyring/v1\0".as_slice(), body.as_bytes()].concat());
     put(
         &store,
         "keyring/global",
-        serde_json::json!({"body": body, "sig": b64(&sig.to_bytes())})
-            .to_string()
-            .into_bytes(),
+        signed_by(b, b"sealfs-fleet-keyring/v1\0", &body),
     );
     for h in [a, c] {
         refused(
@@ -515,7 +533,6 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
 /// the value over.
 #[test]
 fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
-    use ed25519_dalek::Signer;
     use sealfs::fleet::keys::{manifest_mac_input, random_object_id, DataKey, HostIdentity};
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
@@ -523,73 +540,29 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
     a.set("global/k", b"genuine");
     assert_eq!(c.get("global/k"), b"genuine");
     let store = raw(&etcd, "sealfs");
-    let local = |h: &Host, key: &str| {
-        h.sb.vault()
-            .get(&format!("principal:sealfs-fleet/{key}").parse().unwrap())
-            .unwrap()
-    };
     let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
 
     // A's revocation of B got as far as its chain entry (entry 3).
-    let a_key =
-        ed25519_dalek::SigningKey::from_bytes(local(a, "signing-key").expose().try_into().unwrap());
-    let prev = serde_json::from_slice::<serde_json::Value>(
-        &store
-            .get(&store.key(&format!("chain/{:020}", 2)))
-            .unwrap()
-            .unwrap()
-            .value,
-    )
-    .unwrap()["body"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (b_age, b_vk) = {
-        let card = b.recipient();
-        let (x, y) = card.split_once(':').unwrap();
-        (x.to_owned(), y.to_owned())
-    };
+    let prev = body_of(&store, &format!("chain/{:020}", 2));
+    let (b_age, b_vk) = card(b);
     let body = serde_json::json!({
         "fleet": id, "seq": 3, "prev": hex(&{ use sha2::Digest; sha2::Sha256::digest(prev.as_bytes()) }),
         "op": "remove", "member": {"recipient": b_age, "signing_key": b_vk},
-        "signer": a.recipient().split(':').nth(1).unwrap(), "time_ms": 0,
+        "signer": card(a).1, "time_ms": 0,
     })
     .to_string();
-    let sig = a_key.sign(&[b"sealfs-fleet-chain/v1\0".as_slice(), body.as_bytes()].concat());
-    let removal = serde_json::json!({"body": body, "sig": b64(&sig.to_bytes())})
-        .to_string()
-        .into_bytes();
+    let removal = signed_by(a, b"sealfs-fleet-chain/v1\0", &body);
     put(&store, &format!("chain/{:020}", 3), removal.clone());
 
     // B, with the old key from the keyring, writes its own value under it.
     let b_id = HostIdentity::parse(local(b, "age-identity").expose()).unwrap();
-    let ring: serde_json::Value = serde_json::from_str(
-        serde_json::from_slice::<serde_json::Value>(
-            &store
-                .get(&store.key("keyring/global"))
-                .unwrap()
-                .unwrap()
-                .value,
-        )
-        .unwrap()["body"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let ring: serde_json::Value = serde_json::from_str(&body_of(&store, "keyring/global")).unwrap();
     let wrapped = base64::engine::general_purpose::STANDARD
         .decode(ring["wrapped"][&b_age].as_str().unwrap())
         .unwrap();
     let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
-    let stored: serde_json::Value = serde_json::from_slice(
-        &store
-            .get(&store.key("index/global"))
-            .unwrap()
-            .unwrap()
-            .value,
-    )
-    .unwrap();
     let mut manifest: serde_json::Value =
-        serde_json::from_str(stored["body"].as_str().unwrap()).unwrap();
+        serde_json::from_str(&body_of(&store, "index/global")).unwrap();
     let version = manifest["counter"].as_u64().unwrap() + 1;
     let epoch = manifest["epoch"].as_u64().unwrap();
     let r: sealfs::VaultRef = "global/k".parse().unwrap();

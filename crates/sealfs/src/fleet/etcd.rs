@@ -390,20 +390,7 @@ impl EtcdStore {
         let resp = self.call(|mut c| async move {
             c.get(prefix, Some(GetOptions::new().with_prefix())).await
         })?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Record {
-                        value: kv.value().to_vec(),
-                        mod_revision: kv.mod_revision(),
-                        create_revision: kv.create_revision(),
-                    },
-                )
-            })
-            .collect())
+        Ok(keyed_records(&resp))
     }
 
     /// Every record under `prefix` from key `start` on, in key order.
@@ -416,20 +403,7 @@ impl EtcdStore {
         let resp = self.call(move |mut c| async move {
             c.get(start, Some(GetOptions::new().with_range(end))).await
         })?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Record {
-                        value: kv.value().to_vec(),
-                        mod_revision: kv.mod_revision(),
-                        create_revision: kv.create_revision(),
-                    },
-                )
-            })
-            .collect())
+        Ok(keyed_records(&resp))
     }
 
     /// Applies `changes` atomically if every expectation holds; `false`
@@ -527,9 +501,12 @@ impl EtcdStore {
     }
 
     /// Drops etcd's history before `revision` (its MVCC compaction); a
-    /// revision compacted already is no error.
-    pub fn compact_to(&self, revision: i64) -> Result<(), FleetError> {
-        match self.call(move |mut c| async move { c.compact(revision, None).await }) {
+    /// revision compacted already is no error. `physical`: returns only
+    /// once the space is actually freed (else etcd frees it in the
+    /// background, and a defragmentation right after gains nothing).
+    pub fn compact_to(&self, revision: i64, physical: bool) -> Result<(), FleetError> {
+        let options = physical.then(|| etcd_client::CompactionOptions::new().with_physical());
+        match self.call(move |mut c| async move { c.compact(revision, options).await }) {
             Ok(_) => Ok(()),
             Err(FleetError::Etcd(m)) if m.contains("compacted") => Ok(()),
             Err(e) => Err(e),
@@ -611,7 +588,21 @@ impl EtcdStore {
                 .await
             })?;
         }
-        Ok(())
+        // Done once no member reports the alarm any more (each member
+        // answers from its own applied state).
+        let deadline = Instant::now() + self.opts.timeout;
+        loop {
+            let space = self.space()?;
+            if !space.alarms.iter().any(|a| a == "NOSPACE") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(FleetError::Etcd(
+                    "etcd still reports its NOSPACE alarm after it was cleared".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The store's current revision.
@@ -719,6 +710,23 @@ fn tls_failure(e: &etcd_client::Error) -> Option<String> {
         cur = err.source();
     }
     None
+}
+
+/// The records of a range read, with their keys.
+fn keyed_records(resp: &etcd_client::GetResponse) -> Vec<(String, Record)> {
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                Record {
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                    create_revision: kv.create_revision(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// Whether an endpoint URL names this host's loopback interface

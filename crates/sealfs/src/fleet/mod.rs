@@ -244,7 +244,7 @@ impl FleetVault {
         if revision % COMPACT_EVERY != 0 || revision <= HISTORY_KEPT {
             return;
         }
-        if let Err(e) = self.store.compact_to(revision - HISTORY_KEPT) {
+        if let Err(e) = self.store.compact_to(revision - HISTORY_KEPT, false) {
             tracing::warn!(error = %e, revision, "cannot compact etcd's history");
         }
     }
@@ -255,7 +255,7 @@ impl FleetVault {
     /// root rights where auth is on.
     pub fn compact(&self) -> Result<(EtcdSpace, EtcdSpace), FleetError> {
         let before = self.store.space()?;
-        self.store.compact_to(self.store.revision()?)?;
+        self.store.compact_to(self.store.revision()?, true)?;
         self.store.defragment_and_disarm()?;
         Ok((before, self.store.space()?))
     }
