@@ -513,18 +513,23 @@ impl EtcdStore {
         }
     }
 
-    /// How much space etcd uses, its quota (etcd 3.6 and later report it)
-    /// and its alarms.
-    pub fn space(&self) -> Result<EtcdSpace, FleetError> {
-        let st = self.call(|mut c| async move { c.status().await })?;
-        let alarms = self.call(|mut c| async move {
+    /// etcd's active alarms, on every member.
+    fn alarm_list(&self) -> Result<etcd_client::AlarmResponse, FleetError> {
+        self.call(|mut c| async move {
             c.alarm(
                 etcd_client::AlarmAction::Get,
                 etcd_client::AlarmType::None,
                 None,
             )
             .await
-        })?;
+        })
+    }
+
+    /// How much space etcd uses, its quota (etcd 3.6 and later report it)
+    /// and its alarms.
+    pub fn space(&self) -> Result<EtcdSpace, FleetError> {
+        let st = self.call(|mut c| async move { c.status().await })?;
+        let alarms = self.alarm_list()?;
         Ok(EtcdSpace {
             version: st.version().to_owned(),
             db_size: st.db_size(),
@@ -564,14 +569,7 @@ impl EtcdStore {
                 .map_err(|_| unreachable(&self.opts, "timed out defragmenting"))?
                 .map_err(|e| self.classify(e))?;
         }
-        let alarms = self.call(|mut c| async move {
-            c.alarm(
-                etcd_client::AlarmAction::Get,
-                etcd_client::AlarmType::None,
-                None,
-            )
-            .await
-        })?;
+        let alarms = self.alarm_list()?;
         for a in alarms.alarms() {
             if a.alarm() != etcd_client::AlarmType::Nospace {
                 continue;
