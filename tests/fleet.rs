@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
-use sealfs::fleet::keys::{manifest_mac_input, FleetKey, HostIdentity};
+use sealfs::fleet::keys::{shard_mac_input, shard_of, FleetKey, HostIdentity};
 use sealfs::fleet::{EtcdOptions, FleetError, FleetVault};
-use sealfs::{SensitiveBytes, VaultRef};
+use sealfs::{SensitiveBytes, VaultRef, VaultScope};
 
 use crate::util::{Etcd, Run, Sandbox, TestPki};
 
@@ -197,9 +197,13 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
         objects_before
     );
     // B's old key neither opens the re-wrapped data key nor authenticates
-    // the new manifest; the new key does both.
+    // the index shard; the new key does both; and the keyring no longer
+    // carries the old key once every shard has moved.
     assert!(!opens_data_key(&etcd, &old_key, "global/api_key"));
     assert!(opens_data_key(&etcd, &new_key, "global/api_key"));
+    let ring = etcd_json(&etcd, "/sealfs/keyring/global");
+    assert!(!ring["body"].as_str().unwrap().contains("older"), "{ring}");
+    assert_eq!(c.get("global/api_key"), b"before");
 
     a.set("global/api_key", b"after");
     assert!(!opens_data_key(&etcd, &old_key, "global/api_key"));
@@ -253,14 +257,15 @@ fn keyring_key(etcd: &Etcd, id: &HostIdentity) -> Option<FleetKey> {
     Some(key)
 }
 
-/// Whether `key` unwraps the data key of `vault_ref` in the global
-/// manifest as etcd holds it (and, checked to agree, authenticates it).
+/// Whether `key` unwraps the data key of `vault_ref` in its index shard
+/// as etcd holds it (and, checked to agree, authenticates the shard).
 fn opens_data_key(etcd: &Etcd, key: &FleetKey, vault_ref: &str) -> bool {
     let vr = r(vault_ref);
-    let stored = etcd_json(etcd, "/sealfs/index/global");
+    let shard = shard_of(vr.scope(), vr.key().as_str());
+    let stored = etcd_json(etcd, &format!("/sealfs/index/{}/{shard}", vr.scope()));
     let body_text = stored["body"].as_str().unwrap();
     let mac_ok = key.verify_mac(
-        &manifest_mac_input(vr.scope(), body_text.as_bytes()),
+        &shard_mac_input(vr.scope(), &shard, body_text.as_bytes()),
         &b64(&stored["mac"]),
     );
     let body: serde_json::Value = serde_json::from_str(body_text).unwrap();
@@ -305,6 +310,7 @@ fn concurrent_writers_on_two_hosts_lose_no_acknowledged_write() {
             let v = Arc::clone(&vaults[t % 2]);
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
+                let mut own_before = 0;
                 for i in 0..WRITES {
                     // Every writer rewrites the shared key and its own one.
                     let value = format!("t{t}-{i}");
@@ -321,7 +327,9 @@ fn concurrent_writers_on_two_hosts_lose_no_acknowledged_write() {
                         )
                         .unwrap();
                     acked.push((shared.version, value.clone()));
-                    assert!(own.version > shared.version);
+                    // Each write of a secret has a higher version.
+                    assert!(own.version > own_before);
+                    own_before = own.version;
                 }
                 acked
             })
@@ -382,7 +390,8 @@ fn an_older_record_written_back_into_etcd_is_refused() {
         tls: None,
     })
     .unwrap();
-    let manifest = store.key("index/global");
+    let shard = shard_of(&VaultScope::Global, "k");
+    let manifest = store.key(&format!("index/global/{shard}"));
     let objects = || store.get_prefix(&store.key("obj/")).unwrap();
     a.set("global/k", b"old");
     assert_eq!(b.get("global/k"), b"old");
@@ -404,7 +413,7 @@ fn an_older_record_written_back_into_etcd_is_refused() {
         .unwrap());
     assert_eq!(b.get("global/k"), b"new");
 
-    // The old manifest (validly authenticated, but older) put back.
+    // The old index shard (validly authenticated, but older) put back.
     let current_manifest = store.get(&manifest).unwrap().unwrap().value;
     assert!(store
         .apply(&[], &[Change::Put(manifest.clone(), old_manifest)])
@@ -412,18 +421,20 @@ fn an_older_record_written_back_into_etcd_is_refused() {
     for h in [a, b] {
         h.run(&["get", "global/k"], b"").fails(
             1,
-            "refusing the manifest of scope global: its counter 1 is older than 2",
+            &format!("refusing shard {shard} of the index of scope global: its counter 1 is older than 2"),
         );
     }
-    // A forged manifest (one length changed) does not authenticate.
+    // A forged shard (one length changed) does not authenticate.
     let mut forged = current_manifest.clone();
     let pos = forged.windows(5).position(|w| w == b"\\\"len").unwrap();
     forged[pos + 8] ^= 1;
     assert!(store
         .apply(&[], &[Change::Put(manifest.clone(), forged)])
         .unwrap());
-    a.run(&["get", "global/k"], b"")
-        .fails(1, "integrity check failed for the manifest of global");
+    a.run(&["get", "global/k"], b"").fails(
+        1,
+        &format!("integrity check failed for shard {shard} of the index of global"),
+    );
     assert!(store
         .apply(&[], &[Change::Put(manifest, current_manifest)])
         .unwrap());
@@ -885,11 +896,11 @@ fn etcd_history_is_compacted_and_a_full_etcd_is_a_clear_error_until_compact() {
         .unwrap()
         < 1999
     {}
-    let old = etcd.ctl(&["get", "/sealfs/index/global", "--rev=5"]);
+    let old = etcd.ctl(&["get", "--prefix", "/sealfs/index/global/", "--rev=5"]);
     assert!(old.status.success(), "compacted too early");
     v.put(&r("global/small"), &SensitiveBytes::from_slice(b"second"))
         .unwrap();
-    let old = etcd.ctl(&["get", "/sealfs/index/global", "--rev=5"]);
+    let old = etcd.ctl(&["get", "--prefix", "/sealfs/index/global/", "--rev=5"]);
     assert!(!old.status.success());
     assert!(
         String::from_utf8_lossy(&old.stderr).contains("compacted"),
@@ -1028,4 +1039,91 @@ fn a_client_certificate_from_the_local_vault_opens_a_tls_etcd() {
         b"",
     );
     r.fails(1, "must be https://");
+}
+
+/// A scope's index is sharded: a write rewrites one small shard, whatever
+/// the scope holds, writers of different shards never race, and a scope
+/// larger than one etcd read page is listed whole.
+#[test]
+fn a_large_scope_is_sharded_so_a_write_rewrites_only_a_small_shard() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let v = a.vault();
+    // More secrets than one page of a range read (1,000).
+    let n = 1200;
+    for i in 0..n {
+        v.put(
+            &r(&format!("global/k{i:05}")),
+            &SensitiveBytes::from_slice(format!("value-{i}").as_bytes()),
+        )
+        .unwrap();
+    }
+    let store = EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: "sealfs".into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+        tls: None,
+    })
+    .unwrap();
+    let shards = store.get_prefix(&store.key("index/global/")).unwrap();
+    let largest = shards.iter().map(|(_, rec)| rec.value.len()).max().unwrap();
+    // About a third of a secret per shard here; a few per shard at 10,000.
+    assert!(shards.len() > 700, "{} shards", shards.len());
+    assert!(largest < 2048, "a shard of {largest} bytes");
+    assert_eq!(store.get_prefix(&store.key("obj/")).unwrap().len(), n);
+    // Another host lists the whole scope and reads any of it.
+    let listed = b.run(&["list", "global"], b"").ok().stdout_str();
+    assert_eq!(
+        listed.lines().filter(|l| l.contains("k0")).count(),
+        n,
+        "{listed}"
+    );
+    assert_eq!(b.get("global/k01199"), b"value-1199");
+    let status = scope_status(b);
+    assert_eq!(status["secrets"], n, "{status}");
+}
+
+/// An index shard copied over another shard's slot, or over the same
+/// slot of another scope, does not authenticate there.
+#[test]
+fn an_index_shard_moved_to_another_slot_is_refused() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let store = EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: "sealfs".into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+        tls: None,
+    })
+    .unwrap();
+    // Two secrets in different shards.
+    let global = VaultScope::Global;
+    let mut names = (0..).map(|i| format!("k{i}"));
+    let first = names.next().unwrap();
+    let other = names
+        .find(|n| shard_of(&global, n) != shard_of(&global, &first))
+        .unwrap();
+    a.set(&format!("global/{first}"), b"first");
+    a.set(&format!("global/{other}"), b"other");
+    assert_eq!(b.get(&format!("global/{other}")), b"other");
+    let (s1, s2) = (shard_of(&global, &first), shard_of(&global, &other));
+    let k2 = store.key(&format!("index/global/{s2}"));
+    let rec1 = store
+        .get(&store.key(&format!("index/global/{s1}")))
+        .unwrap()
+        .unwrap();
+    let rec2 = store.get(&k2).unwrap().unwrap();
+    assert!(store
+        .apply(&[], &[Change::Put(k2.clone(), rec1.value)])
+        .unwrap());
+    // The moved shard's MAC names its own slot: it does not authenticate in
+    // another (and claims a secret of another shard).
+    a.run(&["get", &format!("global/{other}")], b"")
+        .fails(1, &format!("shard {s2} of the index of global"));
+    assert!(store.apply(&[], &[Change::Put(k2, rec2.value)]).unwrap());
+    assert_eq!(a.get(&format!("global/{other}")), b"other");
 }

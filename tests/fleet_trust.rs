@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
-use sealfs::fleet::keys::FleetKey;
+use sealfs::fleet::keys::{shard_of, FleetKey};
 use sealfs::fleet::EtcdOptions;
 
 use crate::fleet::{fleet, scope_status, Host};
@@ -385,11 +385,12 @@ fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
     assert_eq!(b.get("global/k"), b"value");
     let store = raw(&etcd, "sealfs");
     let all = snapshot(&store, "");
+    let shard = shard_of(&sealfs::VaultScope::Global, "k");
+    let gone_shard = format!(
+        "refusing shard {shard} of the index of global: it is missing, and this host has seen its counter 1"
+    );
     for (sub, why) in [
-        (
-            "index/",
-            "refusing the manifest of global: it is missing, and this host has seen its counter 1",
-        ),
+        ("index/", gone_shard.as_str()),
         (
             "keyring/",
             "refusing the keyring of global: it is missing, and this host has seen its key epoch 1",
@@ -477,8 +478,20 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
     let store = raw(&etcd, "sealfs");
     let backup = snapshot(&store, "");
 
-    // After the backup: more writes, and a third host.
+    // After the backup: more writes (in shards the backup lacks, which
+    // every host reads), and a third host.
     a.set("global/k", b"lost-in-restore");
+    for i in 0..5 {
+        a.set(&format!("global/new{i}"), b"lost-in-restore");
+    }
+    assert_eq!(
+        b.run(&["list", "global"], b"")
+            .ok()
+            .stdout_str()
+            .lines()
+            .count(),
+        6
+    );
     let c = Host::new(&etcd);
     let token = a
         .run(&["fleet", "enroll", &c.recipient()], b"")
@@ -508,6 +521,17 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
         .ok();
     assert_eq!(b.get("global/k"), b"in-backup");
     assert_eq!(b.get("principal:svc/k"), b"svc-in-backup");
+    // The shards the restore took away are gone for good, not tampering.
+    assert_eq!(
+        b.run(&["list", "global"], b"")
+            .ok()
+            .stdout_str()
+            .lines()
+            .count(),
+        1
+    );
+    b.run(&["get", "global/new0"], b"")
+        .fails(1, "secret not found");
     // C was enrolled after the backup: it joins, is told it is no member,
     // and is enrolled again.
     c.run(&["fleet", "join", "--replace-pin", token.trim()], b"")
@@ -533,7 +557,9 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
 /// the value over.
 #[test]
 fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
-    use sealfs::fleet::keys::{manifest_mac_input, random_object_id, DataKey, HostIdentity};
+    use sealfs::fleet::keys::{
+        object_digest, random_object_id, shard_mac_input, DataKey, HostIdentity,
+    };
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
@@ -561,29 +587,28 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
         .decode(ring["wrapped"][&b_age].as_str().unwrap())
         .unwrap();
     let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
+    let r: sealfs::VaultRef = "global/k".parse().unwrap();
+    let shard = shard_of(r.scope(), "k");
+    let shard_key = format!("index/global/{shard}");
     let mut manifest: serde_json::Value =
-        serde_json::from_str(&body_of(&store, "index/global")).unwrap();
+        serde_json::from_str(&body_of(&store, &shard_key)).unwrap();
     let version = manifest["counter"].as_u64().unwrap() + 1;
     let epoch = manifest["epoch"].as_u64().unwrap();
-    let r: sealfs::VaultRef = "global/k".parse().unwrap();
     let dek = DataKey::generate();
     let object = random_object_id();
-    put(
-        &store,
-        &format!("obj/{object}"),
-        dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(b"from-b")),
-    );
+    let sealed = dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(b"from-b"));
+    put(&store, &format!("obj/{object}"), sealed.clone());
     manifest["counter"] = version.into();
     manifest["entries"]["k"] = serde_json::json!({
-        "version": version, "object": object,
+        "version": version, "object": object, "sha256": object_digest(&sealed),
         "dek": b64(&old_key.wrap_data_key(&dek, &r, version, epoch)),
         "len": 6, "created_ms": 0, "updated_ms": 0,
     });
     let body = manifest.to_string();
-    let mac = old_key.mac(&manifest_mac_input(r.scope(), body.as_bytes()));
+    let mac = old_key.mac(&shard_mac_input(r.scope(), &shard, body.as_bytes()));
     put(
         &store,
-        "index/global",
+        &shard_key,
         serde_json::json!({"body": body, "mac": b64(&mac)})
             .to_string()
             .into_bytes(),
@@ -598,11 +623,20 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
             "scope global still has its key from before the last revocation",
         );
     }
-    a.run(&["fleet", "revoke", &b.recipient()], b"").fails(
-        1,
-        "the manifest of global: it was written under the old key after the revocation",
-    );
+    // Running the revocation again rotates the key (the keyring was
+    // written before the revocation), and the new keyring takes shards under
+    // the old key only as etcd held them then: B's shard is refused, and
+    // the revocation says so.
+    a.run(&["fleet", "revoke", &b.recipient()], b"")
+        .fails(1, "after the revocation that retired it");
     for h in [a, c] {
+        refused(
+            h,
+            "global/k",
+            &format!("refusing shard {shard} of the index of global: it was written under the key of epoch 1 after the revocation that retired it"),
+        );
+        h.run(&["set", "global/k"], b"x")
+            .fails(1, "after the revocation that retired it");
         let out = h.run(&["get", "global/k"], b"");
         assert!(!out.stdout.windows(6).any(|w| w == b"from-b"));
     }
@@ -646,4 +680,55 @@ fn joining_again_with_an_old_token_never_moves_the_pin_back() {
     );
     restore(&store, "chain/", &chain, None);
     assert_eq!(b.get("global/k"), b"after-revoke");
+}
+
+/// A revoked host kept the data keys it could unwrap: it seals a value of
+/// its own under one and writes it over the secret's object. The shard
+/// names the exact bytes of the object, so no host serves it.
+#[test]
+fn a_value_sealed_under_a_data_key_a_revoked_host_kept_is_refused() {
+    use sealfs::fleet::keys::{shard_of, HostIdentity};
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"genuine");
+    assert_eq!(b.get("global/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    // What B can take with it: its fleet key, and so every data key.
+    let b_id = HostIdentity::parse(local(b, "age-identity").expose()).unwrap();
+    let ring: serde_json::Value = serde_json::from_str(&body_of(&store, "keyring/global")).unwrap();
+    let (b_age, _) = card(b);
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(ring["wrapped"][&b_age].as_str().unwrap())
+        .unwrap();
+    let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
+    let r: sealfs::VaultRef = "global/k".parse().unwrap();
+    let shard = shard_of(r.scope(), "k");
+    let body: serde_json::Value =
+        serde_json::from_str(&body_of(&store, &format!("index/global/{shard}"))).unwrap();
+    let e = &body["entries"]["k"];
+    let version = e["version"].as_u64().unwrap();
+    let dek = old_key
+        .unwrap_data_key(
+            &base64::engine::general_purpose::STANDARD
+                .decode(e["dek"].as_str().unwrap())
+                .unwrap(),
+            &r,
+            version,
+            body["epoch"].as_u64().unwrap(),
+        )
+        .unwrap();
+    let object = format!("obj/{}", e["object"].as_str().unwrap());
+
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    // The revocation re-wrapped the data key, which stays the same: B seals
+    // its own value for the same secret and version under it.
+    let forged = dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(b"from-b"));
+    put(&store, &object, forged);
+    for h in [a, c] {
+        let out = h
+            .run(&["get", "global/k"], b"")
+            .fails(1, "integrity check failed for global/k");
+        assert!(out.stdout.is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! This host's copies of the fleet records it has read, exactly as etcd
 //! holds them (sealed under the fleet key or age-encrypted to this host;
-//! never plaintext), and the highest manifest counter verified per scope.
+//! never plaintext), and the highest counter verified per index shard.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -114,40 +114,84 @@ impl Cache {
         self.write(&self.counters, "last-contact", ms.to_string().as_bytes())
     }
 
-    fn counter_name(&self, scope: &VaultScope) -> String {
-        name(&format!("{}/{scope}", self.prefix))
+    /// `counters/<scope>/`: the scope's shard counters, a file each.
+    fn scope_counters(
+        &self,
+        scope: &VaultScope,
+        create: bool,
+    ) -> Result<Option<PrivateDir>, FleetError> {
+        let n = name(&format!("{}/{scope}", self.prefix));
+        match self.counters.subdir(&n, create) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => Ok(None),
+            Err(e) => Err(Self::err(&self.counters.join(&n))(e)),
+        }
     }
 
-    /// The highest manifest counter verified for `scope` (0: none yet).
-    pub(super) fn high_water(&self, scope: &VaultScope) -> Result<u64, FleetError> {
-        let n = self.counter_name(scope);
-        match self.read(&self.counters, &n)? {
-            None => Ok(0),
+    /// The highest counter verified for shard `shard` of `scope` (0: none
+    /// yet), and the key epoch of the keyring it was verified under.
+    pub(super) fn high_water(
+        &self,
+        scope: &VaultScope,
+        shard: &str,
+    ) -> Result<(u64, u64), FleetError> {
+        let Some(dir) = self.scope_counters(scope, false)? else {
+            return Ok((0, 0));
+        };
+        match self.read(&dir, shard)? {
+            None => Ok((0, 0)),
             Some(b) => std::str::from_utf8(&b)
                 .ok()
-                .and_then(|s| s.trim().parse().ok())
+                .and_then(|s| {
+                    let (counter, epoch) = s.trim().split_once(' ')?;
+                    Some((counter.parse().ok()?, epoch.parse().ok()?))
+                })
                 .ok_or_else(|| {
-                    FleetError::Corrupt(format!(
-                        "the counter file {}",
-                        self.counters.join(&n).display()
-                    ))
+                    FleetError::Corrupt(format!("the counter file {}", dir.join(shard).display()))
                 }),
         }
     }
 
+    /// The shards of `scope` this host has verified a counter for: a
+    /// listing that lacks one of them is missing a shard.
+    pub(super) fn seen_shards(&self, scope: &VaultScope) -> Result<Vec<String>, FleetError> {
+        let Some(dir) = self.scope_counters(scope, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<String> = dir
+            .entries()
+            .map_err(Self::err(dir.path()))?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Records `counter` for `shard` of `scope`, verified under the key of
+    /// `epoch`, if higher than the one recorded; a counter recorded under
+    /// an epoch before `recovered` (`fleet recover` re-anchored the scope
+    /// since) no longer counts.
     pub(super) fn set_high_water(
         &self,
         scope: &VaultScope,
-        counter: u64,
+        shard: &str,
+        (counter, epoch): (u64, u64),
+        recovered: Option<u64>,
     ) -> Result<(), FleetError> {
         let _lock = self.lock_pins()?;
-        if counter <= self.high_water(scope)? {
+        let (mut seen, seen_epoch) = self.high_water(scope, shard)?;
+        if recovered.is_some_and(|r| seen_epoch < r) {
+            seen = 0;
+        }
+        if counter <= seen && epoch <= seen_epoch {
             return Ok(());
         }
-        self.write(
-            &self.counters,
-            &self.counter_name(scope),
-            counter.to_string().as_bytes(),
-        )
+        let dir = self
+            .scope_counters(scope, true)?
+            .expect("created on demand");
+        let line = format!("{} {}", counter.max(seen), epoch.max(seen_epoch));
+        self.write(&dir, shard, line.as_bytes())
     }
 }

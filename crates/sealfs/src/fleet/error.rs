@@ -161,15 +161,17 @@ pub enum FleetError {
         "integrity check failed for {0}: the record does not authenticate under the fleet key"
     )]
     Integrity(String),
-    /// A manifest older than one this host has verified: etcd was rolled
-    /// back or tampered with.
-    #[error("refusing the manifest of scope {scope}: its counter {got} is older than {seen}, which this host has seen; etcd was rolled back or tampered with")]
+    /// An index shard older than one this host has verified: etcd was
+    /// rolled back or tampered with.
+    #[error("refusing shard {shard} of the index of scope {scope}: its counter {got} is older than {seen}, which this host has seen; etcd was rolled back or tampered with")]
     Replay {
-        /// The scope of the manifest.
+        /// The scope of the shard.
         scope: VaultScope,
-        /// The highest counter this host has verified for the scope.
+        /// The shard (three hex digits).
+        shard: String,
+        /// The highest counter this host has verified for the shard.
         seen: u64,
-        /// The counter of the manifest read.
+        /// The counter of the shard read.
         got: u64,
     },
     /// Concurrent writes kept changing what this operation read, so it

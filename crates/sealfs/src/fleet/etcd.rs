@@ -37,6 +37,8 @@ pub struct EtcdSpace {
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a watch may hear nothing before it is given up.
 const WATCH_SILENCE: Duration = Duration::from_secs(5);
+/// How many records a range read asks for at once.
+const PAGE: i64 = 1000;
 
 /// A record read from etcd: its value and the revision that last changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,26 +386,46 @@ impl EtcdStore {
         }))
     }
 
-    /// Every record under `prefix`, with its key.
+    /// Every record under `prefix`, in key order ([`EtcdStore::get_from`]).
     pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, Record)>, FleetError> {
-        let prefix = prefix.to_owned();
-        let resp = self.call(|mut c| async move {
-            c.get(prefix, Some(GetOptions::new().with_prefix())).await
-        })?;
-        Ok(keyed_records(&resp))
+        self.get_from(prefix, prefix)
     }
 
-    /// Every record under `prefix` from key `start` on, in key order.
+    /// Every record under `prefix` from key `start` on, in key order: read
+    /// a page of [`PAGE`] records at a time, every page at the revision of
+    /// the first, so the whole is one consistent view however large.
     pub fn get_from(&self, start: &str, prefix: &str) -> Result<Vec<(String, Record)>, FleetError> {
-        let start = start.to_owned();
         let mut end = prefix.as_bytes().to_vec();
         // The first key after every key with this prefix (the prefix ends
         // in `/`, so the last byte never overflows).
         *end.last_mut().expect("a non-empty prefix") += 1;
-        let resp = self.call(move |mut c| async move {
-            c.get(start, Some(GetOptions::new().with_range(end))).await
-        })?;
-        Ok(keyed_records(&resp))
+        let mut from = start.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut out = Vec::new();
+        loop {
+            let (page_from, page_end) = (from.clone(), end.clone());
+            let resp = self.call(move |mut c| async move {
+                let mut o = GetOptions::new().with_range(page_end).with_limit(PAGE);
+                if revision > 0 {
+                    o = o.with_revision(revision);
+                }
+                c.get(page_from, Some(o)).await
+            })?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let page = keyed_records(&resp);
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = [last.key(), b"\0"].concat();
+                }
+                _ => {
+                    out.extend(page);
+                    return Ok(out);
+                }
+            }
+            out.extend(page);
+        }
     }
 
     /// Applies `changes` atomically if every expectation holds; `false`
@@ -605,14 +627,16 @@ impl EtcdStore {
 
     /// The store's current revision.
     pub fn revision(&self) -> Result<i64, FleetError> {
-        let key = self.key("members");
+        let key = self.key("chain/");
         let resp = self.call(|mut c| async move { c.get(key, None).await })?;
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| FleetError::Etcd("a response without a header".into()))
     }
 
-    /// Calls `on` with the keys changed under the prefix after `revision`
+    /// Calls `on` with the keys of the chain, the keyrings and the index
+    /// shards changed after `revision` (never the sealed values: a write
+    /// sends each watcher its small shard, whatever the value's size)
     /// (and with none for each progress report, at least every second),
     /// until `stop` is set (`Ok`) or the watch breaks (`Err`: compaction,
     /// cancellation or a lost connection; the caller resynchronises).
@@ -623,12 +647,13 @@ impl EtcdStore {
         mut on: impl FnMut(Vec<String>),
     ) -> Result<(), FleetError> {
         let mut client = self.client()?;
-        let prefix = self.key("");
+        // `chain/`, `index/` and `keyring/` sort together, before `obj/`.
+        let (from, end) = (self.key("chain/"), self.key("keyring0"));
         let result = self.rt.block_on(async {
             let options = WatchOptions::new()
-                .with_prefix()
+                .with_range(end)
                 .with_start_revision(revision + 1);
-            let mut stream = client.watch(prefix, Some(options)).await?;
+            let mut stream = client.watch(from, Some(options)).await?;
             // While quiet, ask etcd for a progress report every second; a
             // watch that hears nothing for WATCH_SILENCE is given up (a
             // stopped or cut-off member), and the caller starts afresh.

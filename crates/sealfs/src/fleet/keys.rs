@@ -1,6 +1,7 @@
 //! Fleet keys: a random key per scope, wrapped to each enrolled host's age
-//! X25519 recipient; per-secret data keys wrapped under it; and the MAC
-//! that authenticates a scope's manifest.
+//! X25519 recipient; per-secret data keys wrapped under it; the keys it
+//! replaced, sealed under it; and the MAC that authenticates a shard of a
+//! scope's index.
 //!
 //! Every AES-GCM use binds what the bytes are for (scope, key, record
 //! version, key epoch) as associated data, so nothing sealed for one slot
@@ -118,9 +119,9 @@ impl FleetKey {
         crate::hex::hex(&self.derive(b"id")[..8])
     }
 
-    /// MAC of a manifest's canonical bytes.
+    /// MAC of an index shard's canonical bytes ([`shard_mac_input`]).
     pub fn mac(&self, bytes: &[u8]) -> [u8; 32] {
-        let key = self.derive(b"manifest mac");
+        let key = self.derive(b"index mac");
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).expect("any key length");
         m.update(bytes);
         m.finalize().into_bytes().into()
@@ -129,15 +130,55 @@ impl FleetKey {
     /// Whether `mac` is the MAC of `bytes` under this key, compared in
     /// constant time.
     pub fn verify_mac(&self, bytes: &[u8], mac: &[u8]) -> bool {
-        let key = self.derive(b"manifest mac");
+        let key = self.derive(b"index mac");
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key.as_slice()).expect("any key length");
         m.update(bytes);
         m.verify_slice(mac).is_ok()
     }
 
     fn cipher(&self) -> Aes256Gcm {
-        let key = self.derive(b"data key wrap");
+        self.cipher_for(b"data key wrap")
+    }
+
+    fn cipher_for(&self, label: &[u8]) -> Aes256Gcm {
+        let key = self.derive(label);
         Aes256Gcm::new_from_slice(key.as_slice()).expect("32-byte key")
+    }
+
+    /// `older`, the key this one replaced at `epoch` in `scope`, sealed
+    /// under this key: a keyring carries the keys it replaced this way, so
+    /// index shards not rewritten since stay readable to current members.
+    pub fn seal_older(&self, older: &FleetKey, scope: &VaultScope, epoch: u64) -> Vec<u8> {
+        let nonce = random::<NONCE_LEN>();
+        let aad = older_aad(scope, epoch);
+        let ct = self
+            .cipher_for(b"older key wrap")
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: older.0.as_slice(),
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of 32 bytes cannot fail");
+        [nonce.as_slice(), &ct].concat()
+    }
+
+    /// The key [`FleetKey::seal_older`] sealed for the same `scope` and
+    /// `epoch`; `None` if it does not authenticate.
+    pub fn open_older(&self, sealed: &[u8], scope: &VaultScope, epoch: u64) -> Option<FleetKey> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let aad = older_aad(scope, epoch);
+        let plain = Zeroizing::new(
+            self.cipher_for(b"older key wrap")
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .ok()?,
+        );
+        let key: [u8; 32] = plain.as_slice().try_into().ok()?;
+        Some(FleetKey(Zeroizing::new(key)))
     }
 
     /// Wraps a secret's data key for record `version` of `r` in `epoch`.
@@ -190,6 +231,10 @@ fn dek_aad(r: &VaultRef, version: u64, epoch: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+fn older_aad(scope: &VaultScope, epoch: u64) -> Vec<u8> {
+    format!("sealfs-fleet-older-key/v1\0{scope}\0{epoch}").into_bytes()
+}
+
 fn object_aad(r: &VaultRef, version: u64) -> Vec<u8> {
     format!("sealfs-fleet-obj/v1\0{}\0{}\0{version}", r.scope(), r.key()).into_bytes()
 }
@@ -238,16 +283,43 @@ impl DataKey {
     }
 }
 
-/// Canonical bytes of what a manifest MAC covers: the scope is included so
-/// a manifest cannot be moved to another scope.
-pub fn manifest_mac_input(scope: &VaultScope, body: &[u8]) -> Vec<u8> {
+/// Canonical bytes of what an index shard's MAC covers: scope and shard
+/// are included so a shard cannot be moved to another scope or slot.
+pub fn shard_mac_input(scope: &VaultScope, shard: &str, body: &[u8]) -> Vec<u8> {
     [
-        b"sealfs-fleet-manifest/v1\0".as_slice(),
+        b"sealfs-fleet-shard/v1\0".as_slice(),
         scope.to_string().as_bytes(),
+        b"\0",
+        shard.as_bytes(),
         b"\0",
         body,
     ]
     .concat()
+}
+
+/// How many shards a scope's index is split into: a write rewrites one,
+/// which holds about 1/4096 of the scope's secrets (a few kilobytes with
+/// 100,000 secrets in one scope).
+pub const SHARDS: u16 = 4096;
+
+/// The index shard of `key` in `scope`: three hex digits, from a hash of
+/// both, so secrets spread evenly whatever their names.
+pub fn shard_of(scope: &VaultScope, key: &str) -> String {
+    use sha2::Digest;
+    let h = Sha256::new()
+        .chain_update(b"sealfs-fleet-shard/v1\0")
+        .chain_update(scope.to_string().as_bytes())
+        .chain_update(b"\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let n = u16::from_be_bytes([h[0], h[1]]) % SHARDS;
+    format!("{n:03x}")
+}
+
+/// SHA-256 of a stored object, in hex (what a shard entry names).
+pub fn object_digest(object: &[u8]) -> String {
+    use sha2::Digest;
+    crate::hex::hex(&Sha256::digest(object))
 }
 
 /// A new random object id: 32 hex digits.

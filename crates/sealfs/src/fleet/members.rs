@@ -1,8 +1,7 @@
 //! Fleet membership: init, join, enroll, revoke and status. Each change of
 //! membership is one signed chain entry, written with compare-and-swap,
-//! followed by one small transaction per scope (its keyring, and on
-//! revocation its manifest); a run cut short is finished by running the
-//! same command again.
+//! followed by one small transaction per scope (its keyring); a run cut
+//! short is finished by running the same command again.
 
 use base64::Engine;
 
@@ -10,8 +9,11 @@ use super::etcd::{Change, Expect, Record};
 use super::keys::FleetKey;
 use super::records::KeyringUse;
 use super::trust::{self, hash, HostCard, Membership, Op, Signed, CHAIN_DOMAIN};
-use super::{b64, corrupt, FleetError, FleetStatus, FleetVault, Keyring, ScopeStatus};
-use crate::{SecretKey, VaultRef, VaultScope};
+use super::{
+    b64, next_counter, FleetError, FleetStatus, FleetVault, Keyring, ScopeKeys, ScopeStatus,
+    ShardState,
+};
+use crate::VaultScope;
 
 impl FleetVault {
     /// `sealfs fleet init`: starts a fleet with this host as its member and
@@ -135,14 +137,24 @@ impl FleetVault {
             let body = trust::entry(&m, op, card.clone(), &self.signer);
             let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
             let key = self.chain_key(body.seq);
-            if !self
+            let Some(rev) = self
                 .store
-                .apply(&[(key.clone(), Expect::Absent)], &[Change::Put(key, raw)])?
-            {
+                .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key.clone(), raw)])?
+            else {
                 return Ok(None);
+            };
+            if op == Op::Remove {
+                self.pin_own_removal(body.seq, rev)?;
             }
             // Read back through the checks, which also moves the pin on.
-            Ok(Some(self.membership(false)?))
+            let m = self.membership(false)?;
+            if self.store.get(&key)?.map(|r| r.create_revision) != Some(rev) {
+                return Err(FleetError::Forged(format!(
+                    "entry {} of the membership chain: it was deleted and written again since this host wrote it",
+                    body.seq
+                )));
+            }
+            Ok(Some(m))
         })
     }
 
@@ -249,8 +261,10 @@ impl FleetVault {
     }
 
     /// `sealfs fleet revoke`: drops the host with this card or recipient
-    /// and rotates every scope's fleet key, re-wrapping each secret's data
-    /// key (values unchanged); returns how many scopes it rotated. Run
+    /// and rotates every scope's fleet key (one write per scope: the new
+    /// keyring carries the old key for the shards not rewritten since, and
+    /// takes shards under it only as etcd held them at the revocation);
+    /// returns how many scopes it rotated. Run
     /// again after an interruption, it finishes the rotation.
     pub fn revoke(&self, who: &str) -> Result<usize, FleetError> {
         let recipient = who.trim().split(':').next().unwrap_or_default().to_owned();
@@ -274,9 +288,15 @@ impl FleetVault {
         for (scope, _) in self.scopes_with_keyrings()? {
             // One scope that cannot be rotated (tampered with) does not stop
             // the others: the revoked host loses every scope it can.
-            match self.retry(&format!("the keys of {scope}"), || {
-                self.rotate(&scope, &self.membership(false)?)
-            }) {
+            let rotated_scope = self
+                .retry(&format!("the keys of {scope}"), || {
+                    self.rotate(&scope, &self.membership(false)?)
+                })
+                .and_then(|done| {
+                    self.move_shards(&scope, None)?;
+                    Ok(done)
+                });
+            match rotated_scope {
                 Ok(done) => rotated += usize::from(done),
                 Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
                 Err(e) => failed.push(format!("{scope} ({e})")),
@@ -297,9 +317,9 @@ impl FleetVault {
     }
 
     /// One scope's rotation, if its key is older than the last removal:
-    /// a new key at the next epoch, wrapped to the members now, every data
-    /// key re-wrapped under it. `Some(false)`: nothing to do; `None`: lost
-    /// a race, read again.
+    /// a new key at the next epoch, wrapped to the members now, carrying
+    /// the keys it replaces (each shard moves to the new key at its next
+    /// write). `Some(false)`: nothing to do; `None`: lost a race, read again.
     fn rotate(&self, scope: &VaultScope, m: &Membership) -> Result<Option<bool>, FleetError> {
         let Some(rec) = self.read(&self.keyring_key(scope), false)? else {
             if self.scope_pin(scope)?.is_some() {
@@ -313,27 +333,23 @@ impl FleetVault {
         if ring.seq >= m.last_removal {
             return Ok(Some(false));
         }
-        let mrec = self.manifest_beside_keyring(scope)?;
-        self.written_before_removal(scope, m, &rec, &mrec)?;
-        let Some(body) = self.parse_manifest(scope, &key, &ring, &mrec, false)? else {
-            return Ok(None);
-        };
+        let line = self.written_before_removal(scope, m, &rec)?;
         let epoch = ring.epoch.checked_add(1);
-        let counter = body.counter.checked_add(1);
-        self.rekey(scope, m, (&rec, &mrec), (&key, body), epoch, counter)
+        let retired = (Some(line), Some(m.last_removal));
+        self.rekey(scope, m, &rec, (&ring, &key), (epoch, false), retired)
     }
 
     /// A keyring from before the last revocation is known to the revoked
     /// host: only what etcd holds from before the revocation entry landed
     /// is taken over, never what the revoked host (or anyone holding the
-    /// old key) wrote since.
+    /// old key) wrote since. Returns that line: the revision that created
+    /// the removal entry.
     fn written_before_removal(
         &self,
         scope: &VaultScope,
         m: &Membership,
         rec: &Record,
-        mrec: &Record,
-    ) -> Result<(), FleetError> {
+    ) -> Result<i64, FleetError> {
         // The revision that created the removal entry, as this host first
         // saw it (a put of the same bytes keeps a key's creation revision;
         // creating it again is refused by the pin).
@@ -349,100 +365,70 @@ impl FleetVault {
                     m.last_removal
                 ))
             })?;
-        let after = |what: &str| {
-            FleetError::Forged(format!(
-                "the {what} of {scope}: it was written under the old key after the revocation"
-            ))
-        };
         if rec.mod_revision > line {
-            return Err(after("keyring"));
+            return Err(FleetError::Forged(format!(
+                "the keyring of {scope}: it was written under the old key after the revocation"
+            )));
         }
-        if mrec.mod_revision > line {
-            return Err(after("manifest"));
-        }
-        Ok(())
+        Ok(line)
     }
 
-    /// The manifest of a scope that has a keyring (a keyring is only ever
-    /// written with its scope's first manifest).
-    fn manifest_beside_keyring(&self, scope: &VaultScope) -> Result<Record, FleetError> {
-        self.read(&self.manifest_key(scope), false)?.ok_or_else(|| {
-            FleetError::Forged(format!(
-                "the manifest of {scope}: it is missing beside its keyring"
-            ))
-        })
-    }
-
-    /// Writes `scope` under a new key at `epoch` with manifest counter
-    /// `counter` (`None`: at their limit), wrapped to the members of `m`,
-    /// every data key of `body` (read under `key`) re-wrapped; the values
-    /// are untouched. One transaction, on the revisions `recs` were read
-    /// at and on the chain not having moved past `m`.
+    /// Writes the keyring of `scope` under a new key at `epoch` (`None`:
+    /// at its limit; `recovering`: as `fleet recover` does), wrapped to the
+    /// members of `m`, carrying the key of `ring` and those it carried
+    /// until [`Self::move_shards`] has moved the shards under them (which
+    /// are taken only as last written at or before the revision of
+    /// `retired`, if given). One transaction, on the revision `rec` was
+    /// read at and on the chain not having moved past `m`.
     fn rekey(
         &self,
         scope: &VaultScope,
         m: &Membership,
-        (rec, mrec): (&Record, &Record),
-        (key, mut body): (&FleetKey, super::ManifestBody),
-        epoch: Option<u64>,
-        counter: Option<u64>,
+        rec: &Record,
+        (ring, key): (&Keyring, &FleetKey),
+        (epoch, recovering): (Option<u64>, bool),
+        retired: (Option<i64>, Option<u64>),
     ) -> Result<Option<bool>, FleetError> {
-        let exhausted = || {
-            FleetError::Forged(format!(
-                "the keys of {scope}: epoch or counter at their limit"
-            ))
-        };
-        let epoch = epoch.ok_or_else(exhausted)?;
+        let epoch = epoch.ok_or_else(|| {
+            FleetError::Forged(format!("the keys of {scope}: the epoch is at its limit"))
+        })?;
         let new_key = FleetKey::generate();
-        for (k, e) in body.entries.iter_mut() {
-            let r = VaultRef::new(
-                scope.clone(),
-                SecretKey::new(k.as_str()).map_err(|e| corrupt("manifest key", e))?,
-            );
-            let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
-            let dek = key
-                .unwrap_data_key(&wrapped, &r, e.version, body.epoch)
-                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
-            e.dek = b64().encode(new_key.wrap_data_key(&dek, &r, e.version, epoch));
-        }
-        body.epoch = epoch;
-        body.counter = counter.ok_or_else(exhausted)?;
-        let new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
-        let manifest_bytes = Self::encode_manifest(scope, &new_key, &body);
+        let mut new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
+        new_ring.older = Self::retire(scope, ring, key, &new_key, retired)?;
+        new_ring.recovered = if recovering {
+            Some(epoch)
+        } else {
+            ring.recovered
+        };
         let ok = self.store.apply(
             &[
                 (self.keyring_key(scope), Expect::Revision(rec.mod_revision)),
-                (
-                    self.manifest_key(scope),
-                    Expect::Revision(mrec.mod_revision),
-                ),
                 // The new key is for this membership: a later entry (another
                 // revocation) gets its own.
                 (self.chain_key(m.seq() + 1), Expect::Absent),
             ],
-            &[
-                Change::Put(self.keyring_key(scope), self.sign_keyring(&new_ring)),
-                Change::Put(self.manifest_key(scope), manifest_bytes.clone()),
-            ],
+            &[Change::Put(
+                self.keyring_key(scope),
+                self.sign_keyring(&new_ring),
+            )],
         )?;
         if !ok {
             return Ok(None);
         }
         self.store_scope_pin(scope, &new_ring)?;
-        self.cache.set_high_water(scope, body.counter)?;
-        self.cache.put(&self.manifest_key(scope), &manifest_bytes)?;
         Ok(Some(true))
     }
 
     /// `sealfs fleet recover`, on a member right after etcd was restored
     /// from a backup on purpose: takes the membership chain etcd holds now
     /// (checked from the fleet id, not against this host's pin), re-pins
-    /// it, and gives every scope a new key at an epoch, and its manifest a
-    /// counter, above anything any host can have pinned (they are derived
-    /// from the time), so every host accepts the restored state again.
-    /// Returns the join token other hosts re-pin with (needed by those
-    /// whose pin is newer than the restored chain) and how many scopes were
-    /// re-anchored. Only ever what members signed is taken over.
+    /// it, gives every scope a new key at an epoch, and rewrites every
+    /// index shard with a counter, above anything any host can have pinned
+    /// (they are derived from the time), so every host accepts the
+    /// restored state again. Returns the join token other hosts re-pin with
+    /// (needed by those whose pin is newer than the restored chain) and how
+    /// many scopes were re-anchored. Only ever what members signed is taken
+    /// over.
     pub fn recover(&self) -> Result<(String, usize), FleetError> {
         let pin = self.fleet_pin()?.ok_or(FleetError::NotJoined)?;
         let mut entries = self
@@ -466,27 +452,100 @@ impl FleetVault {
                     return Ok(Some(false));
                 };
                 let (ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Recover)?;
-                let mrec = self.manifest_beside_keyring(&scope)?;
-                if ring.seq < m.last_removal {
-                    self.written_before_removal(&scope, &m, &rec, &mrec)?;
-                }
-                let Some(body) = self.parse_manifest(&scope, &key, &ring, &mrec, true)? else {
-                    return Ok(None);
+                let retired = if ring.seq < m.last_removal {
+                    let line = self.written_before_removal(&scope, &m, &rec)?;
+                    (Some(line), Some(m.last_removal))
+                } else {
+                    (None, None)
                 };
-                // Above any epoch or counter a host saw before now: those
-                // were made earlier, and never run ahead of the clock by
-                // more than one step per write.
+                // Above any epoch a host saw before now: those were made
+                // earlier, and never run ahead of the clock.
                 let epoch = ring.epoch.checked_add(1).map(|e| e.max(now));
-                let counter = body
-                    .counter
-                    .checked_add(1)
-                    .map(|c| c.max(now.saturating_mul(1 << 16)));
-                self.rekey(&scope, &m, (&rec, &mrec), (&key, body), epoch, counter)
+                self.rekey(&scope, &m, &rec, (&ring, &key), (epoch, true), retired)
             })?;
+            // Counters above any a host saw before now: those never run
+            // ahead of the clock by more than one step per write.
+            self.move_shards(&scope, Some(now.saturating_mul(1 << 16)))?;
             done += usize::from(re);
         }
         self.reset_memo_scopes();
         Ok((token, done))
+    }
+
+    /// Moves every index shard of `scope` still under a key its keyring
+    /// replaced to its current key, one small write per shard, then drops
+    /// the replaced keys from the keyring (the final compare-and-swap):
+    /// from then on nothing under them is taken. `floor` (`fleet recover`):
+    /// every shard is rewritten with a counter at least that, whatever
+    /// this host's counters say.
+    fn move_shards(&self, scope: &VaultScope, floor: Option<u64>) -> Result<(), FleetError> {
+        self.retry(&format!("the index of {scope}"), || {
+            let Some((sk, shards)) = self.scope_shards(scope, false, floor.is_some())? else {
+                return Ok(Some(()));
+            };
+            if sk.keyring.older.is_empty() && floor.is_none() {
+                return Ok(Some(()));
+            }
+            for (shard, st) in shards {
+                let below = floor.is_some_and(|f| st.body.counter < f);
+                if (st.body.epoch != sk.keyring.epoch || below)
+                    && !self.rewrite_shard(scope, &sk, &shard, st, floor.unwrap_or(0))?
+                {
+                    return Ok(None);
+                }
+            }
+            if sk.keyring.older.is_empty() {
+                return Ok(Some(()));
+            }
+            let mut ring = sk.keyring.clone();
+            ring.older.clear();
+            let ok = self.store.apply(
+                &[
+                    Self::expect(self.keyring_key(scope), sk.keyring_rev),
+                    (self.chain_key(sk.chain_seq + 1), Expect::Absent),
+                ],
+                &[Change::Put(
+                    self.keyring_key(scope),
+                    self.sign_keyring(&ring),
+                )],
+            )?;
+            Ok(ok.then_some(()))
+        })
+    }
+
+    /// Writes shard `shard` of `scope` (as read, `st`) again under the
+    /// current key of `sk`, its counter one on and at least `floor`;
+    /// `false` if another write got there first.
+    fn rewrite_shard(
+        &self,
+        scope: &VaultScope,
+        sk: &ScopeKeys,
+        shard: &str,
+        mut st: ShardState,
+        floor: u64,
+    ) -> Result<bool, FleetError> {
+        Self::rewrap_shard(scope, &mut st.body, &st.key, &sk.key, sk.keyring.epoch)?;
+        st.body.counter = next_counter(scope, shard, st.body.counter)?.max(floor);
+        let shard_key = self.shard_key(scope, shard);
+        let encoded = Self::encode_shard(scope, shard, &sk.key, &st.body);
+        let ok = self.store.apply(
+            &[
+                Self::expect(self.keyring_key(scope), sk.keyring_rev),
+                Self::expect(shard_key.clone(), st.rev),
+                (self.chain_key(sk.chain_seq + 1), Expect::Absent),
+            ],
+            &[Change::Put(shard_key.clone(), encoded.clone())],
+        )?;
+        if ok {
+            self.cache.set_high_water(
+                scope,
+                shard,
+                (st.body.counter, sk.keyring.epoch),
+                sk.keyring.recovered,
+            )?;
+            self.cache.put(&shard_key, &encoded)?;
+        }
+        Ok(ok)
     }
 
     /// `sealfs fleet status`: the fleet, this host, the members and every
@@ -499,8 +558,11 @@ impl FleetVault {
             let ring: Option<Keyring> = Signed::parse("a keyring", &rec.value)
                 .ok()
                 .and_then(|s| serde_json::from_str(&s.body).ok());
-            let (readable, secrets, problem) = match self.scope_state(&scope, false, false) {
-                Ok(Some(s)) => (true, s.manifest.entries.len(), None),
+            let counted = self.scope_shards(&scope, false, false).map(|s| {
+                s.map(|(_, shards)| shards.iter().map(|(_, st)| st.body.entries.len()).sum())
+            });
+            let (readable, secrets, problem) = match counted {
+                Ok(Some(n)) => (true, n, None),
                 Ok(None) => (false, 0, None),
                 Err(FleetError::NotEnrolled { .. }) => (false, 0, None),
                 Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),

@@ -1,21 +1,26 @@
-//! What a host holds in memory while a watch on the prefix runs.
+//! What a host holds in memory while a watch on the fleet's chain,
+//! keyrings and index runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use super::{EtcdStore, FleetError, FleetVault, ScopeState};
-use crate::VaultScope;
+use super::{
+    corrupt, fleet_entry, EtcdStore, FleetEntry, FleetError, FleetVault, ScopeKeys, ShardState,
+};
+use crate::{SecretKey, VaultRef, VaultScope};
 
 /// How long the memo is trusted after the watch last heard from etcd (an
 /// event or a progress report, asked for every second while quiet).
 const MEMO_FRESH: Duration = Duration::from_secs(3);
 
-/// Verified scope states and sealed objects held in memory, valid only
-/// while a watch on the prefix runs ([`FleetVault::run_watch`]) and has
-/// heard from etcd within [`MEMO_FRESH`]: every change it reports drops
-/// what it touches, and a broken or silent watch drops it all, so reads
-/// never serve what etcd no longer holds for longer than that.
+/// Verified keys, index shards, scope listings and sealed objects held
+/// in memory, valid only while a watch on the chain, keyrings and index
+/// runs ([`FleetVault::run_watch`]) and has heard from etcd within
+/// [`MEMO_FRESH`]: every change it reports drops what it touches, and a
+/// broken or silent watch drops it all, so reads never serve what etcd no
+/// longer holds for longer than that. Objects are never rewritten (a new
+/// value is a new object id), so they need no watching.
 #[derive(Default)]
 pub(super) struct Memo {
     /// Whether a watch runs (it may have gone quiet: see `usable`).
@@ -25,11 +30,28 @@ pub(super) struct Memo {
     /// Bumped by every change; a read started before one does not store
     /// what it read.
     pub(super) generation: u64,
-    pub(super) scopes: HashMap<VaultScope, ScopeState>,
+    pub(super) scopes: HashMap<VaultScope, ScopeKeys>,
+    /// By etcd key.
+    pub(super) shards: HashMap<String, ShardState>,
+    pub(super) lists: HashMap<VaultScope, Vec<FleetEntry>>,
     pub(super) objects: HashMap<String, Vec<u8>>,
 }
 
 impl Memo {
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.scopes.clear();
+        self.shards.clear();
+        self.lists.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scopes.is_empty()
+            && self.shards.is_empty()
+            && self.lists.is_empty()
+            && self.objects.is_empty()
+    }
+
     /// Whether the memo may serve and store: a watch runs and has heard
     /// from etcd within [`MEMO_FRESH`].
     pub(super) fn usable(&self) -> bool {
@@ -40,17 +62,15 @@ impl Memo {
 impl FleetVault {
     pub(super) fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-        let held = !(m.scopes.is_empty() && m.objects.is_empty());
-        if held && !m.usable() {
+        if !m.is_empty() && !m.usable() {
             // The watch has gone quiet: what it vouched for may be stale.
-            m.generation += 1;
-            m.scopes.clear();
+            m.clear();
             m.objects.clear();
         }
         m
     }
 
-    /// Keeps the changes under the prefix flowing into the in-memory state
+    /// Keeps the changes of chain, keyrings and index flowing into the in-memory state
     /// until `stop` is set: after any change on any host, the next read
     /// here sees it. A watch that breaks (compaction, lost connection)
     /// drops everything held and starts again from a fresh read.
@@ -95,15 +115,14 @@ impl FleetVault {
         let mut m = self.memo();
         m.live = live;
         m.heard = live.then(Instant::now);
-        m.generation += 1;
-        m.scopes.clear();
+        m.clear();
         m.objects.clear();
     }
 
+    /// Drops what this process holds of keys, shards and listings (after
+    /// its own write, which the watch reports a moment later).
     pub(super) fn reset_memo_scopes(&self) {
-        let mut m = self.memo();
-        m.generation += 1;
-        m.scopes.clear();
+        self.memo().clear();
     }
 
     /// A watch message: `keys` changed (none for a progress report).
@@ -115,11 +134,18 @@ impl FleetVault {
         }
         m.generation += 1;
         for k in keys {
-            match k.strip_prefix(prefix) {
-                Some(rest) if rest.starts_with("obj/") => {
-                    m.objects.remove(&rest["obj/".len()..]);
+            let shard_of_scope = k
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix("index/"))
+                .and_then(|rest| rest.rsplit_once('/'))
+                .and_then(|(scope, _)| scope.parse::<VaultScope>().ok());
+            match shard_of_scope {
+                Some(scope) => {
+                    m.shards.remove(k.as_str());
+                    m.lists.remove(&scope);
                 }
-                _ => m.scopes.clear(),
+                // The chain or a keyring: every verified state may change.
+                None => m.clear(),
             }
         }
     }
@@ -130,11 +156,12 @@ impl FleetVault {
         m.usable().then_some(m.generation)
     }
 
-    /// For reads: the memo's copy while the watch runs, else a fresh read.
-    pub(crate) fn scope_state_for_read(
+    /// For reads: the keys of `scope`, the memo's copy while the watch
+    /// runs, else a fresh read.
+    pub(crate) fn keys_for_read(
         &self,
         scope: &VaultScope,
-    ) -> Result<Option<ScopeState>, FleetError> {
+    ) -> Result<Option<ScopeKeys>, FleetError> {
         let generation = {
             let m = self.memo();
             if let Some(s) = m.scopes.get(scope).filter(|_| m.usable()) {
@@ -142,17 +169,97 @@ impl FleetVault {
             }
             m.usable().then_some(m.generation)
         };
-        let state = self.scope_state(scope, false, true)?;
-        // A state served from the cache (etcd unreachable) is not news the
+        let keys = self.scope_keys(scope, false, true)?;
+        // Keys served from the cache (etcd unreachable) are not news the
         // watch vouches for: never memoized.
-        let fresh = state.as_ref().filter(|st| !st.served_from_cache());
-        if let (Some(g), Some(st)) = (generation, fresh) {
+        let fresh = keys.as_ref().filter(|k| k.keyring_rev != Some(0));
+        if let (Some(g), Some(k)) = (generation, fresh) {
             let mut m = self.memo();
             if m.usable() && m.generation == g {
-                m.scopes.insert(scope.clone(), st.clone());
+                m.scopes.insert(scope.clone(), k.clone());
             }
         }
-        Ok(state)
+        Ok(keys)
+    }
+
+    /// For reads: shard `shard` of `scope`, as [`Self::keys_for_read`].
+    pub(super) fn shard_for_read(
+        &self,
+        scope: &VaultScope,
+        shard: &str,
+    ) -> Result<Option<ShardState>, FleetError> {
+        let k = self.shard_key(scope, shard);
+        let generation = {
+            let m = self.memo();
+            if let Some(s) = m.shards.get(&k).filter(|_| m.usable()) {
+                return Ok(Some(s.clone()));
+            }
+            m.usable().then_some(m.generation)
+        };
+        let mut last = FleetError::Integrity(format!("shard {shard} of the index of {scope}"));
+        for attempt in 0..5 {
+            // After a shard that did not authenticate (a rotation between
+            // the reads), the keys are read afresh.
+            let keys = if attempt == 0 {
+                self.keys_for_read(scope)?
+            } else {
+                self.reset_memo_scopes();
+                self.scope_keys(scope, false, true)?
+            };
+            let Some(keys) = keys else {
+                return Ok(None);
+            };
+            match self.read_shard(scope, &keys, shard, true, false) {
+                Ok(Some(st)) => {
+                    let fresh = keys.keyring_rev != Some(0) && st.rev != Some(0);
+                    if let (Some(g), true) = (generation, fresh) {
+                        let mut m = self.memo();
+                        if m.usable() && m.generation == g {
+                            m.shards.insert(k, st.clone());
+                        }
+                    }
+                    return Ok(Some(st));
+                }
+                Ok(None) => {}
+                Err(e @ FleetError::Replay { .. }) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// For reads: the secrets of `scope` (`None`: it has no keyring), as
+    /// [`Self::keys_for_read`].
+    pub(super) fn list_for_read(
+        &self,
+        scope: &VaultScope,
+    ) -> Result<Option<Vec<FleetEntry>>, FleetError> {
+        let generation = {
+            let m = self.memo();
+            if let Some(l) = m.lists.get(scope).filter(|_| m.usable()) {
+                return Ok(Some(l.clone()));
+            }
+            m.usable().then_some(m.generation)
+        };
+        let Some((keys, shards)) = self.scope_shards(scope, true, false)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for (_, st) in &shards {
+            for (k, e) in &st.body.entries {
+                let key = SecretKey::new(k.as_str()).map_err(|e| corrupt("index key", e))?;
+                out.push(fleet_entry(VaultRef::new(scope.clone(), key), e));
+            }
+        }
+        out.sort_by(|a, b| a.vault_ref.key().as_str().cmp(b.vault_ref.key().as_str()));
+        let fresh = keys.keyring_rev != Some(0) && shards.iter().all(|(_, st)| st.rev != Some(0));
+        if let (Some(g), true) = (generation, fresh) {
+            let mut m = self.memo();
+            if m.usable() && m.generation == g {
+                m.lists.insert(scope.clone(), out.clone());
+            }
+        }
+        Ok(Some(out))
     }
 
     /// A sealed object, from the memo while the watch runs; with whether

@@ -6,20 +6,27 @@
 //! - `keyring/<scope>`: the scope's fleet key, once per member, each copy
 //!   age-encrypted to that member; with the key's epoch and fingerprint,
 //!   signed by a member.
-//! - `index/<scope>`: the scope's manifest: for every key its record
-//!   version, object id, length, times and data key (wrapped under the
-//!   fleet key), plus a scope-wide counter; authenticated by an HMAC under
-//!   the fleet key.
+//! - `index/<scope>/<shard>`: one of the 4,096 shards of the scope's
+//!   index (which shard a secret is in is a hash of scope and name): for
+//!   each secret of the shard its record version, object id and digest,
+//!   length, times and data key (wrapped under the fleet key), plus the
+//!   shard's counter;
+//!   authenticated by an HMAC under the fleet key over scope, shard and
+//!   body.
 //! - `obj/<object-id>`: a value, AES-256-GCM under its data key, with the
 //!   scope, key and record version as associated data.
 //!
 //! Every write is one etcd transaction that checks the revisions it read
-//! (compare-and-swap) and replaces manifest and object together; a writer
-//! that loses the race reads again and retries. Each host remembers the
-//! highest manifest counter it has verified per scope and refuses an older
-//! manifest, so a rolled-back or replayed record is noticed. Records this
-//! host has read are kept, as stored (sealed), in a local cache that serves
-//! reads while etcd is unreachable.
+//! of the keyring and of its shard (compare-and-swap) and replaces shard
+//! and object together; a writer that loses the race reads again and
+//! retries, and writers of other shards never race it. Each host remembers
+//! the highest counter it has verified per shard and refuses an older
+//! shard, so a rolled-back or replayed record is noticed; a shard it has
+//! seen that is gone is tampering. A rotation writes a keyring that
+//! carries the keys it replaced, sealed under the new one, moves every
+//! shard to the new key, one write each, then drops them. Records
+//! this host has read are kept, as stored (sealed), in a local cache that
+//! serves reads while etcd is unreachable.
 //!
 //! The host's age identity, signing key, etcd credentials and trust pins
 //! live in the host's own local vault, in the reserved scope
@@ -45,7 +52,7 @@ use base64::Engine;
 use serde::Serialize;
 
 use crate::clock::now_ms;
-use crate::{SecretKey, SensitiveBytes, Vault, VaultRef, VaultScope};
+use crate::{SensitiveBytes, Vault, VaultRef, VaultScope};
 use cache::Cache;
 pub(crate) use error::corrupt;
 pub use error::FleetError;
@@ -57,7 +64,7 @@ pub use local::{
     stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
 };
 use memo::Memo;
-use records::{EntryRecord, Keyring, KeyringUse, ManifestBody};
+use records::{EntryRecord, Keyring, KeyringUse, ShardBody};
 pub use trust::HostCard;
 use trust::{FleetPin, HostSigner, Membership, ScopePin};
 
@@ -75,7 +82,8 @@ pub struct FleetEntry {
     pub vault_ref: VaultRef,
     /// Length of the value, in bytes.
     pub len: u64,
-    /// The scope's manifest counter at the write that stored the value.
+    /// The counter of the secret's index shard at the write that stored
+    /// the value (it grows at every write of the secret).
     pub version: u64,
     /// When the secret was first stored; replacing it keeps this time.
     pub created: SystemTime,
@@ -127,25 +135,28 @@ pub struct ScopeStatus {
     pub problem: Option<String>,
 }
 
-/// A scope's verified state as read.
+/// A scope's verified keys as read.
 #[derive(Clone)]
-pub(crate) struct ScopeState {
+pub(crate) struct ScopeKeys {
     key: FleetKey,
     keyring: Keyring,
     keyring_rev: Option<i64>,
-    pub(crate) manifest: ManifestBody,
-    manifest_rev: Option<i64>,
     /// The newest chain entry of the membership this state was verified
     /// under: a write requires that no entry has joined since.
     chain_seq: u64,
 }
 
-impl ScopeState {
-    /// Whether keyring or manifest came from the local cache (etcd
-    /// unreachable; a cached record has no revision).
-    fn served_from_cache(&self) -> bool {
-        self.keyring_rev == Some(0) || self.manifest_rev == Some(0)
-    }
+/// A scope's keys and every shard of its index, by name.
+type ScopeIndex = (ScopeKeys, Vec<(String, ShardState)>);
+
+/// One shard of a scope's index, verified, as read.
+#[derive(Clone)]
+pub(crate) struct ShardState {
+    pub(crate) body: ShardBody,
+    /// The key it is under: the scope's, or one a rotation replaced.
+    key: FleetKey,
+    /// Its revision in etcd (`None`: not there yet; 0: a cached copy).
+    rev: Option<i64>,
 }
 
 /// The fleet vault: secrets shared by the enrolled hosts through etcd,
@@ -332,8 +343,12 @@ impl FleetVault {
         self.store.key(&format!("keyring/{scope}"))
     }
 
-    fn manifest_key(&self, scope: &VaultScope) -> String {
-        self.store.key(&format!("index/{scope}"))
+    fn shard_key(&self, scope: &VaultScope, shard: &str) -> String {
+        self.store.key(&format!("index/{scope}/{shard}"))
+    }
+
+    fn index_prefix(&self, scope: &VaultScope) -> String {
+        self.store.key(&format!("index/{scope}/"))
     }
 
     fn object_key(&self, id: &str) -> String {
@@ -374,50 +389,34 @@ impl FleetVault {
         Ok(())
     }
 
-    /// The verified state of `scope`. `create`: a scope with no keyring
-    /// yet gets a fresh key for every member (a write will store it).
-    fn scope_state(
+    /// The verified keys of `scope`. `create`: a scope with no keyring yet
+    /// gets a fresh key for every member (a write will store it).
+    fn scope_keys(
         &self,
         scope: &VaultScope,
         create: bool,
         offline_ok: bool,
-    ) -> Result<Option<ScopeState>, FleetError> {
-        // Keyring and manifest are two reads: a rotation in between shows
-        // as differing epochs, and a second look settles it.
-        // Likewise a read that raced another writer of this host can be
-        // older than the counter that writer just recorded: only a record
-        // that stays older is a replay.
-        // And a keyring read just before another process of this host
-        // pinned a newer one looks older than the pin: one more look, with
-        // the pins read afresh, settles that too.
-        let mut last = FleetError::Integrity(format!("the manifest of {scope}"));
-        let mut looked_again = false;
-        for _ in 0..5 {
-            match self.scope_state_once(scope, create, offline_ok) {
-                Ok(Some(state)) => return Ok(state),
-                Ok(None) => {}
-                Err(e @ FleetError::Replay { .. }) => last = e,
-                Err(e @ FleetError::Forged(_)) if !looked_again => {
-                    looked_again = true;
-                    self.trust().scope_pins.remove(scope);
-                    last = e;
-                }
-                Err(e) => return Err(e),
+    ) -> Result<Option<ScopeKeys>, FleetError> {
+        // A keyring read just before another process of this host pinned a
+        // newer one looks older than the pin: one more look, with the pins
+        // read afresh, settles that.
+        match self.scope_keys_once(scope, create, offline_ok) {
+            Err(FleetError::Forged(_)) => {
+                self.trust().scope_pins.remove(scope);
+                self.scope_keys_once(scope, create, offline_ok)
             }
+            other => other,
         }
-        Err(last)
     }
 
-    /// `Ok(None)`: the manifest did not verify under the keyring read.
-    fn scope_state_once(
+    fn scope_keys_once(
         &self,
         scope: &VaultScope,
         create: bool,
         offline_ok: bool,
-    ) -> Result<Option<Option<ScopeState>>, FleetError> {
+    ) -> Result<Option<ScopeKeys>, FleetError> {
         let m = self.membership(offline_ok)?;
-        let ring_rec = self.read(&self.keyring_key(scope), offline_ok)?;
-        let (keyring, key, keyring_rev) = match ring_rec {
+        let (keyring, key, keyring_rev) = match self.read(&self.keyring_key(scope), offline_ok)? {
             Some(rec) => {
                 let (ring, key) = self.parse_keyring(scope, &rec, &m, KeyringUse::Current)?;
                 self.keep(&self.keyring_key(scope), &rec)?;
@@ -432,7 +431,7 @@ impl FleetVault {
                     )));
                 }
                 if !create {
-                    return Ok(Some(None));
+                    return Ok(None);
                 }
                 self.require_member(&m)?;
                 let key = FleetKey::generate();
@@ -440,41 +439,172 @@ impl FleetVault {
                 (ring, key, None)
             }
         };
-        let (manifest, manifest_rev) = match self.read(&self.manifest_key(scope), offline_ok)? {
-            Some(rec) => match self.parse_manifest(scope, &key, &keyring, &rec, false)? {
-                Some(body) => {
-                    self.keep(&self.manifest_key(scope), &rec)?;
-                    (body, Some(rec.mod_revision))
-                }
-                None => return Ok(None),
-            },
-            None => {
-                // Nor does a manifest: a keyring is only ever written with
-                // its scope's first manifest, and an empty scope keeps an
-                // empty one.
-                let seen = self.cache.high_water(scope)?;
-                if seen > 0 || keyring_rev.is_some() {
-                    return Err(FleetError::Forged(format!(
-                        "the manifest of {scope}: it is missing, and this host has seen its counter {seen}"
-                    )));
-                }
-                (
-                    ManifestBody {
-                        epoch: keyring.epoch,
-                        ..ManifestBody::default()
-                    },
-                    None,
-                )
-            }
-        };
-        Ok(Some(Some(ScopeState {
+        Ok(Some(ScopeKeys {
             key,
             keyring,
             keyring_rev,
-            manifest,
-            manifest_rev,
             chain_seq: m.seq(),
-        })))
+        }))
+    }
+
+    /// Shard `shard` of `scope`, verified under `keys`; an empty one if etcd
+    /// has none and this host never saw it. `Ok(None)`: it does not
+    /// authenticate under `keys` (read across a rotation, or forged).
+    fn read_shard(
+        &self,
+        scope: &VaultScope,
+        keys: &ScopeKeys,
+        shard: &str,
+        offline_ok: bool,
+        replay_ok: bool,
+    ) -> Result<Option<ShardState>, FleetError> {
+        let k = self.shard_key(scope, shard);
+        let Some(rec) = self.read(&k, offline_ok)? else {
+            // A shard this host has seen does not disappear: an emptied one
+            // stays, empty.
+            let seen = self.seen_counter(scope, shard, &keys.keyring)?;
+            if seen > 0 && !replay_ok {
+                return Err(FleetError::Forged(format!(
+                    "shard {shard} of the index of {scope}: it is missing, and this host has seen its counter {seen}"
+                )));
+            }
+            return Ok(Some(ShardState {
+                body: ShardBody {
+                    epoch: keys.keyring.epoch,
+                    ..ShardBody::default()
+                },
+                key: keys.key.clone(),
+                rev: None,
+            }));
+        };
+        let Some((body, key)) = self.parse_shard(scope, shard, keys, &rec, replay_ok)? else {
+            return Ok(None);
+        };
+        self.keep(&k, &rec)?;
+        Ok(Some(ShardState {
+            body,
+            key,
+            rev: Some(rec.mod_revision),
+        }))
+    }
+
+    /// The verified keys of `scope` and its shard `shard`. Keyring and
+    /// shard are two reads: a rotation in between shows as a shard that
+    /// does not authenticate, and another look settles it. Likewise a read
+    /// that raced another writer of this host can be older than the counter
+    /// that writer just recorded: only a shard that stays older is a replay.
+    fn scope_shard(
+        &self,
+        scope: &VaultScope,
+        shard: &str,
+        create: bool,
+        offline_ok: bool,
+    ) -> Result<Option<(ScopeKeys, ShardState)>, FleetError> {
+        let mut last = FleetError::Integrity(format!("shard {shard} of the index of {scope}"));
+        for _ in 0..5 {
+            let Some(keys) = self.scope_keys(scope, create, offline_ok)? else {
+                return Ok(None);
+            };
+            match self.read_shard(scope, &keys, shard, offline_ok, false) {
+                Ok(Some(st)) => return Ok(Some((keys, st))),
+                Ok(None) => {}
+                Err(e @ FleetError::Replay { .. }) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Every shard of `scope` that etcd holds (`replay_ok`: `fleet recover`
+    /// takes restored ones over), verified, with their names; `None` if the
+    /// scope has no keyring. A shard this host has seen that is not among
+    /// them is tampering.
+    fn scope_shards(
+        &self,
+        scope: &VaultScope,
+        offline_ok: bool,
+        replay_ok: bool,
+    ) -> Result<Option<ScopeIndex>, FleetError> {
+        let mut last = FleetError::Integrity(format!("the index of {scope}"));
+        'look: for _ in 0..5 {
+            let Some(keys) = self.scope_keys(scope, false, offline_ok)? else {
+                return Ok(None);
+            };
+            // Read before the shards: a shard first seen by another process
+            // of this host after this read may be missing from a read made
+            // before it.
+            let seen = self.cache.seen_shards(scope)?;
+            let prefix = self.index_prefix(scope);
+            let records = match self.store.get_prefix(&prefix) {
+                Ok(records) => {
+                    self.reached_etcd()?;
+                    records
+                }
+                Err(FleetError::Unreachable { .. }) if offline_ok => {
+                    let mut out = Vec::new();
+                    for shard in &seen {
+                        let k = self.shard_key(scope, shard);
+                        let value = self
+                            .cache
+                            .get(&k)?
+                            .ok_or_else(|| FleetError::NotCached(k.clone()))?;
+                        out.push((
+                            k,
+                            etcd::Record {
+                                value,
+                                mod_revision: 0,
+                                create_revision: 0,
+                            },
+                        ));
+                    }
+                    self.check_offline_age()?;
+                    out
+                }
+                Err(e) => return Err(e),
+            };
+            let mut shards = Vec::with_capacity(records.len());
+            for (k, rec) in records {
+                let shard = &k[prefix.len()..];
+                if shard.len() != 3 || !shard.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    tracing::warn!(key = %k.escape_debug(), "ignoring a record that names no shard");
+                    continue;
+                }
+                match self.parse_shard(scope, shard, &keys, &rec, replay_ok) {
+                    Ok(Some((body, key))) => {
+                        self.keep(&k, &rec)?;
+                        shards.push((
+                            shard.to_owned(),
+                            ShardState {
+                                body,
+                                key,
+                                rev: Some(rec.mod_revision),
+                            },
+                        ));
+                    }
+                    Ok(None) => continue 'look,
+                    Err(e @ FleetError::Replay { .. }) => {
+                        last = e;
+                        continue 'look;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !replay_ok {
+                for gone in seen
+                    .iter()
+                    .filter(|s| !shards.iter().any(|(have, _)| have == *s))
+                {
+                    let counter = self.seen_counter(scope, gone, &keys.keyring)?;
+                    if counter > 0 {
+                        return Err(FleetError::Forged(format!(
+                            "shard {gone} of the index of {scope}: it is missing, and this host has seen its counter {counter}"
+                        )));
+                    }
+                }
+            }
+            return Ok(Some((keys, shards)));
+        }
+        Err(last)
     }
 
     fn expect(key: String, rev: Option<i64>) -> (String, Expect) {
@@ -534,27 +664,39 @@ impl FleetVault {
         }
         let scope = r.scope();
         let key_name = r.key().as_str().to_owned();
+        let shard = keys::shard_of(scope, &key_name);
+        let shard_key = self.shard_key(scope, &shard);
         self.retry(&r.to_string(), || {
-            let mut state = self
-                .scope_state(scope, true, false)?
+            let (sk, mut st) = self
+                .scope_shard(scope, &shard, true, false)?
                 .expect("created on demand");
-            let mut expect = vec![
-                Self::expect(self.keyring_key(scope), state.keyring_rev),
-                Self::expect(self.manifest_key(scope), state.manifest_rev),
+            let expect = [
+                Self::expect(self.keyring_key(scope), sk.keyring_rev),
+                Self::expect(shard_key.clone(), st.rev),
+                // Written under the membership as verified: no entry may
+                // join the chain before it is stored, or a revocation
+                // running now could miss this write's key, and an
+                // enrolment could miss a new scope.
+                (self.chain_key(sk.chain_seq + 1), Expect::Absent),
             ];
-            // Written under the membership as verified: no entry may join the
-            // chain before it is stored, or a revocation running now could
-            // re-wrap a data key its revoked host holds, and an enrolment
-            // could miss a new scope.
-            expect.push((self.chain_key(state.chain_seq + 1), Expect::Absent));
             let mut changes = Vec::new();
-            if state.keyring_rev.is_none() {
+            if sk.keyring_rev.is_none() {
                 changes.push(Change::Put(
                     self.keyring_key(scope),
-                    self.sign_keyring(&state.keyring),
+                    self.sign_keyring(&sk.keyring),
                 ));
             }
-            let body = &mut state.manifest;
+            // A shard still under a key a rotation replaced moves to the
+            // current key now.
+            Self::rewrap_shard(scope, &mut st.body, &st.key, &sk.key, sk.keyring.epoch)?;
+            // What fences this write if its answer is lost: the shard as
+            // read, one counter on, under the current key.
+            let fence = st.rev.map(|_| {
+                let mut b = st.body.clone();
+                b.counter = b.counter.saturating_add(1);
+                Self::encode_shard(scope, &shard, &sk.key, &b)
+            });
+            let body = &mut st.body;
             if let Some(expected) = condition {
                 let found = body.entries.get(&key_name).map(|e| e.version);
                 if !expected.holds(found) {
@@ -565,7 +707,7 @@ impl FleetVault {
                     });
                 }
             }
-            body.counter += 1;
+            body.counter = next_counter(scope, &shard, body.counter)?;
             let version = body.counter;
             let dek = DataKey::generate();
             let object = keys::random_object_id();
@@ -577,16 +719,20 @@ impl FleetVault {
                 EntryRecord {
                     version,
                     object: object.clone(),
-                    dek: b64().encode(state.key.wrap_data_key(&dek, r, version, body.epoch)),
+                    dek: b64().encode(sk.key.wrap_data_key(&dek, r, version, body.epoch)),
+                    sha256: String::new(),
                     len: value.len() as u64,
                     created_ms,
                     updated_ms: now,
                 },
             );
             let sealed = dek.seal(r, version, value);
+            if let Some(e) = body.entries.get_mut(&key_name) {
+                e.sha256 = keys::object_digest(&sealed);
+            }
             changes.push(Change::Put(self.object_key(&object), sealed.clone()));
-            let manifest = Self::encode_manifest(scope, &state.key, body);
-            changes.push(Change::Put(self.manifest_key(scope), manifest.clone()));
+            let encoded = Self::encode_shard(scope, &shard, &sk.key, body);
+            changes.push(Change::Put(shard_key.clone(), encoded.clone()));
             if let Some(p) = &previous {
                 changes.push(Change::Delete(self.object_key(&p.object)));
             }
@@ -595,16 +741,23 @@ impl FleetVault {
                 Ok(None) => return Ok(None),
                 // Sent, maybe committed, no answer: settle it. Not committed
                 // (and now never to be): try again from a fresh read.
-                Err(FleetError::NoAnswer { .. }) => match self.settle(r, &state, &object)? {
-                    Some(revision) => revision,
-                    None => return Ok(None),
-                },
+                Err(FleetError::NoAnswer { .. }) => {
+                    match self.settle(r, &sk, (&shard, st.rev, fence.as_deref()), &object)? {
+                        Some(revision) => revision,
+                        None => return Ok(None),
+                    }
+                }
                 Err(e) => return Err(e),
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
-            self.cache.set_high_water(scope, version)?;
-            self.cache.put(&self.manifest_key(scope), &manifest)?;
+            self.cache.set_high_water(
+                scope,
+                &shard,
+                (version, sk.keyring.epoch),
+                sk.keyring.recovered,
+            )?;
+            self.cache.put(&shard_key, &encoded)?;
             self.cache.put(&self.object_key(&object), &sealed)?;
             Ok(Some(FleetEntry {
                 vault_ref: r.clone(),
@@ -616,26 +769,28 @@ impl FleetVault {
         })
     }
 
-    /// A write of `r` (storing `object`, on the state `st` it was checked
-    /// against) that was sent with no answer: re-reads until etcd answers,
-    /// within three time limits. Our object in the manifest (verified under
-    /// the scope's key): it committed, and the manifest's revision is
-    /// returned. Else, everything the write required still as it was: that
-    /// is fenced (the same manifest written again under the same
-    /// requirements), so the write can never commit, and `None` is
-    /// returned (the caller tries again). Something the write required gone
-    /// (the chain or the keyring moved on): it cannot commit, `None`.
-    /// Otherwise, or with etcd still away: [`FleetError::Ambiguous`].
+    /// A write of `r` (storing `object`, on the keys `sk` and the shard
+    /// revision `shard_rev` it was checked against) that was sent with no
+    /// answer: re-reads until etcd answers, within three time limits. Our
+    /// object in the shard (verified under the scope's key): it committed,
+    /// and the shard's revision is returned. Else, everything the write
+    /// required still as it was: that is fenced (`fence`, the shard as read
+    /// one counter on under the current key, written under the same
+    /// requirements), so the write can never commit,
+    /// and `None` is returned (the caller tries again). Something the write
+    /// required gone (the chain or the keyring moved on): it cannot commit,
+    /// `None`. Otherwise, or with etcd still away: [`FleetError::Ambiguous`].
     fn settle(
         &self,
         r: &VaultRef,
-        st: &ScopeState,
+        sk: &ScopeKeys,
+        (shard, shard_rev, fence): (&str, Option<i64>, Option<&[u8]>),
         object: &str,
     ) -> Result<Option<i64>, FleetError> {
         let scope = r.scope();
-        let manifest_key = self.manifest_key(scope);
+        let shard_key = self.shard_key(scope, shard);
         let keyring_key = self.keyring_key(scope);
-        let chain_next = self.chain_key(st.chain_seq + 1);
+        let chain_next = self.chain_key(sk.chain_seq + 1);
         let deadline = std::time::Instant::now() + self.store.options().timeout * 3;
         let ambiguous = |why: String| FleetError::Ambiguous {
             vault_ref: r.clone(),
@@ -648,29 +803,29 @@ impl FleetVault {
         }
         loop {
             let attempt = || -> Result<Settled, FleetError> {
-                let current = self.store.get(&manifest_key)?;
+                let current = self.store.get(&shard_key)?;
                 if let Some(rec) = &current {
-                    if self.manifest_names(scope, &st.key, rec, r.key().as_str(), object) {
+                    if Self::shard_names(scope, shard, &sk.key, rec, r.key().as_str(), object) {
                         return Ok(Settled::Committed(rec.mod_revision));
                     }
                 }
-                if current.as_ref().map(|c| c.mod_revision) != st.manifest_rev {
+                if current.as_ref().map(|c| c.mod_revision) != shard_rev {
                     return Err(ambiguous(
-                        "another write has replaced the manifest since, so whether this one landed first is not known".into(),
+                        "another write has replaced its index shard since, so whether this one landed first is not known".into(),
                     ));
                 }
-                let Some(rec) = current else {
+                let (Some(rec), Some(fence)) = (current, fence) else {
                     return Err(ambiguous(
-                        "it was the scope's first write, and is not there yet".into(),
+                        "it was its index shard's first write, and is not there yet".into(),
                     ));
                 };
                 let fenced = self.store.apply(
                     &[
-                        (manifest_key.clone(), Expect::Revision(rec.mod_revision)),
-                        Self::expect(keyring_key.clone(), st.keyring_rev),
+                        (shard_key.clone(), Expect::Revision(rec.mod_revision)),
+                        Self::expect(keyring_key.clone(), sk.keyring_rev),
                         (chain_next.clone(), Expect::Absent),
                     ],
-                    &[Change::Put(manifest_key.clone(), rec.value)],
+                    &[Change::Put(shard_key.clone(), fence.to_vec())],
                 )?;
                 if fenced {
                     return Ok(Settled::CannotCommit);
@@ -679,7 +834,7 @@ impl FleetVault {
                 // write (which required them unchanged too) cannot commit.
                 let ring_now = self.store.get(&keyring_key)?.map(|k| k.mod_revision);
                 let chain_moved = self.store.get(&chain_next)?.is_some();
-                if chain_moved || ring_now != st.keyring_rev {
+                if chain_moved || ring_now != sk.keyring_rev {
                     return Ok(Settled::CannotCommit);
                 }
                 Ok(Settled::LookAgain)
@@ -703,25 +858,29 @@ impl FleetVault {
     /// The value of `r`; from the local sealed cache while etcd is
     /// unreachable.
     pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, FleetError> {
+        let shard = keys::shard_of(r.scope(), r.key().as_str());
         for _ in 0..MAX_ATTEMPTS {
-            let state = self
-                .scope_state_for_read(r.scope())?
+            let st = self
+                .shard_for_read(r.scope(), &shard)?
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
-            let e = state
-                .manifest
+            let e = st
+                .body
                 .entries
                 .get(r.key().as_str())
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
             // A concurrent rewrite may delete the object we were told about:
-            // read the manifest again.
+            // read the shard again.
             let Some((obj, from_etcd)) = self.object_for_read(&e.object)? else {
                 self.reset_memo_scopes();
                 continue;
             };
+            if keys::object_digest(&obj) != e.sha256 {
+                return Err(FleetError::Integrity(r.to_string()));
+            }
             let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
-            let dek = state
+            let dek = st
                 .key
-                .unwrap_data_key(&wrapped, r, e.version, state.manifest.epoch)
+                .unwrap_data_key(&wrapped, r, e.version, st.body.epoch)
                 .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
             let value = dek
                 .open(r, e.version, &obj)
@@ -734,26 +893,42 @@ impl FleetVault {
         Err(FleetError::Conflict(r.to_string()))
     }
 
+    /// The metadata of `r`, if it is stored.
+    pub(crate) fn entry(&self, r: &VaultRef) -> Result<Option<FleetEntry>, FleetError> {
+        let shard = keys::shard_of(r.scope(), r.key().as_str());
+        let Some(st) = self.shard_for_read(r.scope(), &shard)? else {
+            return Ok(None);
+        };
+        Ok(st
+            .body
+            .entries
+            .get(r.key().as_str())
+            .map(|e| fleet_entry(r.clone(), e)))
+    }
+
     /// Removes `r`; [`FleetError::NotFound`] if there is no such secret.
     pub fn delete(&self, r: &VaultRef) -> Result<(), FleetError> {
         let scope = r.scope();
+        let shard = keys::shard_of(scope, r.key().as_str());
+        let shard_key = self.shard_key(scope, &shard);
         self.retry(&r.to_string(), || {
-            let Some(mut state) = self.scope_state(scope, false, false)? else {
+            let Some((sk, mut st)) = self.scope_shard(scope, &shard, false, false)? else {
                 return Err(FleetError::NotFound(r.clone()));
             };
-            let Some(old) = state.manifest.entries.remove(r.key().as_str()) else {
+            Self::rewrap_shard(scope, &mut st.body, &st.key, &sk.key, sk.keyring.epoch)?;
+            let Some(old) = st.body.entries.remove(r.key().as_str()) else {
                 return Err(FleetError::NotFound(r.clone()));
             };
-            state.manifest.counter += 1;
-            let manifest = Self::encode_manifest(scope, &state.key, &state.manifest);
+            st.body.counter = next_counter(scope, &shard, st.body.counter)?;
+            let encoded = Self::encode_shard(scope, &shard, &sk.key, &st.body);
             let committed = self.store.apply_at(
                 &[
-                    Self::expect(self.keyring_key(scope), state.keyring_rev),
-                    Self::expect(self.manifest_key(scope), state.manifest_rev),
-                    (self.chain_key(state.chain_seq + 1), Expect::Absent),
+                    Self::expect(self.keyring_key(scope), sk.keyring_rev),
+                    Self::expect(shard_key.clone(), st.rev),
+                    (self.chain_key(sk.chain_seq + 1), Expect::Absent),
                 ],
                 &[
-                    Change::Put(self.manifest_key(scope), manifest.clone()),
+                    Change::Put(shard_key.clone(), encoded.clone()),
                     Change::Delete(self.object_key(&old.object)),
                 ],
             );
@@ -772,8 +947,13 @@ impl FleetVault {
             if let Some(revision) = committed {
                 self.compact_now_and_then(revision);
                 self.reset_memo_scopes();
-                self.cache.set_high_water(scope, state.manifest.counter)?;
-                self.cache.put(&self.manifest_key(scope), &manifest)?;
+                self.cache.set_high_water(
+                    scope,
+                    &shard,
+                    (st.body.counter, sk.keyring.epoch),
+                    sk.keyring.recovered,
+                )?;
+                self.cache.put(&shard_key, &encoded)?;
                 self.cache.remove(&self.object_key(&old.object))?;
             }
             Ok(ok.then_some(()))
@@ -792,23 +972,34 @@ impl FleetVault {
         };
         let mut out = Vec::new();
         for scope in scopes {
-            let state = match self.scope_state_for_read(&scope) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(e) => return Err(e),
-            };
-            for (k, e) in &state.manifest.entries {
-                let key = SecretKey::new(k.as_str()).map_err(|e| corrupt("manifest key", e))?;
-                out.push(FleetEntry {
-                    vault_ref: VaultRef::new(scope.clone(), key),
-                    len: e.len,
-                    version: e.version,
-                    created: UNIX_EPOCH + Duration::from_millis(e.created_ms),
-                    updated: UNIX_EPOCH + Duration::from_millis(e.updated_ms),
-                });
+            if let Some(entries) = self.list_for_read(&scope)? {
+                out.extend(entries);
             }
         }
         Ok(out)
+    }
+}
+
+/// The counter after `counter`, for a write of `shard`.
+pub(super) fn next_counter(
+    scope: &VaultScope,
+    shard: &str,
+    counter: u64,
+) -> Result<u64, FleetError> {
+    counter.checked_add(1).ok_or_else(|| {
+        FleetError::Forged(format!(
+            "shard {shard} of the index of {scope}: its counter is at its limit"
+        ))
+    })
+}
+
+pub(crate) fn fleet_entry(vault_ref: VaultRef, e: &EntryRecord) -> FleetEntry {
+    FleetEntry {
+        vault_ref,
+        len: e.len,
+        version: e.version,
+        created: UNIX_EPOCH + Duration::from_millis(e.created_ms),
+        updated: UNIX_EPOCH + Duration::from_millis(e.updated_ms),
     }
 }
 

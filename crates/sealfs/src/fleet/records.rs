@@ -1,4 +1,4 @@
-//! The JSON records of a scope in etcd (keyrings, manifests)
+//! The JSON records of a scope in etcd (keyrings, index shards)
 //! and how a host encodes and checks them.
 
 use std::collections::BTreeMap;
@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::etcd::Record;
 use super::keys::FleetKey;
 use super::trust::{Membership, Signed, KEYRING_DOMAIN};
-use super::{b64, corrupt, keys, FleetError, FleetVault};
-use crate::VaultScope;
+use super::{b64, corrupt, keys, FleetError, FleetVault, ScopeKeys};
+use crate::{SecretKey, VaultRef, VaultScope};
 
 /// A scope's fleet key, wrapped to each member; stored signed
 /// ([`super::trust::Signed`]) by the member who wrote it.
@@ -27,11 +27,45 @@ pub(super) struct Keyring {
     pub(super) signer: String,
     /// Recipient → the fleet key age-encrypted to it (base64).
     pub(super) wrapped: BTreeMap<String, String>,
+    /// The keys this one replaced, each sealed under it, while a
+    /// rotation moves the index shards still under them to this key; empty
+    /// once it has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) older: Vec<OlderKey>,
+    /// The epoch at which `fleet recover` last re-anchored the scope: a
+    /// host's shard counters from before it no longer hold (the restore
+    /// may have taken shards away, and recover rewrote the rest above
+    /// them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) recovered: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct ManifestBody {
+/// A key a rotation replaced, as its successor's keyring carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct OlderKey {
     pub(super) epoch: u64,
+    pub(super) key_id: String,
+    /// Shards under this key are taken only if etcd last wrote them at or
+    /// before this revision: the revocation that retired the key, which the
+    /// revoked host knows, as the rotating member first saw it. `None`: no
+    /// revoked host ever held it (retired by `fleet recover`).
+    pub(super) until_rev: Option<i64>,
+    /// The removal entry whose revision `until_rev` is: a host that pinned
+    /// that entry's revision itself holds shards to the lower of the two.
+    pub(super) removal_seq: Option<u64>,
+    /// The key sealed under the keyring's key ([`FleetKey::seal_older`]).
+    pub(super) sealed: String,
+}
+
+/// One shard of a scope's index: the secrets whose names hash to it
+/// ([`keys::shard_of`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ShardBody {
+    /// The epoch of the key it is authenticated under, and that wraps its
+    /// data keys.
+    pub(super) epoch: u64,
+    /// One more at every write of the shard: a host refuses a shard older
+    /// than one it has verified.
     pub(super) counter: u64,
     pub(crate) entries: BTreeMap<String, EntryRecord>,
 }
@@ -40,6 +74,10 @@ pub(crate) struct ManifestBody {
 pub(crate) struct EntryRecord {
     pub(crate) version: u64,
     pub(super) object: String,
+    /// SHA-256 (hex) of the object as stored: a host that held the data
+    /// key (a revoked one) cannot seal another value under it and pass it
+    /// off, since the MACed shard names the exact bytes.
+    pub(super) sha256: String,
     /// The data key wrapped under the fleet key (base64).
     pub(super) dek: String,
     pub(crate) len: u64,
@@ -49,7 +87,7 @@ pub(crate) struct EntryRecord {
 
 /// As stored: the body's exact bytes and their MAC.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct ManifestRecord {
+pub(super) struct ShardRecord {
     pub(super) body: String,
     pub(super) mac: String,
 }
@@ -132,83 +170,252 @@ impl FleetVault {
         Ok((ring, key))
     }
 
-    pub(super) fn parse_manifest(
+    /// The key of `epoch` in `scope`: the keyring's own, or one it
+    /// replaced if a shard last written at `rev` (0: a verified cached
+    /// copy) may still be under it. `Ok(None)`: a newer epoch than the
+    /// keyring's (read across a rotation: look again).
+    pub(super) fn key_at_epoch(
+        scope: &VaultScope,
+        keys: &ScopeKeys,
+        (epoch, rev): (u64, i64),
+        pinned_removal: Option<(u64, i64)>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Option<FleetKey>, FleetError> {
+        let ring = &keys.keyring;
+        if epoch == ring.epoch {
+            return Ok(Some(keys.key.clone()));
+        }
+        if epoch > ring.epoch {
+            return Ok(None);
+        }
+        let forged = |why: String| FleetError::Forged(format!("{}: {why}", what()));
+        let older = ring
+            .older
+            .iter()
+            .find(|o| o.epoch == epoch)
+            .ok_or_else(|| {
+                forged(format!(
+                    "its key epoch {epoch} is not one the keyring knows"
+                ))
+            })?;
+        let own_line = pinned_removal
+            .filter(|(seq, _)| Some(*seq) == older.removal_seq)
+            .map(|(_, r)| r);
+        let until = match (older.until_rev, own_line) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(until) = until {
+            if rev > until {
+                return Err(forged(format!(
+                    "it was written under the key of epoch {epoch} after the revocation that retired it"
+                )));
+            }
+        }
+        let sealed = b64()
+            .decode(&older.sealed)
+            .map_err(|e| corrupt("an older key", e))?;
+        let key = keys
+            .key
+            .open_older(&sealed, scope, epoch)
+            .filter(|k| k.id() == older.key_id)
+            .ok_or_else(|| FleetError::Integrity(format!("the keyring of {scope}")))?;
+        Ok(Some(key))
+    }
+
+    /// Checks the stored index shard `shard` of `scope` under the scope's
+    /// keys (the current key, or an older one it names), and against the
+    /// highest counter this host has verified for it. `Ok(None)`: it does
+    /// not authenticate under the keys read (forged, or read across a
+    /// rotation; the caller looks again before calling it forged).
+    /// `replay_ok`: `fleet recover` takes a restored (older) shard over.
+    pub(super) fn parse_shard(
         &self,
         scope: &VaultScope,
-        key: &FleetKey,
-        ring: &Keyring,
+        shard: &str,
+        keys: &ScopeKeys,
         rec: &Record,
         replay_ok: bool,
-    ) -> Result<Option<ManifestBody>, FleetError> {
-        let what = || format!("the manifest of {scope}");
-        let stored: ManifestRecord =
+    ) -> Result<Option<(ShardBody, FleetKey)>, FleetError> {
+        let what = || format!("shard {shard} of the index of {scope}");
+        let stored: ShardRecord =
             serde_json::from_slice(&rec.value).map_err(|e| corrupt(&what(), e))?;
         let mac = b64().decode(&stored.mac).map_err(|e| corrupt(&what(), e))?;
-        // Either forged, or read across a rotation (keyring before, manifest
-        // after): the caller looks again before calling it forged.
+        let body: ShardBody =
+            serde_json::from_str(&stored.body).map_err(|e| corrupt(&what(), e))?;
+        let pinned_removal = self.fleet_pin()?.and_then(|p| p.removal);
+        let Some(key) = Self::key_at_epoch(
+            scope,
+            keys,
+            (body.epoch, rec.mod_revision),
+            pinned_removal,
+            &what,
+        )?
+        else {
+            return Ok(None);
+        };
         if !key.verify_mac(
-            &keys::manifest_mac_input(scope, stored.body.as_bytes()),
+            &keys::shard_mac_input(scope, shard, stored.body.as_bytes()),
             &mac,
         ) {
             return Ok(None);
         }
-        let body: ManifestBody =
-            serde_json::from_str(&stored.body).map_err(|e| corrupt(&what(), e))?;
-        if body.epoch != ring.epoch {
-            return Ok(None);
+        if body
+            .entries
+            .keys()
+            .any(|k| keys::shard_of(scope, k) != shard)
+        {
+            return Err(FleetError::Forged(format!(
+                "{}: it lists a secret of another shard",
+                what()
+            )));
         }
-        // `replay_ok`: `fleet recover` takes a restored (older) manifest
-        // over, and re-anchors it above every counter seen.
         if !replay_ok {
-            let seen = self.cache.high_water(scope)?;
+            let seen = self.seen_counter(scope, shard, &keys.keyring)?;
             if body.counter < seen {
                 return Err(FleetError::Replay {
                     scope: scope.clone(),
+                    shard: shard.to_owned(),
                     seen,
                     got: body.counter,
                 });
             }
-            self.cache.set_high_water(scope, body.counter)?;
+            self.cache.set_high_water(
+                scope,
+                shard,
+                (body.counter, keys.keyring.epoch),
+                keys.keyring.recovered,
+            )?;
         }
-        Ok(Some(body))
+        Ok(Some((body, key)))
     }
 
-    /// Whether the manifest `rec` (authenticated under `key`) names
-    /// `object` for the secret `name`.
-    pub(super) fn manifest_names(
+    /// The highest counter this host has verified for `shard` of `scope`
+    /// (0: none), unless `fleet recover` re-anchored the scope since.
+    pub(super) fn seen_counter(
         &self,
         scope: &VaultScope,
+        shard: &str,
+        ring: &Keyring,
+    ) -> Result<u64, FleetError> {
+        let (counter, epoch) = self.cache.high_water(scope, shard)?;
+        Ok(match ring.recovered {
+            Some(r) if epoch < r => 0,
+            _ => counter,
+        })
+    }
+
+    /// Whether the shard `rec` (authenticated under `key`) names `object`
+    /// for the secret `name`.
+    pub(super) fn shard_names(
+        scope: &VaultScope,
+        shard: &str,
         key: &FleetKey,
         rec: &Record,
         name: &str,
         object: &str,
     ) -> bool {
-        let Ok(stored) = serde_json::from_slice::<ManifestRecord>(&rec.value) else {
+        let Ok(stored) = serde_json::from_slice::<ShardRecord>(&rec.value) else {
             return false;
         };
         let mac_ok = b64().decode(&stored.mac).is_ok_and(|mac| {
             key.verify_mac(
-                &keys::manifest_mac_input(scope, stored.body.as_bytes()),
+                &keys::shard_mac_input(scope, shard, stored.body.as_bytes()),
                 &mac,
             )
         });
         mac_ok
-            && serde_json::from_str::<ManifestBody>(&stored.body)
+            && serde_json::from_str::<ShardBody>(&stored.body)
                 .is_ok_and(|b| b.entries.get(name).is_some_and(|e| e.object == object))
     }
 
-    pub(super) fn encode_manifest(
+    pub(super) fn encode_shard(
         scope: &VaultScope,
+        shard: &str,
         key: &FleetKey,
-        body: &ManifestBody,
+        body: &ShardBody,
     ) -> Vec<u8> {
-        let body = serde_json::to_string(body).expect("a manifest serialises");
-        let mac = key.mac(&keys::manifest_mac_input(scope, body.as_bytes()));
-        serde_json::to_vec(&ManifestRecord {
+        let body = serde_json::to_string(body).expect("a shard serialises");
+        let mac = key.mac(&keys::shard_mac_input(scope, shard, body.as_bytes()));
+        serde_json::to_vec(&ShardRecord {
             body,
             mac: b64().encode(mac),
         })
-        .expect("a manifest serialises")
+        .expect("a shard serialises")
+    }
+
+    /// `body` (read under `old`, at `old_epoch`) with every data key
+    /// re-wrapped under `new` at `body.epoch`.
+    pub(super) fn rewrap_shard(
+        scope: &VaultScope,
+        body: &mut ShardBody,
+        old: &FleetKey,
+        new: &FleetKey,
+        new_epoch: u64,
+    ) -> Result<(), FleetError> {
+        if body.epoch == new_epoch {
+            return Ok(());
+        }
+        for (k, e) in body.entries.iter_mut() {
+            let r = VaultRef::new(
+                scope.clone(),
+                SecretKey::new(k.as_str()).map_err(|e| corrupt("index key", e))?,
+            );
+            let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
+            let dek = old
+                .unwrap_data_key(&wrapped, &r, e.version, body.epoch)
+                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
+            e.dek = b64().encode(new.wrap_data_key(&dek, &r, e.version, new_epoch));
+        }
+        body.epoch = new_epoch;
+        Ok(())
+    }
+
+    /// The older keys of the keyring `ring` (whose key is `key`), and
+    /// `key` itself, retired with `until_rev` (which also bounds the older
+    /// ones: whoever is revoked now held them as well), all sealed under
+    /// `new`: the `older` of `new`'s keyring.
+    pub(super) fn retire(
+        scope: &VaultScope,
+        ring: &Keyring,
+        key: &FleetKey,
+        new: &FleetKey,
+        (until_rev, removal_seq): (Option<i64>, Option<u64>),
+    ) -> Result<Vec<OlderKey>, FleetError> {
+        let mut out = Vec::with_capacity(ring.older.len() + 1);
+        for o in &ring.older {
+            let sealed = b64()
+                .decode(&o.sealed)
+                .map_err(|e| corrupt("an older key", e))?;
+            let k = key
+                .open_older(&sealed, scope, o.epoch)
+                .filter(|k| k.id() == o.key_id)
+                .ok_or_else(|| FleetError::Integrity(format!("the keyring of {scope}")))?;
+            // A host revoked now knew this key too.
+            let until = match (o.until_rev, until_rev) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.push(OlderKey {
+                epoch: o.epoch,
+                key_id: o.key_id.clone(),
+                until_rev: until,
+                removal_seq: if until == o.until_rev {
+                    o.removal_seq
+                } else {
+                    removal_seq
+                },
+                sealed: b64().encode(new.seal_older(&k, scope, o.epoch)),
+            });
+        }
+        out.push(OlderKey {
+            epoch: ring.epoch,
+            key_id: key.id(),
+            until_rev,
+            removal_seq,
+            sealed: b64().encode(new.seal_older(key, scope, ring.epoch)),
+        });
+        Ok(out)
     }
 
     /// A keyring of `key` at `epoch`, wrapped to the members of `m` as
@@ -233,6 +440,8 @@ impl FleetVault {
             seq: m.seq(),
             signer: self.signer.public_hex(),
             wrapped,
+            older: Vec::new(),
+            recovered: None,
         })
     }
 

@@ -55,6 +55,21 @@ impl FleetVault {
         Ok(())
     }
 
+    /// Pins the removal entry `seq` this host has just created, at the
+    /// revision `rev` its own transaction committed at: the line its
+    /// rotation holds shards under the old key to, whoever deletes and
+    /// writes the entry again before this host reads it back.
+    pub(super) fn pin_own_removal(&self, seq: u64, rev: i64) -> Result<(), FleetError> {
+        let _lock = self.cache.lock_pins()?;
+        let Some(mut pin) = load_pin::<FleetPin>(&self.local, &self.fleet_pin_key())? else {
+            return Err(FleetError::NotJoined);
+        };
+        pin.removal = Some((seq, rev));
+        store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
+        self.trust().fleet_pin = Some(pin);
+        Ok(())
+    }
+
     /// The membership, verified from the pinned fleet id to etcd's newest
     /// chain entry (or, while etcd is unreachable and `offline_ok`, to the
     /// pinned entry from the cache). Refuses a chain that is behind the

@@ -1,10 +1,8 @@
 //! The fleet vault behind [`SecretStore`]: what it cannot do (read-once
 //! secrets, rename, empty scopes) is [`StoreError::Unsupported`].
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use super::{SecretStore, StoreError};
-use crate::fleet::{corrupt, to_entry, FleetEntry, FleetError, FleetVault};
+use crate::fleet::{to_entry, FleetError, FleetVault};
 use crate::{SecretKey, SensitiveBytes, VaultRef, VaultScope};
 
 impl SecretStore for FleetVault {
@@ -20,20 +18,7 @@ impl SecretStore for FleetVault {
     }
 
     fn entry(&self, r: &VaultRef) -> Result<Option<crate::Entry>, StoreError> {
-        let state = self
-            .scope_state_for_read(r.scope())
-            .map_err(StoreError::Fleet)?;
-        Ok(state.and_then(|s| {
-            s.manifest.entries.get(r.key().as_str()).map(|e| {
-                to_entry(FleetEntry {
-                    vault_ref: r.clone(),
-                    len: e.len,
-                    version: e.version,
-                    created: UNIX_EPOCH + Duration::from_millis(e.created_ms),
-                    updated: UNIX_EPOCH + Duration::from_millis(e.updated_ms),
-                })
-            })
-        }))
+        Ok(FleetVault::entry(self, r)?.map(to_entry))
     }
 
     fn for_each_key(
@@ -41,13 +26,8 @@ impl SecretStore for FleetVault {
         scope: &VaultScope,
         f: &mut dyn FnMut(SecretKey),
     ) -> Result<(), StoreError> {
-        let state = self
-            .scope_state_for_read(scope)
-            .map_err(StoreError::Fleet)?;
-        for k in state.iter().flat_map(|s| s.manifest.entries.keys()) {
-            let key = SecretKey::new(k.as_str())
-                .map_err(|e| StoreError::Fleet(corrupt("manifest key", e)))?;
-            f(key);
+        for e in FleetVault::list(self, Some(scope))? {
+            f(e.vault_ref.key().clone());
         }
         Ok(())
     }
@@ -78,10 +58,7 @@ impl SecretStore for FleetVault {
                 registered: true,
             }));
         }
-        let exists = self
-            .scope_state_for_read(scope)
-            .map_err(StoreError::Fleet)?
-            .is_some();
+        let exists = self.keys_for_read(scope)?.is_some();
         Ok(exists.then(|| crate::ScopeInfo {
             scope: scope.clone(),
             owner_uid: None,
