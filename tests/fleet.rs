@@ -204,6 +204,44 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
     let ring = etcd_json(&etcd, "/sealfs/keyring/global");
     assert!(!ring["body"].as_str().unwrap().contains("older"), "{ring}");
     assert_eq!(c.get("global/api_key"), b"before");
+    // The keyring as it was while the rotation ran (validly signed by A,
+    // same epoch and key, still carrying B's old key), found in etcd's
+    // history and written back: refused by hosts that saw it dropped.
+    let now = etcd.ctl(&["get", "/sealfs/keyring/global", "-w", "json"]);
+    let now: serde_json::Value = serde_json::from_slice(&now.stdout).unwrap();
+    let mut rev = now["header"]["revision"].as_i64().unwrap();
+    let carrying = loop {
+        rev -= 1;
+        assert!(rev > 0, "no keyring carrying the old key in etcd's history");
+        let out = etcd.ctl(&[
+            "get",
+            "--print-value-only",
+            "/sealfs/keyring/global",
+            &format!("--rev={rev}"),
+        ]);
+        if String::from_utf8_lossy(&out.stdout).contains("older") {
+            break out.stdout;
+        }
+    };
+    let settled = etcd
+        .ctl(&["get", "--print-value-only", "/sealfs/keyring/global"])
+        .stdout;
+    let put_keyring = |v: &[u8]| {
+        let v = String::from_utf8_lossy(v).trim_end().to_owned();
+        assert!(etcd
+            .ctl(&["put", "/sealfs/keyring/global", &v])
+            .status
+            .success());
+    };
+    put_keyring(&carrying);
+    for h in [a, c] {
+        h.run(&["get", "global/api_key"], b"").fails(
+            1,
+            "it carries the keys its rotation replaced, which this host has seen dropped",
+        );
+    }
+    put_keyring(&settled);
+    assert_eq!(c.get("global/api_key"), b"before");
 
     a.set("global/api_key", b"after");
     assert!(!opens_data_key(&etcd, &old_key, "global/api_key"));

@@ -625,18 +625,19 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
     }
     // Running the revocation again rotates the key (the keyring was
     // written before the revocation), and the new keyring takes shards under
-    // the old key only as etcd held them then: B's shard is refused, and
-    // the revocation says so.
+    // the old key only as etcd held them then: B's shard is refused, left
+    // behind under the old key (which the keyring then drops), and the
+    // revocation names it.
     a.run(&["fleet", "revoke", &b.recipient()], b"")
         .fails(1, "after the revocation that retired it");
     for h in [a, c] {
         refused(
             h,
             "global/k",
-            &format!("refusing shard {shard} of the index of global: it was written under the key of epoch 1 after the revocation that retired it"),
+            &format!("refusing shard {shard} of the index of global: its key epoch 1 is not one the keyring knows"),
         );
         h.run(&["set", "global/k"], b"x")
-            .fails(1, "after the revocation that retired it");
+            .fails(1, "its key epoch 1 is not one the keyring knows");
         let out = h.run(&["get", "global/k"], b"");
         assert!(!out.stdout.windows(6).any(|w| w == b"from-b"));
     }

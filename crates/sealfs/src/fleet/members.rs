@@ -137,11 +137,28 @@ impl FleetVault {
             let body = trust::entry(&m, op, card.clone(), &self.signer);
             let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
             let key = self.chain_key(body.seq);
-            let Some(rev) = self
+            // Legitimate writes under the old key all come before the entry:
+            // if the answer is lost, the revision read before sending is
+            // the line (stricter than the commit's), whoever writes the
+            // entry again later.
+            let before = if op == Op::Remove {
+                self.store.revision()?
+            } else {
+                0
+            };
+            let sent = self
                 .store
-                .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key.clone(), raw)])?
-            else {
-                return Ok(None);
+                .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key.clone(), raw)]);
+            let rev = match sent {
+                Ok(Some(rev)) => rev,
+                Ok(None) => return Ok(None),
+                Err(e @ FleetError::NoAnswer { .. }) => {
+                    if op == Op::Remove {
+                        self.pin_own_removal(body.seq, before)?;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
             };
             if op == Op::Remove {
                 self.pin_own_removal(body.seq, rev)?;
@@ -478,18 +495,28 @@ impl FleetVault {
     /// from then on nothing under them is taken. `floor` (`fleet recover`):
     /// every shard is rewritten with a counter at least that, whatever
     /// this host's counters say.
+    ///
+    /// A shard refused on the way (written under a replaced key after the
+    /// revocation, or not authenticating) is left behind, refused for
+    /// good once the keys are dropped, and named in the error.
     fn move_shards(&self, scope: &VaultScope, floor: Option<u64>) -> Result<(), FleetError> {
+        let mut refused = Vec::new();
         self.retry(&format!("the index of {scope}"), || {
-            let Some((sk, shards)) = self.scope_shards(scope, false, floor.is_some())? else {
+            refused.clear();
+            let Some((sk, shards)) =
+                self.scope_shards_with(scope, (false, floor.is_some()), Some(&mut refused))?
+            else {
                 return Ok(Some(()));
             };
             if sk.keyring.older.is_empty() && floor.is_none() {
                 return Ok(Some(()));
             }
             for (shard, st) in shards {
-                let below = floor.is_some_and(|f| st.body.counter < f);
+                // Near the limit: only a member gone rogue writes that.
+                let below =
+                    floor.is_some_and(|f| st.body.counter < f || st.body.counter > u64::MAX / 2);
                 if (st.body.epoch != sk.keyring.epoch || below)
-                    && !self.rewrite_shard(scope, &sk, &shard, st, floor.unwrap_or(0))?
+                    && !self.rewrite_shard(scope, &sk, &shard, st, floor)?
                 {
                     return Ok(None);
                 }
@@ -509,12 +536,24 @@ impl FleetVault {
                     self.sign_keyring(&ring),
                 )],
             )?;
+            if ok {
+                // Seen dropped: a replay of the keyring carrying them is
+                // refused here from now on.
+                self.store_scope_pin(scope, &ring)?;
+            }
             Ok(ok.then_some(()))
-        })
+        })?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(FleetError::Forged(refused.join("; ")))
+        }
     }
 
     /// Writes shard `shard` of `scope` (as read, `st`) again under the
-    /// current key of `sk`, its counter one on and at least `floor`;
+    /// current key of `sk`, its counter one on, or exactly `floor` if
+    /// given (`fleet recover`: the keyring's recovery epoch voids every
+    /// host's counters from before, however high a shard's was);
     /// `false` if another write got there first.
     fn rewrite_shard(
         &self,
@@ -522,10 +561,13 @@ impl FleetVault {
         sk: &ScopeKeys,
         shard: &str,
         mut st: ShardState,
-        floor: u64,
+        floor: Option<u64>,
     ) -> Result<bool, FleetError> {
         Self::rewrap_shard(scope, &mut st.body, &st.key, &sk.key, sk.keyring.epoch)?;
-        st.body.counter = next_counter(scope, shard, st.body.counter)?.max(floor);
+        st.body.counter = match floor {
+            Some(f) => f,
+            None => next_counter(scope, shard, st.body.counter)?,
+        };
         let shard_key = self.shard_key(scope, shard);
         let encoded = Self::encode_shard(scope, shard, &sk.key, &st.body);
         let ok = self.store.apply(

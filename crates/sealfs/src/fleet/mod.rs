@@ -525,6 +525,18 @@ impl FleetVault {
         offline_ok: bool,
         replay_ok: bool,
     ) -> Result<Option<ScopeIndex>, FleetError> {
+        self.scope_shards_with(scope, (offline_ok, replay_ok), None)
+    }
+
+    /// [`Self::scope_shards`]; with `refused`, a shard that is refused
+    /// (forged, or not authenticating under keys that stay the same) is
+    /// described there and left out rather than failing the whole.
+    fn scope_shards_with(
+        &self,
+        scope: &VaultScope,
+        (offline_ok, replay_ok): (bool, bool),
+        mut refused: Option<&mut Vec<String>>,
+    ) -> Result<Option<ScopeIndex>, FleetError> {
         let mut last = FleetError::Integrity(format!("the index of {scope}"));
         'look: for _ in 0..5 {
             let Some(keys) = self.scope_keys(scope, false, offline_ok)? else {
@@ -563,6 +575,8 @@ impl FleetVault {
                 Err(e) => return Err(e),
             };
             let mut shards = Vec::with_capacity(records.len());
+            // Refused and left out (with `refused`), but there.
+            let mut left_out = Vec::new();
             for (k, rec) in records {
                 let shard = &k[prefix.len()..];
                 if shard.len() != 3 || !shard.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -581,10 +595,26 @@ impl FleetVault {
                             },
                         ));
                     }
-                    Ok(None) => continue 'look,
-                    Err(e @ FleetError::Replay { .. }) => {
+                    Ok(None) => match refused.as_deref_mut() {
+                        Some(out) => {
+                            out.push(format!(
+                                "shard {shard} of the index of {scope} does not authenticate"
+                            ));
+                            left_out.push(shard.to_owned());
+                        }
+                        None => continue 'look,
+                    },
+                    Err(e @ FleetError::Replay { .. }) if refused.is_none() => {
                         last = e;
                         continue 'look;
+                    }
+                    Err(e @ (FleetError::Forged(_) | FleetError::Replay { .. }))
+                        if refused.is_some() =>
+                    {
+                        if let Some(out) = refused.as_deref_mut() {
+                            out.push(e.to_string());
+                        }
+                        left_out.push(shard.to_owned());
                     }
                     Err(e) => return Err(e),
                 }
@@ -593,6 +623,7 @@ impl FleetVault {
                 for gone in seen
                     .iter()
                     .filter(|s| !shards.iter().any(|(have, _)| have == *s))
+                    .filter(|s| !left_out.contains(s))
                 {
                     let counter = self.seen_counter(scope, gone, &keys.keyring)?;
                     if counter > 0 {

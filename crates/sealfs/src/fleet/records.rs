@@ -189,6 +189,11 @@ impl FleetVault {
             return Ok(None);
         }
         let forged = |why: String| FleetError::Forged(format!("{}: {why}", what()));
+        // A cached copy has no revision to hold to the line: while a
+        // rotation runs, shards under a replaced key come from etcd only.
+        if rev == 0 {
+            return Err(FleetError::NotCached(what()));
+        }
         let older = ring
             .older
             .iter()

@@ -499,6 +499,11 @@ pub(super) struct ScopePin {
     pub(super) scope: String,
     pub(super) epoch: u64,
     pub(super) key_id: String,
+    /// Whether this host has seen the keyring of this epoch without the
+    /// keys its rotation replaced: once it has, a keyring of the epoch
+    /// that carries them again (replayed) is refused.
+    #[serde(default)]
+    pub(super) settled: bool,
 }
 
 /// A new chain entry's body.

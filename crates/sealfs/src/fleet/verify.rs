@@ -220,6 +220,7 @@ impl FleetVault {
             scope: scope.to_string(),
             epoch: ring.epoch,
             key_id: ring.key_id.clone(),
+            settled: ring.older.is_empty(),
         };
         store_pin(&self.local, &key, &pin)?;
         self.trust().scope_pins.insert(scope.clone(), Some(pin));
@@ -227,8 +228,11 @@ impl FleetVault {
     }
 }
 
-/// `true` if `ring` is newer than pin `p`, `false` if the same; an older
-/// epoch, or another key at the same epoch, is refused.
+/// `true` if `ring` is newer than pin `p` (a newer epoch, or the pinned
+/// epoch's keyring once its rotation dropped the replaced keys), `false`
+/// if the same; an older epoch, another key at the same epoch, or the
+/// replaced keys carried again after this host saw them dropped, is
+/// refused.
 fn compare_scope_pin(scope: &VaultScope, ring: &Keyring, p: &ScopePin) -> Result<bool, FleetError> {
     if ring.epoch < p.epoch {
         return Err(FleetError::Forged(format!(
@@ -242,5 +246,10 @@ fn compare_scope_pin(scope: &VaultScope, ring: &Keyring, p: &ScopePin) -> Result
             ring.epoch
         )));
     }
-    Ok(ring.epoch > p.epoch)
+    if ring.epoch == p.epoch && p.settled && !ring.older.is_empty() {
+        return Err(FleetError::Forged(format!(
+            "the keyring of {scope}: it carries the keys its rotation replaced, which this host has seen dropped"
+        )));
+    }
+    Ok(ring.epoch > p.epoch || (!p.settled && ring.older.is_empty()))
 }
