@@ -258,6 +258,18 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
         .fails(1, "is not a member");
 }
 
+/// etcd as the attacker sees it: raw keys under `/<prefix>/`.
+pub(crate) fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
+    EtcdStore::new(EtcdOptions {
+        endpoints: vec![etcd.members[0].client_url.clone()],
+        prefix: prefix.into(),
+        timeout: Duration::from_secs(2),
+        credentials: None,
+        tls: None,
+    })
+    .unwrap()
+}
+
 /// A host's age identity, from its local vault.
 fn host_identity(h: &Host) -> HostIdentity {
     let id =
@@ -420,14 +432,7 @@ fn an_older_record_written_back_into_etcd_is_refused() {
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 2);
     let (a, b) = (&hosts[0], &hosts[1]);
-    let store = EtcdStore::new(EtcdOptions {
-        endpoints: vec![etcd.members[0].client_url.clone()],
-        prefix: "sealfs".into(),
-        timeout: Duration::from_secs(2),
-        credentials: None,
-        tls: None,
-    })
-    .unwrap();
+    let store = raw(&etcd, "sealfs");
     let shard = shard_of(&VaultScope::Global, "k");
     let manifest = store.key(&format!("index/global/{shard}"));
     let objects = || store.get_prefix(&store.key("obj/")).unwrap();
@@ -920,14 +925,7 @@ fn etcd_history_is_compacted_and_a_full_etcd_is_a_clear_error_until_compact() {
     // Other writes (cheap ones, raw) take etcd to just below revision
     // 2000; the sealfs write committed at 2000, a multiple of
     // COMPACT_EVERY, compacts away all but the last 1000 revisions.
-    let raw = EtcdStore::new(EtcdOptions {
-        endpoints: vec![etcd.members[0].client_url.clone()],
-        prefix: "unrelated".into(),
-        timeout: Duration::from_secs(2),
-        credentials: None,
-        tls: None,
-    })
-    .unwrap();
+    let raw = raw(&etcd, "unrelated");
     while raw
         .apply_at(&[], &[Change::Put(raw.key("k"), b"x".to_vec())])
         .unwrap()
@@ -1097,14 +1095,7 @@ fn a_large_scope_is_sharded_so_a_write_rewrites_only_a_small_shard() {
         )
         .unwrap();
     }
-    let store = EtcdStore::new(EtcdOptions {
-        endpoints: vec![etcd.members[0].client_url.clone()],
-        prefix: "sealfs".into(),
-        timeout: Duration::from_secs(2),
-        credentials: None,
-        tls: None,
-    })
-    .unwrap();
+    let store = raw(&etcd, "sealfs");
     let shards = store.get_prefix(&store.key("index/global/")).unwrap();
     let largest = shards.iter().map(|(_, rec)| rec.value.len()).max().unwrap();
     // About a third of a secret per shard here; a few per shard at 10,000.
@@ -1130,14 +1121,7 @@ fn an_index_shard_moved_to_another_slot_is_refused() {
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 2);
     let (a, b) = (&hosts[0], &hosts[1]);
-    let store = EtcdStore::new(EtcdOptions {
-        endpoints: vec![etcd.members[0].client_url.clone()],
-        prefix: "sealfs".into(),
-        timeout: Duration::from_secs(2),
-        credentials: None,
-        tls: None,
-    })
-    .unwrap();
+    let store = raw(&etcd, "sealfs");
     // Two secrets in different shards.
     let global = VaultScope::Global;
     let mut names = (0..).map(|i| format!("k{i}"));

@@ -6,27 +6,12 @@
 //! or old value ever returned. `docs/fleet.md` and `docs/threat-model.md`
 //! name these tests.
 
-use std::time::Duration;
-
 use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
 use sealfs::fleet::keys::{shard_of, FleetKey};
-use sealfs::fleet::EtcdOptions;
 
-use crate::fleet::{fleet, scope_status, Host};
+use crate::fleet::{fleet, raw, scope_status, Host};
 use crate::util::Etcd;
-
-/// etcd as the attacker sees it: raw keys under `/<prefix>/`.
-fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
-    EtcdStore::new(EtcdOptions {
-        endpoints: vec![etcd.members[0].client_url.clone()],
-        prefix: prefix.into(),
-        timeout: Duration::from_secs(2),
-        credentials: None,
-        tls: None,
-    })
-    .unwrap()
-}
 
 /// Every key and value under `/<prefix>/<sub>`.
 fn snapshot(store: &EtcdStore, sub: &str) -> Vec<(String, Vec<u8>)> {
