@@ -143,8 +143,11 @@ pub(crate) enum FleetCommand {
     Enroll {
         /// The host's card, from `sealfs fleet recipient` on it (age1...:<hex>)
         recipient: String,
+        /// Also create the host's own etcd user, with read and write under this prefix only (needs etcd root); the token then carries its login, sealed to that host
+        #[arg(long)]
+        etcd_user: bool,
     },
-    /// Drop a host and rotate every scope's fleet key, so it cannot read new values.
+    /// Drop a host (and its own etcd user, if it has one) and rotate every scope's fleet key, so it cannot read new values.
     Revoke {
         /// The host's card or age recipient (age1...)
         recipient: String,

@@ -681,7 +681,7 @@ fn conditional_writes_on_two_hosts_store_exactly_once() {
 /// committed is reported stored; one that did not is fenced, written again
 /// and stored, and its first attempt never lands later; one whose outcome
 /// cannot be settled, etcd having stalled, is reported as unknown, never
-/// as not stored.
+/// as not stored. Deletes are settled the same way.
 #[test]
 fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     use sealfs::fleet::etcd::TxnFault;
@@ -705,11 +705,29 @@ fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     assert!(!v.deliver_held_back().unwrap(), "the late write landed");
     assert_eq!(a.get("global/k"), b"three");
 
+    // Deletes are settled the same way: a lost answer to one that landed
+    // is settled as done; one held back is fenced, done again, and does not
+    // land late over a newer write.
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    v.delete(&r("global/k"))
+        .expect("committed, and settled as deleted");
+    a.run(&["get", "global/k"], b"")
+        .fails(1, "secret not found");
+    put(b"five").unwrap();
+    v.inject_txn_fault(TxnFault::HoldBack, None);
+    v.delete(&r("global/k"))
+        .expect("settled as not committed, then deleted again");
+    a.run(&["get", "global/k"], b"")
+        .fails(1, "secret not found");
+    put(b"six").unwrap();
+    assert!(!v.deliver_held_back().unwrap(), "the late delete landed");
+    assert_eq!(a.get("global/k"), b"six");
+
     v.inject_txn_fault(
         TxnFault::LoseReply,
         Some(Box::new(etcd.members[0].pauser())),
     );
-    let err = put(b"four").unwrap_err();
+    let err = put(b"seven").unwrap_err();
     assert!(matches!(err, FleetError::Ambiguous { .. }), "{err}");
     assert!(err
         .to_string()
@@ -717,7 +735,7 @@ fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     etcd.members[0].resume();
     etcd.wait_healthy();
     // It had landed: "unknown" was the honest answer.
-    assert_eq!(a.get("global/k"), b"four");
+    assert_eq!(a.get("global/k"), b"seven");
 }
 
 /// The leader killed while a host writes: every write acknowledged is
@@ -871,6 +889,102 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
         1,
         "refusing to send the etcd password over plain http:// to http://10.255.255.1:2379",
     );
+}
+
+/// With etcd auth on, `fleet enroll --etcd-user` gives a host its own
+/// etcd user, which may read and write under the fleet's prefix and
+/// nothing else, and whose login only that host can open from the token;
+/// `fleet revoke` removes it, so a revoked host keeps no way into etcd.
+/// Managing users needs etcd root: a member without it is refused and
+/// nothing changes, or (revoking) is told to remove the user by hand.
+#[test]
+fn each_host_gets_its_own_etcd_user_at_enroll_and_loses_it_at_revoke() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let admin = Host::new(&etcd);
+    admin.init();
+    admin.set("global/k", b"v1");
+    for args in [
+        &["user", "add", "root:root-pw-0001"][..],
+        &["auth", "enable"][..],
+    ] {
+        let out = etcd.ctl(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    admin
+        .run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
+        .ok();
+    let (b, c) = (Host::new(&etcd), Host::new(&etcd));
+    let (b_card, c_card) = (b.recipient(), c.recipient());
+    let enrolled = admin
+        .run(&["fleet", "enroll", &b_card, "--etcd-user"], b"")
+        .ok();
+    let token = enrolled.stdout_str().trim().to_owned();
+    let user = enrolled
+        .stderr
+        .split("its own etcd user ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the enrolment names the etcd user")
+        .to_owned();
+    assert!(user.starts_with("sealfs-"), "{user}");
+    // The login in the token is sealed to b: another host cannot use it.
+    c.run(&["fleet", "join", &token], b"")
+        .fails(1, "the etcd login in this join token is not for this host");
+    b.run(&["fleet", "join", &token], b"").ok();
+    assert_eq!(b.get("global/k"), b"v1");
+    b.set("global/k", b"from-b");
+    assert_eq!(admin.get("global/k"), b"from-b");
+    // Its user reaches nothing outside the prefix, and manages no users:
+    // enrolling with it is refused, and changes nothing.
+    b.run(&["--etcd-prefix", "other", "fleet", "init"], b"")
+        .fails(1, "permission denied");
+    b.run(&["fleet", "enroll", &c_card, "--etcd-user"], b"")
+        .fails(1, "needs etcd root rights");
+    let status = admin.run(&["fleet", "status", "--json"], b"").ok().stdout;
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
+
+    let token = admin
+        .run(&["fleet", "enroll", &c_card, "--etcd-user"], b"")
+        .ok()
+        .stdout_str();
+    c.run(&["fleet", "join", token.trim()], b"").ok();
+    assert_eq!(c.get("global/k"), b"from-b");
+    // Revoked by a member without root: the keys rotate, and it is told
+    // that the user could not be removed.
+    let revoked = b.run(&["fleet", "revoke", &c_card], b"").ok();
+    assert!(
+        revoked
+            .stderr
+            .contains("WARNING: whether it has its own etcd user"),
+        "{}",
+        revoked.stderr
+    );
+    c.run(&["get", "global/k"], b"").fails(1, "is not enrolled");
+    // Revoked by root, the user goes.
+    let revoked = admin.run(&["fleet", "revoke", &b_card], b"").ok();
+    assert!(
+        revoked
+            .stderr
+            .contains(&format!("removed its etcd user {user}")),
+        "{}",
+        revoked.stderr
+    );
+    b.run(&["get", "global/k"], b"").fails(
+        1,
+        &format!("etcd authentication failed: the password stored for {user} was refused"),
+    );
+    let revoked = admin.run(&["fleet", "revoke", &c_card], b"").ok();
+    assert!(
+        revoked.stderr.contains("removed its etcd user sealfs-"),
+        "{}",
+        revoked.stderr
+    );
+    assert_eq!(admin.get("global/k"), b"from-b");
 }
 
 /// A long-running process (as the mount is) whose etcd auth token expires

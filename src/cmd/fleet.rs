@@ -53,6 +53,12 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             ));
         }
         FleetCommand::Join { token, replace_pin } => {
+            // The etcd login it may carry is needed to read etcd at all.
+            if let Some(user) = fleet::store_login_of_token(&v.open_local(true)?, &token)? {
+                note(&format!(
+                    "stored this host's own etcd login ({user}) from the token in its local vault"
+                ));
+            }
             let member = v.open_fleet()?.join(&token, replace_pin)?;
             note(if member {
                 "joined the fleet; this host is a member"
@@ -61,21 +67,43 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                  the output of `sealfs fleet recipient` for `sealfs fleet enroll`"
             });
         }
-        FleetCommand::Enroll { recipient } => {
-            let token = v.open_fleet()?.enroll(&recipient)?;
+        FleetCommand::Enroll {
+            recipient,
+            etcd_user,
+        } => {
+            let f = v.open_fleet()?;
+            let token = f.enroll(&recipient, etcd_user)?;
             record(v, "fleet-enroll", recipient.trim(), None);
             write_stdout(format!("{token}\n").as_bytes())?;
-            note(&format!(
-                "enrolled {}; on that host, run `sealfs fleet join` with the token above",
-                recipient.trim()
-            ));
+            let card = recipient.trim();
+            note(&if etcd_user {
+                let user = f.host_etcd_user(card.split(':').next().unwrap_or_default());
+                format!(
+                    "enrolled {card} with its own etcd user {user}; on that host, run \
+                     `sealfs fleet join` with the token above (it carries the login, sealed to that host)"
+                )
+            } else {
+                format!(
+                    "enrolled {card}; on that host, run `sealfs fleet join` with the token above"
+                )
+            });
         }
         FleetCommand::Revoke { recipient } => {
-            let rotated = v.open_fleet()?.revoke(&recipient)?;
+            let done = v.open_fleet()?.revoke(&recipient)?;
             record(v, "fleet-revoke", recipient.trim(), None);
+            let user = &done.etcd_user;
+            let etcd = match &done.etcd_user_removed {
+                Ok(true) => format!("; removed its etcd user {user}"),
+                Ok(false) => String::new(),
+                Err(e) => format!(
+                    "; WARNING: whether it has its own etcd user {user} could not be checked ({e}); \
+                     if it has, remove it as etcd root (`etcdctl user delete {user}`)"
+                ),
+            };
             note(&format!(
-                "revoked {}; rotated the fleet key of {rotated} scope(s)",
-                recipient.trim()
+                "revoked {}; rotated the fleet key of {} scope(s){etcd}",
+                recipient.trim(),
+                done.rotated
             ));
         }
         FleetCommand::Recover => {

@@ -24,6 +24,14 @@ pub enum FleetError {
     /// Any other failure of etcd or of the client, described.
     #[error("etcd: {0}")]
     Etcd(String),
+    /// etcd refused a call that needs its root rights (managing users).
+    #[error("{what} needs etcd root rights, which this host's etcd login has not ({why}); run it on a member logged in as etcd root (`sealfs fleet login --user root`)")]
+    NeedsRoot {
+        /// What was refused.
+        what: String,
+        /// etcd's answer.
+        why: String,
+    },
     /// etcd wants a user and password this host does not have, or refused
     /// the stored ones.
     #[error("etcd authentication failed: {0}")]
@@ -101,10 +109,12 @@ pub enum FleetError {
     },
     /// A write was sent but its answer lost, and whether it committed
     /// could not be settled: it may or may not have landed.
-    #[error("whether {vault_ref} was stored is unknown: {why}; check with `sealfs get` (or `list --json` for its version) before writing it again")]
+    #[error("whether {vault_ref} was {done} is unknown: {why}; check with `sealfs get` (or `list --json` for its version) before writing it again")]
     Ambiguous {
         /// The ref written.
         vault_ref: VaultRef,
+        /// What the write would have done: "stored" or "deleted".
+        done: &'static str,
         /// Why it could not be settled.
         why: String,
     },
@@ -231,7 +241,11 @@ impl FleetError {
             | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) | E::NotAsExpected { .. } => K::Exists,
-            E::NotEnrolled { .. } | E::Auth(_) | E::Tls { .. } | E::Revoked(_) => K::Denied,
+            E::NotEnrolled { .. }
+            | E::Auth(_)
+            | E::NeedsRoot { .. }
+            | E::Tls { .. }
+            | E::Revoked(_) => K::Denied,
             E::Unreachable { .. }
             | E::Conflict(_)
             | E::TooStale { .. }

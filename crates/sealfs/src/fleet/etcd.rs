@@ -15,6 +15,7 @@ use etcd_client::{
 };
 
 use super::FleetError;
+use crate::SensitiveBytes;
 
 /// What `sealfs fleet status` shows of etcd's space.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -625,6 +626,66 @@ impl EtcdStore {
         }
     }
 
+    /// The etcd role every host's own user holds: read and write of the
+    /// keys under the prefix, nothing else (no other prefix, no users or
+    /// roles, no defragmentation).
+    pub fn host_role(&self) -> String {
+        format!("sealfs-host:{}", self.opts.prefix)
+    }
+
+    /// Creates the etcd user `user` holding only [`EtcdStore::host_role`]
+    /// (created too if missing), or, if it exists, sets its password.
+    /// Needs etcd root rights ([`FleetError::NeedsRoot`] otherwise).
+    pub fn put_host_user(&self, user: &str, password: &SensitiveBytes) -> Result<(), FleetError> {
+        let what = || format!("creating the etcd user {user}");
+        let role = self.host_role();
+        let from = self.key("").into_bytes();
+        let mut end = from.clone();
+        // The first key after every key under `/<prefix>/`.
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        let r = role.clone();
+        match self.call(move |mut c| async move { c.role_add(r).await }) {
+            Ok(_) => {}
+            Err(FleetError::Etcd(m)) if m.contains("role name already exists") => {}
+            Err(e) => return Err(needs_root(e, what())),
+        }
+        let r = role.clone();
+        self.call(move |mut c| async move {
+            c.role_grant_permission(
+                r,
+                etcd_client::Permission::read_write(from).with_range_end(end),
+            )
+            .await
+        })
+        .map_err(|e| needs_root(e, what()))?;
+        let pw = || String::from_utf8_lossy(password.expose()).into_owned();
+        let (u, p) = (user.to_owned(), pw());
+        match self.call(move |mut c| async move { c.user_add(u, p, None).await }) {
+            Ok(_) => {}
+            Err(FleetError::Etcd(m)) if m.contains("user name already exists") => {
+                let (u, p) = (user.to_owned(), pw());
+                self.call(move |mut c| async move { c.user_change_password(u, p).await })
+                    .map_err(|e| needs_root(e, what()))?;
+            }
+            Err(e) => return Err(needs_root(e, what())),
+        }
+        let u = user.to_owned();
+        self.call(move |mut c| async move { c.user_grant_role(u, role).await })
+            .map_err(|e| needs_root(e, what()))?;
+        Ok(())
+    }
+
+    /// Deletes the etcd user `user`; `false` if there was none. Needs etcd
+    /// root rights ([`FleetError::NeedsRoot`] otherwise).
+    pub fn delete_user(&self, user: &str) -> Result<bool, FleetError> {
+        let u = user.to_owned();
+        match self.call(move |mut c| async move { c.user_delete(u).await }) {
+            Ok(_) => Ok(true),
+            Err(FleetError::Etcd(m)) if m.contains("user name not found") => Ok(false),
+            Err(e) => Err(needs_root(e, format!("removing the etcd user {user}"))),
+        }
+    }
+
     /// The store's current revision.
     pub fn revision(&self) -> Result<i64, FleetError> {
         let key = self.key("chain/");
@@ -706,6 +767,17 @@ impl EtcdStore {
 /// The TLS failure (rustls's words) in `e` or its causes, if it is one: a
 /// certificate this host does not trust, or an alert from etcd refusing
 /// this host's certificate.
+/// `e`, if it is etcd refusing a call for want of rights, as
+/// [`FleetError::NeedsRoot`] for `what`.
+fn needs_root(e: FleetError, what: String) -> FleetError {
+    match e {
+        FleetError::Etcd(why) if why.contains("permission denied") => {
+            FleetError::NeedsRoot { what, why }
+        }
+        e => e,
+    }
+}
+
 fn tls_failure(e: &etcd_client::Error) -> Option<String> {
     use etcd_client::Error as E;
     let is_tls = |text: &str| {

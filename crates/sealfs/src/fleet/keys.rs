@@ -59,6 +59,18 @@ impl HostIdentity {
         self.0.to_public().to_string()
     }
 
+    /// Opens an etcd login sealed to this host ([`seal_login`]): the user
+    /// and password; `None` if it is not for this host or malformed.
+    pub fn open_login(&self, sealed: &[u8]) -> Option<(String, SensitiveBytes)> {
+        let plain = Zeroizing::new(age::decrypt(&self.0, sealed).ok()?);
+        let rest = plain.strip_prefix(LOGIN_DOMAIN)?;
+        let at = rest.iter().position(|b| *b == 0)?;
+        let user = std::str::from_utf8(&rest[..at]).ok()?.to_owned();
+        let password = &rest[at + 1..];
+        (!user.is_empty() && !password.is_empty())
+            .then(|| (user, SensitiveBytes::from_slice(password)))
+    }
+
     fn unwrap(&self, wrapped: &[u8]) -> Option<FleetKey> {
         let plain = Zeroizing::new(age::decrypt(&self.0, wrapped).ok()?);
         let key: [u8; 32] = plain.as_slice().try_into().ok()?;
@@ -70,6 +82,31 @@ impl std::fmt::Debug for HostIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HostIdentity({})", self.recipient())
     }
+}
+
+const LOGIN_DOMAIN: &[u8] = b"sealfs etcd login v1\0";
+
+/// An etcd user and password sealed to `recipient` (age), as a join token
+/// carries them; only that host opens them ([`HostIdentity::open_login`]).
+pub fn seal_login(
+    recipient: &str,
+    user: &str,
+    password: &SensitiveBytes,
+) -> Result<Vec<u8>, FleetError> {
+    let r = parse_recipient(recipient)?;
+    let plain = Zeroizing::new([LOGIN_DOMAIN, user.as_bytes(), b"\0", password.expose()].concat());
+    age::encrypt(&r, &plain).map_err(|e| FleetError::Etcd(format!("age encryption failed: {e}")))
+}
+
+/// A new random etcd password: 32 random bytes, base64url.
+pub fn random_password() -> SensitiveBytes {
+    use base64::Engine;
+    let raw = Zeroizing::new(random::<32>());
+    SensitiveBytes::from(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(raw.as_slice())
+            .into_bytes(),
+    )
 }
 
 /// Checks an `age1...` recipient string.

@@ -130,6 +130,29 @@ pub fn store_credentials(
     Ok(())
 }
 
+/// The etcd login a join token carries (`fleet enroll --etcd-user`
+/// sealed it to this host), stored as this host's etcd credentials; the
+/// user's name, or `None` if the token carries no login.
+pub fn store_login_of_token(local: &Vault, token: &str) -> Result<Option<String>, FleetError> {
+    use base64::Engine;
+    let token = token.trim();
+    let Some(sealed) = token.split(':').nth(3) else {
+        return Ok(None);
+    };
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sealed)
+        .map_err(|_| FleetError::BadJoinToken(token.chars().take(160).collect()))?;
+    let (user, password) = host_identity(local)?.open_login(&sealed).ok_or_else(|| {
+        FleetError::Auth(
+            "the etcd login in this join token is not for this host: use the token \
+             `sealfs fleet enroll` printed for this host's card"
+                .into(),
+        )
+    })?;
+    store_credentials(local, &user, password)?;
+    Ok(Some(user))
+}
+
 /// etcd's CA and this host's client certificate and key, if stored.
 pub fn stored_tls(local: &Vault) -> Result<Option<EtcdTls>, FleetError> {
     let ca = match local.get(&local_ref(ETCD_TLS_CA_KEY)) {

@@ -10,8 +10,8 @@ use super::keys::FleetKey;
 use super::records::KeyringUse;
 use super::trust::{self, hash, HostCard, Membership, Op, Signed, CHAIN_DOMAIN};
 use super::{
-    b64, next_counter, FleetError, FleetStatus, FleetVault, Keyring, ScopeKeys, ScopeStatus,
-    ShardState,
+    b64, next_counter, FleetError, FleetStatus, FleetVault, Keyring, Revoked, ScopeKeys,
+    ScopeStatus, ShardState,
 };
 use crate::VaultScope;
 
@@ -193,12 +193,55 @@ impl FleetVault {
         Ok(out)
     }
 
+    /// The etcd user of the host `recipient` under this prefix (created by
+    /// `fleet enroll --etcd-user`): `sealfs-` and 16 hex digits of a hash
+    /// of the prefix and the recipient, so `fleet revoke` finds it from the
+    /// signed membership alone, never from a record an etcd writer could
+    /// change.
+    pub fn host_etcd_user(&self, recipient: &str) -> String {
+        let h = hash(
+            ["sealfs etcd user", &self.store.options().prefix, recipient]
+                .join("\0")
+                .as_bytes(),
+        );
+        format!("sealfs-{}", &h[..16])
+    }
+
     /// `sealfs fleet enroll`: lets the host with `card` (`age1...:<hex>`)
     /// read and write every scope; returns the join token, which that host
     /// pins with `sealfs fleet join`. Run again after an interruption, it
-    /// finishes wrapping the keys.
-    pub fn enroll(&self, card: &str) -> Result<String, FleetError> {
+    /// finishes wrapping the keys. With `etcd_user`, first creates the
+    /// host's own etcd user ([`Self::host_etcd_user`], holding only
+    /// [`super::EtcdStore::host_role`]; run again, with a new password),
+    /// which needs etcd root rights; the token then carries its login,
+    /// sealed to the host, and `fleet join` stores it there.
+    pub fn enroll(&self, card: &str, etcd_user: bool) -> Result<String, FleetError> {
         let card = HostCard::parse(card)?;
+        let login = if etcd_user {
+            // A host revoked before gets no login: the enrolment below
+            // would refuse it anyway.
+            if let Some((_, false)) = self.membership(false)?.card_of(&card.recipient) {
+                return Err(FleetError::Revoked(card.to_string()));
+            }
+            let user = self.host_etcd_user(&card.recipient);
+            let password = super::keys::random_password();
+            self.store.put_host_user(&user, &password)?;
+            Some(super::keys::seal_login(&card.recipient, &user, &password)?)
+        } else {
+            None
+        };
+        let token = self.enroll_card(&card)?;
+        Ok(match login {
+            Some(sealed) => format!(
+                "{token}:{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+            ),
+            None => token,
+        })
+    }
+
+    fn enroll_card(&self, card: &HostCard) -> Result<String, FleetError> {
+        let card = card.clone();
         let mut was_member = false;
         let m = self.append(Op::Add, &card, |m| match m.card_of(&card.recipient) {
             Some((c, true)) if *c == card => {
@@ -281,9 +324,10 @@ impl FleetVault {
     /// and rotates every scope's fleet key (one write per scope: the new
     /// keyring carries the old key for the shards not rewritten since, and
     /// takes shards under it only as etcd held them at the revocation);
-    /// returns how many scopes it rotated. Run
-    /// again after an interruption, it finishes the rotation.
-    pub fn revoke(&self, who: &str) -> Result<usize, FleetError> {
+    /// first removes the host's own etcd user, if it has one. Returns
+    /// what it did. Run again after an interruption, it finishes the
+    /// rotation.
+    pub fn revoke(&self, who: &str) -> Result<Revoked, FleetError> {
         let recipient = who.trim().split(':').next().unwrap_or_default().to_owned();
         super::keys::parse_recipient(&recipient)?;
         if recipient == self.recipient() {
@@ -300,6 +344,15 @@ impl FleetVault {
             was_removed = removed;
             Ok(removed)
         })?;
+        // Its own etcd user goes first, before the rotation it could
+        // otherwise disturb. A login that may not manage users cannot tell
+        // whether there is one: that is reported, not fatal (the keys are
+        // what keeps it out of new values).
+        let etcd_user = self.host_etcd_user(&recipient);
+        let etcd_user_removed = self.store.delete_user(&etcd_user);
+        if let Err(e @ FleetError::Unreachable { .. }) = etcd_user_removed {
+            return Err(e);
+        }
         let mut rotated = 0;
         let mut failed = Vec::new();
         for (scope, _) in self.scopes_with_keyrings()? {
@@ -327,10 +380,14 @@ impl FleetVault {
                 failed: failed.join("; "),
             });
         }
-        if was_removed && rotated == 0 {
+        if was_removed && rotated == 0 && !matches!(etcd_user_removed, Ok(true)) {
             return Err(FleetError::NotMember(recipient));
         }
-        Ok(rotated)
+        Ok(Revoked {
+            rotated,
+            etcd_user,
+            etcd_user_removed,
+        })
     }
 
     /// One scope's rotation, if its key is older than the last removal:

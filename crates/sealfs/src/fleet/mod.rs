@@ -60,8 +60,8 @@ use etcd::{Change, Expect, Record};
 pub use etcd::{EtcdOptions, EtcdSpace, EtcdStore, EtcdTls};
 use keys::{DataKey, FleetKey, HostIdentity};
 pub use local::{
-    host_card, host_identity, password_ref, store_credentials, store_tls, stored_credentials,
-    stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
+    host_card, host_identity, password_ref, store_credentials, store_login_of_token, store_tls,
+    stored_credentials, stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
 };
 use memo::Memo;
 use records::{EntryRecord, Keyring, KeyringUse, ShardBody};
@@ -89,6 +89,18 @@ pub struct FleetEntry {
     pub created: SystemTime,
     /// When the value was last written.
     pub updated: SystemTime,
+}
+
+/// What `sealfs fleet revoke` did.
+#[derive(Debug)]
+pub struct Revoked {
+    /// How many scopes it rotated.
+    pub rotated: usize,
+    /// The revoked host's own etcd user name (whether or not it had one).
+    pub etcd_user: String,
+    /// Whether that user was removed (`false`: there was none), or why
+    /// that could not be done or told.
+    pub etcd_user_removed: Result<bool, FleetError>,
 }
 
 /// What `sealfs fleet status` shows.
@@ -773,7 +785,11 @@ impl FleetVault {
                 // Sent, maybe committed, no answer: settle it. Not committed
                 // (and now never to be): try again from a fresh read.
                 Err(FleetError::NoAnswer { .. }) => {
-                    match self.settle(r, &sk, (&shard, st.rev, fence.as_deref()), &object)? {
+                    let landed = |rec: &Record| {
+                        Self::shard_names(scope, &shard, &sk.key, rec, &key_name, &object)
+                    };
+                    let fence = fence.as_deref();
+                    match self.settle(r, &sk, (&shard, st.rev, fence), &landed, "stored")? {
                         Some(revision) => revision,
                         None => return Ok(None),
                     }
@@ -800,23 +816,26 @@ impl FleetVault {
         })
     }
 
-    /// A write of `r` (storing `object`, on the keys `sk` and the shard
-    /// revision `shard_rev` it was checked against) that was sent with no
-    /// answer: re-reads until etcd answers, within three time limits. Our
-    /// object in the shard (verified under the scope's key): it committed,
+    /// A write of `r` (on the keys `sk` and the shard revision `shard_rev`
+    /// it was checked against) that was sent with no answer: re-reads
+    /// until etcd answers, within three time limits. The shard as the
+    /// write left it (`landed`: for a put, its object named in the shard,
+    /// verified under the scope's key): it committed,
     /// and the shard's revision is returned. Else, everything the write
     /// required still as it was: that is fenced (`fence`, the shard as read
     /// one counter on under the current key, written under the same
     /// requirements), so the write can never commit,
     /// and `None` is returned (the caller tries again). Something the write
     /// required gone (the chain or the keyring moved on): it cannot commit,
-    /// `None`. Otherwise, or with etcd still away: [`FleetError::Ambiguous`].
+    /// `None`. Otherwise, or with etcd still away: [`FleetError::Ambiguous`]
+    /// (whether `r` was `done`).
     fn settle(
         &self,
         r: &VaultRef,
         sk: &ScopeKeys,
         (shard, shard_rev, fence): (&str, Option<i64>, Option<&[u8]>),
-        object: &str,
+        landed: &dyn Fn(&Record) -> bool,
+        done: &'static str,
     ) -> Result<Option<i64>, FleetError> {
         let scope = r.scope();
         let shard_key = self.shard_key(scope, shard);
@@ -825,6 +844,7 @@ impl FleetVault {
         let deadline = std::time::Instant::now() + self.store.options().timeout * 3;
         let ambiguous = |why: String| FleetError::Ambiguous {
             vault_ref: r.clone(),
+            done,
             why,
         };
         enum Settled {
@@ -835,10 +855,8 @@ impl FleetVault {
         loop {
             let attempt = || -> Result<Settled, FleetError> {
                 let current = self.store.get(&shard_key)?;
-                if let Some(rec) = &current {
-                    if Self::shard_names(scope, shard, &sk.key, rec, r.key().as_str(), object) {
-                        return Ok(Settled::Committed(rec.mod_revision));
-                    }
+                if let Some(rec) = current.as_ref().filter(|rec| landed(rec)) {
+                    return Ok(Settled::Committed(rec.mod_revision));
                 }
                 if current.as_ref().map(|c| c.mod_revision) != shard_rev {
                     return Err(ambiguous(
@@ -947,6 +965,9 @@ impl FleetVault {
                 return Err(FleetError::NotFound(r.clone()));
             };
             Self::rewrap_shard(scope, &mut st.body, &st.key, &sk.key, sk.keyring.epoch)?;
+            let mut fence = st.body.clone();
+            fence.counter = fence.counter.saturating_add(1);
+            let fence = Self::encode_shard(scope, &shard, &sk.key, &fence);
             let Some(old) = st.body.entries.remove(r.key().as_str()) else {
                 return Err(FleetError::NotFound(r.clone()));
             };
@@ -963,14 +984,15 @@ impl FleetVault {
                     Change::Delete(self.object_key(&old.object)),
                 ],
             );
-            // Deletes are not settled yet: a lost answer is reported as
-            // unknown, not as a failure.
+            // A lost answer is settled as a put's is: the shard exactly as
+            // this delete wrote it means it committed.
             let committed = match committed {
-                Err(FleetError::NoAnswer { why, .. }) => {
-                    return Err(FleetError::Ambiguous {
-                        vault_ref: r.clone(),
-                        why: format!("the delete was sent and no answer came ({why})"),
-                    })
+                Err(FleetError::NoAnswer { .. }) => {
+                    let landed = |rec: &Record| rec.value == encoded;
+                    match self.settle(r, &sk, (&shard, st.rev, Some(&fence)), &landed, "deleted")? {
+                        None => return Ok(None),
+                        Some(rev) => Some(rev),
+                    }
                 }
                 other => other?,
             };

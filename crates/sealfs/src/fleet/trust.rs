@@ -469,10 +469,16 @@ impl FleetPin {
     pub(super) fn parse_token(s: &str) -> Result<Self, FleetError> {
         let s = s.trim();
         let bad = || FleetError::BadJoinToken(s.chars().take(160).collect());
+        // A fourth part, if any, is an etcd login sealed to the joining
+        // host (`fleet enroll --etcd-user`), taken by `login_of_token`.
         let mut parts = s.split(':');
-        let (Some(id), Some(seq), Some(head), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(seq), Some(head), _, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
         };
         let hex64 = |t: &str| {
