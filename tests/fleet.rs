@@ -948,6 +948,22 @@ fn each_host_gets_its_own_etcd_user_at_enroll_and_loses_it_at_revoke() {
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
 
+    // Run again for a member: a new password, in a new token; the old
+    // login stops working, and the new one is kept only once it worked.
+    let again = admin
+        .run(&["fleet", "enroll", &b_card, "--etcd-user"], b"")
+        .ok()
+        .stdout_str();
+    b.run(&["get", "global/k"], b"")
+        .fails(1, "etcd authentication failed");
+    b.run(
+        &["--etcd-prefix", "other", "fleet", "join", again.trim()],
+        b"",
+    )
+    .fails(1, "is not for this host under --etcd-prefix other");
+    b.run(&["fleet", "join", again.trim()], b"").ok();
+    assert_eq!(b.get("global/k"), b"from-b");
+
     let token = admin
         .run(&["fleet", "enroll", &c_card, "--etcd-user"], b"")
         .ok()

@@ -53,13 +53,22 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             ));
         }
         FleetCommand::Join { token, replace_pin } => {
-            // The etcd login it may carry is needed to read etcd at all.
-            if let Some(user) = fleet::store_login_of_token(&v.open_local(true)?, &token)? {
+            // The etcd login it may carry is needed to read etcd at all;
+            // it is kept only once the fleet it leads to is verified.
+            let local = v.open_local(true)?;
+            let login = fleet::login_of_token(&local, &token, &v.etcd.prefix)?;
+            let duplicate = |(u, p): &(String, SensitiveBytes)| {
+                (u.clone(), SensitiveBytes::from_slice(p.expose()))
+            };
+            let member = v
+                .open_fleet_as(login.as_ref().map(duplicate))?
+                .join(&token, replace_pin)?;
+            if let Some((user, password)) = login {
+                fleet::store_credentials(&local, &user, password)?;
                 note(&format!(
                     "stored this host's own etcd login ({user}) from the token in its local vault"
                 ));
             }
-            let member = v.open_fleet()?.join(&token, replace_pin)?;
             note(if member {
                 "joined the fleet; this host is a member"
             } else {
@@ -77,7 +86,7 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             write_stdout(format!("{token}\n").as_bytes())?;
             let card = recipient.trim();
             note(&if etcd_user {
-                let user = f.host_etcd_user(card.split(':').next().unwrap_or_default());
+                let user = f.host_etcd_user(&fleet::HostCard::parse(card)?.recipient);
                 format!(
                     "enrolled {card} with its own etcd user {user}; on that host, run \
                      `sealfs fleet join` with the token above (it carries the login, sealed to that host)"

@@ -269,12 +269,23 @@ impl VaultArgs {
     /// missing: it keeps the host's fleet identity and sealed cache).
     #[cfg(feature = "fleet")]
     pub fn open_fleet(&self) -> Result<crate::fleet::FleetVault, OpenError> {
+        self.open_fleet_as(None)
+    }
+
+    /// As [`VaultArgs::open_fleet`], logging in to etcd with `credentials`
+    /// rather than those stored (`fleet join` with a token carrying a
+    /// login, which it stores only once the join succeeded).
+    #[cfg(feature = "fleet")]
+    pub fn open_fleet_as(
+        &self,
+        credentials: Option<(String, crate::SensitiveBytes)>,
+    ) -> Result<crate::fleet::FleetVault, OpenError> {
         let local = self.open_local(true)?;
         let opts = crate::fleet::EtcdOptions {
             endpoints: self.etcd.endpoints.clone(),
             prefix: self.etcd.prefix.clone(),
             timeout: Duration::from_secs_f64(self.etcd.timeout),
-            credentials: None,
+            credentials,
             tls: None,
         };
         Ok(

@@ -59,16 +59,24 @@ impl HostIdentity {
         self.0.to_public().to_string()
     }
 
-    /// Opens an etcd login sealed to this host ([`seal_login`]): the user
-    /// and password; `None` if it is not for this host or malformed.
-    pub fn open_login(&self, sealed: &[u8]) -> Option<(String, SensitiveBytes)> {
+    /// Opens an etcd login sealed to this host ([`seal_login`]) for
+    /// fleet `fleet_id` under `prefix`: the user and password; `None` if it
+    /// is not for this host, or for another fleet or prefix, or malformed.
+    pub fn open_login(
+        &self,
+        sealed: &[u8],
+        fleet_id: &str,
+        prefix: &str,
+    ) -> Option<(String, SensitiveBytes)> {
         let plain = Zeroizing::new(age::decrypt(&self.0, sealed).ok()?);
-        let rest = plain.strip_prefix(LOGIN_DOMAIN)?;
-        let at = rest.iter().position(|b| *b == 0)?;
-        let user = std::str::from_utf8(&rest[..at]).ok()?.to_owned();
-        let password = &rest[at + 1..];
-        (!user.is_empty() && !password.is_empty())
-            .then(|| (user, SensitiveBytes::from_slice(password)))
+        let mut parts = plain.strip_prefix(LOGIN_DOMAIN)?.splitn(4, |b| *b == 0);
+        let (id, pfx, user, password) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if id != fleet_id.as_bytes() || pfx != prefix.as_bytes() || password.is_empty() {
+            return None;
+        }
+        let user = std::str::from_utf8(user).ok()?.to_owned();
+        Some((user, SensitiveBytes::from_slice(password)))
     }
 
     fn unwrap(&self, wrapped: &[u8]) -> Option<FleetKey> {
@@ -86,15 +94,30 @@ impl std::fmt::Debug for HostIdentity {
 
 const LOGIN_DOMAIN: &[u8] = b"sealfs etcd login v1\0";
 
-/// An etcd user and password sealed to `recipient` (age), as a join token
-/// carries them; only that host opens them ([`HostIdentity::open_login`]).
+/// An etcd user and password for fleet `fleet_id` under `prefix`, sealed
+/// to `recipient` (age), as a join token carries them; only that host
+/// opens them, and only for that fleet and prefix
+/// ([`HostIdentity::open_login`]).
 pub fn seal_login(
     recipient: &str,
+    (fleet_id, prefix): (&str, &str),
     user: &str,
     password: &SensitiveBytes,
 ) -> Result<Vec<u8>, FleetError> {
     let r = parse_recipient(recipient)?;
-    let plain = Zeroizing::new([LOGIN_DOMAIN, user.as_bytes(), b"\0", password.expose()].concat());
+    let plain = Zeroizing::new(
+        [
+            LOGIN_DOMAIN,
+            fleet_id.as_bytes(),
+            b"\0",
+            prefix.as_bytes(),
+            b"\0",
+            user.as_bytes(),
+            b"\0",
+            password.expose(),
+        ]
+        .concat(),
+    );
     age::encrypt(&r, &plain).map_err(|e| FleetError::Etcd(format!("age encryption failed: {e}")))
 }
 

@@ -130,27 +130,49 @@ pub fn store_credentials(
     Ok(())
 }
 
-/// The etcd login a join token carries (`fleet enroll --etcd-user`
-/// sealed it to this host), stored as this host's etcd credentials; the
-/// user's name, or `None` if the token carries no login.
-pub fn store_login_of_token(local: &Vault, token: &str) -> Result<Option<String>, FleetError> {
+/// The etcd user of the host `recipient` under `prefix` (made by `fleet
+/// enroll --etcd-user`): `sealfs-` and 16 hex digits of a hash of the two,
+/// so `fleet revoke` finds it from the signed membership alone, never from
+/// a record an etcd writer could change.
+pub fn host_etcd_user(prefix: &str, recipient: &str) -> String {
+    let h = super::trust::hash(
+        ["sealfs etcd user", prefix, recipient]
+            .join("\0")
+            .as_bytes(),
+    );
+    format!("sealfs-{}", &h[..16])
+}
+
+/// The etcd login a join token carries (`fleet enroll --etcd-user` sealed
+/// it to this host), for the token's fleet under `prefix`, if it carries
+/// one. Nothing is stored: `fleet join` uses it, and stores it
+/// ([`store_credentials`]) once the join has verified the fleet with it.
+/// Refused unless sealed to this host for that fleet and prefix, and
+/// naming this host's own user there.
+pub fn login_of_token(
+    local: &Vault,
+    token: &str,
+    prefix: &str,
+) -> Result<Option<(String, SensitiveBytes)>, FleetError> {
     use base64::Engine;
     let token = token.trim();
+    let pin = super::trust::FleetPin::parse_token(token)?;
     let Some(sealed) = token.split(':').nth(3) else {
         return Ok(None);
     };
     let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(sealed)
         .map_err(|_| FleetError::BadJoinToken(token.chars().take(160).collect()))?;
-    let (user, password) = host_identity(local)?.open_login(&sealed).ok_or_else(|| {
-        FleetError::Auth(
-            "the etcd login in this join token is not for this host: use the token \
-             `sealfs fleet enroll` printed for this host's card"
-                .into(),
-        )
-    })?;
-    store_credentials(local, &user, password)?;
-    Ok(Some(user))
+    let me = host_identity(local)?;
+    let login = me
+        .open_login(&sealed, &pin.fleet_id, prefix)
+        .filter(|(user, _)| *user == host_etcd_user(prefix, &me.recipient()));
+    login.map(Some).ok_or_else(|| {
+        FleetError::Auth(format!(
+            "the etcd login in this join token is not for this host under --etcd-prefix {prefix}: \
+             use the token `sealfs fleet enroll --etcd-user` printed for this host's card"
+        ))
+    })
 }
 
 /// etcd's CA and this host's client certificate and key, if stored.

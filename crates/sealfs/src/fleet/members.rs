@@ -193,18 +193,10 @@ impl FleetVault {
         Ok(out)
     }
 
-    /// The etcd user of the host `recipient` under this prefix (created by
-    /// `fleet enroll --etcd-user`): `sealfs-` and 16 hex digits of a hash
-    /// of the prefix and the recipient, so `fleet revoke` finds it from the
-    /// signed membership alone, never from a record an etcd writer could
-    /// change.
+    /// The etcd user of the host `recipient` in this fleet
+    /// ([`super::host_etcd_user`]).
     pub fn host_etcd_user(&self, recipient: &str) -> String {
-        let h = hash(
-            ["sealfs etcd user", &self.store.options().prefix, recipient]
-                .join("\0")
-                .as_bytes(),
-        );
-        format!("sealfs-{}", &h[..16])
+        super::host_etcd_user(&self.store.options().prefix, recipient)
     }
 
     /// `sealfs fleet enroll`: lets the host with `card` (`age1...:<hex>`)
@@ -219,18 +211,37 @@ impl FleetVault {
         let card = HostCard::parse(card)?;
         let login = if etcd_user {
             // A host revoked before gets no login: the enrolment below
-            // would refuse it anyway.
-            if let Some((_, false)) = self.membership(false)?.card_of(&card.recipient) {
-                return Err(FleetError::Revoked(card.to_string()));
+            // would refuse it anyway. The user is made before the host is
+            // enrolled, so a revocation racing this one removes it.
+            let m = self.membership(false)?;
+            match m.card_of(&card.recipient) {
+                Some((_, false)) => return Err(FleetError::Revoked(card.to_string())),
+                Some((c, true)) if *c != card => {
+                    return Err(FleetError::AlreadyMember(card.recipient.clone()))
+                }
+                _ => {}
             }
             let user = self.host_etcd_user(&card.recipient);
             let password = super::keys::random_password();
             self.store.put_host_user(&user, &password)?;
-            Some(super::keys::seal_login(&card.recipient, &user, &password)?)
+            let fleet = (m.fleet_id.as_str(), self.store.options().prefix.as_str());
+            Some(super::keys::seal_login(
+                &card.recipient,
+                fleet,
+                &user,
+                &password,
+            )?)
         } else {
             None
         };
-        let token = self.enroll_card(&card)?;
+        let token = match self.enroll_card(&card) {
+            // A member given its own user (again, or instead of a shared
+            // login): the token carries the new login.
+            Err(FleetError::AlreadyMember(_)) if login.is_some() => {
+                join_token(&self.membership(false)?)
+            }
+            other => other?,
+        };
         Ok(match login {
             Some(sealed) => format!(
                 "{token}:{}",

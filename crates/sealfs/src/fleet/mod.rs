@@ -60,8 +60,8 @@ use etcd::{Change, Expect, Record};
 pub use etcd::{EtcdOptions, EtcdSpace, EtcdStore, EtcdTls};
 use keys::{DataKey, FleetKey, HostIdentity};
 pub use local::{
-    host_card, host_identity, password_ref, store_credentials, store_login_of_token, store_tls,
-    stored_credentials, stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
+    host_card, host_etcd_user, host_identity, login_of_token, password_ref, store_credentials,
+    store_tls, stored_credentials, stored_tls, ETCD_PASSWORD_KEY, ETCD_TLS_KEY_KEY, ETCD_USER_KEY,
 };
 use memo::Memo;
 use records::{EntryRecord, Keyring, KeyringUse, ShardBody};
