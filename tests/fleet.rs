@@ -738,6 +738,118 @@ fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     assert_eq!(a.get("global/k"), b"seven");
 }
 
+/// Read-once secrets, rename and empty scopes work on the fleet as on a
+/// local vault: two hosts reading a read-once secret at once, exactly one
+/// gets it; it is never served from the offline cache; a rename moves a
+/// secret (to another scope too) in one step, sealed anew for its new
+/// name, and replaces only when asked; an empty scope made on one host
+/// shows on the other.
+#[test]
+fn read_once_rename_and_empty_scopes_work_on_the_fleet() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    let (va, vb) = (a.vault(), b.vault());
+    for round in 0..5 {
+        let value = format!("otp-{round}");
+        a.run(&["set", "--once", "global/otp"], value.as_bytes())
+            .ok();
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| va.read_secret(&r("global/otp")));
+            let hb = s.spawn(|| vb.read_secret(&r("global/otp")));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        let got: Vec<_> = [ra, rb]
+            .into_iter()
+            .filter_map(|x| match x {
+                Ok((v, consumed)) => Some((v.expose().to_vec(), consumed)),
+                Err(FleetError::NotFound(_)) => None,
+                Err(e) => panic!("unexpected: {e}"),
+            })
+            .collect();
+        assert_eq!(got, vec![(value.into_bytes(), true)], "round {round}");
+    }
+    a.run(&["get", "global/otp"], b"")
+        .fails(1, "secret not found");
+    // Through the CLI, and never from the cache while etcd is away: the
+    // read that cannot remove it does not get it, and it stays.
+    a.run(&["set", "--once", "global/otp"], b"cli-otp").ok();
+    a.set("global/plain", b"plain");
+    assert_eq!(b.get("global/plain"), b"plain");
+    b.run(&["list"], b"").ok();
+    etcd.members[0].pause();
+    assert_eq!(b.get("global/plain"), b"plain");
+    b.run(&["get", "global/otp"], b"")
+        .fails(1, "etcd is unreachable");
+    etcd.members[0].resume();
+    etcd.wait_healthy();
+    assert_eq!(b.get("global/otp"), b"cli-otp");
+    a.run(&["get", "global/otp"], b"")
+        .fails(1, "secret not found");
+
+    // Rename: within a scope, then to another scope; the old name is gone,
+    // the value follows, and its times with it.
+    a.set("global/old", b"moving");
+    let before = va.list(None).unwrap();
+    let created = before
+        .iter()
+        .find(|e| e.vault_ref == r("global/old"))
+        .unwrap()
+        .created;
+    va.rename(&r("global/old"), &r("global/new"), false)
+        .unwrap();
+    assert_eq!(b.get("global/new"), b"moving");
+    b.run(&["get", "global/old"], b"")
+        .fails(1, "secret not found");
+    let moved = va
+        .rename(&r("global/new"), &r("principal:app/moved"), false)
+        .unwrap();
+    assert_eq!(moved.created, created);
+    assert_eq!(b.get("principal:app/moved"), b"moving");
+    // Replacing only when asked.
+    a.set("principal:app/taken", b"keep");
+    let err = va
+        .rename(&r("principal:app/moved"), &r("principal:app/taken"), true)
+        .unwrap_err();
+    assert!(matches!(err, FleetError::NotAsExpected { .. }), "{err}");
+    assert_eq!(b.get("principal:app/taken"), b"keep");
+    va.rename(&r("principal:app/moved"), &r("principal:app/taken"), false)
+        .unwrap();
+    assert_eq!(b.get("principal:app/taken"), b"moving");
+    let err = va
+        .rename(&r("principal:app/moved"), &r("global/x"), false)
+        .unwrap_err();
+    assert!(matches!(err, FleetError::NotFound(_)), "{err}");
+    // A read-once secret keeps being one, and moving it does not consume
+    // it.
+    a.run(&["set", "--once", "global/otp"], b"moved-otp").ok();
+    va.rename(&r("global/otp"), &r("global/otp2"), false)
+        .unwrap();
+    assert_eq!(b.get("global/otp2"), b"moved-otp");
+    a.run(&["get", "global/otp2"], b"")
+        .fails(1, "secret not found");
+
+    // An empty scope made on one host is there on the other.
+    assert!(va
+        .create_scope(&"principal:empty".parse().unwrap())
+        .unwrap());
+    assert!(!va
+        .create_scope(&"principal:empty".parse().unwrap())
+        .unwrap());
+    let status = b.run(&["fleet", "status", "--json"], b"").ok().stdout;
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert!(
+        status["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["scope"] == "principal:empty"),
+        "{status}"
+    );
+    b.set("principal:empty/first", b"one");
+    assert_eq!(a.get("principal:empty/first"), b"one");
+}
+
 /// The leader killed while a host writes: every write acknowledged is
 /// there afterwards, every write reported not stored is not, and any
 /// reported unknown is one or the other.

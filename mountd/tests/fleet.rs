@@ -1,6 +1,7 @@
 //! Mounts of the fleet vault on two "hosts" sharing one etcd: a change on
-//! one reaches the other's next open; reads go on from the sealed cache
-//! while etcd is down, and the daemon reconnects by itself.
+//! one (a write, `mv`, `mkdir`) reaches the other's next open; a read-once
+//! secret is read once; reads go on from the sealed cache while etcd is
+//! down, and the daemon reconnects by itself.
 
 use std::time::{Duration, Instant};
 
@@ -179,9 +180,31 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
             .stdout,
         b"from-a"
     );
-    // The mount does not rename in the fleet vault: EPERM, nothing moved.
-    let err = std::fs::rename(a.path("global/api_key"), a.path("global/other")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(nix::libc::EPERM), "{err}");
-    assert_eq!(read(&a), b"value-v5");
-    assert!(!a.path("global/other").exists());
+    // mv, mkdir and read-once work on the fleet as on a local vault, and
+    // show on the other host.
+    std::fs::rename(a.path("global/api_key"), a.path("global/renamed")).unwrap();
+    assert!(!a.path("global/api_key").exists());
+    assert_eq!(
+        std::fs::read(a.path("global/renamed")).unwrap(),
+        b"value-v5"
+    );
+    std::fs::create_dir(a.path("session/team")).unwrap();
+    std::fs::rename(a.path("global/renamed"), a.path("session/team/api_key")).unwrap();
+    fleet(&a, &etcd, &["set", "--once", "global/otp"], b"one-time").ok();
+    let t = Instant::now();
+    loop {
+        let moved = std::fs::read(b.path("session/team/api_key"));
+        if moved.as_deref().ok() == Some(&b"value-v5"[..]) {
+            break;
+        }
+        assert!(
+            t.elapsed() < PROPAGATION,
+            "the move did not reach B: {moved:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read(b.path("global/otp")).unwrap(), b"one-time");
+    let again = std::fs::read(b.path("global/otp")).unwrap_err();
+    assert_eq!(again.raw_os_error(), Some(nix::libc::ENOENT), "{again}");
+    fleet(&a, &etcd, &["get", "global/otp"], b"").fails(1, "secret not found");
 }

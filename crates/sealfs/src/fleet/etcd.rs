@@ -393,25 +393,58 @@ impl EtcdStore {
     }
 
     /// Every record under `prefix` from key `start` on, in key order: read
-    /// a page of [`PAGE`] records at a time, every page at the revision of
-    /// the first, so the whole is one consistent view however large.
+    /// a page of up to [`PAGE`] records at a time (fewer where records are
+    /// large: a page must fit gRPC's 4 MiB message limit), every page at
+    /// the revision of the first, so the whole is one consistent view
+    /// however large.
     pub fn get_from(&self, start: &str, prefix: &str) -> Result<Vec<(String, Record)>, FleetError> {
+        self.range(start, prefix, false)
+    }
+
+    /// The keys under `prefix`, in key order, without their values (one
+    /// consistent view, as [`EtcdStore::get_from`]).
+    pub fn keys_under(&self, prefix: &str) -> Result<Vec<String>, FleetError> {
+        Ok(self
+            .range(prefix, prefix, true)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn range(
+        &self,
+        start: &str,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<Vec<(String, Record)>, FleetError> {
         let mut end = prefix.as_bytes().to_vec();
         // The first key after every key with this prefix (the prefix ends
         // in `/`, so the last byte never overflows).
         *end.last_mut().expect("a non-empty prefix") += 1;
         let mut from = start.as_bytes().to_vec();
         let mut revision = 0;
+        let mut limit = PAGE;
         let mut out = Vec::new();
         loop {
             let (page_from, page_end) = (from.clone(), end.clone());
             let resp = self.call(move |mut c| async move {
-                let mut o = GetOptions::new().with_range(page_end).with_limit(PAGE);
+                let mut o = GetOptions::new().with_range(page_end).with_limit(limit);
                 if revision > 0 {
                     o = o.with_revision(revision);
                 }
+                if keys_only {
+                    o = o.with_keys_only();
+                }
                 c.get(page_from, Some(o)).await
-            })?;
+            });
+            let resp = match resp {
+                // Too large for one message: smaller pages.
+                Err(FleetError::Etcd(m)) if m.contains("message length too large") && limit > 1 => {
+                    limit = (limit / 4).max(1);
+                    continue;
+                }
+                other => other?,
+            };
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }

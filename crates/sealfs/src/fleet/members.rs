@@ -176,6 +176,23 @@ impl FleetVault {
     }
 
     /// Every scope that has a keyring.
+    pub(crate) fn scope_names(&self) -> Result<Vec<VaultScope>, FleetError> {
+        let prefix = self.store.key("keyring/");
+        let mut out = Vec::new();
+        for k in self.store.keys_under(&prefix)? {
+            // Not a scope name: nothing sealfs wrote, and nothing to stop
+            // the fleet's other scopes for.
+            match k[prefix.len()..].parse::<VaultScope>() {
+                Ok(scope) => out.push(scope),
+                Err(_) => {
+                    tracing::warn!(key = %k.escape_debug(), "ignoring a keyring that names no scope")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every scope that has a keyring, with its keyring as read.
     pub(crate) fn scopes_with_keyrings(&self) -> Result<Vec<(VaultScope, Record)>, FleetError> {
         let prefix = self.store.key("keyring/");
         let mut out = Vec::new();
@@ -265,7 +282,7 @@ impl FleetVault {
         })?;
         let mut wrapped = 0;
         let mut failed = Vec::new();
-        for (scope, _) in self.scopes_with_keyrings()? {
+        for scope in self.scope_names()? {
             let added = match self.retry(&format!("the keyring of {scope}"), || {
                 let m = self.membership(false)?;
                 // Revoked meanwhile: nothing more is wrapped to it.
@@ -366,7 +383,7 @@ impl FleetVault {
         }
         let mut rotated = 0;
         let mut failed = Vec::new();
-        for (scope, _) in self.scopes_with_keyrings()? {
+        for scope in self.scope_names()? {
             // One scope that cannot be rotated (tampered with) does not stop
             // the others: the revoked host loses every scope it can.
             let rotated_scope = self
@@ -530,7 +547,7 @@ impl FleetVault {
         self.join(&token, true)?;
         let now = crate::clock::now_ms();
         let mut done = 0;
-        for (scope, _) in self.scopes_with_keyrings()? {
+        for scope in self.scope_names()? {
             let re = self.retry(&format!("the keys of {scope}"), || {
                 let m = self.membership(false)?;
                 let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {

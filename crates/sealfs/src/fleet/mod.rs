@@ -89,6 +89,8 @@ pub struct FleetEntry {
     pub created: SystemTime,
     /// When the value was last written.
     pub updated: SystemTime,
+    /// Read-once: the first read consumes it ([`FleetVault::read_secret`]).
+    pub once: bool,
 }
 
 /// What `sealfs fleet revoke` did.
@@ -698,6 +700,18 @@ impl FleetVault {
         value: &SensitiveBytes,
         condition: Option<crate::Expected>,
     ) -> Result<FleetEntry, FleetError> {
+        self.put_with(r, value, condition, false)
+    }
+
+    /// As [`FleetVault::put_if`]; `once`: a read-once secret, which the
+    /// first [`FleetVault::read_secret`] consumes.
+    pub fn put_with(
+        &self,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+        condition: Option<crate::Expected>,
+        once: bool,
+    ) -> Result<FleetEntry, FleetError> {
         if value.len() > self.max_value_size {
             return Err(FleetError::TooLarge {
                 vault_ref: r.clone(),
@@ -767,6 +781,7 @@ impl FleetVault {
                     len: value.len() as u64,
                     created_ms,
                     updated_ms: now,
+                    once,
                 },
             );
             let sealed = dek.seal(r, version, value);
@@ -812,6 +827,7 @@ impl FleetVault {
                 version,
                 created: UNIX_EPOCH + Duration::from_millis(created_ms),
                 updated: UNIX_EPOCH + Duration::from_millis(now),
+                once,
             }))
         })
     }
@@ -905,8 +921,29 @@ impl FleetVault {
     }
 
     /// The value of `r`; from the local sealed cache while etcd is
-    /// unreachable.
+    /// unreachable. A read-once secret is consumed ([`FleetVault::read_secret`]).
     pub fn get(&self, r: &VaultRef) -> Result<SensitiveBytes, FleetError> {
+        self.read_secret(r).map(|(value, _)| value)
+    }
+
+    /// The value of `r`, and whether this read consumed it: a read-once
+    /// secret is returned only to the one read whose removal of it
+    /// commits (a compare-and-swap on its shard and version), so two
+    /// hosts reading it at once never both get it; and never from the
+    /// cache, since it cannot be removed while etcd is away.
+    pub fn read_secret(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), FleetError> {
+        let (value, once) = self.open_value(r)?;
+        match once {
+            None => Ok((value, false)),
+            Some(version) => {
+                self.delete_version(r, Some(version))?;
+                Ok((value, true))
+            }
+        }
+    }
+
+    /// The value of `r`, and its version if it is read-once.
+    fn open_value(&self, r: &VaultRef) -> Result<(SensitiveBytes, Option<u64>), FleetError> {
         let shard = keys::shard_of(r.scope(), r.key().as_str());
         for _ in 0..MAX_ATTEMPTS {
             let st = self
@@ -919,27 +956,197 @@ impl FleetVault {
                 .ok_or_else(|| FleetError::NotFound(r.clone()))?;
             // A concurrent rewrite may delete the object we were told about:
             // read the shard again.
-            let Some((obj, from_etcd)) = self.object_for_read(&e.object)? else {
+            let Some(value) = self.open_entry(r, &st, e)? else {
                 self.reset_memo_scopes();
                 continue;
             };
-            if keys::object_digest(&obj) != e.sha256 {
-                return Err(FleetError::Integrity(r.to_string()));
-            }
-            let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
-            let dek = st
-                .key
-                .unwrap_data_key(&wrapped, r, e.version, st.body.epoch)
-                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
-            let value = dek
-                .open(r, e.version, &obj)
-                .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
-            if from_etcd {
-                self.cache.put(&self.object_key(&e.object), &obj)?;
-            }
-            return Ok(value);
+            return Ok((value, e.once.then_some(e.version)));
         }
         Err(FleetError::Conflict(r.to_string()))
+    }
+
+    /// The value the entry `e` of `r` in the shard `st` names; `None` if
+    /// its object is gone (rewritten since the shard was read).
+    fn open_entry(
+        &self,
+        r: &VaultRef,
+        st: &ShardState,
+        e: &EntryRecord,
+    ) -> Result<Option<SensitiveBytes>, FleetError> {
+        let Some((obj, from_etcd)) = self.object_for_read(&e.object)? else {
+            return Ok(None);
+        };
+        if keys::object_digest(&obj) != e.sha256 {
+            return Err(FleetError::Integrity(r.to_string()));
+        }
+        let wrapped = b64().decode(&e.dek).map_err(|e| corrupt("data key", e))?;
+        let dek = st
+            .key
+            .unwrap_data_key(&wrapped, r, e.version, st.body.epoch)
+            .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
+        let value = dek
+            .open(r, e.version, &obj)
+            .ok_or_else(|| FleetError::Integrity(r.to_string()))?;
+        // A read-once value is never kept for offline reads.
+        if from_etcd && !e.once {
+            self.cache.put(&self.object_key(&e.object), &obj)?;
+        }
+        Ok(Some(value))
+    }
+
+    /// Moves the secret at `from` to `to`, replacing any secret there
+    /// unless `no_replace` ([`FleetError::NotAsExpected`] then): one
+    /// transaction that takes it out of its shard and puts its value,
+    /// sealed anew for its new name (the name is bound into a secret's
+    /// encryption), into the other's, on both shards and keyrings as read.
+    /// It keeps its creation and update times and whether it is
+    /// read-once; reading it to move it does not consume it.
+    pub fn rename(
+        &self,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
+    ) -> Result<FleetEntry, FleetError> {
+        let shard_of = |r: &VaultRef| keys::shard_of(r.scope(), r.key().as_str());
+        let (from_shard, to_shard) = (shard_of(from), shard_of(to));
+        let same = from.scope() == to.scope() && from_shard == to_shard;
+        self.retry(&from.to_string(), || {
+            let Some((fk, mut fs)) = self.scope_shard(from.scope(), &from_shard, false, false)?
+            else {
+                return Err(FleetError::NotFound(from.clone()));
+            };
+            Self::rewrap_shard(
+                from.scope(),
+                &mut fs.body,
+                &fs.key,
+                &fk.key,
+                fk.keyring.epoch,
+            )?;
+            fs.key = fk.key.clone();
+            let Some(old) = fs.body.entries.get(from.key().as_str()).cloned() else {
+                return Err(FleetError::NotFound(from.clone()));
+            };
+            if from == to {
+                return Ok(Some(fleet_entry(to.clone(), &old)));
+            }
+            let Some(value) = self.open_entry(from, &fs, &old)? else {
+                return Ok(None);
+            };
+            let (tk, mut ts) = if same {
+                (fk.clone(), fs.clone())
+            } else {
+                let (tk, mut ts) = self
+                    .scope_shard(to.scope(), &to_shard, true, false)?
+                    .expect("created on demand");
+                Self::rewrap_shard(to.scope(), &mut ts.body, &ts.key, &tk.key, tk.keyring.epoch)?;
+                (tk, ts)
+            };
+            let replaced = ts.body.entries.get(to.key().as_str()).cloned();
+            if let (true, Some(found)) = (no_replace, &replaced) {
+                return Err(FleetError::NotAsExpected {
+                    vault_ref: to.clone(),
+                    expected: crate::Expected::Absent,
+                    found: Some(found.version),
+                });
+            }
+            // Out of the one, into the other (one body if they are one).
+            let to_body = &mut ts.body;
+            if same {
+                to_body.entries.remove(from.key().as_str());
+            } else {
+                fs.body.entries.remove(from.key().as_str());
+                fs.body.counter = next_counter(from.scope(), &from_shard, fs.body.counter)?;
+            }
+            to_body.counter = next_counter(to.scope(), &to_shard, to_body.counter)?;
+            let version = to_body.counter;
+            let dek = DataKey::generate();
+            let object = keys::random_object_id();
+            let sealed = dek.seal(to, version, &value);
+            to_body.entries.insert(
+                to.key().as_str().to_owned(),
+                EntryRecord {
+                    version,
+                    object: object.clone(),
+                    dek: b64().encode(tk.key.wrap_data_key(&dek, to, version, to_body.epoch)),
+                    sha256: keys::object_digest(&sealed),
+                    len: old.len,
+                    created_ms: old.created_ms,
+                    updated_ms: old.updated_ms,
+                    once: old.once,
+                },
+            );
+            let to_key = self.shard_key(to.scope(), &to_shard);
+            let from_key = self.shard_key(from.scope(), &from_shard);
+            let mut expect = vec![
+                Self::expect(self.keyring_key(to.scope()), tk.keyring_rev),
+                Self::expect(to_key.clone(), ts.rev),
+                (self.chain_key(tk.chain_seq + 1), Expect::Absent),
+            ];
+            let mut changes = Vec::new();
+            if tk.keyring_rev.is_none() {
+                changes.push(Change::Put(
+                    self.keyring_key(to.scope()),
+                    self.sign_keyring(&tk.keyring),
+                ));
+            }
+            let to_encoded = Self::encode_shard(to.scope(), &to_shard, &tk.key, &ts.body);
+            changes.push(Change::Put(self.object_key(&object), sealed.clone()));
+            changes.push(Change::Put(to_key.clone(), to_encoded.clone()));
+            let mut from_encoded = None;
+            if !same {
+                if from.scope() != to.scope() {
+                    expect.push(Self::expect(self.keyring_key(from.scope()), fk.keyring_rev));
+                }
+                expect.push(Self::expect(from_key.clone(), fs.rev));
+                if fk.chain_seq != tk.chain_seq {
+                    expect.push((self.chain_key(fk.chain_seq + 1), Expect::Absent));
+                }
+                let encoded = Self::encode_shard(from.scope(), &from_shard, &fk.key, &fs.body);
+                changes.push(Change::Put(from_key.clone(), encoded.clone()));
+                from_encoded = Some(encoded);
+            }
+            changes.push(Change::Delete(self.object_key(&old.object)));
+            if let Some(p) = &replaced {
+                changes.push(Change::Delete(self.object_key(&p.object)));
+            }
+            let revision = match self.store.apply_at(&expect, &changes) {
+                Ok(Some(revision)) => revision,
+                Ok(None) => return Ok(None),
+                // Not settled as a put is: reported as unknown.
+                Err(FleetError::NoAnswer { why, .. }) => {
+                    return Err(FleetError::Ambiguous {
+                        vault_ref: to.clone(),
+                        done: "stored",
+                        why: format!("the rename from {from} was sent and no answer came ({why})"),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            self.compact_now_and_then(revision);
+            self.reset_memo_scopes();
+            self.cache.set_high_water(
+                to.scope(),
+                &to_shard,
+                (version, tk.keyring.epoch),
+                tk.keyring.recovered,
+            )?;
+            self.cache.put(&to_key, &to_encoded)?;
+            if let Some(encoded) = from_encoded {
+                self.cache.set_high_water(
+                    from.scope(),
+                    &from_shard,
+                    (fs.body.counter, fk.keyring.epoch),
+                    fk.keyring.recovered,
+                )?;
+                self.cache.put(&from_key, &encoded)?;
+            }
+            if !old.once {
+                self.cache.put(&self.object_key(&object), &sealed)?;
+            }
+            self.cache.remove(&self.object_key(&old.object))?;
+            let e = &ts.body.entries[to.key().as_str()];
+            Ok(Some(fleet_entry(to.clone(), e)))
+        })
     }
 
     /// The metadata of `r`, if it is stored.
@@ -957,6 +1164,13 @@ impl FleetVault {
 
     /// Removes `r`; [`FleetError::NotFound`] if there is no such secret.
     pub fn delete(&self, r: &VaultRef) -> Result<(), FleetError> {
+        self.delete_version(r, None)
+    }
+
+    /// Removes `r` if it is at `version` (any, if `None`);
+    /// [`FleetError::NotFound`] if there is no such secret (or not at that
+    /// version: consumed, or written again, by someone else).
+    fn delete_version(&self, r: &VaultRef, version: Option<u64>) -> Result<(), FleetError> {
         let scope = r.scope();
         let shard = keys::shard_of(scope, r.key().as_str());
         let shard_key = self.shard_key(scope, &shard);
@@ -971,6 +1185,9 @@ impl FleetVault {
             let Some(old) = st.body.entries.remove(r.key().as_str()) else {
                 return Err(FleetError::NotFound(r.clone()));
             };
+            if version.is_some_and(|v| v != old.version) {
+                return Err(FleetError::NotFound(r.clone()));
+            }
             st.body.counter = next_counter(scope, &shard, st.body.counter)?;
             let encoded = Self::encode_shard(scope, &shard, &sk.key, &st.body);
             let committed = self.store.apply_at(
@@ -1013,15 +1230,36 @@ impl FleetVault {
         })
     }
 
+    /// Makes `scope` exist with no secret in it (its keyring, as its first
+    /// secret would make it): `mkdir` through the mount. `false` if it
+    /// existed.
+    pub fn create_scope(&self, scope: &VaultScope) -> Result<bool, FleetError> {
+        let shard = keys::shard_of(scope, "");
+        self.retry(&scope.to_string(), || {
+            let (sk, _) = self
+                .scope_shard(scope, &shard, true, false)?
+                .expect("created on demand");
+            if sk.keyring_rev.is_some() {
+                return Ok(Some(false));
+            }
+            let keyring = self.keyring_key(scope);
+            let ok = self.store.apply(
+                &[
+                    (keyring.clone(), Expect::Absent),
+                    (self.chain_key(sk.chain_seq + 1), Expect::Absent),
+                ],
+                &[Change::Put(keyring, self.sign_keyring(&sk.keyring))],
+            )?;
+            self.reset_memo_scopes();
+            Ok(ok.then_some(true))
+        })
+    }
+
     /// Secrets of `scope` (or of every scope this host can read).
     pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<FleetEntry>, FleetError> {
         let scopes = match scope {
             Some(s) => vec![s.clone()],
-            None => self
-                .scopes_with_keyrings()?
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect(),
+            None => self.scope_names()?,
         };
         let mut out = Vec::new();
         for scope in scopes {
@@ -1053,6 +1291,7 @@ pub(crate) fn fleet_entry(vault_ref: VaultRef, e: &EntryRecord) -> FleetEntry {
         version: e.version,
         created: UNIX_EPOCH + Duration::from_millis(e.created_ms),
         updated: UNIX_EPOCH + Duration::from_millis(e.updated_ms),
+        once: e.once,
     }
 }
 
@@ -1069,6 +1308,6 @@ pub(crate) fn to_entry(e: FleetEntry) -> crate::Entry {
         created: e.created,
         updated: e.updated,
         version: e.version,
-        once: false,
+        once: e.once,
     }
 }

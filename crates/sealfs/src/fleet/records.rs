@@ -83,6 +83,9 @@ pub(crate) struct EntryRecord {
     pub(crate) len: u64,
     pub(crate) created_ms: u64,
     pub(crate) updated_ms: u64,
+    /// Read-once: the first read that removes it gets the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) once: bool,
 }
 
 /// As stored: the body's exact bytes and their MAC.

@@ -1,5 +1,5 @@
-//! The fleet vault behind [`SecretStore`]: what it cannot do (read-once
-//! secrets, rename, empty scopes) is [`StoreError::Unsupported`].
+//! The fleet vault behind [`SecretStore`]: what it cannot do (removing a
+//! scope) is [`StoreError::Unsupported`].
 
 use super::{SecretStore, StoreError};
 use crate::fleet::{to_entry, FleetError, FleetVault};
@@ -14,7 +14,7 @@ impl SecretStore for FleetVault {
     }
 
     fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), StoreError> {
-        self.get(r).map(|v| (v, false)).map_err(StoreError::Fleet)
+        FleetVault::read_secret(self, r).map_err(StoreError::Fleet)
     }
 
     fn entry(&self, r: &VaultRef) -> Result<Option<crate::Entry>, StoreError> {
@@ -38,7 +38,7 @@ impl SecretStore for FleetVault {
             owner_uid: None,
             registered: true,
         }];
-        for (scope, _) in self.scopes_with_keyrings().map_err(StoreError::Fleet)? {
+        for scope in self.scope_names().map_err(StoreError::Fleet)? {
             if scope != VaultScope::Global {
                 out.push(crate::ScopeInfo {
                     scope,
@@ -72,15 +72,10 @@ impl SecretStore for FleetVault {
         value: SensitiveBytes,
         options: crate::PutOptions,
     ) -> Result<crate::Entry, StoreError> {
-        if options.once {
-            return Err(StoreError::Unsupported(
-                "read-once secrets in the fleet vault",
-            ));
-        }
         if !options.allow_empty && value.is_empty() {
             return Err(StoreError::Fleet(FleetError::EmptyValue(r.clone())));
         }
-        FleetVault::put_if(self, r, &value, options.expect)
+        FleetVault::put_with(self, r, &value, options.expect, options.once)
             .map(to_entry)
             .map_err(StoreError::Fleet)
     }
@@ -91,17 +86,21 @@ impl SecretStore for FleetVault {
 
     fn rename(
         &self,
-        _from: &VaultRef,
-        _to: &VaultRef,
-        _no_replace: bool,
+        from: &VaultRef,
+        to: &VaultRef,
+        no_replace: bool,
     ) -> Result<crate::Entry, StoreError> {
-        Err(StoreError::Unsupported("rename in the fleet vault"))
+        FleetVault::rename(self, from, to, no_replace)
+            .map(to_entry)
+            .map_err(StoreError::Fleet)
     }
 
-    fn create_scope(&self, _scope: &VaultScope, _owner_uid: Option<u32>) -> Result<(), StoreError> {
-        Err(StoreError::Unsupported(
-            "creating an empty scope in the fleet vault (a scope appears with its first secret)",
-        ))
+    fn create_scope(&self, scope: &VaultScope, _owner_uid: Option<u32>) -> Result<(), StoreError> {
+        // Fleet scopes have no owner: who may use them is the mount's
+        // policy, on every host alike.
+        FleetVault::create_scope(self, scope)
+            .map(|_| ())
+            .map_err(StoreError::Fleet)
     }
 
     fn remove_scope(&self, _scope: &VaultScope) -> Result<(), StoreError> {
