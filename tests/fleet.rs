@@ -938,12 +938,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
-    let Some(etcd) = Etcd::start(1) else { return };
-    let hosts = fleet(&etcd, 1);
-    let a = &hosts[0];
-    a.set("global/k", b"before-auth");
+/// Turns etcd's authentication on, with root's password `root-pw-0001`.
+fn enable_auth(etcd: &Etcd) {
     for args in [
         &["user", "add", "root:root-pw-0001"][..],
         &["auth", "enable"][..],
@@ -955,6 +951,15 @@ fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn etcd_credentials_come_from_the_local_vault_never_from_argv() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    a.set("global/k", b"before-auth");
+    enable_auth(&etcd);
     // Refused for what it is: no credentials, then a wrong password (not
     // "unreachable", nor a generic etcd error).
     a.run(&["get", "global/k"], b"").fails(
@@ -1015,17 +1020,7 @@ fn each_host_gets_its_own_etcd_user_at_enroll_and_loses_it_at_revoke() {
     let admin = Host::new(&etcd);
     admin.init();
     admin.set("global/k", b"v1");
-    for args in [
-        &["user", "add", "root:root-pw-0001"][..],
-        &["auth", "enable"][..],
-    ] {
-        let out = etcd.ctl(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    enable_auth(&etcd);
     admin
         .run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
         .ok();
@@ -1125,17 +1120,7 @@ fn an_auth_token_that_expires_in_a_long_running_process_is_renewed() {
     let hosts = fleet(&etcd, 1);
     let a = &hosts[0];
     a.set("global/k", b"before-expiry");
-    for args in [
-        &["user", "add", "root:root-pw-0001"][..],
-        &["auth", "enable"][..],
-    ] {
-        let out = etcd.ctl(args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    enable_auth(&etcd);
     a.run(&["fleet", "login", "--user", "root"], b"root-pw-0001")
         .ok();
     let v = a.vault();
