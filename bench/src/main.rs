@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 use sealfs::{SensitiveBytes, Vault, VaultConfig, VaultRef, VaultScope};
 use serde_json::json;
 
+#[cfg(feature = "fleet")]
+mod fleet;
+
 #[derive(Parser)]
 #[command(name = "sealfs-bench")]
 struct Cli {
@@ -22,6 +25,73 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fleet: one scope filled to each count, put and get times there.
+    #[cfg(feature = "fleet")]
+    FleetScale {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        endpoints: String,
+        #[arg(long, value_delimiter = ',', default_value = "100,100000")]
+        counts: Vec<usize>,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long, default_value_t = 16)]
+        threads: usize,
+    },
+    /// Fleet: P writer processes (hosts) on one scope at once.
+    #[cfg(feature = "fleet")]
+    FleetWriters {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        endpoints: String,
+        #[arg(long, default_value_t = 50)]
+        procs: usize,
+        #[arg(long, default_value_t = 100)]
+        puts: usize,
+    },
+    /// One writer process of fleet-writers.
+    #[cfg(feature = "fleet")]
+    #[command(hide = true)]
+    FleetWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        endpoints: String,
+        #[arg(long)]
+        writer: usize,
+        #[arg(long)]
+        puts: usize,
+        #[arg(long)]
+        start_ms: u128,
+    },
+    /// Fleet: W watching connections, how fast and how big a rotation reaches them.
+    #[cfg(feature = "fleet")]
+    FleetWatch {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        endpoints: String,
+        #[arg(long, default_value_t = 200)]
+        watchers: usize,
+        #[arg(long, default_value_t = 10)]
+        rotations: usize,
+    },
+    /// Fleet: `fleet revoke` with M members and S scopes.
+    #[cfg(feature = "fleet")]
+    FleetRevoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        endpoints: String,
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        #[arg(long, default_value_t = 1000)]
+        scopes: usize,
+        #[arg(long, default_value_t = 16)]
+        threads: usize,
+    },
     /// One process opens, reads and closes each file in turn: per-file cost.
     OpenLoop {
         #[arg(long)]
@@ -251,6 +321,44 @@ fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
 
 fn main() -> Result<()> {
     let out = match Cli::parse().command {
+        #[cfg(feature = "fleet")]
+        Command::FleetScale {
+            dir,
+            endpoints,
+            counts,
+            samples,
+            threads,
+        } => fleet::scale(&dir, &endpoints, &counts, samples, threads)?,
+        #[cfg(feature = "fleet")]
+        Command::FleetWriters {
+            dir,
+            endpoints,
+            procs,
+            puts,
+        } => fleet::writers(&dir, &endpoints, procs, puts)?,
+        #[cfg(feature = "fleet")]
+        Command::FleetWriter {
+            dir,
+            endpoints,
+            writer,
+            puts,
+            start_ms,
+        } => fleet::writer(&dir, &endpoints, writer, puts, start_ms)?,
+        #[cfg(feature = "fleet")]
+        Command::FleetWatch {
+            dir,
+            endpoints,
+            watchers,
+            rotations,
+        } => fleet::watch(&dir, &endpoints, watchers, rotations)?,
+        #[cfg(feature = "fleet")]
+        Command::FleetRevoke {
+            dir,
+            endpoints,
+            members,
+            scopes,
+            threads,
+        } => fleet::revoke(&dir, &endpoints, members, scopes, threads)?,
         Command::OpenLoop { dir, files, rounds } => open_loop(&dir, files, rounds)?,
         Command::Concurrent {
             dir,
