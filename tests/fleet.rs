@@ -681,7 +681,7 @@ fn conditional_writes_on_two_hosts_store_exactly_once() {
 /// committed is reported stored; one that did not is fenced, written again
 /// and stored, and its first attempt never lands later; one whose outcome
 /// cannot be settled, etcd having stalled, is reported as unknown, never
-/// as not stored. Deletes are settled the same way.
+/// as not stored. Deletes and renames are settled the same way.
 #[test]
 fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     use sealfs::fleet::etcd::TxnFault;
@@ -723,11 +723,26 @@ fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     assert!(!v.deliver_held_back().unwrap(), "the late delete landed");
     assert_eq!(a.get("global/k"), b"six");
 
+    // Renames too.
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    v.rename(&r("global/k"), &r("global/moved"), false)
+        .expect("committed, and settled as moved");
+    assert_eq!(a.get("global/moved"), b"six");
+    put(b"seven").unwrap();
+    v.inject_txn_fault(TxnFault::HoldBack, None);
+    v.rename(&r("global/k"), &r("global/moved"), false)
+        .expect("settled as not committed, then moved again");
+    assert_eq!(a.get("global/moved"), b"seven");
+    put(b"eight").unwrap();
+    assert!(!v.deliver_held_back().unwrap(), "the late rename landed");
+    assert_eq!(a.get("global/k"), b"eight");
+    assert_eq!(a.get("global/moved"), b"seven");
+
     v.inject_txn_fault(
         TxnFault::LoseReply,
         Some(Box::new(etcd.members[0].pauser())),
     );
-    let err = put(b"seven").unwrap_err();
+    let err = put(b"nine").unwrap_err();
     assert!(matches!(err, FleetError::Ambiguous { .. }), "{err}");
     assert!(err
         .to_string()
@@ -735,7 +750,7 @@ fn a_write_whose_answer_is_lost_is_settled_by_re_reading() {
     etcd.members[0].resume();
     etcd.wait_healthy();
     // It had landed: "unknown" was the honest answer.
-    assert_eq!(a.get("global/k"), b"seven");
+    assert_eq!(a.get("global/k"), b"nine");
 }
 
 /// Read-once secrets, rename and empty scopes work on the fleet as on a
@@ -780,6 +795,9 @@ fn read_once_rename_and_empty_scopes_work_on_the_fleet() {
     etcd.members[0].pause();
     assert_eq!(b.get("global/plain"), b"plain");
     b.run(&["get", "global/otp"], b"")
+        .fails(1, "etcd is unreachable");
+    // Not even its writer keeps it.
+    a.run(&["get", "global/otp"], b"")
         .fails(1, "etcd is unreachable");
     etcd.members[0].resume();
     etcd.wait_healthy();

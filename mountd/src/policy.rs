@@ -427,6 +427,19 @@ impl Rules {
             || policy.granted(who, &VaultScope::Session(id.clone())) == Access::Create
     }
 
+    /// Whether `who` may create `session:<id>` where scopes record no owner
+    /// (the fleet): root and the vault owner, or a `create` grant; not the
+    /// namespace rule, which rests on the maker owning what it makes.
+    pub fn may_create_unowned_session(
+        &self,
+        policy: &Policy,
+        who: &Who<'_>,
+        id: &sealfs::ScopeId,
+    ) -> bool {
+        self.is_admin(who.uid)
+            || policy.granted(who, &VaultScope::Session(id.clone())) == Access::Create
+    }
+
     /// `<login>.<tag>` or `<uid>.<tag>` (canonical decimal): the owner is
     /// everything before the first dot, so each id has one candidate
     /// owner. A login name with a dot in it uses the uid form.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{sh, Etcd, Mounted};
+use crate::util::{sh, sh_as, Etcd, Mounted};
 
 /// `--backend etcd` and the endpoints of `etcd`, then `rest`.
 fn fleet_args(etcd: &Etcd, rest: &[&str]) -> Vec<String> {
@@ -207,4 +207,48 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
     let again = std::fs::read(b.path("global/otp")).unwrap_err();
     assert_eq!(again.raw_os_error(), Some(nix::libc::ENOENT), "{again}");
     fleet(&a, &etcd, &["get", "global/otp"], b"").fails(1, "secret not found");
+}
+
+/// On the fleet, whose scopes record no owner (uids are per host), only
+/// root, the vault owner or a `create` grant makes a session scope through
+/// the mount: one made in a user's own namespace would be neither theirs
+/// nor counted against their quota, and would stay in every host's
+/// keyrings.
+#[test]
+fn on_the_fleet_only_root_or_a_create_grant_makes_a_session() {
+    const ALICE: u32 = 1234;
+    const BOB: u32 = 1235;
+    if !crate::util::fuse_usable() {
+        return;
+    }
+    let Some(etcd) = Etcd::start(1) else {
+        return;
+    };
+    let mut a = Mounted::vault_only();
+    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        format!("[[grant]]\nscope = \"session:ci-*\"\nusers = [{BOB}]\naccess = \"create\"\n"),
+    )
+    .unwrap();
+    let args = fleet_args(&etcd, &["--policy", policy.path().to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.mount(&args);
+    let mnt = a.mnt.display();
+    sh_as(ALICE, &format!("mkdir {mnt}/session/{ALICE}.x")).fails_with("Permission denied");
+    sh_as(BOB, &format!("mkdir {mnt}/session/ci-1")).ok();
+    sh(&format!("mkdir {mnt}/session/made-by-root")).ok();
+    let status = fleet(&a, &etcd, &["fleet", "status", "--json"], b"")
+        .ok()
+        .stdout;
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    let mut scopes: Vec<&str> = status["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["scope"].as_str())
+        .collect();
+    scopes.sort_unstable();
+    assert_eq!(scopes, ["session:ci-1", "session:made-by-root"], "{status}");
 }

@@ -151,6 +151,9 @@ impl SecretStore for Counted {
     fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
         self.inner.remove_scope(scope)
     }
+    fn records_scope_owners(&self) -> bool {
+        self.inner.records_scope_owners()
+    }
 }
 
 impl SealFs {

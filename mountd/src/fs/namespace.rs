@@ -340,6 +340,14 @@ impl SealFs {
             return self.deny(c, "mkdir", target, FsError::Invalid);
         };
         let allowed = match kind {
+            // Where scopes record no owner (the fleet), a session made in
+            // one's own namespace would be neither one's own nor counted
+            // against one's quota, and it would stay in every host's
+            // keyrings: only root, the vault owner or a `create` grant.
+            ScopeKind::Session if !self.vault.records_scope_owners() => self
+                .with_who(c, |policy, who| {
+                    self.rules.may_create_unowned_session(policy, who, &id)
+                }),
             ScopeKind::Session => self.with_who(c, |policy, who| {
                 self.rules.may_create_session(policy, who, &id)
             }),

@@ -820,7 +820,11 @@ impl FleetVault {
                 sk.keyring.recovered,
             )?;
             self.cache.put(&shard_key, &encoded)?;
-            self.cache.put(&self.object_key(&object), &sealed)?;
+            // A read-once value is never kept for offline reads, not even
+            // by its writer.
+            if !once {
+                self.cache.put(&self.object_key(&object), &sealed)?;
+            }
             Ok(Some(FleetEntry {
                 vault_ref: r.clone(),
                 len: value.len() as u64,
@@ -932,14 +936,22 @@ impl FleetVault {
     /// hosts reading it at once never both get it; and never from the
     /// cache, since it cannot be removed while etcd is away.
     pub fn read_secret(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), FleetError> {
-        let (value, once) = self.open_value(r)?;
-        match once {
-            None => Ok((value, false)),
-            Some(version) => {
-                self.delete_version(r, Some(version))?;
-                Ok((value, true))
+        for _ in 0..MAX_ATTEMPTS {
+            let (value, once) = self.open_value(r)?;
+            let Some(version) = once else {
+                return Ok((value, false));
+            };
+            match self.delete_version(r, Some(version)) {
+                Ok(()) => return Ok((value, true)),
+                // Consumed by another read, or written again since: what
+                // is there now (if anything) is the answer.
+                Err(FleetError::NotFound(_)) => self.reset_memo_scopes(),
+                // Whether it was removed is unknown: not served (it may be
+                // gone, and then no read gets it).
+                Err(e) => return Err(e),
             }
         }
+        Err(FleetError::Conflict(r.to_string()))
     }
 
     /// The value of `r`, and its version if it is read-once.
@@ -1041,6 +1053,13 @@ impl FleetVault {
                 Self::rewrap_shard(to.scope(), &mut ts.body, &ts.key, &tk.key, tk.keyring.epoch)?;
                 (tk, ts)
             };
+            // What fences this rename if its answer is lost: the
+            // destination shard as read, one counter on, under its key.
+            let fence = ts.rev.map(|_| {
+                let mut b = ts.body.clone();
+                b.counter = b.counter.saturating_add(1);
+                Self::encode_shard(to.scope(), &to_shard, &tk.key, &b)
+            });
             let replaced = ts.body.entries.get(to.key().as_str()).cloned();
             if let (true, Some(found)) = (no_replace, &replaced) {
                 return Err(FleetError::NotAsExpected {
@@ -1094,9 +1113,10 @@ impl FleetVault {
             changes.push(Change::Put(to_key.clone(), to_encoded.clone()));
             let mut from_encoded = None;
             if !same {
-                if from.scope() != to.scope() {
-                    expect.push(Self::expect(self.keyring_key(from.scope()), fk.keyring_rev));
-                }
+                // Also within one scope: its keyring was read twice, and a
+                // rotation in between must fail the write, not leave the
+                // source shard under a key the rotation replaced.
+                expect.push(Self::expect(self.keyring_key(from.scope()), fk.keyring_rev));
                 expect.push(Self::expect(from_key.clone(), fs.rev));
                 if fk.chain_seq != tk.chain_seq {
                     expect.push((self.chain_key(fk.chain_seq + 1), Expect::Absent));
@@ -1112,13 +1132,19 @@ impl FleetVault {
             let revision = match self.store.apply_at(&expect, &changes) {
                 Ok(Some(revision)) => revision,
                 Ok(None) => return Ok(None),
-                // Not settled as a put is: reported as unknown.
-                Err(FleetError::NoAnswer { why, .. }) => {
-                    return Err(FleetError::Ambiguous {
-                        vault_ref: to.clone(),
-                        done: "stored",
-                        why: format!("the rename from {from} was sent and no answer came ({why})"),
-                    })
+                // Settled as a put is, on the destination shard: naming
+                // the new object, it landed; else it is fenced (a rename
+                // requires that shard unchanged) and tried again.
+                Err(FleetError::NoAnswer { .. }) => {
+                    let key_name = to.key().as_str();
+                    let landed = |rec: &Record| {
+                        Self::shard_names(to.scope(), &to_shard, &tk.key, rec, key_name, &object)
+                    };
+                    let at = (to_shard.as_str(), ts.rev, fence.as_deref());
+                    match self.settle(to, &tk, at, &landed, "stored")? {
+                        Some(revision) => revision,
+                        None => return Ok(None),
+                    }
                 }
                 Err(e) => return Err(e),
             };

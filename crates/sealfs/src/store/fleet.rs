@@ -103,6 +103,10 @@ impl SecretStore for FleetVault {
             .map_err(StoreError::Fleet)
     }
 
+    fn records_scope_owners(&self) -> bool {
+        false
+    }
+
     fn remove_scope(&self, _scope: &VaultScope) -> Result<(), StoreError> {
         Err(StoreError::Unsupported(
             "removing a scope of the fleet vault",

@@ -91,6 +91,10 @@ pub trait SecretStore: Send + Sync {
     fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError>;
     /// Removes an empty scope.
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError>;
+    /// Whether scopes record who made them (the local vault): the fleet's
+    /// do not (uids are per host), so what rests on an owner (a session's
+    /// maker using it, per-user session quotas) is not there.
+    fn records_scope_owners(&self) -> bool;
 }
 
 impl SecretStore for Vault {
@@ -143,5 +147,8 @@ impl SecretStore for Vault {
     }
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError> {
         Ok(Vault::remove_scope(self, scope)?)
+    }
+    fn records_scope_owners(&self) -> bool {
+        true
     }
 }
