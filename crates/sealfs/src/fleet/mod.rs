@@ -794,22 +794,10 @@ impl FleetVault {
             if let Some(p) = &previous {
                 changes.push(Change::Delete(self.object_key(&p.object)));
             }
-            let revision = match self.store.apply_at(&expect, &changes) {
-                Ok(Some(revision)) => revision,
-                Ok(None) => return Ok(None),
-                // Sent, maybe committed, no answer: settle it. Not committed
-                // (and now never to be): try again from a fresh read.
-                Err(FleetError::NoAnswer { .. }) => {
-                    let landed = |rec: &Record| {
-                        Self::shard_names(scope, &shard, &sk.key, rec, &key_name, &object)
-                    };
-                    let fence = fence.as_deref();
-                    match self.settle(r, &sk, (&shard, st.rev, fence), &landed, "stored")? {
-                        Some(revision) => revision,
-                        None => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(e),
+            let at = (shard.as_str(), st.rev, fence.as_deref());
+            let Some(revision) = self.apply_settled((&expect, &changes), r, &sk, at, &object)?
+            else {
+                return Ok(None);
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
@@ -834,6 +822,31 @@ impl FleetVault {
                 once,
             }))
         })
+    }
+
+    /// Applies a write that stores `object` as `r` in `shard` (on the keys
+    /// `sk`, the shard as read at `shard_rev`, `fence` as for
+    /// [`Self::settle`]): the revision it committed at, or `None` if it did
+    /// not (lost a race, or sent with no answer and settled as not
+    /// committed, and now never to be): the caller tries again from a
+    /// fresh read.
+    fn apply_settled(
+        &self,
+        (expect, changes): (&[(String, Expect)], &[Change]),
+        r: &VaultRef,
+        sk: &ScopeKeys,
+        (shard, shard_rev, fence): (&str, Option<i64>, Option<&[u8]>),
+        object: &str,
+    ) -> Result<Option<i64>, FleetError> {
+        match self.store.apply_at(expect, changes) {
+            Err(FleetError::NoAnswer { .. }) => {
+                let landed = |rec: &Record| {
+                    Self::shard_names(r.scope(), shard, &sk.key, rec, r.key().as_str(), object)
+                };
+                self.settle(r, sk, (shard, shard_rev, fence), &landed, "stored")
+            }
+            other => other,
+        }
     }
 
     /// A write of `r` (on the keys `sk` and the shard revision `shard_rev`
@@ -1129,24 +1142,13 @@ impl FleetVault {
             if let Some(p) = &replaced {
                 changes.push(Change::Delete(self.object_key(&p.object)));
             }
-            let revision = match self.store.apply_at(&expect, &changes) {
-                Ok(Some(revision)) => revision,
-                Ok(None) => return Ok(None),
-                // Settled as a put is, on the destination shard: naming
-                // the new object, it landed; else it is fenced (a rename
-                // requires that shard unchanged) and tried again.
-                Err(FleetError::NoAnswer { .. }) => {
-                    let key_name = to.key().as_str();
-                    let landed = |rec: &Record| {
-                        Self::shard_names(to.scope(), &to_shard, &tk.key, rec, key_name, &object)
-                    };
-                    let at = (to_shard.as_str(), ts.rev, fence.as_deref());
-                    match self.settle(to, &tk, at, &landed, "stored")? {
-                        Some(revision) => revision,
-                        None => return Ok(None),
-                    }
-                }
-                Err(e) => return Err(e),
+            // A lost answer is settled as a put's is, on the destination
+            // shard (a rename requires it unchanged, so fencing it is
+            // enough).
+            let at = (to_shard.as_str(), ts.rev, fence.as_deref());
+            let Some(revision) = self.apply_settled((&expect, &changes), to, &tk, at, &object)?
+            else {
+                return Ok(None);
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
