@@ -250,10 +250,24 @@ impl Index {
             .busy_timeout(Duration::from_secs(10))
             .map_err(self.err())?;
         // WAL: readers never block the writer. FULL: a commit is on disk
-        // before the caller is told it succeeded.
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(self.err())?;
+        // before the caller is told it succeeded. Switching a new file to
+        // WAL takes an exclusive lock, and two processes opening a new
+        // vault at once can each hold the shared lock the other must wait
+        // out: SQLite then answers one of them SQLITE_BUSY at once, without
+        // its busy timeout (a deadlock it breaks). That one tries again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.err()(e)),
+            }
+        }
         self.conn
             .pragma_update(None, "synchronous", "FULL")
             .map_err(self.err())?;
