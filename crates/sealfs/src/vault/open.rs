@@ -325,8 +325,16 @@ impl Vault {
                     }
                     Ok(())
                 });
-            if let Err(e) = swept {
-                tracing::warn!(error = %e, "could not sweep leftovers of an interrupted write; the next write will");
+            match swept {
+                Ok(()) => {}
+                // The lock is held: a live writer, whose pending write that
+                // was (it finishes or sweeps it itself). Nothing to report.
+                Err(e @ VaultError::LockTimeout { .. }) => {
+                    tracing::debug!(error = %e, "pending write belongs to a live writer; not swept now");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not sweep leftovers of an interrupted write; the next write will");
+                }
             }
         }
         Ok(vault)
