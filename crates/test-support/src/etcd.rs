@@ -16,6 +16,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until every thread of process `pid` has stopped. `kill` returns
+/// once SIGSTOP is queued; the process stops when one of its threads next
+/// runs and takes the signal, and on a busy machine its other threads go
+/// on serving requests until then.
+fn wait_stopped(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the tasks of etcd");
+        let all_stopped = tasks.flatten().all(|t| {
+            // `pid (comm) S ...`: the state follows the last ')'.
+            std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    .is_some_and(|state| state == 'T' || state == 't')
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd (pid {pid}) did not stop within 10 s of SIGSTOP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// One etcd member on loopback with a temp data directory, killed by pid
 /// on drop (and restartable on the same data).
 pub struct EtcdMember {
@@ -54,9 +81,9 @@ impl EtcdMember {
     }
 
     /// SIGSTOP: the member hangs, its connections stay open (a stalled
-    /// host or VM).
+    /// host or VM). Returns once every thread of it has stopped.
     pub fn pause(&self) {
-        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        self.pauser()();
     }
 
     /// SIGCONT after [`EtcdMember::pause`].
@@ -71,6 +98,7 @@ impl EtcdMember {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(c.id()).expect("a pid fits i32"));
         move || {
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("signal etcd");
+            wait_stopped(pid.as_raw());
         }
     }
 
@@ -283,38 +311,90 @@ impl Etcd {
             ],
             None => Vec::new(),
         };
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let cluster = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut members: Vec<EtcdMember> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, peer))| EtcdMember {
-                name: format!("m{i}"),
-                client_url: format!("{scheme}://127.0.0.1:{client}"),
-                peer_url: format!("http://127.0.0.1:{peer}"),
-                cluster: cluster.clone(),
-                data: dir.path().join(format!("m{i}")),
-                child: None,
-                log: dir.path().join(format!("m{i}.log")),
-                extra: extra.clone(),
-            })
-            .collect();
-        for m in &mut members {
-            m.start();
+        // A port found free may be taken by another test before etcd binds
+        // it; that member then exits, and another test's etcd may answer
+        // on its client port. Only a cluster that is ours is used: else
+        // new ports, up to three times.
+        for attempt in 1..=3 {
+            let dir = tempfile::tempdir().unwrap();
+            let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+            let cluster = ports
+                .iter()
+                .enumerate()
+                .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let members: Vec<EtcdMember> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, (client, peer))| EtcdMember {
+                    name: format!("m{i}"),
+                    client_url: format!("{scheme}://127.0.0.1:{client}"),
+                    peer_url: format!("http://127.0.0.1:{peer}"),
+                    cluster: cluster.clone(),
+                    data: dir.path().join(format!("m{i}")),
+                    child: None,
+                    log: dir.path().join(format!("m{i}.log")),
+                    extra: extra.clone(),
+                })
+                .collect();
+            let mut etcd = Etcd {
+                members,
+                ctl_tls: ctl_tls.clone(),
+                _dir: dir,
+            };
+            for m in &mut etcd.members {
+                m.start();
+            }
+            if etcd.wait_ours() {
+                return Some(etcd);
+            }
+            eprintln!("etcd: a port was taken (attempt {attempt} of 3); trying other ports");
         }
-        let etcd = Etcd {
-            members,
-            ctl_tls,
-            _dir: dir,
-        };
-        etcd.wait_healthy();
-        Some(etcd)
+        panic!("etcd could not start on free ports three times");
+    }
+
+    /// Waits until the cluster is healthy and every member is ours (its
+    /// process runs, and the member list its client port gives names our
+    /// peer ports); `false` if a member exited.
+    fn wait_ours(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            for m in &mut self.members {
+                if let Some(c) = m.child.as_mut() {
+                    if c.try_wait().is_ok_and(|s| s.is_some()) {
+                        return false;
+                    }
+                }
+            }
+            if self.healthy() {
+                let ours = self.members.iter().all(|m| {
+                    Command::new("etcdctl")
+                        .env("ETCDCTL_API", "3")
+                        .args(&self.ctl_tls)
+                        .args([
+                            "--endpoints",
+                            &m.client_url,
+                            "--command-timeout=2s",
+                            "member",
+                            "list",
+                        ])
+                        .output()
+                        .is_ok_and(|o| {
+                            let list = String::from_utf8_lossy(&o.stdout);
+                            o.status.success()
+                                && self.members.iter().all(|p| list.contains(&p.peer_url))
+                        })
+                });
+                if ours {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                self.panic_with_logs();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     pub fn endpoints(&self) -> String {
@@ -327,47 +407,52 @@ impl Etcd {
 
     /// Waits (up to 30 s) until the cluster serves a linearizable read.
     pub fn wait_healthy(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.healthy() {
+            if std::time::Instant::now() >= deadline {
+                self.panic_with_logs();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the running members serve a linearizable read now.
+    fn healthy(&self) -> bool {
         let running: Vec<&str> = self
             .members
             .iter()
             .filter(|m| m.child.is_some())
             .map(|m| m.client_url.as_str())
             .collect();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args(&self.ctl_tls)
-                .args([
-                    "--endpoints",
-                    &running.join(","),
-                    "--command-timeout=2s",
-                    "get",
-                    "/probe",
-                ])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                return;
-            }
-            if std::time::Instant::now() >= deadline {
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let log = std::fs::read_to_string(&m.log).unwrap_or_default();
-                        let mut tail: Vec<&str> = log.lines().rev().take(8).collect();
-                        tail.reverse();
-                        format!("{}:\n{}", m.name, tail.join("\n"))
-                    })
-                    .collect();
-                panic!(
-                    "etcd did not become healthy in 30 s; logs:\n{}",
-                    logs.join("\n")
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(&self.ctl_tls)
+            .args([
+                "--endpoints",
+                &running.join(","),
+                "--command-timeout=2s",
+                "get",
+                "/probe",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn panic_with_logs(&self) -> ! {
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+                let mut tail: Vec<&str> = log.lines().rev().take(8).collect();
+                tail.reverse();
+                format!("{}:\n{}", m.name, tail.join("\n"))
+            })
+            .collect();
+        panic!(
+            "etcd did not become healthy in 30 s; logs:\n{}",
+            logs.join("\n")
+        );
     }
 
     /// `etcdctl` against the cluster.

@@ -430,6 +430,8 @@ impl FleetVault {
         offline_ok: bool,
     ) -> Result<Option<ScopeKeys>, FleetError> {
         let m = self.membership(offline_ok)?;
+        // Read before etcd, as a shard's counter ([`Self::read_shard`]).
+        let pinned = self.scope_pin(scope)?;
         let (keyring, key, keyring_rev) = match self.read(&self.keyring_key(scope), offline_ok)? {
             Some(rec) => {
                 let (ring, key) = self.parse_keyring(scope, &rec, &m, KeyringUse::Current)?;
@@ -438,7 +440,7 @@ impl FleetVault {
             }
             None => {
                 // A keyring this host has seen does not disappear.
-                if let Some(pin) = self.scope_pin(scope)? {
+                if let Some(pin) = pinned {
                     return Err(FleetError::Forged(format!(
                         "the keyring of {scope}: it is missing, and this host has seen its key epoch {}",
                         pin.epoch
@@ -473,10 +475,14 @@ impl FleetVault {
         replay_ok: bool,
     ) -> Result<Option<ShardState>, FleetError> {
         let k = self.shard_key(scope, shard);
+        // Read before etcd: a counter another thread or process of this
+        // host records after this read began may be of a shard this read
+        // was too early to see. One recorded before it began was committed
+        // before it, so a (linearizable) read that misses it is a rollback.
+        let seen = self.seen_counter(scope, shard, &keys.keyring)?;
         let Some(rec) = self.read(&k, offline_ok)? else {
             // A shard this host has seen does not disappear: an emptied one
             // stays, empty.
-            let seen = self.seen_counter(scope, shard, &keys.keyring)?;
             if seen > 0 && !replay_ok {
                 return Err(FleetError::Forged(format!(
                     "shard {shard} of the index of {scope}: it is missing, and this host has seen its counter {seen}"
