@@ -632,6 +632,68 @@ fn a_stalled_member_bounds_how_stale_a_long_running_process_may_be() {
     watch.join().unwrap();
 }
 
+/// etcd compacting its history while a long-running process watches (a
+/// physical compaction to the newest revision after every write, on three
+/// members) never leaves the process serving an old value: each value
+/// another host writes is what it reads next, within the bound its watch
+/// keeps; and a watch that etcd ends because the history it was to send
+/// was compacted away ends with an error, not in silence (the process then
+/// drops what it held and reads afresh).
+#[test]
+fn compaction_during_a_watch_never_leaves_an_old_value_served() {
+    let Some(etcd) = Etcd::start(3) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"value-0");
+    let v = Arc::new(a.vault_with(&etcd.members[0].client_url, Duration::from_secs(2)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (v, stop) = (Arc::clone(&v), Arc::clone(&stop));
+        std::thread::spawn(move || v.run_watch(&stop))
+    };
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"value-0");
+    let store = raw(&etcd, "sealfs");
+    let first = store.revision().unwrap();
+    for i in 1..=6 {
+        let value = format!("value-{i}");
+        b.set("global/k", value.as_bytes());
+        store.compact_to(store.revision().unwrap(), true).unwrap();
+        let written = Instant::now();
+        loop {
+            let got = v.get(&r("global/k")).unwrap();
+            if got.expose() == value.as_bytes() {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(5),
+                "still serving an old value 5 s after a write and a compaction"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watch.join().unwrap();
+
+    // A watch from a revision compacted away: etcd ends it, and that is
+    // an error at once, never a watch that stays open and hears nothing.
+    let give_up = Arc::new(AtomicBool::new(false));
+    {
+        let give_up = Arc::clone(&give_up);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            give_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let started = Instant::now();
+    let mut heard = Vec::new();
+    let err = store
+        .watch(first, &give_up, |keys| heard.extend(keys))
+        .expect_err("the watch stayed open 5 s");
+    assert!(err.to_string().contains("compacted"), "{err}");
+    assert!(heard.is_empty(), "{heard:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
 /// Compare-and-swap on the fleet: two hosts, four threads each, storing one
 /// new key with `Expected::Absent`: exactly one stores. Then only a write
 /// naming the current version goes through, from the CLI too.
