@@ -1403,11 +1403,14 @@ fn a_large_scope_is_sharded_so_a_write_rewrites_only_a_small_shard() {
         .unwrap();
     }
     let store = raw(&etcd, "sealfs");
-    let shards = store.get_prefix(&store.key("index/global/")).unwrap();
+    let prefix = store.key("index/global/");
+    let shards = store.get_prefix(&prefix).unwrap();
     let largest = shards.iter().map(|(_, rec)| rec.value.len()).max().unwrap();
-    // About a third of a secret per shard here; a few per shard at 10,000.
-    assert!(shards.len() > 700, "{} shards", shards.len());
-    assert!(largest < 2048, "a shard of {largest} bytes");
+    // 65,536 shards (four hex digits) in a fleet made now: about one
+    // secret per shard here, about fifteen at 1,000,000.
+    assert!(shards.iter().all(|(k, _)| k.len() == prefix.len() + 4));
+    assert!(shards.len() > 1100, "{} shards", shards.len());
+    assert!(largest < 1024, "a shard of {largest} bytes");
     assert_eq!(store.get_prefix(&store.key("obj/")).unwrap().len(), n);
     // Another host lists the whole scope and reads any of it.
     let listed = b.run(&["list", "global"], b"").ok().stdout_str();

@@ -163,7 +163,7 @@ impl Cache {
             .map_err(Self::err(dir.path()))?
             .into_iter()
             .filter_map(|n| n.into_string().ok())
-            .filter(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|n| (3..=4).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .collect();
         out.sort();
         Ok(out)

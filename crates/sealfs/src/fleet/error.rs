@@ -177,7 +177,7 @@ pub enum FleetError {
     Replay {
         /// The scope of the shard.
         scope: VaultScope,
-        /// The shard (three hex digits).
+        /// The shard (three or four hex digits, as the fleet names them).
         shard: String,
         /// The highest counter this host has verified for the shard.
         seen: u64,

@@ -357,14 +357,25 @@ pub fn shard_mac_input(scope: &VaultScope, shard: &str, body: &[u8]) -> Vec<u8> 
     .concat()
 }
 
-/// How many shards a scope's index is split into: a write rewrites one,
-/// which holds about 1/4096 of the scope's secrets (a few kilobytes with
-/// 100,000 secrets in one scope).
-pub const SHARDS: u16 = 4096;
+/// How many hex digits name an index shard in a fleet made now: 65,536
+/// shards, so a write rewrites one holding about 1/65,536 of the scope's
+/// secrets (a kilobyte or two with 1,000,000 secrets in one scope). A
+/// fleet records its own at `fleet init` (entry 0 of its signed chain).
+pub const SHARD_HEX: u8 = 4;
 
-/// The index shard of `key` in `scope`: three hex digits, from a hash of
-/// both, so secrets spread evenly whatever their names.
+/// The shard names of fleets made before the count was recorded: 4,096
+/// shards, a few kilobytes per write with 100,000 secrets in one scope.
+pub const LEGACY_SHARD_HEX: u8 = 3;
+
+/// The index shard of `key` in `scope`, in a fleet whose shards are named
+/// with [`SHARD_HEX`] digits ([`shard_in`]).
 pub fn shard_of(scope: &VaultScope, key: &str) -> String {
+    shard_in(scope, key, SHARD_HEX)
+}
+
+/// The index shard of `key` in `scope`: `hex` (3 or 4) hex digits, from a
+/// hash of both, so secrets spread evenly whatever their names.
+pub fn shard_in(scope: &VaultScope, key: &str, hex: u8) -> String {
     use sha2::Digest;
     let h = Sha256::new()
         .chain_update(b"sealfs-fleet-shard/v1\0")
@@ -372,8 +383,12 @@ pub fn shard_of(scope: &VaultScope, key: &str) -> String {
         .chain_update(b"\0")
         .chain_update(key.as_bytes())
         .finalize();
-    let n = u16::from_be_bytes([h[0], h[1]]) % SHARDS;
-    format!("{n:03x}")
+    let n = u16::from_be_bytes([h[0], h[1]]);
+    if hex == LEGACY_SHARD_HEX {
+        format!("{:03x}", n % 4096)
+    } else {
+        format!("{n:04x}")
+    }
 }
 
 /// SHA-256 of a stored object, in hex (what a shard entry names).

@@ -6,7 +6,8 @@
 //! - `keyring/<scope>`: the scope's fleet key, once per member, each copy
 //!   age-encrypted to that member; with the key's epoch and fingerprint,
 //!   signed by a member.
-//! - `index/<scope>/<shard>`: one of the 4,096 shards of the scope's
+//! - `index/<scope>/<shard>`: one of the 65,536 shards (4,096 in fleets
+//!   made before entry 0 recorded the count) of the scope's
 //!   index (which shard a secret is in is a hash of scope and name): for
 //!   each secret of the shard its record version, object id and digest,
 //!   length, times and data key (wrapped under the fleet key), plus the
@@ -190,6 +191,9 @@ pub struct FleetVault {
     max_offline_age: Duration,
     /// When this process last recorded reaching etcd (ms since the epoch).
     contact_ms: std::sync::atomic::AtomicU64,
+    /// How many hex digits name an index shard in this fleet, once read
+    /// from its verified chain (fixed when the fleet was made).
+    shard_hex: std::sync::OnceLock<u8>,
 }
 
 /// One write in this many revisions compacts etcd's history.
@@ -258,6 +262,7 @@ impl FleetVault {
             trust: Mutex::new(Trust::default()),
             max_offline_age: DEFAULT_MAX_OFFLINE_AGE,
             contact_ms: std::sync::atomic::AtomicU64::new(0),
+            shard_hex: std::sync::OnceLock::new(),
         })
     }
 
@@ -401,6 +406,23 @@ impl FleetVault {
             self.cache.put(key, &rec.value)?;
         }
         Ok(())
+    }
+
+    /// The index shard of `key` in `scope`, named as this fleet names them
+    /// (its entry 0 fixes how: [`keys::shard_in`]).
+    pub(super) fn shard_name(&self, scope: &VaultScope, key: &str) -> Result<String, FleetError> {
+        Ok(keys::shard_in(scope, key, self.shard_hex()?))
+    }
+
+    /// How many hex digits name an index shard in this fleet.
+    pub(super) fn shard_hex(&self) -> Result<u8, FleetError> {
+        Ok(match self.shard_hex.get() {
+            Some(hex) => *hex,
+            None => {
+                let hex = self.membership(true)?.shard_hex;
+                *self.shard_hex.get_or_init(|| hex)
+            }
+        })
     }
 
     /// The verified keys of `scope`. `create`: a scope with no keyring yet
@@ -597,9 +619,10 @@ impl FleetVault {
             let mut shards = Vec::with_capacity(records.len());
             // Refused and left out (with `refused`), but there.
             let mut left_out = Vec::new();
+            let hex = usize::from(self.shard_hex()?);
             for (k, rec) in records {
                 let shard = &k[prefix.len()..];
-                if shard.len() != 3 || !shard.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if shard.len() != hex || !shard.bytes().all(|b| b.is_ascii_hexdigit()) {
                     tracing::warn!(key = %k.escape_debug(), "ignoring a record that names no shard");
                     continue;
                 }
@@ -727,7 +750,7 @@ impl FleetVault {
         }
         let scope = r.scope();
         let key_name = r.key().as_str().to_owned();
-        let shard = keys::shard_of(scope, &key_name);
+        let shard = self.shard_name(scope, &key_name)?;
         let shard_key = self.shard_key(scope, &shard);
         self.retry(&r.to_string(), || {
             let (sk, mut st) = self
@@ -975,7 +998,7 @@ impl FleetVault {
 
     /// The value of `r`, and its version if it is read-once.
     fn open_value(&self, r: &VaultRef) -> Result<(SensitiveBytes, Option<u64>), FleetError> {
-        let shard = keys::shard_of(r.scope(), r.key().as_str());
+        let shard = self.shard_name(r.scope(), r.key().as_str())?;
         for _ in 0..MAX_ATTEMPTS {
             let st = self
                 .shard_for_read(r.scope(), &shard)?
@@ -1038,8 +1061,8 @@ impl FleetVault {
         to: &VaultRef,
         no_replace: bool,
     ) -> Result<FleetEntry, FleetError> {
-        let shard_of = |r: &VaultRef| keys::shard_of(r.scope(), r.key().as_str());
-        let (from_shard, to_shard) = (shard_of(from), shard_of(to));
+        let shard_of = |r: &VaultRef| self.shard_name(r.scope(), r.key().as_str());
+        let (from_shard, to_shard) = (shard_of(from)?, shard_of(to)?);
         let same = from.scope() == to.scope() && from_shard == to_shard;
         self.retry(&from.to_string(), || {
             let Some((fk, mut fs)) = self.scope_shard(from.scope(), &from_shard, false, false)?
@@ -1185,7 +1208,7 @@ impl FleetVault {
 
     /// The metadata of `r`, if it is stored.
     pub(crate) fn entry(&self, r: &VaultRef) -> Result<Option<FleetEntry>, FleetError> {
-        let shard = keys::shard_of(r.scope(), r.key().as_str());
+        let shard = self.shard_name(r.scope(), r.key().as_str())?;
         let Some(st) = self.shard_for_read(r.scope(), &shard)? else {
             return Ok(None);
         };
@@ -1206,7 +1229,7 @@ impl FleetVault {
     /// version: consumed, or written again, by someone else).
     fn delete_version(&self, r: &VaultRef, version: Option<u64>) -> Result<(), FleetError> {
         let scope = r.scope();
-        let shard = keys::shard_of(scope, r.key().as_str());
+        let shard = self.shard_name(scope, r.key().as_str())?;
         let shard_key = self.shard_key(scope, &shard);
         self.retry(&r.to_string(), || {
             let Some((sk, mut st)) = self.scope_shard(scope, &shard, false, false)? else {
@@ -1268,7 +1291,7 @@ impl FleetVault {
     /// secret would make it): `mkdir` through the mount. `false` if it
     /// existed.
     pub fn create_scope(&self, scope: &VaultScope) -> Result<bool, FleetError> {
-        let shard = keys::shard_of(scope, "");
+        let shard = self.shard_name(scope, "")?;
         self.retry(&scope.to_string(), || {
             let (sk, _) = self
                 .scope_shard(scope, &shard, true, false)?

@@ -58,7 +58,7 @@ pub(super) struct OlderKey {
 }
 
 /// One shard of a scope's index: the secrets whose names hash to it
-/// ([`keys::shard_of`]).
+/// ([`keys::shard_in`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct ShardBody {
     /// The epoch of the key it is authenticated under, and that wraps its
@@ -268,10 +268,11 @@ impl FleetVault {
         ) {
             return Ok(None);
         }
+        let hex = self.shard_hex()?;
         if body
             .entries
             .keys()
-            .any(|k| keys::shard_of(scope, k) != shard)
+            .any(|k| keys::shard_in(scope, k, hex) != shard)
         {
             return Err(FleetError::Forged(format!(
                 "{}: it lists a secret of another shard",

@@ -169,6 +169,10 @@ pub(super) struct ChainBody {
     /// The signing key (hex) of the member who signed this entry.
     pub(super) signer: String,
     pub(super) time_ms: u64,
+    /// Entry 0: how many hex digits name an index shard in this fleet
+    /// (absent: 3, the layout of fleets made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) shard_hex: Option<u8>,
 }
 
 /// A signed record as stored in etcd: the body's exact bytes and the
@@ -228,6 +232,8 @@ pub(super) struct Membership {
     /// The etcd revision that created the last removal's entry, when it
     /// was read from etcd (not from the cache).
     pub(super) removal_rev: Option<i64>,
+    /// How many hex digits name an index shard (fixed at entry 0).
+    pub(super) shard_hex: u8,
 }
 
 impl Membership {
@@ -249,8 +255,18 @@ impl Membership {
         }
         let key = body.member.verifying_key()?;
         signed.verify(what, CHAIN_DOMAIN, &key)?;
+        let shard_hex = match body.shard_hex {
+            None => super::keys::LEGACY_SHARD_HEX,
+            Some(h) if h == super::keys::LEGACY_SHARD_HEX || h == super::keys::SHARD_HEX => h,
+            Some(h) => {
+                return Err(FleetError::Etcd(format!(
+                    "this fleet names its index shards with {h} hex digits, which this build of sealfs does not know: upgrade it"
+                )))
+            }
+        };
         Ok(Membership {
             fleet_id: fleet_id.to_owned(),
+            shard_hex,
             hashes: vec![found],
             members: BTreeMap::from([(
                 body.member.signing_key.clone(),
@@ -523,6 +539,7 @@ pub(super) fn entry(m: &Membership, op: Op, member: HostCard, signer: &HostSigne
         member,
         signer: signer.public_hex(),
         time_ms: crate::clock::now_ms(),
+        shard_hex: None,
     }
 }
 
@@ -539,6 +556,7 @@ pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner) -> ChainBody {
         signer: signer.public_hex(),
         member: me,
         time_ms: crate::clock::now_ms(),
+        shard_hex: Some(super::keys::SHARD_HEX),
     }
 }
 
@@ -563,6 +581,37 @@ mod tests {
 
     fn id_of(raw: &[u8]) -> String {
         hash(Signed::parse("x", raw).unwrap().body.as_bytes())
+    }
+
+    /// Entry 0 fixes how index shards are named: four hex digits in a
+    /// fleet made now, three in one made before that was recorded (no
+    /// field), and a count this build does not know is an error.
+    #[test]
+    fn entry_0_fixes_the_shard_names_and_older_fleets_keep_theirs() {
+        use super::super::keys::{shard_in, LEGACY_SHARD_HEX, SHARD_HEX};
+        let a = HostSigner::generate();
+        let ca = card(&a);
+        let genesis = |hex: Option<u8>| {
+            let mut body = genesis_entry(ca.clone(), &a);
+            body.shard_hex = hex;
+            let raw = Signed::encode(&a, CHAIN_DOMAIN, &body);
+            Membership::genesis(&id_of(&raw), &raw)
+        };
+        assert_eq!(genesis_entry(ca.clone(), &a).shard_hex, Some(SHARD_HEX));
+        assert_eq!(genesis(Some(4)).unwrap().shard_hex, 4);
+        assert_eq!(genesis(None).unwrap().shard_hex, LEGACY_SHARD_HEX);
+        let err = genesis(Some(5)).unwrap_err().to_string();
+        assert!(err.contains("5 hex digits"), "{err}");
+        // The older names are what older builds computed: the first two
+        // bytes of the hash, modulo 4,096.
+        let scope = crate::VaultScope::Global;
+        for key in ["k", "db_password", ""] {
+            let (old, new) = (shard_in(&scope, key, 3), shard_in(&scope, key, 4));
+            assert_eq!(old.len(), 3);
+            assert_eq!(new.len(), 4);
+            let n = u16::from_str_radix(&new, 16).unwrap();
+            assert_eq!(old, format!("{:03x}", n % 4096));
+        }
     }
 
     #[test]
