@@ -71,7 +71,7 @@ impl Host {
     }
 
     /// The library's view, as a long-running process (the mount) has it.
-    fn vault(&self) -> FleetVault {
+    pub(crate) fn vault(&self) -> FleetVault {
         // The default time limit: long enough to ride out a leader
         // election when a member dies.
         self.vault_with(&self.endpoints, Duration::from_secs(5))

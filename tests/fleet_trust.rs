@@ -10,6 +10,8 @@ use base64::Engine;
 use sealfs::fleet::etcd::{Change, EtcdStore};
 use sealfs::fleet::keys::{shard_of, FleetKey};
 
+use sealfs::fleet::FleetError;
+
 use crate::fleet::{fleet, raw, scope_status, Host};
 use crate::util::Etcd;
 
@@ -395,6 +397,33 @@ fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
         restore(&store, "", &all, None);
         assert_eq!(b.get("global/k"), b"value");
     }
+}
+
+/// A long-running process (a mount) looks for a scope before it exists;
+/// another process of the same host (the CLI) then makes it. A keyring
+/// deleted after that is tampering in the long-running process too, not
+/// a scope that does not exist yet: it reads whether the scope is pinned
+/// afresh rather than remember that it was not.
+#[test]
+fn a_keyring_deleted_after_another_process_of_the_host_saw_it_is_refused_everywhere() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 1);
+    let a = &hosts[0];
+    let v = a.vault();
+    let r: sealfs::VaultRef = "principal:ci/token".parse().unwrap();
+    assert!(matches!(v.get(&r), Err(FleetError::NotFound(_))));
+    a.set("principal:ci/token", b"from-the-cli");
+    let store = raw(&etcd, "sealfs");
+    restore(&store, "keyring/principal:ci", &[], None);
+    let why = "refusing the keyring of principal:ci: it is missing, and this host has seen its key epoch 1";
+    let err = v.get(&r).unwrap_err().to_string();
+    assert!(err.contains(why), "{err}");
+    let err = v
+        .put(&r, &sealfs::SensitiveBytes::from_slice(b"new"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(why), "{err}");
+    refused(a, "principal:ci/token", why);
 }
 
 /// A revoked host signs, with its own still-valid key and as of an entry

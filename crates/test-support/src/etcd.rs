@@ -356,16 +356,27 @@ impl Etcd {
 
     /// Waits until the cluster is healthy and every member is ours (its
     /// process runs, and the member list its client port gives names our
-    /// peer ports); `false` if a member exited.
+    /// peer ports); `false` if a member exited because a port was taken.
+    /// A member that exited for any other reason fails the test, with the
+    /// logs.
     fn wait_ours(&mut self) -> bool {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
+            let mut exited = false;
             for m in &mut self.members {
                 if let Some(c) = m.child.as_mut() {
-                    if c.try_wait().is_ok_and(|s| s.is_some()) {
-                        return false;
-                    }
+                    exited |= c.try_wait().is_ok_and(|s| s.is_some());
                 }
+            }
+            if exited {
+                let taken = self.members.iter().any(|m| {
+                    std::fs::read_to_string(&m.log)
+                        .is_ok_and(|log| log.contains("address already in use"))
+                });
+                if taken {
+                    return false;
+                }
+                self.panic_with_logs();
             }
             if self.healthy() {
                 let ours = self.members.iter().all(|m| {
@@ -382,8 +393,12 @@ impl Etcd {
                         .output()
                         .is_ok_and(|o| {
                             let list = String::from_utf8_lossy(&o.stdout);
+                            // `<id>, started, <name>, <peer URL>, <client URL>, ...`
                             o.status.success()
-                                && self.members.iter().all(|p| list.contains(&p.peer_url))
+                                && self
+                                    .members
+                                    .iter()
+                                    .all(|p| list.contains(&format!(", {}, ", p.peer_url)))
                         })
                 });
                 if ours {
@@ -450,7 +465,7 @@ impl Etcd {
             })
             .collect();
         panic!(
-            "etcd did not become healthy in 30 s; logs:\n{}",
+            "etcd did not become healthy (or a member exited); logs:\n{}",
             logs.join("\n")
         );
     }

@@ -152,9 +152,14 @@ impl Cache {
         }
     }
 
-    /// The shards of `scope` this host has verified a counter for: a
-    /// listing that lacks one of them is missing a shard.
-    pub(super) fn seen_shards(&self, scope: &VaultScope) -> Result<Vec<String>, FleetError> {
+    /// The shards of `scope` this host has verified a counter for, of
+    /// names `hex` hex digits long (the fleet's): a listing that lacks one
+    /// of them is missing a shard.
+    pub(super) fn seen_shards(
+        &self,
+        scope: &VaultScope,
+        hex: u8,
+    ) -> Result<Vec<String>, FleetError> {
         let Some(dir) = self.scope_counters(scope, false)? else {
             return Ok(Vec::new());
         };
@@ -163,7 +168,7 @@ impl Cache {
             .map_err(Self::err(dir.path()))?
             .into_iter()
             .filter_map(|n| n.into_string().ok())
-            .filter(|n| (3..=4).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|n| n.len() == usize::from(hex) && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .collect();
         out.sort();
         Ok(out)

@@ -21,11 +21,8 @@ impl FleetVault {
     /// on any member, only returns the id.
     pub fn init(&self) -> Result<String, FleetError> {
         let me = self.card();
-        let genesis = Signed::encode(
-            &self.signer,
-            CHAIN_DOMAIN,
-            &trust::genesis_entry(me.clone(), &self.signer),
-        );
+        let body = trust::genesis_entry(me.clone(), &self.signer);
+        let genesis = Signed::encode(&self.signer, trust::genesis_domain(&body), &body);
         let key = self.chain_key(0);
         if self.fleet_pin()?.is_none()
             && self.store.apply(

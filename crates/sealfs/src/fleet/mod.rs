@@ -425,6 +425,16 @@ impl FleetVault {
         })
     }
 
+    /// After a write that stored `keys`' keyring, new (the first write of
+    /// the scope): this host pins it as it would a keyring it read, so
+    /// that the keyring going missing is tampering here too.
+    fn pin_made_keyring(&self, scope: &VaultScope, keys: &ScopeKeys) -> Result<(), FleetError> {
+        if keys.keyring_rev.is_none() {
+            self.store_scope_pin(scope, &keys.keyring)?;
+        }
+        Ok(())
+    }
+
     /// The verified keys of `scope`. `create`: a scope with no keyring yet
     /// gets a fresh key for every member (a write will store it).
     fn scope_keys(
@@ -510,6 +520,18 @@ impl FleetVault {
                     "shard {shard} of the index of {scope}: it is missing, and this host has seen its counter {seen}"
                 )));
             }
+            // Seen only since the read began: this read may have been too
+            // early, or the shard was deleted just after; another look
+            // (the caller's) tells which.
+            let since = self.seen_counter(scope, shard, &keys.keyring)?;
+            if since > 0 && !replay_ok {
+                return Err(FleetError::Replay {
+                    scope: scope.clone(),
+                    shard: shard.to_owned(),
+                    seen: since,
+                    got: 0,
+                });
+            }
             return Ok(Some(ShardState {
                 body: ShardBody {
                     epoch: keys.keyring.epoch,
@@ -587,7 +609,7 @@ impl FleetVault {
             // Read before the shards: a shard first seen by another process
             // of this host after this read may be missing from a read made
             // before it.
-            let seen = self.cache.seen_shards(scope)?;
+            let seen = self.cache.seen_shards(scope, self.shard_hex()?)?;
             let prefix = self.index_prefix(scope);
             let records = match self.store.get_prefix(&prefix) {
                 Ok(records) => {
@@ -830,6 +852,7 @@ impl FleetVault {
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
+            self.pin_made_keyring(scope, &sk)?;
             self.cache.set_high_water(
                 scope,
                 &shard,
@@ -1181,6 +1204,7 @@ impl FleetVault {
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
+            self.pin_made_keyring(to.scope(), &tk)?;
             self.cache.set_high_water(
                 to.scope(),
                 &to_shard,
@@ -1308,6 +1332,9 @@ impl FleetVault {
                 &[Change::Put(keyring, self.sign_keyring(&sk.keyring))],
             )?;
             self.reset_memo_scopes();
+            if ok {
+                self.pin_made_keyring(scope, &sk)?;
+            }
             Ok(ok.then_some(true))
         })
     }

@@ -37,6 +37,20 @@ use crate::SensitiveBytes;
 
 /// Domain separation of the two kinds of signed record.
 pub(super) const CHAIN_DOMAIN: &[u8] = b"sealfs-fleet-chain/v1\0";
+/// Entry 0 of a fleet that records its shard count is signed under its
+/// own domain: a build from before the count was recorded (which would
+/// read the fleet as having 4,096 shards, and could rewrite its index so)
+/// finds the signature bad and refuses the fleet.
+pub(super) const GENESIS_V2_DOMAIN: &[u8] = b"sealfs-fleet-chain/v2\0";
+
+/// The domain entry 0 `body` is signed under.
+pub(super) fn genesis_domain(body: &ChainBody) -> &'static [u8] {
+    if body.shard_hex.is_some() {
+        GENESIS_V2_DOMAIN
+    } else {
+        CHAIN_DOMAIN
+    }
+}
 pub(super) const KEYRING_DOMAIN: &[u8] = b"sealfs-fleet-keyring/v1\0";
 
 /// This host's Ed25519 signing key.
@@ -254,7 +268,7 @@ impl Membership {
             return Err(forged(what, "entry 0 does not start a fleet"));
         }
         let key = body.member.verifying_key()?;
-        signed.verify(what, CHAIN_DOMAIN, &key)?;
+        signed.verify(what, genesis_domain(&body), &key)?;
         let shard_hex = match body.shard_hex {
             None => super::keys::LEGACY_SHARD_HEX,
             Some(h) if h == super::keys::LEGACY_SHARD_HEX || h == super::keys::SHARD_HEX => h,
@@ -575,7 +589,8 @@ mod tests {
     fn chain() -> (Vec<Vec<u8>>, HostSigner, HostCard) {
         let a = HostSigner::generate();
         let ca = card(&a);
-        let g = Signed::encode(&a, CHAIN_DOMAIN, &genesis_entry(ca.clone(), &a));
+        let body = genesis_entry(ca.clone(), &a);
+        let g = Signed::encode(&a, genesis_domain(&body), &body);
         (vec![g], a, ca)
     }
 
@@ -591,10 +606,17 @@ mod tests {
         use super::super::keys::{shard_in, LEGACY_SHARD_HEX, SHARD_HEX};
         let a = HostSigner::generate();
         let ca = card(&a);
-        let genesis = |hex: Option<u8>| {
+        let signed = |hex: Option<u8>, domain: &[u8]| {
             let mut body = genesis_entry(ca.clone(), &a);
             body.shard_hex = hex;
-            let raw = Signed::encode(&a, CHAIN_DOMAIN, &body);
+            Signed::encode(&a, domain, &body)
+        };
+        let genesis = |hex: Option<u8>| {
+            let body = ChainBody {
+                shard_hex: hex,
+                ..genesis_entry(ca.clone(), &a)
+            };
+            let raw = Signed::encode(&a, genesis_domain(&body), &body);
             Membership::genesis(&id_of(&raw), &raw)
         };
         assert_eq!(genesis_entry(ca.clone(), &a).shard_hex, Some(SHARD_HEX));
@@ -602,6 +624,24 @@ mod tests {
         assert_eq!(genesis(None).unwrap().shard_hex, LEGACY_SHARD_HEX);
         let err = genesis(Some(5)).unwrap_err().to_string();
         assert!(err.contains("5 hex digits"), "{err}");
+        // An entry 0 that records the count is signed under its own
+        // domain, so an older build, which checks entry 0 under the first
+        // one, refuses the fleet (and cannot rewrite its index as one of
+        // 4,096 shards); the count cannot be taken off or put on an entry
+        // 0 signed under the other domain.
+        let new = signed(Some(4), GENESIS_V2_DOMAIN);
+        let old_build_check = Signed::parse("x", &new).unwrap().verify(
+            "x",
+            CHAIN_DOMAIN,
+            &ca.verifying_key().unwrap(),
+        );
+        assert!(old_build_check.is_err());
+        for raw in [
+            signed(Some(4), CHAIN_DOMAIN),
+            signed(None, GENESIS_V2_DOMAIN),
+        ] {
+            assert!(Membership::genesis(&id_of(&raw), &raw).is_err());
+        }
         // The older names are what older builds computed: the first two
         // bytes of the hash, modulo 4,096.
         let scope = crate::VaultScope::Global;

@@ -178,11 +178,16 @@ impl FleetVault {
 
     /// The key epoch and key id this host has pinned for `scope`.
     pub(super) fn scope_pin(&self, scope: &VaultScope) -> Result<Option<ScopePin>, FleetError> {
-        if let Some(p) = self.trust().scope_pins.get(scope) {
-            return Ok(p.clone());
+        if let Some(Some(p)) = self.trust().scope_pins.get(scope) {
+            return Ok(Some(p.clone()));
         }
+        // No pin is read afresh each time: another process of this host
+        // may pin the scope at any moment, and a keyring missing after
+        // that is tampering, not a scope that does not exist yet.
         let pin: Option<ScopePin> = load_pin(&self.local, &self.scope_pin_key(scope))?;
-        self.trust().scope_pins.insert(scope.clone(), pin.clone());
+        if pin.is_some() {
+            self.trust().scope_pins.insert(scope.clone(), pin.clone());
+        }
         Ok(pin)
     }
 
