@@ -141,12 +141,26 @@ pub(crate) fn scale(
             host(&dir.join("h0"), endpoints, "bench-scale")?.get(&k)?;
             cold_gets.push(t.elapsed());
         }
+        // What a write rewrites (and sends each watcher): one shard.
+        let raw = EtcdStore::new(options(endpoints, "bench-scale"))?;
+        let sizes: Vec<usize> = raw
+            .get_prefix(&raw.key("index/global/"))?
+            .iter()
+            .map(|(_, rec)| rec.value.len())
+            .collect();
+        let shards = json!({
+            "count": sizes.len(),
+            "mean_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
+            "max_bytes": sizes.iter().max().copied().unwrap_or(0),
+        });
+        eprintln!("scale: {count} secrets in {shards}");
         rows.push(json!({
             "count": count,
             "fill_s": fill_s,
             "put": stats(puts),
             "get": stats(gets),
             "get_fresh_process": stats(cold_gets),
+            "shards": shards,
         }));
     }
     Ok(json!({ "scale": rows }))
