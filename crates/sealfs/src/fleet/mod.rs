@@ -416,23 +416,37 @@ impl FleetVault {
 
     /// How many hex digits name an index shard in this fleet.
     pub(super) fn shard_hex(&self) -> Result<u8, FleetError> {
-        Ok(match self.shard_hex.get() {
-            Some(hex) => *hex,
-            None => {
-                let hex = self.membership(true)?.shard_hex;
-                *self.shard_hex.get_or_init(|| hex)
-            }
-        })
+        if let Some(hex) = self.shard_hex.get() {
+            return Ok(*hex);
+        }
+        // Entry 0 never changes, and its hash is the fleet id this host
+        // pinned: the cached copy, checked against the pin, answers
+        // without a round trip to etcd (a CLI call pays for one process).
+        let pinned = match self.fleet_pin()? {
+            Some(pin) => self
+                .cache
+                .get(&self.chain_key(0))?
+                .and_then(|raw| Membership::genesis(&pin.fleet_id, &raw).ok()),
+            None => None,
+        };
+        let hex = match pinned {
+            Some(m) => m.shard_hex,
+            None => self.membership(true)?.shard_hex,
+        };
+        Ok(*self.shard_hex.get_or_init(|| hex))
     }
 
     /// After a write that stored `keys`' keyring, new (the first write of
     /// the scope): this host pins it as it would a keyring it read, so
-    /// that the keyring going missing is tampering here too.
-    fn pin_made_keyring(&self, scope: &VaultScope, keys: &ScopeKeys) -> Result<(), FleetError> {
+    /// that the keyring going missing is tampering here too. The write has
+    /// committed: a pin that cannot be stored is logged, never reported as
+    /// the write failing (the next read of the keyring pins it).
+    fn pin_made_keyring(&self, scope: &VaultScope, keys: &ScopeKeys) {
         if keys.keyring_rev.is_none() {
-            self.store_scope_pin(scope, &keys.keyring)?;
+            if let Err(e) = self.store_scope_pin(scope, &keys.keyring) {
+                tracing::warn!(%scope, error = %e, "cannot pin the keyring this write made");
+            }
         }
-        Ok(())
     }
 
     /// The verified keys of `scope`. `create`: a scope with no keyring yet
@@ -852,7 +866,7 @@ impl FleetVault {
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
-            self.pin_made_keyring(scope, &sk)?;
+            self.pin_made_keyring(scope, &sk);
             self.cache.set_high_water(
                 scope,
                 &shard,
@@ -1204,7 +1218,7 @@ impl FleetVault {
             };
             self.compact_now_and_then(revision);
             self.reset_memo_scopes();
-            self.pin_made_keyring(to.scope(), &tk)?;
+            self.pin_made_keyring(to.scope(), &tk);
             self.cache.set_high_water(
                 to.scope(),
                 &to_shard,
@@ -1333,7 +1347,7 @@ impl FleetVault {
             )?;
             self.reset_memo_scopes();
             if ok {
-                self.pin_made_keyring(scope, &sk)?;
+                self.pin_made_keyring(scope, &sk);
             }
             Ok(ok.then_some(true))
         })
