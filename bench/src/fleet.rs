@@ -111,7 +111,10 @@ pub(crate) fn scale(
     samples: usize,
     threads: usize,
 ) -> Result<serde_json::Value> {
-    let v = fleet(&[dir.join("h0")], endpoints, "bench-scale")?;
+    // h1 only lists, each count once cold (shards it has not read yet)
+    // and once warm, as a host's `sealfs list` does.
+    let v = fleet(&[dir.join("h0"), dir.join("h1")], endpoints, "bench-scale")?;
+    let lister = host(&dir.join("h1"), endpoints, "bench-scale")?;
     let mut filled = 0;
     let mut rows = Vec::new();
     for &count in counts {
@@ -141,6 +144,17 @@ pub(crate) fn scale(
             host(&dir.join("h0"), endpoints, "bench-scale")?.get(&k)?;
             cold_gets.push(t.elapsed());
         }
+        let global = VaultScope::Global;
+        let t = Instant::now();
+        let listed = lister.list(Some(&global))?.len();
+        let list_cold_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        lister.list(Some(&global))?;
+        let list_warm_s = t.elapsed().as_secs_f64();
+        if listed != count {
+            bail!("listed {listed} secrets of {count}");
+        }
+        eprintln!("scale: listing {count} secrets took {list_cold_s:.2} s cold, {list_warm_s:.2} s warm");
         // What a write rewrites (and sends each watcher): one shard.
         let raw = EtcdStore::new(options(endpoints, "bench-scale"))?;
         let sizes: Vec<usize> = raw
@@ -161,6 +175,8 @@ pub(crate) fn scale(
             "get": stats(gets),
             "get_fresh_process": stats(cold_gets),
             "shards": shards,
+            "list_cold_s": list_cold_s,
+            "list_warm_s": list_warm_s,
         }));
     }
     Ok(json!({ "scale": rows }))
