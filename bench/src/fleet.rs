@@ -154,7 +154,9 @@ pub(crate) fn scale(
         if listed != count {
             bail!("listed {listed} secrets of {count}");
         }
-        eprintln!("scale: listing {count} secrets took {list_cold_s:.2} s cold, {list_warm_s:.2} s warm");
+        eprintln!(
+            "scale: listing {count} secrets took {list_cold_s:.2} s cold, {list_warm_s:.2} s warm"
+        );
         // What a write rewrites (and sends each watcher): one shard.
         let raw = EtcdStore::new(options(endpoints, "bench-scale"))?;
         let sizes: Vec<usize> = raw
