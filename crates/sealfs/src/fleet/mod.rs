@@ -436,11 +436,36 @@ impl FleetVault {
         Ok(*self.shard_hex.get_or_init(|| hex))
     }
 
-    /// After a write that stored `keys`' keyring, new (the first write of
-    /// the scope): this host pins it as it would a keyring it read, so
-    /// that the keyring going missing is tampering here too. The write has
-    /// committed: a pin that cannot be stored is logged, never reported as
-    /// the write failing (the next read of the keyring pins it).
+    /// After a write committed at `revision`: etcd's history compacted
+    /// now and then, what this process holds of the fleet dropped, and for
+    /// each shard it wrote (scope, the keys it was written under, shard,
+    /// counter, bytes) the counter recorded and the shard kept in the
+    /// cache; a keyring the write made is pinned ([`Self::pin_made_keyring`]).
+    fn after_commit(
+        &self,
+        revision: i64,
+        written: &[(&VaultScope, &ScopeKeys, &str, u64, &[u8])],
+    ) -> Result<(), FleetError> {
+        self.compact_now_and_then(revision);
+        self.reset_memo_scopes();
+        for &(scope, keys, shard, counter, encoded) in written {
+            self.pin_made_keyring(scope, keys);
+            self.cache.set_high_water(
+                scope,
+                shard,
+                (counter, keys.keyring.epoch),
+                keys.keyring.recovered,
+            )?;
+            self.cache.put(&self.shard_key(scope, shard), encoded)?;
+        }
+        Ok(())
+    }
+
+    /// After a write that stored `keys`' keyring, new (the scope's first
+    /// write): this host pins it as it would a keyring it read, so that its
+    /// going missing is tampering here too. The write has committed: a pin
+    /// that cannot be stored is logged, never reported as the write
+    /// failing (the next read of the keyring pins it).
     fn pin_made_keyring(&self, scope: &VaultScope, keys: &ScopeKeys) {
         if keys.keyring_rev.is_none() {
             if let Err(e) = self.store_scope_pin(scope, &keys.keyring) {
@@ -864,16 +889,7 @@ impl FleetVault {
             else {
                 return Ok(None);
             };
-            self.compact_now_and_then(revision);
-            self.reset_memo_scopes();
-            self.pin_made_keyring(scope, &sk);
-            self.cache.set_high_water(
-                scope,
-                &shard,
-                (version, sk.keyring.epoch),
-                sk.keyring.recovered,
-            )?;
-            self.cache.put(&shard_key, &encoded)?;
+            self.after_commit(revision, &[(scope, &sk, &shard, version, &encoded)])?;
             // A read-once value is never kept for offline reads, not even
             // by its writer.
             if !once {
@@ -1216,25 +1232,11 @@ impl FleetVault {
             else {
                 return Ok(None);
             };
-            self.compact_now_and_then(revision);
-            self.reset_memo_scopes();
-            self.pin_made_keyring(to.scope(), &tk);
-            self.cache.set_high_water(
-                to.scope(),
-                &to_shard,
-                (version, tk.keyring.epoch),
-                tk.keyring.recovered,
-            )?;
-            self.cache.put(&to_key, &to_encoded)?;
-            if let Some(encoded) = from_encoded {
-                self.cache.set_high_water(
-                    from.scope(),
-                    &from_shard,
-                    (fs.body.counter, fk.keyring.epoch),
-                    fk.keyring.recovered,
-                )?;
-                self.cache.put(&from_key, &encoded)?;
+            let mut written = vec![(to.scope(), &tk, to_shard.as_str(), version, &to_encoded[..])];
+            if let Some(encoded) = &from_encoded {
+                written.push((from.scope(), &fk, &from_shard, fs.body.counter, encoded));
             }
+            self.after_commit(revision, &written)?;
             if !old.once {
                 self.cache.put(&self.object_key(&object), &sealed)?;
             }
@@ -1310,15 +1312,7 @@ impl FleetVault {
             };
             let ok = committed.is_some();
             if let Some(revision) = committed {
-                self.compact_now_and_then(revision);
-                self.reset_memo_scopes();
-                self.cache.set_high_water(
-                    scope,
-                    &shard,
-                    (st.body.counter, sk.keyring.epoch),
-                    sk.keyring.recovered,
-                )?;
-                self.cache.put(&shard_key, &encoded)?;
+                self.after_commit(revision, &[(scope, &sk, &shard, st.body.counter, &encoded)])?;
                 self.cache.remove(&self.object_key(&old.object))?;
             }
             Ok(ok.then_some(()))
