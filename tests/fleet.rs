@@ -258,6 +258,79 @@ fn revoke_rotates_the_key_so_the_revoked_host_cannot_read_new_values() {
         .fails(1, "is not a member");
 }
 
+/// A keyring holds its scope's key once, sealed under the fleet's grant
+/// key, whatever the number of members: enrolling a host wraps the grant
+/// key to it and rewrites no keyring, and revoking one gives the others a
+/// new grant key, which the revoked host has no copy of, and every scope
+/// a key sealed under it.
+#[test]
+fn a_keyring_holds_its_key_once_and_enrolling_a_host_rewrites_none() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    for scope in ["global", "principal:ci", "session:s1"] {
+        a.set(&format!("{scope}/k"), scope.as_bytes());
+    }
+    let store = raw(&etcd, "sealfs");
+    let keyrings = |store: &EtcdStore| {
+        store
+            .get_prefix(&store.key("keyring/"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, r)| (k, r.mod_revision, r.value.len()))
+            .collect::<Vec<_>>()
+    };
+    let before = keyrings(&store);
+    assert_eq!(before.len(), 3);
+    for (k, _, len) in &before {
+        let body = etcd_json(&etcd, k)["body"].as_str().unwrap().to_owned();
+        assert!(!body.contains("\"wrapped\""), "{k}: {body}");
+        assert!(body.contains("\"grant\""), "{k}: {body}");
+        // The same size as with one member: one sealed key, not a copy
+        // per member.
+        assert!(*len < 900, "{k}: {len} bytes");
+    }
+    let grant_wraps = |store: &EtcdStore| store.keys_under(&store.key("grant/")).unwrap();
+    assert_eq!(grant_wraps(&store).len(), 3);
+
+    // A fourth host: one wrap of the grant key, no keyring written.
+    let d = Host::new(&etcd);
+    let token = a
+        .run(&["fleet", "enroll", &d.recipient()], b"")
+        .ok()
+        .stdout_str();
+    d.run(&["fleet", "join", token.trim()], b"").ok();
+    assert_eq!(keyrings(&store), before);
+    assert_eq!(grant_wraps(&store).len(), 4);
+    for scope in ["global", "principal:ci", "session:s1"] {
+        assert_eq!(d.get(&format!("{scope}/k")), scope.as_bytes());
+    }
+
+    // Revoking C: a new grant key, wrapped to A, B and D only, and every
+    // keyring sealed under it; C's copy of the old one opens none, and
+    // the old one's wraps are gone once no keyring is under it.
+    let c_id = host_identity(c);
+    assert!(scope_key(&store, &c_id, "global").is_some());
+    let old: Vec<String> = grant_wraps(&store);
+    a.run(&["fleet", "revoke", &c.recipient()], b"").ok();
+    let wraps = grant_wraps(&store);
+    assert_eq!(wraps.len(), 3, "{wraps:?}");
+    assert!(wraps.iter().all(|w| !old.contains(w)), "{wraps:?}");
+    let c_age = c_id.recipient();
+    assert!(wraps.iter().all(|w| !w.ends_with(&c_age)), "{wraps:?}");
+    for scope in ["global", "principal:ci", "session:s1"] {
+        assert!(scope_key(&store, &c_id, scope).is_none(), "{scope}");
+        assert!(scope_key(&store, &host_identity(&d), scope).is_some());
+        assert_eq!(b.get(&format!("{scope}/k")), scope.as_bytes());
+        c.run(&["get", &format!("{scope}/k")], b"")
+            .fails(1, "is not enrolled");
+    }
+    assert!(keyrings(&store)
+        .iter()
+        .zip(&before)
+        .all(|(now, then)| now.1 > then.1));
+}
+
 /// etcd as the attacker sees it: raw keys under `/<prefix>/`.
 pub(crate) fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
     EtcdStore::new(EtcdOptions {
@@ -271,7 +344,7 @@ pub(crate) fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
 }
 
 /// A host's age identity, from its local vault.
-fn host_identity(h: &Host) -> HostIdentity {
+pub(crate) fn host_identity(h: &Host) -> HostIdentity {
     let id =
         h.sb.vault()
             .get(&r("principal:sealfs-fleet/age-identity"))
@@ -296,13 +369,35 @@ fn b64(s: &serde_json::Value) -> Vec<u8> {
         .unwrap()
 }
 
-/// The global scope's fleet key as wrapped to `id` in the keyring, checked
-/// against the keyring's fingerprint; `None` if `id` has no copy.
+/// The global scope's fleet key as the host with identity `id` opens it
+/// from the keyring ([`scope_key`]); `None` if `id` cannot.
 fn keyring_key(etcd: &Etcd, id: &HostIdentity) -> Option<FleetKey> {
-    let signed = etcd_json(etcd, "/sealfs/keyring/global");
+    scope_key(&raw(etcd, "sealfs"), id, "global")
+}
+
+/// The key of `scope` as the host with identity `id` (what a revoked
+/// host keeps) opens it from the keyring etcd holds: through its copy of
+/// the grant key the keyring is sealed under, or its own wrapped copy;
+/// checked against the keyring's fingerprint. `None` if `id` has no copy.
+pub(crate) fn scope_key(store: &EtcdStore, id: &HostIdentity, scope: &str) -> Option<FleetKey> {
+    let rec = store
+        .get(&store.key(&format!("keyring/{scope}")))
+        .unwrap()?;
+    let signed: serde_json::Value = serde_json::from_slice(&rec.value).unwrap();
     let ring: serde_json::Value = serde_json::from_str(signed["body"].as_str().unwrap()).unwrap();
-    let wrapped = ring["wrapped"].get(id.recipient())?;
-    let key = FleetKey::unwrap_for(id, &b64(wrapped)).unwrap();
+    let key = match ring.get("grant") {
+        Some(g) => {
+            let path = format!("grant/{}/{}", g["id"].as_str().unwrap(), id.recipient());
+            let wrap = store.get(&store.key(&path)).unwrap()?;
+            let grant = FleetKey::unwrap_for(id, &wrap.value).unwrap();
+            assert_eq!(g["id"], grant.id().as_str());
+            let epoch = ring["epoch"].as_u64().unwrap();
+            grant
+                .open_scope_key(&b64(&g["sealed"]), &scope.parse().unwrap(), epoch)
+                .unwrap()
+        }
+        None => FleetKey::unwrap_for(id, &b64(ring["wrapped"].get(id.recipient())?)).unwrap(),
+    };
     assert_eq!(ring["key_id"], key.id().as_str());
     Some(key)
 }

@@ -12,7 +12,7 @@ use sealfs::fleet::keys::{shard_of, FleetKey};
 
 use sealfs::fleet::FleetError;
 
-use crate::fleet::{fleet, raw, scope_status, Host};
+use crate::fleet::{fleet, host_identity, raw, scope_key, scope_status, Host};
 use crate::util::Etcd;
 
 /// Every key and value under `/<prefix>/<sub>`.
@@ -172,6 +172,47 @@ fn a_forged_keyring_is_refused_and_nothing_is_sealed_to_it() {
         }
     }
     restore(&store, "keyring/", &genuine, None);
+    assert_eq!(b.get("global/k"), b"genuine");
+    assert_eq!(a.get("global/k"), b"genuine");
+}
+
+/// Someone who can write etcd replaces a member's copy of the grant key
+/// with a key of their own (the member's recipient is public), or deletes
+/// it: the chain names the grant key's id, so the member refuses the
+/// substitute and never opens a keyring, or seals a new scope's key, under
+/// it.
+#[test]
+fn a_grant_key_replaced_in_etcd_is_refused_and_nothing_is_sealed_under_it() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let (b_age, _) = card(b);
+    let wraps = snapshot(&store, "grant/");
+    let (b_wrap, genuine) = wraps
+        .iter()
+        .find(|(k, _)| k.ends_with(&b_age))
+        .cloned()
+        .unwrap();
+    let attackers = FleetKey::generate();
+    let forged = attackers.wrap_to(&b_age).unwrap();
+    assert!(store
+        .apply(&[], &[Change::Put(b_wrap.clone(), forged)])
+        .unwrap());
+    let why = "refusing the grant key wrapped to this host: it is not the key";
+    refused(b, "global/k", why);
+    b.run(&["set", "principal:new/k"], b"sealed-to-attacker")
+        .fails(1, why);
+    assert!(store
+        .get(&store.key("keyring/principal:new"))
+        .unwrap()
+        .is_none());
+    // Deleted: a clear error, the same refusal of new scopes.
+    assert!(store.apply(&[], &[Change::Delete(b_wrap.clone())]).unwrap());
+    refused(b, "global/k", "is not enrolled");
+    // Put back, everything reads again.
+    assert!(store.apply(&[], &[Change::Put(b_wrap, genuine)]).unwrap());
     assert_eq!(b.get("global/k"), b"genuine");
     assert_eq!(a.get("global/k"), b"genuine");
 }
@@ -403,12 +444,14 @@ fn a_deleted_index_keyring_or_chain_is_tampering_not_an_empty_scope() {
 /// another process of the same host (the CLI) then makes it. A keyring
 /// deleted after that is tampering in the long-running process too, not
 /// a scope that does not exist yet: it reads whether the scope is pinned
-/// afresh rather than remember that it was not.
+/// afresh rather than remember that it was not. Listings of every scope
+/// and `fleet revoke` take the scopes this host has pinned too, so they
+/// report the scope rather than leave it out.
 #[test]
 fn a_keyring_deleted_after_another_process_of_the_host_saw_it_is_refused_everywhere() {
     let Some(etcd) = Etcd::start(1) else { return };
-    let hosts = fleet(&etcd, 1);
-    let a = &hosts[0];
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
     let v = a.vault();
     let r: sealfs::VaultRef = "principal:ci/token".parse().unwrap();
     assert!(matches!(v.get(&r), Err(FleetError::NotFound(_))));
@@ -424,6 +467,13 @@ fn a_keyring_deleted_after_another_process_of_the_host_saw_it_is_refused_everywh
         .to_string();
     assert!(err.contains(why), "{err}");
     refused(a, "principal:ci/token", why);
+    let err = v.list(None).unwrap_err().to_string();
+    assert!(err.contains(why), "{err}");
+    a.run(&["list"], b"").fails(1, why);
+    a.run(&["fleet", "revoke", &b.recipient()], b"").fails(
+        1,
+        "could not: principal:ci (refusing the keyring of principal:ci: it is missing, and this host has seen it",
+    );
 }
 
 /// A revoked host signs, with its own still-valid key and as of an entry
@@ -571,9 +621,7 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
 /// the value over.
 #[test]
 fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
-    use sealfs::fleet::keys::{
-        object_digest, random_object_id, shard_mac_input, DataKey, HostIdentity,
-    };
+    use sealfs::fleet::keys::{object_digest, random_object_id, shard_mac_input, DataKey};
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
@@ -595,12 +643,7 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
     put(&store, &format!("chain/{:020}", 3), removal.clone());
 
     // B, with the old key from the keyring, writes its own value under it.
-    let b_id = HostIdentity::parse(local(b, "age-identity").expose()).unwrap();
-    let ring: serde_json::Value = serde_json::from_str(&body_of(&store, "keyring/global")).unwrap();
-    let wrapped = base64::engine::general_purpose::STANDARD
-        .decode(ring["wrapped"][&b_age].as_str().unwrap())
-        .unwrap();
-    let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
+    let old_key = scope_key(&store, &host_identity(b), "global").unwrap();
     let r: sealfs::VaultRef = "global/k".parse().unwrap();
     let shard = shard_of(r.scope(), "k");
     let shard_key = format!("index/global/{shard}");
@@ -702,7 +745,7 @@ fn joining_again_with_an_old_token_never_moves_the_pin_back() {
 /// names the exact bytes of the object, so no host serves it.
 #[test]
 fn a_value_sealed_under_a_data_key_a_revoked_host_kept_is_refused() {
-    use sealfs::fleet::keys::{shard_of, HostIdentity};
+    use sealfs::fleet::keys::shard_of;
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
@@ -710,13 +753,7 @@ fn a_value_sealed_under_a_data_key_a_revoked_host_kept_is_refused() {
     assert_eq!(b.get("global/k"), b"genuine");
     let store = raw(&etcd, "sealfs");
     // What B can take with it: its fleet key, and so every data key.
-    let b_id = HostIdentity::parse(local(b, "age-identity").expose()).unwrap();
-    let ring: serde_json::Value = serde_json::from_str(&body_of(&store, "keyring/global")).unwrap();
-    let (b_age, _) = card(b);
-    let wrapped = base64::engine::general_purpose::STANDARD
-        .decode(ring["wrapped"][&b_age].as_str().unwrap())
-        .unwrap();
-    let old_key = FleetKey::unwrap_for(&b_id, &wrapped).unwrap();
+    let old_key = scope_key(&store, &host_identity(b), "global").unwrap();
     let r: sealfs::VaultRef = "global/k".parse().unwrap();
     let shard = shard_of(r.scope(), "k");
     let body: serde_json::Value =

@@ -1,5 +1,7 @@
-//! Fleet keys: a random key per scope, wrapped to each enrolled host's age
-//! X25519 recipient; per-secret data keys wrapped under it; the keys it
+//! Fleet keys: a random key per scope, sealed under the fleet's grant key
+//! (itself wrapped once to each member's age X25519 recipient) or wrapped
+//! to each host's recipient directly; per-secret data keys wrapped under
+//! it; the keys it
 //! replaced, sealed under it; and the MAC that authenticates a shard of a
 //! scope's index.
 //!
@@ -209,32 +211,56 @@ impl FleetKey {
     /// under this key: a keyring carries the keys it replaced this way, so
     /// index shards not rewritten since stay readable to current members.
     pub fn seal_older(&self, older: &FleetKey, scope: &VaultScope, epoch: u64) -> Vec<u8> {
+        self.seal_key(b"older key wrap", older, &older_aad(scope, epoch))
+    }
+
+    /// The key [`FleetKey::seal_older`] sealed for the same `scope` and
+    /// `epoch`; `None` if it does not authenticate.
+    pub fn open_older(&self, sealed: &[u8], scope: &VaultScope, epoch: u64) -> Option<FleetKey> {
+        self.open_key(b"older key wrap", sealed, &older_aad(scope, epoch))
+    }
+
+    /// `scope_key`, the key of `scope` at `epoch`, sealed under this key,
+    /// the fleet's grant key: a keyring of a scope every member reads
+    /// holds its key this way, once, whatever the number of members.
+    pub fn seal_scope_key(&self, scope_key: &FleetKey, scope: &VaultScope, epoch: u64) -> Vec<u8> {
+        self.seal_key(b"scope key wrap", scope_key, &scope_key_aad(scope, epoch))
+    }
+
+    /// The key [`FleetKey::seal_scope_key`] sealed for the same `scope` and
+    /// `epoch`; `None` if it does not authenticate.
+    pub fn open_scope_key(
+        &self,
+        sealed: &[u8],
+        scope: &VaultScope,
+        epoch: u64,
+    ) -> Option<FleetKey> {
+        self.open_key(b"scope key wrap", sealed, &scope_key_aad(scope, epoch))
+    }
+
+    fn seal_key(&self, label: &[u8], key: &FleetKey, aad: &[u8]) -> Vec<u8> {
         let nonce = random::<NONCE_LEN>();
-        let aad = older_aad(scope, epoch);
         let ct = self
-            .cipher_for(b"older key wrap")
+            .cipher_for(label)
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: older.0.as_slice(),
-                    aad: &aad,
+                    msg: key.0.as_slice(),
+                    aad,
                 },
             )
             .expect("AES-GCM encryption of 32 bytes cannot fail");
         [nonce.as_slice(), &ct].concat()
     }
 
-    /// The key [`FleetKey::seal_older`] sealed for the same `scope` and
-    /// `epoch`; `None` if it does not authenticate.
-    pub fn open_older(&self, sealed: &[u8], scope: &VaultScope, epoch: u64) -> Option<FleetKey> {
+    fn open_key(&self, label: &[u8], sealed: &[u8], aad: &[u8]) -> Option<FleetKey> {
         if sealed.len() < NONCE_LEN {
             return None;
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let aad = older_aad(scope, epoch);
         let plain = Zeroizing::new(
-            self.cipher_for(b"older key wrap")
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            self.cipher_for(label)
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
                 .ok()?,
         );
         let key: [u8; 32] = plain.as_slice().try_into().ok()?;
@@ -293,6 +319,10 @@ fn dek_aad(r: &VaultRef, version: u64, epoch: u64) -> Vec<u8> {
 
 fn older_aad(scope: &VaultScope, epoch: u64) -> Vec<u8> {
     format!("sealfs-fleet-older-key/v1\0{scope}\0{epoch}").into_bytes()
+}
+
+fn scope_key_aad(scope: &VaultScope, epoch: u64) -> Vec<u8> {
+    format!("sealfs-fleet-scope-key/v1\0{scope}\0{epoch}").into_bytes()
 }
 
 fn object_aad(r: &VaultRef, version: u64) -> Vec<u8> {

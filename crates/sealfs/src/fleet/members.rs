@@ -21,10 +21,17 @@ impl FleetVault {
     /// on any member, only returns the id.
     pub fn init(&self) -> Result<String, FleetError> {
         let me = self.card();
-        let body = trust::genesis_entry(me.clone(), &self.signer);
+        let grant = FleetKey::generate();
+        let body = trust::genesis_entry(me.clone(), &self.signer, Some(grant.id()));
         let genesis = Signed::encode(&self.signer, trust::genesis_domain(&body), &body);
         let key = self.chain_key(0);
-        if self.fleet_pin()?.is_none()
+        let fresh = self.fleet_pin()?.is_none() && self.store.get(&key)?.is_none();
+        // The grant key goes first: the entry that names it must never
+        // land without it.
+        if fresh {
+            self.write_grant_wraps(&grant, [&me.recipient])?;
+        }
+        if fresh
             && self.store.apply(
                 &[(key.clone(), Expect::Absent)],
                 &[Change::Put(key.clone(), genesis.clone())],
@@ -118,7 +125,9 @@ impl FleetVault {
     }
 
     /// Appends `op` on `card` to the chain (compare-and-swap on the next
-    /// entry's key), unless `done` says the chain already holds it.
+    /// entry's key), unless `done` says the chain already holds it. A
+    /// removal in a fleet with grant keys names a new one, wrapped first to
+    /// every member that remains.
     fn append(
         &self,
         op: Op,
@@ -131,7 +140,18 @@ impl FleetVault {
             if done(&m)? {
                 return Ok(Some(m));
             }
-            let body = trust::entry(&m, op, card.clone(), &self.signer);
+            // Grant keys are a fleet's from its start: one made by a build
+            // without them keeps wrapping scope keys to each member, which
+            // every build reads.
+            let grant = if op == Op::Remove && m.grant_at(0).is_some() {
+                let key = FleetKey::generate();
+                let stay = m.recipients_at(m.seq());
+                self.write_grant_wraps(&key, stay.iter().filter(|r| **r != card.recipient))?;
+                Some(key.id())
+            } else {
+                None
+            };
+            let body = trust::entry(&m, op, card.clone(), &self.signer, grant);
             let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
             let key = self.chain_key(body.seq);
             // Legitimate writes under the old key all come before the entry:
@@ -172,21 +192,27 @@ impl FleetVault {
         })
     }
 
-    /// Every scope that has a keyring.
+    /// Every scope that has a keyring, and every scope this host has
+    /// pinned: one whose keyring has gone missing since is listed, so the
+    /// callers (listings, `fleet revoke`, `fleet enroll`) report it as
+    /// tampering instead of leaving it out.
     pub(crate) fn scope_names(&self) -> Result<Vec<VaultScope>, FleetError> {
         let prefix = self.store.key("keyring/");
-        let mut out = Vec::new();
+        let mut out = std::collections::BTreeSet::new();
         for k in self.store.keys_under(&prefix)? {
             // Not a scope name: nothing sealfs wrote, and nothing to stop
             // the fleet's other scopes for.
             match k[prefix.len()..].parse::<VaultScope>() {
-                Ok(scope) => out.push(scope),
+                Ok(scope) => {
+                    out.insert(scope);
+                }
                 Err(_) => {
                     tracing::warn!(key = %k.escape_debug(), "ignoring a keyring that names no scope")
                 }
             }
         }
-        Ok(out)
+        out.extend(self.pinned_scopes()?);
+        Ok(out.into_iter().collect())
     }
 
     /// Every scope that has a keyring, with its keyring as read.
@@ -277,7 +303,17 @@ impl FleetVault {
             Some((_, false)) => Err(FleetError::Revoked(card.to_string())),
             None => Ok(false),
         })?;
-        let mut wrapped = 0;
+        // The grant key opens every scope sealed under it.
+        let mut wrapped = usize::from(self.retry("the grant key", || {
+            let m = self.membership(false)?;
+            if !m
+                .card_of(&card.recipient)
+                .is_some_and(|(c, current)| current && *c == card)
+            {
+                return Err(FleetError::Revoked(card.to_string()));
+            }
+            self.wrap_grant_to(&m, &card.recipient)
+        })?);
         let mut failed = Vec::new();
         for scope in self.scope_names()? {
             let added = match self.retry(&format!("the keyring of {scope}"), || {
@@ -293,7 +329,7 @@ impl FleetVault {
                     return Ok(Some(false));
                 };
                 let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Current)?;
-                if ring.wrapped.contains_key(&card.recipient) {
+                if ring.grant.is_some() || ring.wrapped.contains_key(&card.recipient) {
                     return Ok(Some(false));
                 }
                 ring.wrapped.insert(
@@ -405,7 +441,16 @@ impl FleetVault {
                 failed: failed.join("; "),
             });
         }
-        if was_removed && rotated == 0 && !matches!(etcd_user_removed, Ok(true)) {
+        // Every scope has moved on: the older grant keys' wraps go.
+        let pruned = match self.prune_grant_wraps(&self.membership(false)?) {
+            Ok(n) => n,
+            Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete the wraps of older grant keys");
+                0
+            }
+        };
+        if was_removed && rotated == 0 && pruned == 0 && !matches!(etcd_user_removed, Ok(true)) {
             return Err(FleetError::NotMember(recipient));
         }
         Ok(Revoked {

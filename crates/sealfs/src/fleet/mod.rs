@@ -3,8 +3,11 @@
 //! Layout under `/<prefix>/`:
 //! - `chain/<seq>`: the membership chain, signed entry by entry back to
 //!   the fleet's start, which every host pins ([`trust`]).
-//! - `keyring/<scope>`: the scope's fleet key, once per member, each copy
-//!   age-encrypted to that member; with the key's epoch and fingerprint,
+//! - `grant/<id>/<recipient>`: the fleet's grant key of an era (entry 0
+//!   or a removal names its id), age-encrypted to one member ([`grant`]).
+//! - `keyring/<scope>`: the scope's fleet key, sealed once under the grant
+//!   key (in a fleet made before grant keys: once per member, each copy
+//!   age-encrypted to that member); with the key's epoch and fingerprint,
 //!   signed by a member.
 //! - `index/<scope>/<shard>`: one of the 65,536 shards (4,096 in fleets
 //!   made before entry 0 recorded the count) of the scope's
@@ -36,6 +39,7 @@
 mod cache;
 mod error;
 pub mod etcd;
+mod grant;
 pub mod keys;
 mod local;
 mod members;
@@ -211,6 +215,8 @@ struct Trust {
     membership: Option<Membership>,
     fleet_pin: Option<FleetPin>,
     scope_pins: HashMap<VaultScope, Option<ScopePin>>,
+    /// Grant keys verified against the id the chain names, by id.
+    grant_keys: HashMap<String, FleetKey>,
 }
 
 impl std::fmt::Debug for FleetVault {

@@ -12,8 +12,10 @@ use super::trust::{Membership, Signed, KEYRING_DOMAIN};
 use super::{b64, corrupt, keys, FleetError, FleetVault, ScopeKeys};
 use crate::{SecretKey, VaultRef, VaultScope};
 
-/// A scope's fleet key, wrapped to each member; stored signed
-/// ([`super::trust::Signed`]) by the member who wrote it.
+/// A scope's fleet key, sealed once under the fleet's grant key (which
+/// every member holds) or, in a fleet or era without one, wrapped to each
+/// member; stored signed ([`super::trust::Signed`]) by the member who
+/// wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Keyring {
     /// The fleet id.
@@ -25,8 +27,13 @@ pub(super) struct Keyring {
     pub(super) seq: u64,
     /// The signing key (hex) of the member who wrote it.
     pub(super) signer: String,
-    /// Recipient → the fleet key age-encrypted to it (base64).
+    /// Recipient → the fleet key age-encrypted to it (base64); empty when
+    /// `grant` seals it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(super) wrapped: BTreeMap<String, String>,
+    /// The fleet key sealed under the grant key in force at `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) grant: Option<GrantSealed>,
     /// The keys this one replaced, each sealed under it, while a
     /// rotation moves the index shards still under them to this key; empty
     /// once it has.
@@ -38,6 +45,15 @@ pub(super) struct Keyring {
     /// them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) recovered: Option<u64>,
+}
+
+/// A scope's key sealed under a grant key ([`FleetKey::seal_scope_key`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct GrantSealed {
+    /// The grant key's id, as the chain names it.
+    pub(super) id: String,
+    /// The sealed key (base64).
+    pub(super) sealed: String,
 }
 
 /// A key a rotation replaced, as its successor's keyring carries it.
@@ -142,6 +158,15 @@ impl FleetVault {
         if ring.wrapped.keys().any(|r| !members.contains(r)) {
             return Err(forged("it wraps the key to a host that is not a member"));
         }
+        if let Some(g) = &ring.grant {
+            // Only the grant key of its own membership: an older one is
+            // known to the hosts revoked since.
+            if !ring.wrapped.is_empty() || m.grant_at(ring.seq) != Some(g.id.as_str()) {
+                return Err(forged(
+                    "its key is sealed under a grant key that is not the fleet's at its entry",
+                ));
+            }
+        }
         // Refused if older than what this host has seen; pinned only once
         // known current: a keyring from before the last revocation (which
         // a revoked host can still sign) never moves a pin.
@@ -159,14 +184,27 @@ impl FleetVault {
             recipient: self.card().to_string(),
             scope: Some(scope.clone()),
         };
-        let wrapped = ring
-            .wrapped
-            .get(&self.recipient())
-            .ok_or_else(not_enrolled)?;
-        let wrapped = b64()
-            .decode(wrapped)
-            .map_err(|_| forged("a wrapped key is not base64"))?;
-        let key = FleetKey::unwrap_for(&self.host, &wrapped).ok_or_else(not_enrolled)?;
+        let key = match &ring.grant {
+            Some(g) => {
+                let sealed = b64()
+                    .decode(&g.sealed)
+                    .map_err(|_| forged("a sealed key is not base64"))?;
+                let grant = self.grant_key(&g.id, Some(scope))?;
+                grant
+                    .open_scope_key(&sealed, scope, ring.epoch)
+                    .ok_or_else(|| forged("its key does not open under the grant key"))?
+            }
+            None => {
+                let wrapped = ring
+                    .wrapped
+                    .get(&self.recipient())
+                    .ok_or_else(not_enrolled)?;
+                let wrapped = b64()
+                    .decode(wrapped)
+                    .map_err(|_| forged("a wrapped key is not base64"))?;
+                FleetKey::unwrap_for(&self.host, &wrapped).ok_or_else(not_enrolled)?
+            }
+        };
         if key.id() != ring.key_id {
             return Err(FleetError::Integrity(format!("the keyring of {scope}")));
         }
@@ -427,8 +465,10 @@ impl FleetVault {
         Ok(out)
     }
 
-    /// A keyring of `key` at `epoch`, wrapped to the members of `m` as
-    /// they are now, signed by this host when stored ([`Self::sign_keyring`]).
+    /// A keyring of `key` at `epoch` for the members of `m` as they are
+    /// now: sealed once under the fleet's grant key, or in a fleet without
+    /// one, wrapped to each member. Signed by this host when stored
+    /// ([`Self::sign_keyring`]).
     pub(super) fn new_keyring(
         &self,
         scope: &VaultScope,
@@ -437,9 +477,20 @@ impl FleetVault {
         m: &Membership,
     ) -> Result<Keyring, FleetError> {
         let mut wrapped = BTreeMap::new();
-        for r in m.recipients_at(m.seq()) {
-            let w = b64().encode(key.wrap_to(&r)?);
-            wrapped.insert(r, w);
+        let mut grant = None;
+        if let Some(id) = m.grant() {
+            let sealed = self
+                .grant_key(id, Some(scope))?
+                .seal_scope_key(key, scope, epoch);
+            grant = Some(GrantSealed {
+                id: id.to_owned(),
+                sealed: b64().encode(sealed),
+            });
+        } else {
+            for r in m.recipients_at(m.seq()) {
+                let w = b64().encode(key.wrap_to(&r)?);
+                wrapped.insert(r, w);
+            }
         }
         Ok(Keyring {
             fleet: m.fleet_id.clone(),
@@ -449,6 +500,7 @@ impl FleetVault {
             seq: m.seq(),
             signer: self.signer.public_hex(),
             wrapped,
+            grant,
             older: Vec::new(),
             recovered: None,
         })

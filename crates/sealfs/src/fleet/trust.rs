@@ -187,6 +187,14 @@ pub(super) struct ChainBody {
     /// (absent: 3, the layout of fleets made before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) shard_hex: Option<u8>,
+    /// Entry 0 and removals: the id ([`super::keys::FleetKey::id`]) of the
+    /// fleet's grant key from this entry on, a new key that every member
+    /// then (and every host enrolled later) has wrapped to it at
+    /// `grant/<id>/<recipient>`, and that seals the keys of scopes every
+    /// member reads. Absent (a fleet or removal from before grant keys):
+    /// no grant key, and keyrings wrap scope keys to each member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) grant: Option<String>,
 }
 
 /// A signed record as stored in etcd: the body's exact bytes and the
@@ -248,6 +256,9 @@ pub(super) struct Membership {
     pub(super) removal_rev: Option<i64>,
     /// How many hex digits name an index shard (fixed at entry 0).
     pub(super) shard_hex: u8,
+    /// Where each grant era starts (entry 0 and every removal), and the id
+    /// of its grant key, if it has one.
+    eras: Vec<(u64, Option<String>)>,
 }
 
 impl Membership {
@@ -293,6 +304,7 @@ impl Membership {
             )]),
             last_removal: 0,
             removal_rev: None,
+            eras: vec![(0, body.grant)],
         })
     }
 
@@ -342,10 +354,29 @@ impl Membership {
                 m.removed = Some(seq);
                 self.last_removal = seq;
                 self.removal_rev = None;
+                // The removed host knew the grant key before: a new one,
+                // or none (a removal written by a build before grant keys).
+                self.eras.push((seq, body.grant));
             }
         }
         self.hashes.push(hash(signed.body.as_bytes()));
         Ok(())
+    }
+
+    /// The id of the grant key in force after entry `seq`: the one named by
+    /// the last removal (or entry 0) at or before it; `None` if that entry
+    /// named none.
+    pub(super) fn grant_at(&self, seq: u64) -> Option<&str> {
+        self.eras
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= seq)
+            .and_then(|(_, id)| id.as_deref())
+    }
+
+    /// The id of the grant key in force now.
+    pub(super) fn grant(&self) -> Option<&str> {
+        self.grant_at(self.seq())
     }
 
     /// The sequence number of the newest entry.
@@ -542,8 +573,14 @@ pub(super) struct ScopePin {
     pub(super) settled: bool,
 }
 
-/// A new chain entry's body.
-pub(super) fn entry(m: &Membership, op: Op, member: HostCard, signer: &HostSigner) -> ChainBody {
+/// A new chain entry's body; a removal names the new grant key's id.
+pub(super) fn entry(
+    m: &Membership,
+    op: Op,
+    member: HostCard,
+    signer: &HostSigner,
+    grant: Option<String>,
+) -> ChainBody {
     ChainBody {
         nonce: String::new(),
         fleet: m.fleet_id.clone(),
@@ -554,11 +591,13 @@ pub(super) fn entry(m: &Membership, op: Op, member: HostCard, signer: &HostSigne
         signer: signer.public_hex(),
         time_ms: crate::clock::now_ms(),
         shard_hex: None,
+        grant,
     }
 }
 
-/// Entry 0 of a new fleet founded by `me`.
-pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner) -> ChainBody {
+/// Entry 0 of a new fleet founded by `me`, whose first grant key has the
+/// id `grant`.
+pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner, grant: Option<String>) -> ChainBody {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).expect("the OS random source works");
     ChainBody {
@@ -571,6 +610,7 @@ pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner) -> ChainBody {
         member: me,
         time_ms: crate::clock::now_ms(),
         shard_hex: Some(super::keys::SHARD_HEX),
+        grant,
     }
 }
 
@@ -589,7 +629,7 @@ mod tests {
     fn chain() -> (Vec<Vec<u8>>, HostSigner, HostCard) {
         let a = HostSigner::generate();
         let ca = card(&a);
-        let body = genesis_entry(ca.clone(), &a);
+        let body = genesis_entry(ca.clone(), &a, None);
         let g = Signed::encode(&a, genesis_domain(&body), &body);
         (vec![g], a, ca)
     }
@@ -607,19 +647,22 @@ mod tests {
         let a = HostSigner::generate();
         let ca = card(&a);
         let signed = |hex: Option<u8>, domain: &[u8]| {
-            let mut body = genesis_entry(ca.clone(), &a);
+            let mut body = genesis_entry(ca.clone(), &a, None);
             body.shard_hex = hex;
             Signed::encode(&a, domain, &body)
         };
         let genesis = |hex: Option<u8>| {
             let body = ChainBody {
                 shard_hex: hex,
-                ..genesis_entry(ca.clone(), &a)
+                ..genesis_entry(ca.clone(), &a, None)
             };
             let raw = Signed::encode(&a, genesis_domain(&body), &body);
             Membership::genesis(&id_of(&raw), &raw)
         };
-        assert_eq!(genesis_entry(ca.clone(), &a).shard_hex, Some(SHARD_HEX));
+        assert_eq!(
+            genesis_entry(ca.clone(), &a, None).shard_hex,
+            Some(SHARD_HEX)
+        );
         assert_eq!(genesis(Some(4)).unwrap().shard_hex, 4);
         assert_eq!(genesis(None).unwrap().shard_hex, LEGACY_SHARD_HEX);
         let err = genesis(Some(5)).unwrap_err().to_string();
@@ -664,22 +707,26 @@ mod tests {
         raws.push(Signed::encode(
             &a,
             CHAIN_DOMAIN,
-            &entry(&m, Op::Add, cb.clone(), &a),
+            &entry(&m, Op::Add, cb.clone(), &a, None),
         ));
         m.apply(&raws[1]).unwrap();
         assert!(m.has_recipient(&cb.recipient));
         // b removes a; a can sign nothing more.
-        let rm = Signed::encode(&b, CHAIN_DOMAIN, &entry(&m, Op::Remove, ca.clone(), &b));
+        let rm = Signed::encode(
+            &b,
+            CHAIN_DOMAIN,
+            &entry(&m, Op::Remove, ca.clone(), &b, None),
+        );
         m.apply(&rm).unwrap();
         assert_eq!(m.last_removal, 2);
         let x = HostSigner::generate();
-        let late = Signed::encode(&a, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &a));
+        let late = Signed::encode(&a, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &a, None));
         assert!(matches!(m.clone().apply(&late), Err(FleetError::Forged(_))));
         // Not re-admitted, even by a member.
-        let back = Signed::encode(&b, CHAIN_DOMAIN, &entry(&m, Op::Add, ca, &b));
+        let back = Signed::encode(&b, CHAIN_DOMAIN, &entry(&m, Op::Add, ca, &b, None));
         assert!(matches!(m.clone().apply(&back), Err(FleetError::Forged(_))));
         // A stranger's entry, and another fleet's start.
-        let s = Signed::encode(&x, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &x));
+        let s = Signed::encode(&x, CHAIN_DOMAIN, &entry(&m, Op::Add, card(&x), &x, None));
         assert!(matches!(m.clone().apply(&s), Err(FleetError::Forged(_))));
         let (other, _, _) = chain();
         assert!(matches!(
@@ -692,13 +739,52 @@ mod tests {
         let mut short = Membership::genesis(&id, &raws[0]).unwrap();
         short.apply(&raws[1]).unwrap();
         assert!(matches!(short.check_pin(&pin), Err(FleetError::Forged(_))));
-        let fork = Signed::encode(&b, CHAIN_DOMAIN, &entry(&short, Op::Add, card(&x), &b));
+        let fork = Signed::encode(
+            &b,
+            CHAIN_DOMAIN,
+            &entry(&short, Op::Add, card(&x), &b, None),
+        );
         short.apply(&fork).unwrap();
         assert!(short
             .check_pin(&pin)
             .unwrap_err()
             .to_string()
             .contains("fork"));
+    }
+
+    /// Each removal starts a grant era with the key its entry names; an
+    /// addition keeps the era's key; a removal that names none (written
+    /// by a build without grant keys) leaves the fleet with none, never
+    /// with the key the removed host knew.
+    #[test]
+    fn the_grant_key_changes_at_every_removal_and_only_there() {
+        let a = HostSigner::generate();
+        let ca = card(&a);
+        let body = genesis_entry(ca.clone(), &a, Some("g0".into()));
+        let raw = Signed::encode(&a, genesis_domain(&body), &body);
+        let mut m = Membership::genesis(&id_of(&raw), &raw).unwrap();
+        assert_eq!(m.grant(), Some("g0"));
+        let (b, c) = (HostSigner::generate(), HostSigner::generate());
+        let (cb, cc) = (card(&b), card(&c));
+        let add = |m: &mut Membership, cx: &HostCard, g: Option<&str>| {
+            let e = entry(m, Op::Add, cx.clone(), &a, g.map(str::to_owned));
+            m.apply(&Signed::encode(&a, CHAIN_DOMAIN, &e)).unwrap();
+        };
+        let remove = |m: &mut Membership, cx: &HostCard, g: Option<&str>| {
+            let e = entry(m, Op::Remove, cx.clone(), &a, g.map(str::to_owned));
+            m.apply(&Signed::encode(&a, CHAIN_DOMAIN, &e)).unwrap();
+        };
+        // An addition naming a key (no build writes that) changes nothing.
+        add(&mut m, &cb, Some("sneaked"));
+        assert_eq!(m.grant(), Some("g0"));
+        remove(&mut m, &cb, Some("g2"));
+        add(&mut m, &cc, None);
+        assert_eq!(
+            (m.grant_at(1), m.grant_at(2), m.grant()),
+            (Some("g0"), Some("g2"), Some("g2"))
+        );
+        remove(&mut m, &cc, None);
+        assert_eq!((m.grant_at(3), m.grant()), (Some("g2"), None));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! How a host checks what etcd serves against what it has pinned: the
 //! membership chain from the fleet id on, and each scope's key epoch.
 
-use super::local::{load_pin, pin_key, store_pin};
+use super::local::{load_pin, pin_key, store_pin, LOCAL_SCOPE};
 use super::records::Keyring;
 use super::trust::{hash, FleetPin, Membership, ScopePin, Signed};
 use super::{FleetError, FleetVault, Trust};
@@ -189,6 +189,28 @@ impl FleetVault {
             self.trust().scope_pins.insert(scope.clone(), pin.clone());
         }
         Ok(pin)
+    }
+
+    /// Every scope of this fleet (this prefix) this host has pinned.
+    pub(super) fn pinned_scopes(&self) -> Result<Vec<VaultScope>, FleetError> {
+        let mut out = Vec::new();
+        let local: VaultScope = LOCAL_SCOPE.parse().expect("a valid scope");
+        for e in self.local.list(Some(&local))? {
+            let key = e.vault_ref.key().as_str();
+            if !key.starts_with("pin-scope-") {
+                continue;
+            }
+            let Some(pin) = load_pin::<ScopePin>(&self.local, key)? else {
+                continue;
+            };
+            // The key hashes the prefix and the scope: a pin of the same
+            // scope under another prefix (another fleet) is not this one's.
+            match pin.scope.parse::<VaultScope>() {
+                Ok(scope) if self.scope_pin_key(&scope) == key => out.push(scope),
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Refuses `ring` if its epoch is below the pinned one, or it holds
