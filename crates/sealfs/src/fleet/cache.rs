@@ -78,6 +78,21 @@ impl Cache {
         self.write(&self.records, &n, value)
     }
 
+    /// Keeps each record (etcd key, bytes) whose bytes differ from the
+    /// cached copy, all with one flush ([`PrivateDir::write_atomic_many`]).
+    pub(super) fn put_many(&self, records: &[(&str, &[u8])]) -> Result<(), FleetError> {
+        let mut changed = Vec::new();
+        for (key, value) in records {
+            let n = name(key);
+            if self.read(&self.records, &n)?.as_deref() != Some(*value) {
+                changed.push((n, *value));
+            }
+        }
+        self.records
+            .write_atomic_many(&self.tmp, &changed)
+            .map_err(Self::err(self.records.path()))
+    }
+
     pub(super) fn get(&self, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
         self.read(&self.records, &name(key))
     }
@@ -185,18 +200,43 @@ impl Cache {
         (counter, epoch): (u64, u64),
         recovered: Option<u64>,
     ) -> Result<(), FleetError> {
+        self.set_high_waters(scope, &[(shard, counter)], epoch, recovered)
+    }
+
+    /// [`Self::set_high_water`] for several shards of `scope` verified
+    /// under the key of `epoch` (a listing): one lock, and the changed
+    /// counters written with one flush.
+    pub(super) fn set_high_waters(
+        &self,
+        scope: &VaultScope,
+        shards: &[(&str, u64)],
+        epoch: u64,
+        recovered: Option<u64>,
+    ) -> Result<(), FleetError> {
         let _lock = self.lock_pins()?;
-        let (mut seen, seen_epoch) = self.high_water(scope, shard)?;
-        if recovered.is_some_and(|r| seen_epoch < r) {
-            seen = 0;
+        let mut lines = Vec::new();
+        for &(shard, counter) in shards {
+            let (mut seen, seen_epoch) = self.high_water(scope, shard)?;
+            if recovered.is_some_and(|r| seen_epoch < r) {
+                seen = 0;
+            }
+            if counter <= seen && epoch <= seen_epoch {
+                continue;
+            }
+            let line = format!("{} {}", counter.max(seen), epoch.max(seen_epoch));
+            lines.push((shard.to_owned(), line.into_bytes()));
         }
-        if counter <= seen && epoch <= seen_epoch {
+        if lines.is_empty() {
             return Ok(());
         }
         let dir = self
             .scope_counters(scope, true)?
             .expect("created on demand");
-        let line = format!("{} {}", counter.max(seen), epoch.max(seen_epoch));
-        self.write(&dir, shard, line.as_bytes())
+        let files: Vec<(String, &[u8])> = lines
+            .iter()
+            .map(|(n, l)| (n.clone(), l.as_slice()))
+            .collect();
+        dir.write_atomic_many(&self.tmp, &files)
+            .map_err(Self::err(dir.path()))
     }
 }

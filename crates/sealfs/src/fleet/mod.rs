@@ -586,7 +586,8 @@ impl FleetVault {
                 rev: None,
             }));
         };
-        let Some((body, key)) = self.parse_shard(scope, shard, keys, &rec, replay_ok)? else {
+        let Some((body, key)) = self.parse_shard(scope, shard, keys, &rec, (replay_ok, true))?
+        else {
             return Ok(None);
         };
         self.keep(&k, &rec)?;
@@ -686,6 +687,9 @@ impl FleetVault {
             let mut shards = Vec::with_capacity(records.len());
             // Refused and left out (with `refused`), but there.
             let mut left_out = Vec::new();
+            // Verified records (etcd key, bytes), kept together once all
+            // are read, with their counters: one flush, not two per shard.
+            let mut kept = Vec::with_capacity(records.len());
             let hex = usize::from(self.shard_hex()?);
             for (k, rec) in records {
                 let shard = &k[prefix.len()..];
@@ -693,9 +697,8 @@ impl FleetVault {
                     tracing::warn!(key = %k.escape_debug(), "ignoring a record that names no shard");
                     continue;
                 }
-                match self.parse_shard(scope, shard, &keys, &rec, replay_ok) {
+                match self.parse_shard(scope, shard, &keys, &rec, (replay_ok, false)) {
                     Ok(Some((body, key))) => {
-                        self.keep(&k, &rec)?;
                         shards.push((
                             shard.to_owned(),
                             ShardState {
@@ -704,6 +707,9 @@ impl FleetVault {
                                 rev: Some(rec.mod_revision),
                             },
                         ));
+                        if rec.mod_revision != 0 {
+                            kept.push((k, rec.value));
+                        }
                     }
                     Ok(None) => match refused.as_deref_mut() {
                         Some(out) => {
@@ -729,6 +735,23 @@ impl FleetVault {
                     Err(e) => return Err(e),
                 }
             }
+            if !replay_ok {
+                let counters: Vec<(&str, u64)> = shards
+                    .iter()
+                    .map(|(name, st)| (name.as_str(), st.body.counter))
+                    .collect();
+                self.cache.set_high_waters(
+                    scope,
+                    &counters,
+                    keys.keyring.epoch,
+                    keys.keyring.recovered,
+                )?;
+            }
+            let kept: Vec<(&str, &[u8])> = kept
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            self.cache.put_many(&kept)?;
             if !replay_ok {
                 for gone in seen
                     .iter()

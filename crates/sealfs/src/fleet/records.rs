@@ -275,13 +275,15 @@ impl FleetVault {
     /// not authenticate under the keys read (forged, or read across a
     /// rotation; the caller looks again before calling it forged).
     /// `replay_ok`: `fleet recover` takes a restored (older) shard over.
+    /// `record`: the counter is recorded here (else the caller records
+    /// it, with others: [`super::cache::Cache::set_high_waters`]).
     pub(super) fn parse_shard(
         &self,
         scope: &VaultScope,
         shard: &str,
         keys: &ScopeKeys,
         rec: &Record,
-        replay_ok: bool,
+        (replay_ok, record): (bool, bool),
     ) -> Result<Option<(ShardBody, FleetKey)>, FleetError> {
         let what = || format!("shard {shard} of the index of {scope}");
         let stored: ShardRecord =
@@ -327,12 +329,14 @@ impl FleetVault {
                     got: body.counter,
                 });
             }
-            self.cache.set_high_water(
-                scope,
-                shard,
-                (body.counter, keys.keyring.epoch),
-                keys.keyring.recovered,
-            )?;
+            if record {
+                self.cache.set_high_water(
+                    scope,
+                    shard,
+                    (body.counter, keys.keyring.epoch),
+                    keys.keyring.recovered,
+                )?;
+            }
         }
         Ok(Some((body, key)))
     }

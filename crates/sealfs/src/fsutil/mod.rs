@@ -428,6 +428,40 @@ impl PrivateDir {
         }
         result
     }
+
+    /// Writes each of `files` (name, bytes) as [`Self::write_atomic`] does,
+    /// so a crash leaves each one whole, old or new; on Linux with one
+    /// flush of the file system for all of them (syncfs) instead of two
+    /// per file, which is what a listing of thousands of records costs.
+    pub fn write_atomic_many(&self, tmp: &PrivateDir, files: &[(String, &[u8])]) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if files.len() > 1 {
+            let mut temps = Vec::with_capacity(files.len());
+            let mut write_all = || {
+                for (_, bytes) in files {
+                    let (mut f, name) = tmp.create_temp(".sealfs-")?;
+                    temps.push(name);
+                    f.write_all(bytes)?;
+                }
+                tmp.sync_filesystem()?;
+                for (t, (name, _)) in temps.iter().zip(files) {
+                    tmp.rename(t, self, name)?;
+                }
+                self.sync()
+            };
+            let result = write_all();
+            if result.is_err() {
+                for t in &temps {
+                    let _ = tmp.remove_file(t);
+                }
+            }
+            return result;
+        }
+        for (name, bytes) in files {
+            self.write_atomic(tmp, name, bytes)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -462,6 +496,29 @@ mod tests {
         let d = root.join(name);
         create_private_dir_all(&d).unwrap();
         d
+    }
+
+    /// Many files written at once each hold their new bytes, replace what
+    /// was there, and leave no temporary file behind.
+    #[test]
+    fn many_files_written_at_once_are_whole_and_leave_no_temporaries() {
+        let root = tempfile::tempdir().unwrap();
+        let d = PrivateDir::open(&private(root.path(), "vault"), false).unwrap();
+        let tmp = d.subdir("tmp", true).unwrap();
+        let out = d.subdir("out", true).unwrap();
+        out.write_atomic(&tmp, "f1", b"old").unwrap();
+        let bodies: Vec<Vec<u8>> = (0..50).map(|i| format!("body {i}").into_bytes()).collect();
+        let files: Vec<(String, &[u8])> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("f{i}"), b.as_slice()))
+            .collect();
+        out.write_atomic_many(&tmp, &files).unwrap();
+        for (name, body) in &files {
+            assert_eq!(out.read(name).unwrap(), *body);
+        }
+        assert_eq!(out.entries().unwrap().len(), 50);
+        assert!(tmp.entries().unwrap().is_empty());
     }
 
     #[test]

@@ -285,4 +285,11 @@ impl PrivateDir {
     pub fn sync(&self) -> io::Result<()> {
         self.dir.sync_all()
     }
+
+    /// Flushes everything written to the file system this directory is
+    /// on (syncfs): one flush for many files.
+    #[cfg(target_os = "linux")]
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        nix::unistd::syncfs(&self.dir).map_err(io::Error::from)
+    }
 }
