@@ -390,7 +390,7 @@ pub(crate) fn scope_key(store: &EtcdStore, id: &HostIdentity, scope: &str) -> Op
             let path = format!("grant/{}/{}", g["id"].as_str().unwrap(), id.recipient());
             let wrap = store.get(&store.key(&path)).unwrap()?;
             let grant = FleetKey::unwrap_for(id, &wrap.value).unwrap();
-            assert_eq!(g["id"], grant.id().as_str());
+            assert_eq!(g["id"], grant.commitment().as_str());
             let epoch = ring["epoch"].as_u64().unwrap();
             grant
                 .open_scope_key(&b64(&g["sealed"]), &scope.parse().unwrap(), epoch)

@@ -545,6 +545,9 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
     // After the backup: more writes (in shards the backup lacks, which
     // every host reads), and a third host.
     a.set("global/k", b"lost-in-restore");
+    // A scope made after the backup, which A and B pin.
+    a.set("principal:late/k", b"lost-in-restore");
+    assert_eq!(b.get("principal:late/k"), b"lost-in-restore");
     for i in 0..5 {
         a.set(&format!("global/new{i}"), b"lost-in-restore");
     }
@@ -577,6 +580,11 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
     // A member takes the restored state over.
     let token = a.run(&["fleet", "recover"], b"").ok().stdout_str();
     assert_eq!(a.get("global/k"), b"in-backup");
+    // The scope made after the backup is forgotten, not tampering: it is
+    // absent, and listings of every scope work.
+    let late = "secret not found";
+    a.run(&["get", "principal:late/k"], b"").fails(1, late);
+    assert_eq!(a.run(&["list"], b"").ok().stdout_str().lines().count(), 2);
     // B's pin is newer than the restored chain: a plain join does not move
     // it back; replacing it, as recover says, does.
     b.run(&["fleet", "join", token.trim()], b"")
@@ -585,6 +593,8 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
         .ok();
     assert_eq!(b.get("global/k"), b"in-backup");
     assert_eq!(b.get("principal:svc/k"), b"svc-in-backup");
+    b.run(&["get", "principal:late/k"], b"").fails(1, late);
+    assert_eq!(b.run(&["list"], b"").ok().stdout_str().lines().count(), 2);
     // The shards the restore took away are gone for good, not tampering.
     assert_eq!(
         b.run(&["list", "global"], b"")

@@ -20,9 +20,22 @@ pub(super) struct Cache {
     tmp: PrivateDir,
 }
 
+/// The file name of a cached etcd key: its hex, or (past what a file name
+/// holds: a grant wrap's key names a 256-bit id and a recipient) `h` and
+/// its SHA-256, which no hex name starts with.
 fn name(text: &str) -> String {
-    crate::hex::hex(text.as_bytes())
+    if text.len() <= MAX_HEX_NAME / 2 {
+        return crate::hex::hex(text.as_bytes());
+    }
+    use sha2::Digest;
+    format!(
+        "h{}",
+        crate::hex::hex(&sha2::Sha256::digest(text.as_bytes()))
+    )
 }
+
+/// Well under the 255 bytes file systems allow a name.
+const MAX_HEX_NAME: usize = 200;
 
 impl Cache {
     pub(super) fn open(dir: PathBuf, prefix: &str) -> Result<Self, FleetError> {
@@ -165,6 +178,23 @@ impl Cache {
                     FleetError::Corrupt(format!("the counter file {}", dir.join(shard).display()))
                 }),
         }
+    }
+
+    /// Forgets every shard counter of `scope` (the caller holds the pin
+    /// lock).
+    pub(super) fn forget_counters(&self, scope: &VaultScope) -> Result<(), FleetError> {
+        let Some(dir) = self.scope_counters(scope, false)? else {
+            return Ok(());
+        };
+        for n in dir.entries().map_err(Self::err(dir.path()))? {
+            match dir.remove_file(&n) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(Self::err(&dir.join(&n))(e))
+                }
+                _ => {}
+            }
+        }
+        dir.sync().map_err(Self::err(dir.path()))
     }
 
     /// The shards of `scope` this host has verified a counter for, of

@@ -6,10 +6,11 @@
 //! wraps one new key per member and seals one new key per scope, instead
 //! of members times scopes.
 //!
-//! The chain names each era's key by its id (a removal's entry names the
-//! new one, written to every remaining member before the entry), so the
-//! wraps need no signature: a wrap that does not open to the key with the
-//! id the verified chain names is refused. A revoked host keeps the key of
+//! The chain names each era's key by a 256-bit commitment to it
+//! ([`FleetKey::commitment`]; a removal's entry names the new one, written
+//! to every remaining member before the entry), so the wraps need no
+//! signature: a wrap that does not open to the key the verified chain
+//! names is refused. A revoked host keeps the key of
 //! the eras it belonged to; keyrings sealed under one are from before its
 //! removal, which a host refuses but to rotate them.
 
@@ -48,7 +49,7 @@ impl FleetVault {
         };
         let rec = self.read(&path, true)?.ok_or_else(not_enrolled)?;
         let key = FleetKey::unwrap_for(&self.host, &rec.value).ok_or_else(not_enrolled)?;
-        if key.id() != id {
+        if key.commitment() != id {
             return Err(FleetError::Forged(format!(
                 "the grant key wrapped to this host: it is not the key {id} the membership chain names"
             )));
@@ -61,13 +62,17 @@ impl FleetVault {
     /// Writes `key` (a new grant key) wrapped to each of `recipients`, a
     /// hundred to a transaction, before the chain entry that names it:
     /// nothing refers to these wraps until that entry lands, and a
-    /// run that loses the race for the entry leaves them unread.
+    /// run that loses the race for the entry leaves them unread. The key
+    /// is not kept in memory: whatever is sealed under it later is sealed
+    /// under this host's copy as read back from etcd, so a copy that went
+    /// missing stops the run instead of sealing scopes to a key only this
+    /// process holds.
     pub(super) fn write_grant_wraps<'a>(
         &self,
         key: &FleetKey,
         recipients: impl IntoIterator<Item = &'a String>,
     ) -> Result<(), FleetError> {
-        let id = key.id();
+        let id = key.commitment();
         let mut batch = Vec::with_capacity(WRAPS_PER_TXN);
         for r in recipients {
             batch.push(Change::Put(self.grant_wrap_key(&id, r), key.wrap_to(r)?));
@@ -78,7 +83,21 @@ impl FleetVault {
         if !batch.is_empty() {
             self.store.apply(&[], &batch)?;
         }
-        self.trust().grant_keys.insert(id, key.clone());
+        Ok(())
+    }
+
+    /// Deletes every wrap of the grant key `id`: one this host made for an
+    /// entry that lost the race, which nothing names.
+    pub(super) fn drop_grant_wraps(&self, id: &str) -> Result<(), FleetError> {
+        let wraps: Vec<Change> = self
+            .store
+            .keys_under(&self.store.key(&format!("grant/{id}/")))?
+            .into_iter()
+            .map(Change::Delete)
+            .collect();
+        for batch in wraps.chunks(WRAPS_PER_TXN) {
+            self.store.apply(&[], batch)?;
+        }
         Ok(())
     }
 
@@ -111,16 +130,21 @@ impl FleetVault {
         Ok(ok.then_some(true))
     }
 
-    /// Deletes the wraps of every grant key no keyring is sealed under and
-    /// that is not the one in force in `m`: what a revocation leaves of
-    /// the eras before it once every scope has moved on (they would
-    /// otherwise add a record per member at every revocation). A keyring
-    /// still under an older key keeps that key's wraps; a keyring under an
-    /// era before `m`'s cannot be written any more, so none comes to need
-    /// a key deleted here.
+    /// Deletes the wraps of the grant keys of `m`'s past eras that no
+    /// keyring is sealed under: what a revocation leaves of the eras
+    /// before it once every scope has moved on (they would otherwise add a
+    /// record per member at every revocation). Only keys the verified
+    /// chain names as past are ever deleted, never one it does not name
+    /// (a revocation running elsewhere writes its new key's wraps before
+    /// its entry), and only while the chain has not moved past `m`. A
+    /// keyring under an era before `m`'s cannot be written any more, so
+    /// none comes to need a key deleted here.
     pub(super) fn prune_grant_wraps(&self, m: &Membership) -> Result<usize, FleetError> {
-        let mut keep: std::collections::BTreeSet<String> =
-            m.grant().into_iter().map(str::to_owned).collect();
+        let mut past = m.past_grants();
+        if past.is_empty() {
+            return Ok(0);
+        }
+        let mut keep = std::collections::BTreeSet::new();
         for (_, rec) in self.scopes_with_keyrings()? {
             let ring = super::trust::Signed::parse("a keyring", &rec.value)
                 .ok()
@@ -131,20 +155,25 @@ impl FleetVault {
                 None => return Ok(0),
             }
         }
-        let prefix = self.store.key("grant/");
-        let stale: Vec<Change> = self
-            .store
-            .keys_under(&prefix)?
-            .into_iter()
-            .filter(|k| {
-                let id = k[prefix.len()..].split('/').next().unwrap_or_default();
-                !keep.contains(id)
-            })
-            .map(Change::Delete)
-            .collect();
-        for batch in stale.chunks(WRAPS_PER_TXN) {
-            self.store.apply(&[], batch)?;
+        past.retain(|id| !keep.contains(id));
+        let mut stale = Vec::new();
+        for id in &past {
+            let prefix = self.store.key(&format!("grant/{id}/"));
+            stale.extend(
+                self.store
+                    .keys_under(&prefix)?
+                    .into_iter()
+                    .map(Change::Delete),
+            );
         }
-        Ok(stale.len())
+        let guard = [(self.chain_key(m.seq() + 1), Expect::Absent)];
+        let mut deleted = 0;
+        for batch in stale.chunks(WRAPS_PER_TXN) {
+            if !self.store.apply(&guard, batch)? {
+                break;
+            }
+            deleted += batch.len();
+        }
+        Ok(deleted)
     }
 }

@@ -181,6 +181,15 @@ impl FleetKey {
         crate::hex::hex(&self.derive(b"id")[..8])
     }
 
+    /// A full-length public commitment to the key (256 bits, hex): what
+    /// the membership chain names a grant key by. A copy of a grant key
+    /// is taken only if it matches, so finding another key that does is
+    /// as hard as a preimage of SHA-256, where [`FleetKey::id`]'s 64 bits
+    /// would be within reach of a determined attacker.
+    pub fn commitment(&self) -> String {
+        crate::hex::hex(self.derive(b"grant commitment").as_slice())
+    }
+
     /// MAC of an index shard's canonical bytes ([`shard_mac_input`]).
     pub fn mac(&self, bytes: &[u8]) -> [u8; 32] {
         let key = self.derive(b"index mac");

@@ -22,7 +22,7 @@ impl FleetVault {
     pub fn init(&self) -> Result<String, FleetError> {
         let me = self.card();
         let grant = FleetKey::generate();
-        let body = trust::genesis_entry(me.clone(), &self.signer, Some(grant.id()));
+        let body = trust::genesis_entry(me.clone(), &self.signer, Some(grant.commitment()));
         let genesis = Signed::encode(&self.signer, trust::genesis_domain(&body), &body);
         let key = self.chain_key(0);
         let fresh = self.fleet_pin()?.is_none() && self.store.get(&key)?.is_none();
@@ -43,6 +43,10 @@ impl FleetVault {
             self.advance_fleet_pin(&m)?;
             self.trust().membership = Some(m.clone());
             return Ok(m.fleet_id);
+        }
+        if fresh {
+            // Another host's entry 0 won: nothing names this key.
+            self.drop_grant_wraps(&grant.commitment())?;
         }
         // A fleet exists: fine if this host is a member of it.
         match self.membership(false) {
@@ -107,9 +111,20 @@ impl FleetVault {
             super::local::store_pin(&self.local, &self.fleet_pin_key(), &pin)?;
         }
         let member = m.has_recipient(&self.recipient());
-        let mut t = self.trust();
-        t.fleet_pin = Some(pin);
-        t.membership = Some(m);
+        {
+            let mut t = self.trust();
+            t.fleet_pin = Some(pin);
+            t.membership = Some(m);
+        }
+        if replace {
+            // The restored state is the one taken: a scope pinned here and
+            // made after the backup is forgotten, not refused for good.
+            for scope in self.pinned_scopes()? {
+                if self.store.get(&self.keyring_key(&scope))?.is_none() {
+                    self.forget_scope(&scope)?;
+                }
+            }
+        }
         Ok(member)
     }
 
@@ -147,11 +162,11 @@ impl FleetVault {
                 let key = FleetKey::generate();
                 let stay = m.recipients_at(m.seq());
                 self.write_grant_wraps(&key, stay.iter().filter(|r| **r != card.recipient))?;
-                Some(key.id())
+                Some(key.commitment())
             } else {
                 None
             };
-            let body = trust::entry(&m, op, card.clone(), &self.signer, grant);
+            let body = trust::entry(&m, op, card.clone(), &self.signer, grant.clone());
             let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
             let key = self.chain_key(body.seq);
             // Legitimate writes under the old key all come before the entry:
@@ -168,7 +183,13 @@ impl FleetVault {
                 .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key.clone(), raw)]);
             let rev = match sent {
                 Ok(Some(rev)) => rev,
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    // Another entry won: nothing will ever name this key.
+                    if let Some(id) = &grant {
+                        self.drop_grant_wraps(id)?;
+                    }
+                    return Ok(None);
+                }
                 Err(e @ FleetError::NoAnswer { .. }) => {
                     if op == Op::Remove {
                         self.pin_own_removal(body.seq, before)?;
@@ -590,6 +611,13 @@ impl FleetVault {
         let now = crate::clock::now_ms();
         let mut done = 0;
         for scope in self.scope_names()? {
+            // Pinned here, but not in the restored etcd (made after the
+            // backup): the restore is what the operator chose, so this
+            // host forgets the scope rather than refuse it for good.
+            if self.read(&self.keyring_key(&scope), false)?.is_none() {
+                self.forget_scope(&scope)?;
+                continue;
+            }
             let re = self.retry(&format!("the keys of {scope}"), || {
                 let m = self.membership(false)?;
                 let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {

@@ -374,6 +374,15 @@ impl Membership {
             .and_then(|(_, id)| id.as_deref())
     }
 
+    /// The ids of the grant keys of every era before the current one.
+    pub(super) fn past_grants(&self) -> Vec<String> {
+        let current = self.eras.len().saturating_sub(1);
+        self.eras[..current]
+            .iter()
+            .filter_map(|(_, id)| id.clone())
+            .collect()
+    }
+
     /// The id of the grant key in force now.
     pub(super) fn grant(&self) -> Option<&str> {
         self.grant_at(self.seq())

@@ -191,6 +191,21 @@ impl FleetVault {
         Ok(pin)
     }
 
+    /// Drops this host's pin of `scope` and its shard counters: `fleet
+    /// recover` after a restore from before the scope was made.
+    pub(super) fn forget_scope(&self, scope: &VaultScope) -> Result<(), FleetError> {
+        let _lock = self.cache.lock_pins()?;
+        match self
+            .local
+            .delete(&super::local::local_ref(&self.scope_pin_key(scope)))
+        {
+            Ok(()) | Err(crate::VaultError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.trust().scope_pins.remove(scope);
+        self.cache.forget_counters(scope)
+    }
+
     /// Every scope of this fleet (this prefix) this host has pinned.
     pub(super) fn pinned_scopes(&self) -> Result<Vec<VaultScope>, FleetError> {
         let mut out = Vec::new();
