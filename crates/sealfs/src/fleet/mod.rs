@@ -753,11 +753,14 @@ impl FleetVault {
                 .collect();
             self.cache.put_many(&kept)?;
             if !replay_ok {
-                for gone in seen
+                // A set: a listing of a large scope has tens of thousands
+                // of shards, seen and read.
+                let have: std::collections::HashSet<&str> = shards
                     .iter()
-                    .filter(|s| !shards.iter().any(|(have, _)| have == *s))
-                    .filter(|s| !left_out.contains(s))
-                {
+                    .map(|(name, _)| name.as_str())
+                    .chain(left_out.iter().map(String::as_str))
+                    .collect();
+                for gone in seen.iter().filter(|s| !have.contains(s.as_str())) {
                     let counter = self.seen_counter(scope, gone, &keys.keyring)?;
                     if counter > 0 {
                         return Err(FleetError::Forged(format!(
