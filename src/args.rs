@@ -138,6 +138,9 @@ pub(crate) enum FleetCommand {
         /// Replace this host's pin even where the chain does not extend it (after a deliberate restore of etcd, or a fork this host was shown)
         #[arg(long)]
         replace_pin: bool,
+        /// With --replace-pin: forget this host's pin of a scope that the restored etcd has no keyring of (a scope made after the backup); repeatable
+        #[arg(long, value_name = "SCOPE", requires = "replace_pin")]
+        forget_scope: Vec<sealfs::VaultScope>,
     },
     /// Let another host read and write the fleet's secrets (run by a member); prints the token it joins with.
     Enroll {
@@ -152,8 +155,23 @@ pub(crate) enum FleetCommand {
         /// The host's card or age recipient (age1...)
         recipient: String,
     },
+    /// Grant a scope to some members only (it gets a new key, wrapped to them), or with --all to every member again; run on a member that can read the scope (creates it if it has none).
+    Grant {
+        /// The scope (global, principal:<id> or session:<id>)
+        scope: sealfs::VaultScope,
+        /// The members to grant it to: each one's card or age recipient (age1...)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        hosts: Vec<String>,
+        /// Grant it to every member, hosts enrolled later included
+        #[arg(long)]
+        all: bool,
+    },
     /// After restoring etcd from a backup on purpose (run on one member): accept the restored state, re-key every scope above every host's pins, and print the token hosts re-join with.
-    Recover,
+    Recover {
+        /// Forget this host's pin of a scope that the restored etcd has no keyring of (a scope made after the backup); repeatable
+        #[arg(long, value_name = "SCOPE")]
+        forget_scope: Vec<sealfs::VaultScope>,
+    },
     /// Compact etcd's history, defragment every endpoint and clear its space alarm (when etcd reached its quota; needs etcd root rights).
     Compact,
     /// Members, this host's enrolment, etcd's space, and each scope's key epoch.

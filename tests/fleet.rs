@@ -78,7 +78,7 @@ impl Host {
     }
 
     /// As [`Host::vault`], through `endpoints` with time limit `timeout`.
-    fn vault_with(&self, endpoints: &str, timeout: Duration) -> FleetVault {
+    pub(crate) fn vault_with(&self, endpoints: &str, timeout: Duration) -> FleetVault {
         let local = self.sb.vault();
         FleetVault::open(
             local,
@@ -153,11 +153,12 @@ fn hosts_share_secrets_and_one_not_enrolled_gets_a_clear_error() {
         .run(&["fleet", "init"], b"")
         .fails(1, "a fleet exists under this prefix already");
     assert_eq!(a.get("global/db_password"), b"hunter2");
-    // A member cannot enroll garbage, or someone twice.
+    // A member cannot enroll garbage; enrolling a member again writes its
+    // copy of the grant key anew (the mend for one replaced or deleted).
     a.run(&["fleet", "enroll", "age1notarecipient"], b"")
         .fails(1, "not a host card");
-    a.run(&["fleet", "enroll", &b.recipient()], b"")
-        .fails(1, "is enrolled already");
+    a.run(&["fleet", "enroll", &b.recipient()], b"").ok();
+    assert_eq!(b.get("global/db_password"), b"hunter2");
     // Values never reach etcd in the clear.
     let dump = etcd.ctl(&["get", "--prefix", "/sealfs"]);
     assert!(dump.status.success());
@@ -329,6 +330,117 @@ fn a_keyring_holds_its_key_once_and_enrolling_a_host_rewrites_none() {
         .iter()
         .zip(&before)
         .all(|(now, then)| now.1 > then.1));
+}
+
+/// A scope granted to some members (`fleet grant`): only they read and
+/// write it, its keyring wraps its key to them alone (none sealed under
+/// the grant key), the other hosts list every scope but it, a host
+/// enrolled later is not in it, a revocation keeps it to those still
+/// members (run by one of them), and `--all` gives it back to every member.
+#[test]
+fn a_scope_granted_to_some_members_is_read_by_them_alone() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("principal:ci/token", b"ci-secret");
+    a.set("global/k", b"shared");
+    assert_eq!(c.get("principal:ci/token"), b"ci-secret");
+    let store = raw(&etcd, "sealfs");
+    let c_key = scope_key(&store, &host_identity(c), "principal:ci").unwrap();
+
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .ok();
+    let not_granted = "scope principal:ci is not granted to this host";
+    assert_eq!(b.get("principal:ci/token"), b"ci-secret");
+    c.run(&["get", "principal:ci/token"], b"")
+        .fails(1, not_granted);
+    c.run(&["set", "principal:ci/other"], b"x")
+        .fails(1, not_granted);
+    let listed = c.run(&["list"], b"").ok().stdout_str();
+    assert!(listed.contains("global/k"), "{listed}");
+    assert!(!listed.contains("principal:ci"), "{listed}");
+    // The keyring: a new key, wrapped to A and B, and nothing else.
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    assert!(body.get("grant").is_none(), "{body}");
+    let (a_age, b_age) = (host_identity(a).recipient(), host_identity(b).recipient());
+    let mut wrapped: Vec<&String> = body["wrapped"].as_object().unwrap().keys().collect();
+    wrapped.sort();
+    let mut want = vec![&a_age, &b_age];
+    want.sort();
+    assert_eq!(wrapped, want);
+    assert!(scope_key(&store, &host_identity(c), "principal:ci").is_none());
+    assert_ne!(
+        scope_key(&store, &host_identity(b), "principal:ci")
+            .unwrap()
+            .id(),
+        c_key.id()
+    );
+    // Its shards moved to the new key: C's old copy opens none.
+    assert!(!opens_data_key(&etcd, &c_key, "principal:ci/token"));
+    let status = c.run(&["fleet", "status"], b"").ok().stdout_str();
+    assert!(
+        status.contains("granted to") && status.contains(&a_age),
+        "{status}"
+    );
+    // Members of it write and read as before.
+    b.set("principal:ci/token", b"rotated");
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+
+    // A host enrolled later is not in it, and reads the rest.
+    let d = Host::new(&etcd);
+    let token = a
+        .run(&["fleet", "enroll", &d.recipient()], b"")
+        .ok()
+        .stdout_str();
+    d.run(&["fleet", "join", token.trim()], b"").ok();
+    d.run(&["get", "principal:ci/token"], b"")
+        .fails(1, not_granted);
+    assert_eq!(d.get("global/k"), b"shared");
+
+    // A revocation run by a host outside the audience cannot rotate it,
+    // and says so; run again on a member of it, it does.
+    c.run(&["fleet", "revoke", &b.recipient()], b"")
+        .fails(1, not_granted);
+    a.run(&["get", "principal:ci/token"], b"")
+        .fails(1, "still has its key from before the last revocation");
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    let wrapped: Vec<&String> = body["wrapped"].as_object().unwrap().keys().collect();
+    assert_eq!(wrapped, vec![&a_age]);
+
+    // Bad input changes nothing.
+    a.run(&["fleet", "grant", "principal:ci"], b"")
+        .fails(2, "required");
+    a.run(&["fleet", "grant", "principal:ci", &b.recipient()], b"")
+        .fails(1, "is not a member");
+    a.run(&["fleet", "grant", "principal:ci", "nonsense"], b"")
+        .fails_with("not a host card");
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+
+    // Back to every member, later ones included.
+    a.run(&["fleet", "grant", "principal:ci", "--all"], b"")
+        .ok();
+    for h in [a, c, &d] {
+        assert_eq!(h.get("principal:ci/token"), b"rotated");
+    }
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    assert!(
+        body.get("grant").is_some() && body.get("audience").is_none(),
+        "{body}"
+    );
 }
 
 /// etcd as the attacker sees it: raw keys under `/<prefix>/`.

@@ -115,9 +115,12 @@ fn forged_keyring(
 ) -> Vec<u8> {
     let key = FleetKey::generate();
     let wrapped = wrapped_to(&key, hosts);
+    // Granted to exactly those it is wrapped to, as a well-formed keyring
+    // without the grant key is.
+    let audience: Vec<&String> = wrapped.keys().collect();
     let body = serde_json::json!({
         "fleet": fleet_id, "scope": "global", "epoch": epoch, "key_id": key.id(),
-        "seq": 0, "signer": signer, "wrapped": wrapped,
+        "seq": 0, "signer": signer, "wrapped": wrapped, "audience": audience,
     });
     serde_json::to_vec(&serde_json::json!({"body": body.to_string(), "sig": b64(sig)})).unwrap()
 }
@@ -208,6 +211,9 @@ fn a_grant_key_replaced_in_etcd_is_refused_and_nothing_is_sealed_under_it() {
         .get(&store.key("keyring/principal:new"))
         .unwrap()
         .is_none());
+    // A member enrolling B again writes B's copy anew.
+    a.run(&["fleet", "enroll", &b.recipient()], b"").ok();
+    assert_eq!(b.get("global/k"), b"genuine");
     // Deleted: a clear error, the same refusal of new scopes.
     assert!(store.apply(&[], &[Change::Delete(b_wrap.clone())]).unwrap());
     refused(b, "global/k", "is not enrolled");
@@ -215,6 +221,17 @@ fn a_grant_key_replaced_in_etcd_is_refused_and_nothing_is_sealed_under_it() {
     assert!(store.apply(&[], &[Change::Put(b_wrap, genuine)]).unwrap());
     assert_eq!(b.get("global/k"), b"genuine");
     assert_eq!(a.get("global/k"), b"genuine");
+    // A's own copy deleted: A seals no new scope under the key it holds
+    // (it reads its copy afresh first).
+    let (a_age, _) = card(a);
+    let (a_wrap, _) = wraps.iter().find(|(k, _)| k.ends_with(&a_age)).unwrap();
+    assert!(store.apply(&[], &[Change::Delete(a_wrap.clone())]).unwrap());
+    a.run(&["set", "principal:new/k"], b"x")
+        .fails(1, "is not enrolled");
+    assert!(store
+        .get(&store.key("keyring/principal:new"))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -496,11 +513,13 @@ fn a_revoked_hosts_own_signature_is_refused_and_not_taken_over_by_rotation() {
     let after_revoke = snapshot(&store, "keyring/");
 
     // B's keyring: entry 2 (B was a member there), epoch 10^6, a key of
-    // B's, wrapped to A and C, validly signed by B.
+    // B's, granted and wrapped to A and C, validly signed by B.
     let key = FleetKey::generate();
+    let wrapped = wrapped_to(&key, &[a, c]);
+    let audience: Vec<&String> = wrapped.keys().collect();
     let body = serde_json::json!({
         "fleet": id, "scope": "global", "epoch": 1_000_000, "key_id": key.id(),
-        "seq": 2, "signer": b_vk, "wrapped": wrapped_to(&key, &[a, c]),
+        "seq": 2, "signer": b_vk, "wrapped": wrapped, "audience": audience,
     })
     .to_string();
     put(
@@ -577,22 +596,75 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
             "refusing the membership chain: it ends at entry 1, and this host has seen entry 2",
         );
     }
-    // A member takes the restored state over.
-    let token = a.run(&["fleet", "recover"], b"").ok().stdout_str();
+    // A member takes the restored state over. The scope made after the
+    // backup, which A pinned, is missing from etcd: that is said, and it
+    // stays refused as tampering until the operator names it (an etcd
+    // writer could delete a keyring just before a recover).
+    let seen = "it is missing, and this host has seen";
+    let out = a.run(&["fleet", "recover"], b"").ok();
+    assert!(
+        out.stderr
+            .contains("WARNING: this host has seen scope(s) principal:late"),
+        "{}",
+        out.stderr
+    );
+    let token = out.stdout_str();
     assert_eq!(a.get("global/k"), b"in-backup");
-    // The scope made after the backup is forgotten, not tampering: it is
-    // absent, and listings of every scope work.
+    a.run(&["get", "principal:late/k"], b"").fails(1, seen);
+    // Naming a scope etcd has a keyring of changes nothing.
+    a.run(
+        &["fleet", "recover", "--forget-scope", "principal:svc"],
+        b"",
+    )
+    .fails(1, "refusing to forget scope principal:svc");
+    assert_eq!(a.get("principal:svc/k"), b"svc-in-backup");
+    // Named, it is forgotten: absent, and listings of every scope work.
+    let out = a
+        .run(
+            &["fleet", "recover", "--forget-scope", "principal:late"],
+            b"",
+        )
+        .ok();
+    assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
+    let token2 = out.stdout_str();
     let late = "secret not found";
     a.run(&["get", "principal:late/k"], b"").fails(1, late);
     assert_eq!(a.run(&["list"], b"").ok().stdout_str().lines().count(), 2);
     // B's pin is newer than the restored chain: a plain join does not move
-    // it back; replacing it, as recover says, does.
+    // it back; replacing it, as recover says, does, and B is told of the
+    // scope it pinned that etcd lacks, just as A was.
     b.run(&["fleet", "join", token.trim()], b"")
         .fails(1, "run `sealfs fleet join --replace-pin`");
-    b.run(&["fleet", "join", "--replace-pin", token.trim()], b"")
+    b.run(
+        &[
+            "fleet",
+            "join",
+            "--forget-scope",
+            "principal:late",
+            token.trim(),
+        ],
+        b"",
+    )
+    .fails(2, "--replace-pin");
+    let out = b
+        .run(&["fleet", "join", "--replace-pin", token2.trim()], b"")
         .ok();
+    assert!(out.stderr.contains("principal:late"), "{}", out.stderr);
     assert_eq!(b.get("global/k"), b"in-backup");
     assert_eq!(b.get("principal:svc/k"), b"svc-in-backup");
+    b.run(&["get", "principal:late/k"], b"").fails(1, seen);
+    b.run(
+        &[
+            "fleet",
+            "join",
+            "--replace-pin",
+            "--forget-scope",
+            "principal:late",
+            token2.trim(),
+        ],
+        b"",
+    )
+    .ok();
     b.run(&["get", "principal:late/k"], b"").fails(1, late);
     assert_eq!(b.run(&["list"], b"").ok().stdout_str().lines().count(), 2);
     // The shards the restore took away are gone for good, not tampering.
@@ -631,7 +703,6 @@ fn a_deliberate_restore_is_refused_until_a_member_runs_fleet_recover() {
 /// the value over.
 #[test]
 fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
-    use sealfs::fleet::keys::{object_digest, random_object_id, shard_mac_input, DataKey};
     let Some(etcd) = Etcd::start(1) else { return };
     let hosts = fleet(&etcd, 3);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
@@ -654,32 +725,7 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
 
     // B, with the old key from the keyring, writes its own value under it.
     let old_key = scope_key(&store, &host_identity(b), "global").unwrap();
-    let r: sealfs::VaultRef = "global/k".parse().unwrap();
-    let shard = shard_of(r.scope(), "k");
-    let shard_key = format!("index/global/{shard}");
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(&body_of(&store, &shard_key)).unwrap();
-    let version = manifest["counter"].as_u64().unwrap() + 1;
-    let epoch = manifest["epoch"].as_u64().unwrap();
-    let dek = DataKey::generate();
-    let object = random_object_id();
-    let sealed = dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(b"from-b"));
-    put(&store, &format!("obj/{object}"), sealed.clone());
-    manifest["counter"] = version.into();
-    manifest["entries"]["k"] = serde_json::json!({
-        "version": version, "object": object, "sha256": object_digest(&sealed),
-        "dek": b64(&old_key.wrap_data_key(&dek, &r, version, epoch)),
-        "len": 6, "created_ms": 0, "updated_ms": 0,
-    });
-    let body = manifest.to_string();
-    let mac = old_key.mac(&shard_mac_input(r.scope(), &shard, body.as_bytes()));
-    put(
-        &store,
-        &shard_key,
-        serde_json::json!({"body": body, "mac": b64(&mac)})
-            .to_string()
-            .into_bytes(),
-    );
+    let shard = write_under(&store, &old_key, "global/k", b"from-b");
     // ... and writes the removal entry again, unchanged.
     put(&store, &format!("chain/{:020}", 3), removal);
 
@@ -707,6 +753,114 @@ fn writes_under_the_old_key_after_a_revocation_are_never_taken_over() {
             .fails(1, "its key epoch 1 is not one the keyring knows");
         let out = h.run(&["get", "global/k"], b"");
         assert!(!out.stdout.windows(6).any(|w| w == b"from-b"));
+    }
+}
+
+/// Writes `value` at `vault_ref` as a holder of `key` (the scope's key of
+/// the epoch its shard is under) would, with raw etcd writes: a new
+/// object, and the shard with the entry, its counter one on, MACed under
+/// `key`. Returns the shard's name.
+fn write_under(store: &EtcdStore, key: &FleetKey, vault_ref: &str, value: &[u8]) -> String {
+    use sealfs::fleet::keys::{object_digest, random_object_id, shard_mac_input, DataKey};
+    let r: sealfs::VaultRef = vault_ref.parse().unwrap();
+    let shard = shard_of(r.scope(), r.key().as_str());
+    let shard_key = format!("index/{}/{shard}", r.scope());
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&body_of(store, &shard_key)).unwrap();
+    let version = manifest["counter"].as_u64().unwrap() + 1;
+    let epoch = manifest["epoch"].as_u64().unwrap();
+    let dek = DataKey::generate();
+    let object = random_object_id();
+    let sealed = dek.seal(&r, version, &sealfs::SensitiveBytes::from_slice(value));
+    put(store, &format!("obj/{object}"), sealed.clone());
+    manifest["counter"] = version.into();
+    manifest["entries"][r.key().as_str()] = serde_json::json!({
+        "version": version, "object": object, "sha256": object_digest(&sealed),
+        "dek": b64(&key.wrap_data_key(&dek, &r, version, epoch)),
+        "len": value.len(), "created_ms": 0, "updated_ms": 0,
+    });
+    let body = manifest.to_string();
+    let mac = key.mac(&shard_mac_input(r.scope(), &shard, body.as_bytes()));
+    put(
+        store,
+        &shard_key,
+        serde_json::json!({"body": body, "mac": b64(&mac)})
+            .to_string()
+            .into_bytes(),
+    );
+    shard
+}
+
+/// A member dropped from a scope's audience keeps the scope's old key.
+/// What it writes under that key after the change is refused, also in
+/// the window of a change cut short between its keyring and moving the
+/// shards (the key still carried), and running the change again does not
+/// take it over.
+#[test]
+fn a_member_dropped_from_a_scopes_audience_cannot_write_under_the_old_key() {
+    use sealfs::fleet::etcd::TxnFault;
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("principal:ci/k", b"genuine");
+    a.set("principal:ci/other", b"genuine-other");
+    assert_eq!(c.get("principal:ci/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let old_key = scope_key(&store, &host_identity(c), "principal:ci").unwrap();
+
+    // A grants the scope to A and B; the answer to its keyring write is
+    // lost, so it stops before moving any shard.
+    let scope: sealfs::VaultScope = "principal:ci".parse().unwrap();
+    let v = a.vault_with(&etcd.endpoints(), std::time::Duration::from_secs(2));
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    let to = [a.recipient(), b.recipient()];
+    assert!(matches!(
+        v.grant_scope(&scope, Some(&to[..])),
+        Err(FleetError::NoAnswer { .. })
+    ));
+    drop(v);
+    let ring = body_of(&store, "keyring/principal:ci");
+    assert!(ring.contains("\"older\""), "{ring}");
+    assert!(scope_key(&store, &host_identity(c), "principal:ci").is_none());
+    // Meanwhile the scope reads on for its audience, under the old key.
+    assert_eq!(b.get("principal:ci/other"), b"genuine-other");
+
+    // C writes its own value under the old key.
+    let shard = write_under(&store, &old_key, "principal:ci/k", b"from-c");
+    let after = "after the change of audience that retired it";
+    for h in [a, b] {
+        refused(h, "principal:ci/k", after);
+    }
+    // The change run again moves the shards, names C's, and drops the old
+    // key: C's value is refused for good, never served.
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .fails(1, after);
+    assert!(!body_of(&store, "keyring/principal:ci").contains("\"older\""));
+    assert_eq!(b.get("principal:ci/other"), b"genuine-other");
+    for h in [a, b] {
+        refused(
+            h,
+            "principal:ci/k",
+            &format!("refusing shard {shard} of the index of principal:ci: its key epoch 1 is not one the keyring knows"),
+        );
+        let out = h.run(&["get", "principal:ci/k"], b"");
+        assert!(!out.stdout.windows(6).any(|w| w == b"from-c"));
+    }
+    // Written again after the change: refused the same way.
+    write_under(&store, &old_key, "principal:ci/other", b"from-c");
+    for h in [a, b] {
+        let out = h.run(&["get", "principal:ci/other"], b"");
+        assert!(!out.stdout.windows(6).any(|w| w == b"from-c"));
+        assert_ne!(out.code, Some(0));
     }
 }
 

@@ -53,7 +53,7 @@ fn fleet(dirs: &[PathBuf], endpoints: &str, prefix: &str) -> Result<FleetVault> 
     founder.init()?;
     for d in &dirs[1..] {
         let token = founder.enroll(&card(d)?, false)?;
-        host(d, endpoints, prefix)?.join(&token, false)?;
+        host(d, endpoints, prefix)?.join(&token, false, &[])?;
     }
     Ok(founder)
 }

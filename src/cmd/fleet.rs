@@ -52,7 +52,11 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 v.etcd.prefix,
             ));
         }
-        FleetCommand::Join { token, replace_pin } => {
+        FleetCommand::Join {
+            token,
+            replace_pin,
+            forget_scope,
+        } => {
             // The etcd login it may carry is needed to read etcd at all;
             // it is kept only once the fleet it leads to is verified.
             let local = v.open_local(true)?;
@@ -60,16 +64,19 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
             let duplicate = |(u, p): &(String, SensitiveBytes)| {
                 (u.clone(), SensitiveBytes::from_slice(p.expose()))
             };
-            let member = v
-                .open_fleet_as(login.as_ref().map(duplicate))?
-                .join(&token, replace_pin)?;
+            let joined = v.open_fleet_as(login.as_ref().map(duplicate))?.join(
+                &token,
+                replace_pin,
+                &forget_scope,
+            )?;
             if let Some((user, password)) = login {
                 fleet::store_credentials(&local, &user, password)?;
                 note(&format!(
                     "stored this host's own etcd login ({user}) from the token in its local vault"
                 ));
             }
-            note(if member {
+            warn_missing(&joined.missing, "fleet join --replace-pin");
+            note(if joined.member {
                 "joined the fleet; this host is a member"
             } else {
                 "pinned the fleet; this host is not a member yet: give a member \
@@ -115,10 +122,27 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 done.rotated
             ));
         }
-        FleetCommand::Recover => {
-            let (token, scopes) = v.open_fleet()?.recover()?;
+        FleetCommand::Grant { scope, hosts, all } => {
+            let to = (!all).then_some(hosts.as_slice());
+            let changed = v.open_fleet()?.grant_scope(&scope, to)?;
+            record(v, "fleet-grant", &scope.to_string(), None);
+            let who = if all {
+                "every member".to_owned()
+            } else {
+                format!("{} member(s)", hosts.len())
+            };
+            note(&if changed {
+                format!("granted scope {scope} to {who}, under a new key")
+            } else {
+                format!("scope {scope} was granted to {who} already")
+            });
+        }
+        FleetCommand::Recover { forget_scope } => {
+            let done = v.open_fleet()?.recover(&forget_scope)?;
+            let (token, scopes) = (done.token, done.rekeyed);
             record(v, "fleet-recover", &v.etcd.prefix, None);
             write_stdout(format!("{token}\n").as_bytes())?;
+            warn_missing(&done.missing, "fleet recover");
             note(&format!(
                 "took over the restored state and re-keyed {scopes} scope(s); a host that \
                  now refuses the membership chain re-joins with `sealfs fleet join --replace-pin` \
@@ -171,11 +195,15 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 }
                 for sc in &s.scopes {
                     out.push_str(&format!(
-                        "scope {}: key epoch {} ({}), {} secret(s){}\n",
+                        "scope {}: key epoch {} ({}), {} secret(s){}{}\n",
                         sc.scope,
                         sc.epoch,
                         sc.key_id,
                         sc.secrets,
+                        match &sc.audience {
+                            Some(a) => format!(", granted to {}", a.join(" ")),
+                            None => String::new(),
+                        },
                         match (&sc.problem, sc.readable) {
                             (Some(p), _) => format!(", refused: {p}"),
                             (None, true) => String::new(),
@@ -220,4 +248,24 @@ fn alarms(list: &[String]) -> String {
     } else {
         list.join(", ")
     }
+}
+
+/// Says which scopes this host pinned have no keyring in the etcd it just
+/// took over, and how to forget them if that is the restore's doing.
+fn warn_missing(missing: &[sealfs::VaultScope], command: &str) {
+    if missing.is_empty() {
+        return;
+    }
+    let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    let flags: Vec<String> = names
+        .iter()
+        .map(|n| format!("--forget-scope {n}"))
+        .collect();
+    note(&format!(
+        "WARNING: this host has seen scope(s) {} and etcd has no keyring of them, so they stay \
+         refused as tampering; if they were made after the backup etcd was restored from, run \
+         `sealfs {command} {}` again with the same arguments; otherwise etcd was tampered with",
+        names.join(", "),
+        flags.join(" ")
+    ));
 }

@@ -61,6 +61,10 @@ pub enum Expect {
     Absent,
     /// The key was last changed at this revision.
     Revision(i64),
+    /// The key exists.
+    Present,
+    /// No key under this prefix was written after this revision.
+    NothingSince(i64),
 }
 
 /// One change in a transaction.
@@ -484,6 +488,11 @@ impl EtcdStore {
             .map(|(k, e)| match e {
                 Expect::Absent => Compare::version(k.as_str(), CompareOp::Equal, 0),
                 Expect::Revision(r) => Compare::mod_revision(k.as_str(), CompareOp::Equal, *r),
+                Expect::Present => Compare::version(k.as_str(), CompareOp::Greater, 0),
+                Expect::NothingSince(r) => {
+                    Compare::mod_revision(k.as_str(), CompareOp::Less, r.saturating_add(1))
+                        .with_prefix()
+                }
             })
             .collect();
         let ops: Vec<TxnOp> = changes

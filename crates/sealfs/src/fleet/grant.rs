@@ -86,6 +86,19 @@ impl FleetVault {
         Ok(())
     }
 
+    /// The compare that this host's wrap of the grant key in force in `m`
+    /// is still in etcd, for a transaction that seals under that key or
+    /// relies on it: a key whose every wrap was deleted would otherwise
+    /// live on only in this process, and what is sealed under it be lost
+    /// when the process ends. A fleet without grant keys needs none (the
+    /// chain's next entry being absent stands in for it).
+    pub(super) fn own_grant_wrap(&self, m: &Membership) -> Result<(String, Expect), FleetError> {
+        Ok(match m.grant() {
+            Some(id) => (self.grant_wrap_key(id, &self.recipient()), Expect::Present),
+            None => (self.chain_key(m.seq() + 1), Expect::Absent),
+        })
+    }
+
     /// Deletes every wrap of the grant key `id`: one this host made for an
     /// entry that lost the race, which nothing names.
     pub(super) fn drop_grant_wraps(&self, id: &str) -> Result<(), FleetError> {
@@ -116,14 +129,16 @@ impl FleetVault {
             return Ok(Some(false));
         };
         let path = self.grant_wrap_key(id, recipient);
-        if self.store.get(&path)?.is_some() {
-            return Ok(Some(false));
-        }
+        // Written again even if there is one: a wrap of someone else's key
+        // put there (anyone who can write etcd knows the recipient and the
+        // key's commitment) would leave the host refusing every scope.
+        let there = self.store.get(&path)?.map(|r| r.mod_revision);
         let wrapped = self.grant_key(id, None)?.wrap_to(recipient)?;
         let ok = self.store.apply(
             &[
-                (path.clone(), Expect::Absent),
+                (path.clone(), there.map_or(Expect::Absent, Expect::Revision)),
                 (self.chain_key(m.seq() + 1), Expect::Absent),
+                self.own_grant_wrap(m)?,
             ],
             &[Change::Put(path, wrapped)],
         )?;
@@ -166,7 +181,10 @@ impl FleetVault {
                     .map(Change::Delete),
             );
         }
-        let guard = [(self.chain_key(m.seq() + 1), Expect::Absent)];
+        let guard = [
+            (self.chain_key(m.seq() + 1), Expect::Absent),
+            self.own_grant_wrap(m)?,
+        ];
         let mut deleted = 0;
         for batch in stale.chunks(WRAPS_PER_TXN) {
             if !self.store.apply(&guard, batch)? {

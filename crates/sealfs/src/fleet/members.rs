@@ -10,8 +10,8 @@ use super::keys::FleetKey;
 use super::records::KeyringUse;
 use super::trust::{self, hash, HostCard, Membership, Op, Signed, CHAIN_DOMAIN};
 use super::{
-    b64, next_counter, FleetError, FleetStatus, FleetVault, Keyring, Revoked, ScopeKeys,
-    ScopeStatus, ShardState,
+    b64, next_counter, FleetError, FleetStatus, FleetVault, Joined, Keyring, Recovered, Revoked,
+    ScopeKeys, ScopeStatus, ShardState,
 };
 use crate::VaultScope;
 
@@ -65,7 +65,15 @@ impl FleetVault {
     /// it only moves this host's pin forward; with `replace`, it replaces
     /// it (the way back after a deliberate restore of etcd, or after this
     /// host was shown a forked chain).
-    pub fn join(&self, token: &str, replace: bool) -> Result<bool, FleetError> {
+    pub fn join(
+        &self,
+        token: &str,
+        replace: bool,
+        forget: &[VaultScope],
+    ) -> Result<Joined, FleetError> {
+        if !forget.is_empty() && !replace {
+            return Err(FleetError::CannotForget(forget[0].clone()));
+        }
         let want = trust::FleetPin::parse_token(token)?;
         let held = self.fleet_pin()?;
         if let Some(p) = &held {
@@ -102,6 +110,11 @@ impl FleetVault {
                 ))
             })?;
         }
+        let missing_now = if replace {
+            self.missing_scopes(forget)?
+        } else {
+            Vec::new()
+        };
         for (key, value) in &raw {
             self.cache.put(key, value)?;
         }
@@ -116,16 +129,33 @@ impl FleetVault {
             t.fleet_pin = Some(pin);
             t.membership = Some(m);
         }
-        if replace {
-            // The restored state is the one taken: a scope pinned here and
-            // made after the backup is forgotten, not refused for good.
-            for scope in self.pinned_scopes()? {
-                if self.store.get(&self.keyring_key(&scope))?.is_none() {
-                    self.forget_scope(&scope)?;
-                }
+        // Only now, the pin being replaced on purpose: a scope pinned here
+        // that etcd lacks is forgotten only if the operator names it.
+        let mut missing = Vec::new();
+        for scope in missing_now {
+            if forget.contains(&scope) {
+                self.forget_scope(&scope)?;
+            } else {
+                missing.push(scope);
             }
         }
-        Ok(member)
+        Ok(Joined { member, missing })
+    }
+
+    /// The scopes this host has pinned that have no keyring in etcd, after
+    /// checking that each of `forget` is one of them (else nothing may
+    /// change): what `--forget-scope` may name.
+    fn missing_scopes(&self, forget: &[VaultScope]) -> Result<Vec<VaultScope>, FleetError> {
+        let mut missing = Vec::new();
+        for scope in self.pinned_scopes()? {
+            if self.store.get(&self.keyring_key(&scope))?.is_none() {
+                missing.push(scope);
+            }
+        }
+        if let Some(s) = forget.iter().find(|s| !missing.contains(s)) {
+            return Err(FleetError::CannotForget(s.clone()));
+        }
+        Ok(missing)
     }
 
     pub(super) fn require_member(&self, m: &Membership) -> Result<(), FleetError> {
@@ -347,12 +377,24 @@ impl FleetVault {
                     return Err(FleetError::Revoked(card.to_string()));
                 }
                 let Some(rec) = self.read(&self.keyring_key(&scope), false)? else {
+                    // A keyring this host has seen does not disappear.
+                    if self.scope_pin(&scope)?.is_some() {
+                        return Err(FleetError::Forged(format!(
+                            "the keyring of {scope}: it is missing, and this host has seen it"
+                        )));
+                    }
                     return Ok(Some(false));
                 };
-                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Current)?;
-                if ring.grant.is_some() || ring.wrapped.contains_key(&card.recipient) {
+                let mut ring = self.verify_keyring(&scope, &rec, &m, KeyringUse::Current)?;
+                // Sealed under the grant key (wrapped above), or granted to
+                // some members only (a new host is not one of them).
+                if ring.grant.is_some()
+                    || ring.audience.is_some()
+                    || ring.wrapped.contains_key(&card.recipient)
+                {
                     return Ok(Some(false));
                 }
+                let key = self.open_keyring(&scope, &ring)?;
                 ring.wrapped.insert(
                     card.recipient.clone(),
                     b64().encode(key.wrap_to(&card.recipient)?),
@@ -558,7 +600,15 @@ impl FleetVault {
             FleetError::Forged(format!("the keys of {scope}: the epoch is at its limit"))
         })?;
         let new_key = FleetKey::generate();
-        let mut new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
+        // A scope granted to some members stays granted to those of them
+        // still members.
+        let current = m.recipients_at(m.seq());
+        let audience: Option<std::collections::BTreeSet<String>> = ring
+            .audience
+            .as_ref()
+            .map(|a| a.intersection(&current).cloned().collect());
+        let mut new_ring: Keyring =
+            self.new_keyring(scope, &new_key, epoch, m, audience.as_ref())?;
         new_ring.older = Self::retire(scope, ring, key, &new_key, retired)?;
         new_ring.recovered = if recovering {
             Some(epoch)
@@ -571,6 +621,7 @@ impl FleetVault {
                 // The new key is for this membership: a later entry (another
                 // revocation) gets its own.
                 (self.chain_key(m.seq() + 1), Expect::Absent),
+                self.own_grant_wrap(m)?,
             ],
             &[Change::Put(
                 self.keyring_key(scope),
@@ -594,7 +645,7 @@ impl FleetVault {
     /// (needed by those whose pin is newer than the restored chain) and how
     /// many scopes were re-anchored. Only ever what members signed is taken
     /// over.
-    pub fn recover(&self) -> Result<(String, usize), FleetError> {
+    pub fn recover(&self, forget: &[VaultScope]) -> Result<Recovered, FleetError> {
         let pin = self.fleet_pin()?.ok_or(FleetError::NotJoined)?;
         let mut entries = self
             .store
@@ -607,15 +658,14 @@ impl FleetVault {
         }
         self.require_member(&m)?;
         let token = join_token(&m);
-        self.join(&token, true)?;
+        let joined = self.join(&token, true, forget)?;
         let now = crate::clock::now_ms();
         let mut done = 0;
+        let mut not_granted = Vec::new();
         for scope in self.scope_names()? {
-            // Pinned here, but not in the restored etcd (made after the
-            // backup): the restore is what the operator chose, so this
-            // host forgets the scope rather than refuse it for good.
-            if self.read(&self.keyring_key(&scope), false)?.is_none() {
-                self.forget_scope(&scope)?;
+            // Pinned here and missing from etcd: forgotten above if named,
+            // else reported.
+            if joined.missing.contains(&scope) {
                 continue;
             }
             let re = self.retry(&format!("the keys of {scope}"), || {
@@ -634,14 +684,33 @@ impl FleetVault {
                 // earlier, and never run ahead of the clock.
                 let epoch = ring.epoch.checked_add(1).map(|e| e.max(now));
                 self.rekey(&scope, &m, &rec, (&ring, &key), (epoch, true), retired)
-            })?;
+            });
+            let re = match re {
+                // Granted to other members: one of them re-keys it.
+                Err(e @ FleetError::NotGranted(_)) => {
+                    not_granted.push(format!("{scope} ({e})"));
+                    continue;
+                }
+                other => other?,
+            };
             // Counters above any a host saw before now: those never run
             // ahead of the clock by more than one step per write.
             self.move_shards(&scope, Some(now.saturating_mul(1 << 16)))?;
             done += usize::from(re);
         }
         self.reset_memo_scopes();
-        Ok((token, done))
+        if !not_granted.is_empty() {
+            return Err(FleetError::Incomplete {
+                op: "recover",
+                done,
+                failed: not_granted.join("; "),
+            });
+        }
+        Ok(Recovered {
+            token,
+            rekeyed: done,
+            missing: joined.missing,
+        })
     }
 
     /// Moves every index shard of `scope` still under a key its keyring
@@ -654,7 +723,11 @@ impl FleetVault {
     /// A shard refused on the way (written under a replaced key after the
     /// revocation, or not authenticating) is left behind, refused for
     /// good once the keys are dropped, and named in the error.
-    fn move_shards(&self, scope: &VaultScope, floor: Option<u64>) -> Result<(), FleetError> {
+    pub(super) fn move_shards(
+        &self,
+        scope: &VaultScope,
+        floor: Option<u64>,
+    ) -> Result<(), FleetError> {
         let mut refused = Vec::new();
         self.retry(&format!("the index of {scope}"), || {
             refused.clear();
@@ -681,10 +754,13 @@ impl FleetVault {
             }
             let mut ring = sk.keyring.clone();
             ring.older.clear();
+            // From here on nothing opens but under the grant key.
+            let guard = self.own_grant_wrap(&self.membership(false)?)?;
             let ok = self.store.apply(
                 &[
                     Self::expect(self.keyring_key(scope), sk.keyring_rev),
                     (self.chain_key(sk.chain_seq + 1), Expect::Absent),
+                    guard,
                 ],
                 &[Change::Put(
                     self.keyring_key(scope),
@@ -761,13 +837,17 @@ impl FleetVault {
             let (readable, secrets, problem) = match counted {
                 Ok(Some(n)) => (true, n, None),
                 Ok(None) => (false, 0, None),
-                Err(FleetError::NotEnrolled { .. }) => (false, 0, None),
+                Err(FleetError::NotEnrolled { .. } | FleetError::NotGranted(_)) => (false, 0, None),
                 Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
                 Err(e) => (false, 0, Some(e.to_string())),
             };
             scopes.push(ScopeStatus {
                 scope: scope.to_string(),
                 epoch: ring.as_ref().map_or(0, |r| r.epoch),
+                audience: ring
+                    .as_ref()
+                    .and_then(|r| r.audience.as_ref())
+                    .map(|a| a.iter().cloned().collect()),
                 key_id: ring.map(|r| r.key_id).unwrap_or_default(),
                 secrets,
                 readable,

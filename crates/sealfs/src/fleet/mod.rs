@@ -36,6 +36,7 @@
 //! live in the host's own local vault, in the reserved scope
 //! `principal:sealfs-fleet`.
 
+mod audience;
 mod cache;
 mod error;
 pub mod etcd;
@@ -110,6 +111,28 @@ pub struct Revoked {
     pub etcd_user_removed: Result<bool, FleetError>,
 }
 
+/// What `sealfs fleet join` did.
+#[derive(Debug)]
+pub struct Joined {
+    /// Whether this host is a member of the fleet it pinned.
+    pub member: bool,
+    /// Scopes this host has pinned that have no keyring in etcd, and that
+    /// it was not told to forget (with `--replace-pin` only): reads of
+    /// them stay refused as tampering.
+    pub missing: Vec<VaultScope>,
+}
+
+/// What `sealfs fleet recover` did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The join token other hosts re-pin with.
+    pub token: String,
+    /// How many scopes it re-keyed.
+    pub rekeyed: usize,
+    /// As [`Joined::missing`].
+    pub missing: Vec<VaultScope>,
+}
+
 /// What `sealfs fleet status` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetStatus {
@@ -148,6 +171,10 @@ pub struct ScopeStatus {
     pub secrets: usize,
     /// Whether this host holds a copy of the scope's fleet key.
     pub readable: bool,
+    /// The members (age recipients) the scope is granted to, when not
+    /// every member (`sealfs fleet grant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Vec<String>>,
     /// Why the scope failed its checks (tampering, an unfinished
     /// revocation), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -527,8 +554,14 @@ impl FleetVault {
                     return Ok(None);
                 }
                 self.require_member(&m)?;
+                // Sealed under this host's copy of the grant key as etcd
+                // holds it now, not one held in memory since (whose wraps
+                // may be gone).
+                if let Some(id) = m.grant() {
+                    self.trust().grant_keys.remove(id);
+                }
                 let key = FleetKey::generate();
-                let ring = self.new_keyring(scope, &key, 1, &m)?;
+                let ring = self.new_keyring(scope, &key, 1, &m, None)?;
                 (ring, key, None)
             }
         };
@@ -1386,9 +1419,12 @@ impl FleetVault {
             None => self.scope_names()?,
         };
         let mut out = Vec::new();
-        for scope in scopes {
-            if let Some(entries) = self.list_for_read(&scope)? {
-                out.extend(entries);
+        for s in scopes {
+            match self.list_for_read(&s) {
+                Ok(entries) => out.extend(entries.into_iter().flatten()),
+                // Every scope this host can read: not one granted to others.
+                Err(FleetError::NotGranted(_)) if scope.is_none() => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

@@ -187,7 +187,7 @@ pub(super) struct ChainBody {
     /// (absent: 3, the layout of fleets made before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) shard_hex: Option<u8>,
-    /// Entry 0 and removals: the id ([`super::keys::FleetKey::id`]) of the
+    /// Entry 0 and removals: the commitment ([`super::keys::FleetKey::commitment`]) of the
     /// fleet's grant key from this entry on, a new key that every member
     /// then (and every host enrolled later) has wrapped to it at
     /// `grant/<id>/<recipient>`, and that seals the keys of scopes every
