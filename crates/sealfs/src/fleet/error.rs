@@ -84,9 +84,9 @@ pub enum FleetError {
     /// An enrolment or revocation changed the membership but could not
     /// bring some scopes along (each named with why); running it again
     /// finishes them.
-    #[error("{op}: the membership changed and {done} scope(s) followed, but these could not: {failed}; run `sealfs fleet {op}` again once they are fixed (for a scope not granted to this host: on a member it is granted to)")]
+    #[error("{op}: the membership changed and {done} scope(s) followed, but these could not: {failed}; run `sealfs fleet {op}` again once they are fixed")]
     Incomplete {
-        /// `enroll`, `revoke` or `recover`.
+        /// `enroll` or `revoke`.
         op: &'static str,
         /// How many scopes were brought along.
         done: usize,
@@ -146,13 +146,6 @@ pub enum FleetError {
         /// member at all.
         scope: Option<VaultScope>,
     },
-    /// The scope is granted to some members only, and this host is not one
-    /// of them.
-    #[error("scope {0} is not granted to this host; a member it is granted to can grant it (`sealfs fleet grant`)")]
-    NotGranted(VaultScope),
-    /// `sealfs fleet grant` with no host to grant the scope to.
-    #[error("refusing to grant scope {0} to no host; name at least one member, or --all")]
-    NoAudience(VaultScope),
     /// `--forget-scope` named a scope that is not one this host pinned and
     /// etcd lacks, or was given without `--replace-pin`.
     #[error("refusing to forget scope {0}: only a scope this host has pinned and that has no keyring in etcd, with --replace-pin, is forgotten; nothing was changed")]
@@ -250,12 +243,10 @@ impl FleetError {
             | E::BadJoinToken(_)
             | E::RevokeSelf
             | E::CannotForget(_)
-            | E::NoAudience(_)
             | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) | E::NotAsExpected { .. } => K::Exists,
             E::NotEnrolled { .. }
-            | E::NotGranted(_)
             | E::Auth(_)
             | E::NeedsRoot { .. }
             | E::Tls { .. }

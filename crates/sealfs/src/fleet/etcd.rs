@@ -63,8 +63,6 @@ pub enum Expect {
     Revision(i64),
     /// The key exists.
     Present,
-    /// No key under this prefix was written after this revision.
-    NothingSince(i64),
 }
 
 /// One change in a transaction.
@@ -489,10 +487,6 @@ impl EtcdStore {
                 Expect::Absent => Compare::version(k.as_str(), CompareOp::Equal, 0),
                 Expect::Revision(r) => Compare::mod_revision(k.as_str(), CompareOp::Equal, *r),
                 Expect::Present => Compare::version(k.as_str(), CompareOp::Greater, 0),
-                Expect::NothingSince(r) => {
-                    Compare::mod_revision(k.as_str(), CompareOp::Less, r.saturating_add(1))
-                        .with_prefix()
-                }
             })
             .collect();
         let ops: Vec<TxnOp> = changes

@@ -385,16 +385,10 @@ impl FleetVault {
                     }
                     return Ok(Some(false));
                 };
-                let mut ring = self.verify_keyring(&scope, &rec, &m, KeyringUse::Current)?;
-                // Sealed under the grant key (wrapped above), or granted to
-                // some members only (a new host is not one of them).
-                if ring.grant.is_some()
-                    || ring.audience.is_some()
-                    || ring.wrapped.contains_key(&card.recipient)
-                {
+                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Current)?;
+                if ring.grant.is_some() || ring.wrapped.contains_key(&card.recipient) {
                     return Ok(Some(false));
                 }
-                let key = self.open_keyring(&scope, &ring)?;
                 ring.wrapped.insert(
                     card.recipient.clone(),
                     b64().encode(key.wrap_to(&card.recipient)?),
@@ -600,15 +594,7 @@ impl FleetVault {
             FleetError::Forged(format!("the keys of {scope}: the epoch is at its limit"))
         })?;
         let new_key = FleetKey::generate();
-        // A scope granted to some members stays granted to those of them
-        // still members.
-        let current = m.recipients_at(m.seq());
-        let audience: Option<std::collections::BTreeSet<String>> = ring
-            .audience
-            .as_ref()
-            .map(|a| a.intersection(&current).cloned().collect());
-        let mut new_ring: Keyring =
-            self.new_keyring(scope, &new_key, epoch, m, audience.as_ref())?;
+        let mut new_ring: Keyring = self.new_keyring(scope, &new_key, epoch, m)?;
         new_ring.older = Self::retire(scope, ring, key, &new_key, retired)?;
         new_ring.recovered = if recovering {
             Some(epoch)
@@ -661,7 +647,6 @@ impl FleetVault {
         let joined = self.join(&token, true, forget)?;
         let now = crate::clock::now_ms();
         let mut done = 0;
-        let mut not_granted = Vec::new();
         for scope in self.scope_names()? {
             // Pinned here and missing from etcd: forgotten above if named,
             // else reported.
@@ -684,28 +669,13 @@ impl FleetVault {
                 // earlier, and never run ahead of the clock.
                 let epoch = ring.epoch.checked_add(1).map(|e| e.max(now));
                 self.rekey(&scope, &m, &rec, (&ring, &key), (epoch, true), retired)
-            });
-            let re = match re {
-                // Granted to other members: one of them re-keys it.
-                Err(e @ FleetError::NotGranted(_)) => {
-                    not_granted.push(format!("{scope} ({e})"));
-                    continue;
-                }
-                other => other?,
-            };
+            })?;
             // Counters above any a host saw before now: those never run
             // ahead of the clock by more than one step per write.
             self.move_shards(&scope, Some(now.saturating_mul(1 << 16)))?;
             done += usize::from(re);
         }
         self.reset_memo_scopes();
-        if !not_granted.is_empty() {
-            return Err(FleetError::Incomplete {
-                op: "recover",
-                done,
-                failed: not_granted.join("; "),
-            });
-        }
         Ok(Recovered {
             token,
             rekeyed: done,
@@ -723,11 +693,7 @@ impl FleetVault {
     /// A shard refused on the way (written under a replaced key after the
     /// revocation, or not authenticating) is left behind, refused for
     /// good once the keys are dropped, and named in the error.
-    pub(super) fn move_shards(
-        &self,
-        scope: &VaultScope,
-        floor: Option<u64>,
-    ) -> Result<(), FleetError> {
+    fn move_shards(&self, scope: &VaultScope, floor: Option<u64>) -> Result<(), FleetError> {
         let mut refused = Vec::new();
         self.retry(&format!("the index of {scope}"), || {
             refused.clear();
@@ -837,17 +803,13 @@ impl FleetVault {
             let (readable, secrets, problem) = match counted {
                 Ok(Some(n)) => (true, n, None),
                 Ok(None) => (false, 0, None),
-                Err(FleetError::NotEnrolled { .. } | FleetError::NotGranted(_)) => (false, 0, None),
+                Err(FleetError::NotEnrolled { .. }) => (false, 0, None),
                 Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
                 Err(e) => (false, 0, Some(e.to_string())),
             };
             scopes.push(ScopeStatus {
                 scope: scope.to_string(),
                 epoch: ring.as_ref().map_or(0, |r| r.epoch),
-                audience: ring
-                    .as_ref()
-                    .and_then(|r| r.audience.as_ref())
-                    .map(|a| a.iter().cloned().collect()),
                 key_id: ring.map(|r| r.key_id).unwrap_or_default(),
                 secrets,
                 readable,

@@ -1,7 +1,7 @@
 //! The JSON records of a scope in etcd (keyrings, index shards)
 //! and how a host encodes and checks them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -13,10 +13,9 @@ use super::{b64, corrupt, keys, FleetError, FleetVault, ScopeKeys};
 use crate::{SecretKey, VaultRef, VaultScope};
 
 /// A scope's fleet key, sealed once under the fleet's grant key (which
-/// every member holds), or wrapped to each member of the scope's audience
-/// (a scope granted to some hosts only), or, in a fleet or era without a
-/// grant key, wrapped to each member; stored signed
-/// ([`super::trust::Signed`]) by the member who wrote it.
+/// every member holds) or, in a fleet or era without one, wrapped to each
+/// member; stored signed ([`super::trust::Signed`]) by the member who
+/// wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Keyring {
     /// The fleet id.
@@ -35,11 +34,6 @@ pub(super) struct Keyring {
     /// The fleet key sealed under the grant key in force at `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) grant: Option<GrantSealed>,
-    /// The members (recipients) the scope is granted to, when not every
-    /// member (`sealfs fleet grant`): `wrapped` holds the key for exactly
-    /// these, and there is no `grant`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) audience: Option<BTreeSet<String>>,
     /// The keys this one replaced, each sealed under it, while a
     /// rotation moves the index shards still under them to this key; empty
     /// once it has.
@@ -142,20 +136,6 @@ impl FleetVault {
         m: &Membership,
         usage: KeyringUse,
     ) -> Result<(Keyring, FleetKey), FleetError> {
-        let ring = self.verify_keyring(scope, rec, m, usage)?;
-        let key = self.open_keyring(scope, &ring)?;
-        Ok((ring, key))
-    }
-
-    /// [`Self::parse_keyring`] without unwrapping the key: what a host
-    /// that is not in the scope's audience can check.
-    pub(super) fn verify_keyring(
-        &self,
-        scope: &VaultScope,
-        rec: &Record,
-        m: &Membership,
-        usage: KeyringUse,
-    ) -> Result<Keyring, FleetError> {
         let what = format!("the keyring of {scope}");
         let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
         let signed = Signed::parse(&what, &rec.value)?;
@@ -181,31 +161,10 @@ impl FleetVault {
         if let Some(g) = &ring.grant {
             // Only the grant key of its own membership: an older one is
             // known to the hosts revoked since.
-            if !ring.wrapped.is_empty()
-                || ring.audience.is_some()
-                || m.grant_at(ring.seq) != Some(g.id.as_str())
-            {
+            if !ring.wrapped.is_empty() || m.grant_at(ring.seq) != Some(g.id.as_str()) {
                 return Err(forged(
                     "its key is sealed under a grant key that is not the fleet's at its entry",
                 ));
-            }
-        }
-        match &ring.audience {
-            // Wrapped to exactly the hosts it names, members all (checked
-            // above), and to no one else.
-            Some(a) => {
-                if a.is_empty() || !ring.wrapped.keys().eq(a.iter()) {
-                    return Err(forged("it is not wrapped to exactly its audience"));
-                }
-            }
-            // Every member reads it: in a fleet with grant keys, through
-            // the grant key only.
-            None => {
-                if ring.grant.is_none() && m.grant_at(ring.seq).is_some() {
-                    return Err(forged(
-                        "it names no audience and is not sealed under the grant key",
-                    ));
-                }
             }
         }
         // Refused if older than what this host has seen; pinned only once
@@ -221,29 +180,10 @@ impl FleetVault {
                 self.store_scope_pin(scope, &ring)?;
             }
         }
-        Ok(ring)
-    }
-
-    /// This host's copy of the key of `ring` (verified by
-    /// [`Self::verify_keyring`]).
-    pub(super) fn open_keyring(
-        &self,
-        scope: &VaultScope,
-        ring: &Keyring,
-    ) -> Result<FleetKey, FleetError> {
-        let what = format!("the keyring of {scope}");
-        let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
         let not_enrolled = || FleetError::NotEnrolled {
             recipient: self.card().to_string(),
             scope: Some(scope.clone()),
         };
-        if ring
-            .audience
-            .as_ref()
-            .is_some_and(|a| !a.contains(&self.recipient()))
-        {
-            return Err(FleetError::NotGranted(scope.clone()));
-        }
         let key = match &ring.grant {
             Some(g) => {
                 let sealed = b64()
@@ -268,7 +208,7 @@ impl FleetVault {
         if key.id() != ring.key_id {
             return Err(FleetError::Integrity(format!("the keyring of {scope}")));
         }
-        Ok(key)
+        Ok((ring, key))
     }
 
     /// The key of `epoch` in `scope`: the keyring's own, or one it
@@ -313,13 +253,8 @@ impl FleetVault {
         };
         if let Some(until) = until {
             if rev > until {
-                let by = if older.removal_seq.is_some() {
-                    "the revocation"
-                } else {
-                    "the change of audience"
-                };
                 return Err(forged(format!(
-                    "it was written under the key of epoch {epoch} after {by} that retired it"
+                    "it was written under the key of epoch {epoch} after the revocation that retired it"
                 )));
             }
         }
@@ -544,19 +479,10 @@ impl FleetVault {
         key: &FleetKey,
         epoch: u64,
         m: &Membership,
-        audience: Option<&BTreeSet<String>>,
     ) -> Result<Keyring, FleetError> {
         let mut wrapped = BTreeMap::new();
         let mut grant = None;
-        if let Some(a) = audience {
-            let members = m.recipients_at(m.seq());
-            if let Some(r) = a.iter().find(|r| !members.contains(*r)) {
-                return Err(FleetError::NotMember(r.clone()));
-            }
-            for r in a {
-                wrapped.insert(r.clone(), b64().encode(key.wrap_to(r)?));
-            }
-        } else if let Some(id) = m.grant() {
+        if let Some(id) = m.grant() {
             let sealed = self
                 .grant_key(id, Some(scope))?
                 .seal_scope_key(key, scope, epoch);
@@ -579,7 +505,6 @@ impl FleetVault {
             signer: self.signer.public_hex(),
             wrapped,
             grant,
-            audience: audience.cloned(),
             older: Vec::new(),
             recovered: None,
         })
