@@ -28,6 +28,8 @@ with tempfile.TemporaryDirectory() as tmp:
             label = f"{size // 1024} KiB value" if size >= 1024 else f"{size} B value"
             if row["other_scope_busy"]:
                 label += " + busy scope"
+            if row.get("other_scope_granted_elsewhere"):
+                label += " not granted"
             f.write(
                 f'"{label}" {row["reach"]["median_us"] / 1000:.2f} '
                 f'{row["reach"]["p99_us"] / 1000:.2f}\n'

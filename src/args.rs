@@ -155,6 +155,17 @@ pub(crate) enum FleetCommand {
         /// The host's card or age recipient (age1...)
         recipient: String,
     },
+    /// Grant a scope to some members only (it gets a new key, wrapped to them), or with --all to every member again; run on a member that can read the scope (creates it if it has none).
+    Grant {
+        /// The scope (global, principal:<id> or session:<id>)
+        scope: sealfs::VaultScope,
+        /// The members to grant it to: each one's card or age recipient (age1...)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        hosts: Vec<String>,
+        /// Grant it to every member, hosts enrolled later included
+        #[arg(long)]
+        all: bool,
+    },
     /// After restoring etcd from a backup on purpose (run on one member): accept the restored state, re-key every scope above every host's pins, and print the token hosts re-join with.
     Recover {
         /// Forget this host's pin of a scope that the restored etcd has no keyring of (a scope made after the backup); repeatable

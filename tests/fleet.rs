@@ -332,6 +332,208 @@ fn a_keyring_holds_its_key_once_and_enrolling_a_host_rewrites_none() {
         .all(|(now, then)| now.1 > then.1));
 }
 
+/// A scope granted to some members (`fleet grant`, an audience entry in
+/// the chain): only they read and write it, its keyring wraps its key to
+/// them alone (none sealed under the grant key), the other hosts list
+/// every scope but it and cannot change who it is granted to, a host
+/// enrolled later is not in it, a revocation keeps it to those still
+/// members (run by one of them), and `--all` gives it back to every member.
+#[test]
+fn a_scope_granted_to_some_members_is_read_by_them_alone() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("principal:ci/token", b"ci-secret");
+    a.set("global/k", b"shared");
+    assert_eq!(c.get("principal:ci/token"), b"ci-secret");
+    let store = raw(&etcd, "sealfs");
+    let c_key = scope_key(&store, &host_identity(c), "principal:ci").unwrap();
+
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .ok();
+    let not_granted = "scope principal:ci is not granted to this host";
+    assert_eq!(b.get("principal:ci/token"), b"ci-secret");
+    c.run(&["get", "principal:ci/token"], b"")
+        .fails(1, not_granted);
+    c.run(&["set", "principal:ci/other"], b"x")
+        .fails(1, not_granted);
+    let listed = c.run(&["list"], b"").ok().stdout_str();
+    assert!(listed.contains("global/k"), "{listed}");
+    assert!(!listed.contains("principal:ci"), "{listed}");
+    // The keyring: a new key, wrapped to A and B, and nothing else.
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    assert!(body.get("grant").is_none(), "{body}");
+    let (a_age, b_age) = (host_identity(a).recipient(), host_identity(b).recipient());
+    let mut wrapped: Vec<&String> = body["wrapped"].as_object().unwrap().keys().collect();
+    wrapped.sort();
+    let mut want = vec![&a_age, &b_age];
+    want.sort();
+    assert_eq!(wrapped, want);
+    assert!(scope_key(&store, &host_identity(c), "principal:ci").is_none());
+    assert_ne!(
+        scope_key(&store, &host_identity(b), "principal:ci")
+            .unwrap()
+            .id(),
+        c_key.id()
+    );
+    // Its shards moved to the new key: C's old copy opens none.
+    assert!(!opens_data_key(&etcd, &c_key, "principal:ci/token"));
+    let status = c.run(&["fleet", "status"], b"").ok().stdout_str();
+    assert!(
+        status.contains("granted to") && status.contains(&a_age),
+        "{status}"
+    );
+    // A member it is not granted to cannot change that.
+    c.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &c.recipient(),
+            &a.recipient(),
+        ],
+        b"",
+    )
+    .fails(1, not_granted);
+    // Nor can a member leave itself out of what it grants.
+    a.run(&["fleet", "grant", "principal:ci", &b.recipient()], b"")
+        .fails(1, "without this host");
+    // Members of it write and read as before.
+    b.set("principal:ci/token", b"rotated");
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+
+    // A host enrolled later is not in it, and reads the rest.
+    let d = Host::new(&etcd);
+    let token = a
+        .run(&["fleet", "enroll", &d.recipient()], b"")
+        .ok()
+        .stdout_str();
+    d.run(&["fleet", "join", token.trim()], b"").ok();
+    d.run(&["get", "principal:ci/token"], b"")
+        .fails(1, not_granted);
+    assert_eq!(d.get("global/k"), b"shared");
+
+    // A revocation run by a host outside the audience cannot rotate it,
+    // and says so; run again on a member of it, it does.
+    c.run(&["fleet", "revoke", &b.recipient()], b"")
+        .fails(1, not_granted);
+    a.run(&["get", "principal:ci/token"], b"")
+        .fails(1, "still has its key from before the last revocation");
+    a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    let wrapped: Vec<&String> = body["wrapped"].as_object().unwrap().keys().collect();
+    assert_eq!(wrapped, vec![&a_age]);
+
+    // Bad input changes nothing.
+    a.run(&["fleet", "grant", "principal:ci"], b"")
+        .fails(2, "required");
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .fails(1, "is not a member");
+    a.run(&["fleet", "grant", "principal:ci", "nonsense"], b"")
+        .fails_with("not a host card");
+    assert_eq!(a.get("principal:ci/token"), b"rotated");
+
+    // Back to every member, later ones included.
+    a.run(&["fleet", "grant", "principal:ci", "--all"], b"")
+        .ok();
+    for h in [a, c, &d] {
+        assert_eq!(h.get("principal:ci/token"), b"rotated");
+    }
+    let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");
+    let body: serde_json::Value = serde_json::from_str(ring["body"].as_str().unwrap()).unwrap();
+    assert!(
+        body.get("grant").is_some() && body.get("audience").is_none(),
+        "{body}"
+    );
+}
+
+/// A host watches the index of the scopes it serves only: not that of a
+/// scope granted to other members, whose writes it never receives. A
+/// grant that gives it the scope restarts its running watch over it, and
+/// it reads each new value of the scope from then on.
+#[test]
+fn a_host_watches_only_the_scopes_it_is_granted() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    a.set("global/k", b"shared");
+    a.set("principal:ci/k", b"one");
+    let v = Arc::new(b.vault_with(&etcd.endpoints(), Duration::from_secs(2)));
+    let covered = |plan: &[(String, String)], key: &str| {
+        plan.iter()
+            .any(|(start, end)| start.as_str() <= key && key < end.as_str())
+    };
+    let shard_key = |scope: &str| {
+        let vr = r(&format!("{scope}/k"));
+        format!("/sealfs/index/{scope}/{}", shard_of(vr.scope(), "k"))
+    };
+    // Every scope served: one range, the whole index in it.
+    let plan = v.watch_plan().unwrap();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert!(covered(&plan, &shard_key("principal:ci")));
+
+    a.run(&["fleet", "grant", "principal:ci", &a.recipient()], b"")
+        .ok();
+    let plan = v.watch_plan().unwrap();
+    assert!(covered(&plan, &shard_key("global")), "{plan:?}");
+    assert!(!covered(&plan, &shard_key("principal:ci")), "{plan:?}");
+    for k in [
+        "/sealfs/chain/00000000000000000000",
+        "/sealfs/keyring/principal:ci",
+    ] {
+        assert!(covered(&plan, k), "{k}: {plan:?}");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (v, stop) = (Arc::clone(&v), Arc::clone(&stop));
+        std::thread::spawn(move || v.run_watch(&stop))
+    };
+    assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"shared");
+    a.run(&["fleet", "grant", "principal:ci", "--all"], b"")
+        .ok();
+    assert_eq!(v.watch_plan().unwrap().len(), 1);
+    let reads = |want: &[u8]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = v.get(&r("principal:ci/k")).unwrap();
+            if got.expose() == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still reads {:?}", got.expose());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for i in 0..3 {
+        let value = format!("value-{i}");
+        a.set("principal:ci/k", value.as_bytes());
+        reads(value.as_bytes());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watch.join().unwrap();
+}
+
 /// etcd as the attacker sees it: raw keys under `/<prefix>/`.
 pub(crate) fn raw(etcd: &Etcd, prefix: &str) -> EtcdStore {
     EtcdStore::new(EtcdOptions {

@@ -786,6 +786,199 @@ fn write_under(store: &EtcdStore, key: &FleetKey, vault_ref: &str, value: &[u8])
     shard
 }
 
+/// A member dropped from a scope's audience keeps the scope's old key.
+/// What it writes under that key after the change's chain entry is
+/// refused: while the keyring is still the old one (the change cut short
+/// after its entry, every host refuses the scope), and while the new
+/// keyring still carries the old key (cut short before moving the shards);
+/// running the change again does not take it over.
+#[test]
+fn a_member_dropped_from_a_scopes_audience_cannot_write_under_the_old_key() {
+    use sealfs::fleet::etcd::TxnFault;
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("principal:ci/k", b"genuine");
+    a.set("principal:ci/other", b"genuine-other");
+    assert_eq!(c.get("principal:ci/k"), b"genuine");
+    let store = raw(&etcd, "sealfs");
+    let old_key = scope_key(&store, &host_identity(c), "principal:ci").unwrap();
+
+    // A grants the scope to A and B; the answer to its chain entry is
+    // lost, so it stops there: the old keyring is refused everywhere.
+    let scope: sealfs::VaultScope = "principal:ci".parse().unwrap();
+    let v = a.vault_with(&etcd.endpoints(), std::time::Duration::from_secs(2));
+    let to = [a.recipient(), b.recipient()];
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    assert!(matches!(
+        v.grant_scope(&scope, Some(&to[..])),
+        Err(FleetError::NoAnswer { .. })
+    ));
+    let before = "still has its key from before the last change of who it is granted to";
+    for h in [a, b, c] {
+        refused(h, "principal:ci/other", before);
+        h.run(&["set", "principal:ci/new"], b"x").fails(1, before);
+    }
+    // Run again, the answer to its keyring write is lost: the new keyring
+    // carries the old key, and no shard has moved.
+    v.inject_txn_fault(TxnFault::LoseReply, None);
+    assert!(matches!(
+        v.grant_scope(&scope, Some(&to[..])),
+        Err(FleetError::NoAnswer { .. })
+    ));
+    drop(v);
+    let ring = body_of(&store, "keyring/principal:ci");
+    assert!(ring.contains("\"older\""), "{ring}");
+    assert!(scope_key(&store, &host_identity(c), "principal:ci").is_none());
+    // Meanwhile the scope reads on for its audience, under the old key.
+    assert_eq!(b.get("principal:ci/other"), b"genuine-other");
+
+    // C writes its own value under the old key.
+    let shard = write_under(&store, &old_key, "principal:ci/k", b"from-c");
+    let after = "after the change of audience that retired it";
+    for h in [a, b] {
+        refused(h, "principal:ci/k", after);
+    }
+    // The change run again moves the shards, names C's, and drops the old
+    // key: C's value is refused for good, never served.
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .fails(1, after);
+    assert!(!body_of(&store, "keyring/principal:ci").contains("\"older\""));
+    assert_eq!(b.get("principal:ci/other"), b"genuine-other");
+    for h in [a, b] {
+        refused(
+            h,
+            "principal:ci/k",
+            &format!("refusing shard {shard} of the index of principal:ci: its key epoch 1 is not one the keyring knows"),
+        );
+        let out = h.run(&["get", "principal:ci/k"], b"");
+        assert!(!out.stdout.windows(6).any(|w| w == b"from-c"));
+    }
+    // Written again after the change: refused the same way.
+    write_under(&store, &old_key, "principal:ci/other", b"from-c");
+    for h in [a, b] {
+        let out = h.run(&["get", "principal:ci/other"], b"");
+        assert!(!out.stdout.windows(6).any(|w| w == b"from-c"));
+        assert_ne!(out.code, Some(0));
+    }
+}
+
+/// Who a scope is granted to is the membership chain's word. Someone who
+/// can write etcd puts back the keyring from before the scope was
+/// restricted (its key known to the member left out, and sealed under the
+/// grant key every member holds): hosts refuse it, a host that never read
+/// the scope since included, and seal nothing under it. The member left
+/// out signs a keyring of its own for the scope, or appends a chain entry
+/// granting the scope to itself: both refused.
+#[test]
+fn a_scope_audience_cannot_be_rolled_back_or_widened_by_etcd_or_by_a_member_outside_it() {
+    let Some(etcd) = Etcd::start(1) else { return };
+    let hosts = fleet(&etcd, 3);
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    a.set("global/k", b"shared");
+    a.set("principal:ci/k", b"before");
+    let store = raw(&etcd, "sealfs");
+    let before = snapshot(&store, "keyring/principal:ci");
+    a.run(
+        &[
+            "fleet",
+            "grant",
+            "principal:ci",
+            &a.recipient(),
+            &b.recipient(),
+        ],
+        b"",
+    )
+    .ok();
+    a.set("principal:ci/k", b"after");
+    let genuine = snapshot(&store, "keyring/principal:ci");
+
+    // The keyring from before the change, put back: B has not read the
+    // scope since the change, and refuses it all the same.
+    restore(&store, "keyring/principal:ci", &before, None);
+    // (A has seen the newer keyring: its pin refuses it first.)
+    let stale = "still has its key from before the last change of who it is granted to";
+    for (h, why) in [(a, "refusing the keyring of principal:ci"), (b, stale)] {
+        refused(h, "principal:ci/k", why);
+        h.run(&["set", "principal:ci/new"], b"sealed-to-c")
+            .fails(1, why);
+    }
+    restore(&store, "keyring/principal:ci", &genuine, None);
+    assert_eq!(b.get("principal:ci/k"), b"after");
+
+    // C signs a keyring of a key of its own, for A and B (and for C too).
+    let id = scope_status(a)["fleet_id"].as_str().unwrap().to_owned();
+    let seq = scope_status(a)["join_token"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let (_, c_vk) = card(c);
+    for to in [vec![a, b], vec![a, b, c]] {
+        let key = FleetKey::generate();
+        let wrapped = wrapped_to(&key, &to);
+        let audience: Vec<&String> = wrapped.keys().collect();
+        let body = serde_json::json!({
+            "fleet": id, "scope": "principal:ci", "epoch": 1_000_000, "key_id": key.id(),
+            "seq": seq, "signer": c_vk, "wrapped": wrapped, "audience": audience,
+        })
+        .to_string();
+        put(
+            &store,
+            "keyring/principal:ci",
+            signed_by(c, b"sealfs-fleet-keyring/v1\0", &body),
+        );
+        for h in [a, b] {
+            refused(h, "principal:ci/k", "refusing the keyring of principal:ci");
+        }
+    }
+    restore(&store, "keyring/principal:ci", &genuine, None);
+    assert_eq!(a.get("principal:ci/k"), b"after");
+
+    // C appends a chain entry granting the scope to itself.
+    let prev = body_of(&store, &format!("chain/{seq:020}"));
+    let (c_age, _) = card(c);
+    let body = serde_json::json!({
+        "fleet": id, "seq": seq + 1,
+        "prev": hex(&{ use sha2::Digest; sha2::Sha256::digest(prev.as_bytes()) }),
+        "op": "audience", "member": {"recipient": c_age, "signing_key": c_vk},
+        "signer": c_vk, "time_ms": 0, "scope": "principal:ci",
+        "audience": [card(a).0, card(b).0, c_age],
+    })
+    .to_string();
+    let entry = format!("chain/{:020}", seq + 1);
+    put(
+        &store,
+        &entry,
+        signed_by(c, b"sealfs-fleet-chain/v1\0", &body),
+    );
+    for h in [a, b, c] {
+        refused(
+            h,
+            "principal:ci/k",
+            "it is signed by a member the scope is not granted to",
+        );
+    }
+    assert!(store
+        .apply(&[], &[Change::Delete(store.key(&entry))])
+        .unwrap());
+    assert_eq!(b.get("principal:ci/k"), b"after");
+    c.run(&["get", "principal:ci/k"], b"")
+        .fails(1, "scope principal:ci is not granted to this host");
+}
+
 /// A host that has seen a revocation does not go back to an older pin when
 /// given its first join token again, unless told to replace its pin.
 #[test]

@@ -295,116 +295,160 @@ type Seen = (Option<Instant>, Vec<String>);
 /// host rotates a secret `rotations` times (one second apart): how long
 /// each rotation takes to reach every watcher, and the bytes each receives
 /// for it (keys and values of the events: the index shard, never the
-/// value), for two value sizes and with another scope busy meanwhile.
+/// value), for two value sizes and with another scope busy meanwhile;
+/// then with that scope granted to the writing host only, the watchers
+/// watching what a host left out of it watches.
 pub(crate) fn watch(
     dir: &Path,
     endpoints: &str,
     watchers: usize,
     rotations: usize,
 ) -> Result<serde_json::Value> {
-    let v = fleet(&[dir.join("h0")], endpoints, "bench-watch")?;
+    let v = fleet(&[dir.join("h0"), dir.join("h1")], endpoints, "bench-watch")?;
     let target = r("global/rotated")?;
     v.put(&target, &value(0, 64))?;
     v.put(&r("principal:other/k")?, &value(0, 64))?;
-    let shard = format!(
-        "index/global/{}",
-        sealfs::fleet::keys::shard_of(&VaultScope::Global, "rotated")
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    // Per watcher: (when it saw the rotated shard change, event payload
-    // bytes since the last reset).
-    let seen: Arc<Vec<Mutex<Seen>>> = Arc::new(
-        (0..watchers)
-            .map(|_| Mutex::new((None, Vec::new())))
-            .collect(),
-    );
-    let raw = EtcdStore::new(options(endpoints, "bench-watch"))?;
-    let shard_key = raw.key(&shard);
-    let ready = Arc::new(AtomicUsize::new(0));
-    let mut threads = Vec::new();
-    for w in 0..watchers {
-        let (stop, seen, ready) = (stop.clone(), seen.clone(), ready.clone());
-        let (endpoints, shard_key) = (endpoints.to_owned(), shard_key.clone());
-        threads.push(std::thread::spawn(move || -> Result<()> {
-            let store = EtcdStore::new(options(&endpoints, "bench-watch"))?;
-            let rev = store.revision()?;
-            ready.fetch_add(1, Ordering::SeqCst);
-            store.watch(rev, &stop, |keys| {
-                let now = Instant::now();
-                let mut s = seen[w].lock().unwrap();
-                if keys.contains(&shard_key) && s.0.is_none() {
-                    s.0 = Some(now);
-                }
-                s.1.extend(keys);
-            })?;
-            Ok(())
-        }));
-    }
-    while ready.load(Ordering::SeqCst) < watchers {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let mut rows = Vec::new();
-    for (size, busy) in [(64, false), (65_536, false), (64, true)] {
-        let mut latencies = Vec::new();
-        let mut bytes = Vec::new();
-        for i in 0..rotations {
-            for s in seen.iter() {
-                *s.lock().unwrap() = (None, Vec::new());
-            }
-            if busy {
-                // Another scope written meanwhile: its shards reach every
-                // watcher too (the watch covers every scope).
-                for j in 0..10 {
-                    v.put(&r(&format!("principal:other/k{j}"))?, &value(i, 64))?;
-                }
-            }
-            let t0 = Instant::now();
-            v.put(&target, &value(i, size))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let all = seen.iter().all(|s| s.lock().unwrap().0.is_some());
-                if all || Instant::now() > deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::thread::sleep(Duration::from_millis(300));
-            // Each event carries the record's key and value as written
-            // (read back now: nothing has changed them since).
-            let mut sizes = std::collections::HashMap::new();
-            for s in seen.iter() {
-                let s = s.lock().unwrap();
-                match s.0 {
-                    Some(at) => latencies.push(at - t0),
-                    None => bail!("a rotation did not reach a watcher within 10 s"),
-                }
-                let mut total = 0;
-                for k in &s.1 {
-                    if !sizes.contains_key(k) {
-                        let len = raw.get(k)?.map_or(0, |r| r.value.len());
-                        sizes.insert(k.clone(), k.len() + len);
-                    }
-                    total += sizes[k];
-                }
-                bytes.push(total);
-            }
-            std::thread::sleep(Duration::from_millis(700));
-        }
-        bytes.sort_unstable();
-        rows.push(json!({
-            "value_bytes": size,
-            "other_scope_busy": busy,
-            "reach": stats(latencies),
-            "bytes_per_watcher_median": bytes[bytes.len() / 2],
-            "bytes_per_watcher_max": bytes[bytes.len() - 1],
-        }));
-    }
-    stop.store(true, Ordering::SeqCst);
-    for t in threads {
-        t.join().expect("a watcher thread")?;
+    let plan = host(&dir.join("h1"), endpoints, "bench-watch")?.watch_plan()?;
+    let w = Watch {
+        v: &v,
+        endpoints,
+        watchers,
+        rotations,
+    };
+    let mut rows = w.cases(&plan, &[(64, false), (65_536, false), (64, true)])?;
+    // The busy scope granted to the writer only: a host left out of it
+    // watches the index of the others alone.
+    let other: VaultScope = "principal:other".parse()?;
+    v.grant_scope(&other, Some(&[v.card().to_string()]))?;
+    let plan = host(&dir.join("h1"), endpoints, "bench-watch")?.watch_plan()?;
+    for mut row in w.cases(&plan, &[(64, true)])? {
+        row["other_scope_granted_elsewhere"] = true.into();
+        rows.push(row);
     }
     Ok(json!({ "watchers": watchers, "rotations": rotations, "rows": rows }))
+}
+
+/// The setting of [`watch`].
+struct Watch<'a> {
+    v: &'a FleetVault,
+    endpoints: &'a str,
+    watchers: usize,
+    rotations: usize,
+}
+
+impl Watch<'_> {
+    /// One row per case (value size, whether another scope is written
+    /// meanwhile), the watchers watching the key ranges `plan`.
+    fn cases(
+        &self,
+        plan: &[(String, String)],
+        cases: &[(usize, bool)],
+    ) -> Result<Vec<serde_json::Value>> {
+        let (v, endpoints, watchers) = (self.v, self.endpoints, self.watchers);
+        let target = r("global/rotated")?;
+        let shard = format!(
+            "index/global/{}",
+            sealfs::fleet::keys::shard_of(&VaultScope::Global, "rotated")
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        // Per watcher: (when it saw the rotated shard change, event payload
+        // bytes since the last reset).
+        let seen: Arc<Vec<Mutex<Seen>>> = Arc::new(
+            (0..watchers)
+                .map(|_| Mutex::new((None, Vec::new())))
+                .collect(),
+        );
+        let raw = EtcdStore::new(options(endpoints, "bench-watch"))?;
+        let shard_key = raw.key(&shard);
+        let ready = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for w in 0..watchers {
+            let (stop, seen, ready) = (stop.clone(), seen.clone(), ready.clone());
+            let (endpoints, shard_key) = (endpoints.to_owned(), shard_key.clone());
+            let plan = plan.to_vec();
+            threads.push(std::thread::spawn(move || -> Result<()> {
+                let store = EtcdStore::new(options(&endpoints, "bench-watch"))?;
+                let rev = store.revision()?;
+                ready.fetch_add(1, Ordering::SeqCst);
+                store.watch_ranges(rev, &stop, &plan, |events| {
+                    let now = Instant::now();
+                    let mut s = seen[w].lock().unwrap();
+                    if events.iter().any(|(k, _)| *k == shard_key) && s.0.is_none() {
+                        s.0 = Some(now);
+                    }
+                    s.1.extend(events.into_iter().map(|(k, _)| k));
+                    std::ops::ControlFlow::Continue(())
+                })?;
+                Ok(())
+            }));
+        }
+        while ready.load(Ordering::SeqCst) < watchers {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let mut rows = Vec::new();
+        for &(size, busy) in cases {
+            let mut latencies = Vec::new();
+            let mut bytes = Vec::new();
+            for i in 0..self.rotations {
+                for s in seen.iter() {
+                    *s.lock().unwrap() = (None, Vec::new());
+                }
+                if busy {
+                    // Another scope written meanwhile: its shards reach
+                    // every watcher whose watch covers that scope.
+                    for j in 0..10 {
+                        v.put(&r(&format!("principal:other/k{j}"))?, &value(i, 64))?;
+                    }
+                }
+                let t0 = Instant::now();
+                v.put(&target, &value(i, size))?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let all = seen.iter().all(|s| s.lock().unwrap().0.is_some());
+                    if all || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                // Each event carries the record's key and value as written
+                // (read back now: nothing has changed them since).
+                let mut sizes = std::collections::HashMap::new();
+                for s in seen.iter() {
+                    let s = s.lock().unwrap();
+                    match s.0 {
+                        Some(at) => latencies.push(at - t0),
+                        None => bail!("a rotation did not reach a watcher within 10 s"),
+                    }
+                    let mut total = 0;
+                    for k in &s.1 {
+                        if !sizes.contains_key(k) {
+                            let len = raw.get(k)?.map_or(0, |r| r.value.len());
+                            sizes.insert(k.clone(), k.len() + len);
+                        }
+                        total += sizes[k];
+                    }
+                    bytes.push(total);
+                }
+                std::thread::sleep(Duration::from_millis(700));
+            }
+            bytes.sort_unstable();
+            rows.push(json!({
+                "value_bytes": size,
+                "other_scope_busy": busy,
+                "watched_ranges": plan.len(),
+                "reach": stats(latencies),
+                "bytes_per_watcher_median": bytes[bytes.len() / 2],
+                "bytes_per_watcher_max": bytes[bytes.len() - 1],
+            }));
+        }
+        stop.store(true, Ordering::SeqCst);
+        for t in threads {
+            t.join().expect("a watcher thread")?;
+        }
+        Ok(rows)
+    }
 }
 
 /// A fleet of `members` hosts and `scopes` scopes (one secret each): the

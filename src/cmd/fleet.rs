@@ -122,6 +122,21 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 done.rotated
             ));
         }
+        FleetCommand::Grant { scope, hosts, all } => {
+            let to = (!all).then_some(hosts.as_slice());
+            let changed = v.open_fleet()?.grant_scope(&scope, to)?;
+            record(v, "fleet-grant", &scope.to_string(), None);
+            let who = if all {
+                "every member".to_owned()
+            } else {
+                format!("{} member(s)", hosts.len())
+            };
+            note(&if changed {
+                format!("granted scope {scope} to {who}, under a new key")
+            } else {
+                format!("scope {scope} was granted to {who} already")
+            });
+        }
         FleetCommand::Recover { forget_scope } => {
             let done = v.open_fleet()?.recover(&forget_scope)?;
             let (token, scopes) = (done.token, done.rekeyed);
@@ -180,11 +195,15 @@ pub(super) fn run(v: &VaultArgs, command: FleetCommand) -> Result<Status> {
                 }
                 for sc in &s.scopes {
                     out.push_str(&format!(
-                        "scope {}: key epoch {} ({}), {} secret(s){}\n",
+                        "scope {}: key epoch {} ({}), {} secret(s){}{}\n",
                         sc.scope,
                         sc.epoch,
                         sc.key_id,
                         sc.secrets,
+                        match &sc.audience {
+                            Some(a) => format!(", granted to {}", a.join(" ")),
+                            None => String::new(),
+                        },
                         match (&sc.problem, sc.readable) {
                             (Some(p), _) => format!(", refused: {p}"),
                             (None, true) => String::new(),

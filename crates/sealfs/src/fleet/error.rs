@@ -84,9 +84,9 @@ pub enum FleetError {
     /// An enrolment or revocation changed the membership but could not
     /// bring some scopes along (each named with why); running it again
     /// finishes them.
-    #[error("{op}: the membership changed and {done} scope(s) followed, but these could not: {failed}; run `sealfs fleet {op}` again once they are fixed")]
+    #[error("{op}: the membership changed and {done} scope(s) followed, but these could not: {failed}; run `sealfs fleet {op}` again once they are fixed (for a scope not granted to this host: on a member it is granted to)")]
     Incomplete {
-        /// `enroll` or `revoke`.
+        /// `enroll`, `revoke` or `recover`.
         op: &'static str,
         /// How many scopes were brought along.
         done: usize,
@@ -146,6 +146,23 @@ pub enum FleetError {
         /// member at all.
         scope: Option<VaultScope>,
     },
+    /// The scope is granted to some members only, and this host is not one
+    /// of them.
+    #[error("scope {0} is not granted to this host; a member it is granted to can grant it (`sealfs fleet grant`)")]
+    NotGranted(VaultScope),
+    /// `sealfs fleet grant` with no host to grant the scope to, or a scope
+    /// whose every member it was granted to has been revoked.
+    #[error(
+        "scope {0} is granted to no member; a member can grant it anew (`sealfs fleet grant`)"
+    )]
+    NoAudience(VaultScope),
+    /// `sealfs fleet grant` naming members without this host.
+    #[error("refusing to grant scope {0} to members without this host; name this host too (and narrow it from one of the others), or run it on one of them")]
+    GrantLeavesOut(VaultScope),
+    /// A scope's keyring is from before the last change of who the scope
+    /// is granted to (a `fleet grant` cut short).
+    #[error("scope {0} still has its key from before the last change of who it is granted to; run `sealfs fleet grant` for it again on a member it is granted to")]
+    NotRegranted(VaultScope),
     /// `--forget-scope` named a scope that is not one this host pinned and
     /// etcd lacks, or was given without `--replace-pin`.
     #[error("refusing to forget scope {0}: only a scope this host has pinned and that has no keyring in etcd, with --replace-pin, is forgotten; nothing was changed")]
@@ -243,10 +260,13 @@ impl FleetError {
             | E::BadJoinToken(_)
             | E::RevokeSelf
             | E::CannotForget(_)
+            | E::NoAudience(_)
+            | E::GrantLeavesOut(_)
             | E::NoEndpoints => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
             E::AlreadyMember(_) | E::InitialisedElsewhere(_) | E::NotAsExpected { .. } => K::Exists,
             E::NotEnrolled { .. }
+            | E::NotGranted(_)
             | E::Auth(_)
             | E::NeedsRoot { .. }
             | E::Tls { .. }
@@ -263,6 +283,7 @@ impl FleetError {
             | E::Forged(_)
             | E::OtherFleet { .. }
             | E::NotRotated(_)
+            | E::NotRegranted(_)
             | E::Incomplete { .. } => K::Integrity,
             E::Etcd(_) | E::Cache { .. } => K::Other,
             E::Local(e) => e.kind(),

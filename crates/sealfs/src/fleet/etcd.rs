@@ -1,6 +1,7 @@
 //! The etcd v3 store under a fleet vault: blocking calls with a time limit
 //! over the async `etcd-client`, on a runtime owned by the store.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ pub enum Expect {
     Revision(i64),
     /// The key exists.
     Present,
+    /// No key under this prefix was written after this revision.
+    NothingSince(i64),
 }
 
 /// One change in a transaction.
@@ -487,6 +490,10 @@ impl EtcdStore {
                 Expect::Absent => Compare::version(k.as_str(), CompareOp::Equal, 0),
                 Expect::Revision(r) => Compare::mod_revision(k.as_str(), CompareOp::Equal, *r),
                 Expect::Present => Compare::version(k.as_str(), CompareOp::Greater, 0),
+                Expect::NothingSince(r) => {
+                    Compare::mod_revision(k.as_str(), CompareOp::Less, r.saturating_add(1))
+                        .with_prefix()
+                }
             })
             .collect();
         let ops: Vec<TxnOp> = changes
@@ -743,14 +750,41 @@ impl EtcdStore {
         stop: &AtomicBool,
         mut on: impl FnMut(Vec<String>),
     ) -> Result<(), FleetError> {
+        // `chain/`, `grant/`, `index/` and `keyring/` sort together,
+        // before `obj/`.
+        let range = [(self.key("chain/"), self.key("keyring0"))];
+        self.watch_ranges(revision, stop, &range, |events| {
+            on(events.into_iter().map(|(k, _)| k).collect());
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// As [`Self::watch`], over the key ranges `[start, end)` given, on
+    /// one stream, calling `on` with each changed key and its new value
+    /// (empty for a delete); `on` breaking ends the watch (`Ok`).
+    pub fn watch_ranges(
+        &self,
+        revision: i64,
+        stop: &AtomicBool,
+        ranges: &[(String, String)],
+        mut on: impl FnMut(Vec<(String, Vec<u8>)>) -> ControlFlow<()>,
+    ) -> Result<(), FleetError> {
+        let Some(((first, first_end), rest)) = ranges.split_first() else {
+            return Ok(());
+        };
         let mut client = self.client()?;
-        // `chain/`, `index/` and `keyring/` sort together, before `obj/`.
-        let (from, end) = (self.key("chain/"), self.key("keyring0"));
+        let options = |end: &String| {
+            WatchOptions::new()
+                .with_range(end.as_str())
+                .with_start_revision(revision + 1)
+        };
         let result = self.rt.block_on(async {
-            let options = WatchOptions::new()
-                .with_range(end)
-                .with_start_revision(revision + 1);
-            let mut stream = client.watch(from, Some(options)).await?;
+            let mut stream = client
+                .watch(first.as_str(), Some(options(first_end)))
+                .await?;
+            for (start, end) in rest {
+                stream.watch(start.as_str(), Some(options(end))).await?;
+            }
             // While quiet, ask etcd for a progress report every second; a
             // watch that hears nothing for WATCH_SILENCE is given up (a
             // stopped or cut-off member), and the caller starts afresh.
@@ -774,15 +808,22 @@ impl EtcdStore {
                         if resp.canceled() || resp.compact_revision() > 0 {
                             return Ok(Some("the watch was cancelled or compacted"));
                         }
-                        let keys = resp
+                        let events = resp
                             .events()
                             .iter()
                             .filter_map(|e| e.kv())
-                            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                            .map(|kv| {
+                                (
+                                    String::from_utf8_lossy(kv.key()).into_owned(),
+                                    kv.value().to_vec(),
+                                )
+                            })
                             .collect::<Vec<_>>();
                         // Empty for a progress report: still news that etcd
                         // is there and nothing was missed.
-                        on(keys);
+                        if on(events).is_break() {
+                            return Ok(None);
+                        }
                     }
                     Ok(Ok(None)) => return Ok(Some("the watch stream ended")),
                     Ok(Err(e)) => return Err(e),

@@ -96,6 +96,7 @@ impl FleetVault {
             if m.last_removal == m.seq() {
                 m.removal_rev = Some(rec.create_revision);
             }
+            m.note_created(rec.create_revision);
             raw.push((key, rec.value));
         }
         m.check_pin(&want)?;
@@ -385,10 +386,16 @@ impl FleetVault {
                     }
                     return Ok(Some(false));
                 };
-                let (mut ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Current)?;
-                if ring.grant.is_some() || ring.wrapped.contains_key(&card.recipient) {
+                let mut ring = self.verify_keyring(&scope, &rec, &m, KeyringUse::Current)?;
+                // Sealed under the grant key (wrapped above), or granted to
+                // some members only (a new host is not one of them).
+                if ring.grant.is_some()
+                    || ring.audience.is_some()
+                    || ring.wrapped.contains_key(&card.recipient)
+                {
                     return Ok(Some(false));
                 }
+                let key = self.open_keyring(&scope, &ring)?;
                 ring.wrapped.insert(
                     card.recipient.clone(),
                     b64().encode(key.wrap_to(&card.recipient)?),
@@ -534,6 +541,13 @@ impl FleetVault {
         if ring.seq >= m.last_removal {
             return Ok(Some(false));
         }
+        // From before a change of who it is granted to as well: that
+        // change's `fleet grant` finishes first (its line is earlier).
+        if m.scope_audience(&scope.to_string())
+            .is_some_and(|a| ring.seq < a.seq)
+        {
+            return Err(FleetError::NotRegranted(scope.clone()));
+        }
         let line = self.written_before_removal(scope, m, &rec)?;
         let epoch = ring.epoch.checked_add(1);
         let retired = (Some(line), Some(m.last_removal));
@@ -581,7 +595,7 @@ impl FleetVault {
     /// are taken only as last written at or before the revision of
     /// `retired`, if given). One transaction, on the revision `rec` was
     /// read at and on the chain not having moved past `m`.
-    fn rekey(
+    pub(super) fn rekey(
         &self,
         scope: &VaultScope,
         m: &Membership,
@@ -647,6 +661,7 @@ impl FleetVault {
         let joined = self.join(&token, true, forget)?;
         let now = crate::clock::now_ms();
         let mut done = 0;
+        let mut not_granted = Vec::new();
         for scope in self.scope_names()? {
             // Pinned here and missing from etcd: forgotten above if named,
             // else reported.
@@ -659,23 +674,55 @@ impl FleetVault {
                     return Ok(Some(false));
                 };
                 let (ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Recover)?;
-                let retired = if ring.seq < m.last_removal {
+                let mut retired = if ring.seq < m.last_removal {
                     let line = self.written_before_removal(&scope, &m, &rec)?;
                     (Some(line), Some(m.last_removal))
                 } else {
                     (None, None)
                 };
+                // From before the scope's last audience entry: what was
+                // written under its key after that entry is not taken
+                // either (a member the entry left out holds the key).
+                if let Some(a) = m
+                    .scope_audience(&scope.to_string())
+                    .filter(|a| ring.seq < a.seq)
+                {
+                    let line = a.rev.ok_or_else(|| {
+                        FleetError::Forged(format!(
+                            "entry {} of the membership chain: when it was written is unknown",
+                            a.seq
+                        ))
+                    })?;
+                    if retired.0.is_none_or(|l| line < l) {
+                        retired = (Some(line), None);
+                    }
+                }
                 // Above any epoch a host saw before now: those were made
                 // earlier, and never run ahead of the clock.
                 let epoch = ring.epoch.checked_add(1).map(|e| e.max(now));
                 self.rekey(&scope, &m, &rec, (&ring, &key), (epoch, true), retired)
-            })?;
+            });
+            let re = match re {
+                // Granted to other members: one of them re-keys it.
+                Err(e @ FleetError::NotGranted(_)) => {
+                    not_granted.push(format!("{scope} ({e})"));
+                    continue;
+                }
+                other => other?,
+            };
             // Counters above any a host saw before now: those never run
             // ahead of the clock by more than one step per write.
             self.move_shards(&scope, Some(now.saturating_mul(1 << 16)))?;
             done += usize::from(re);
         }
         self.reset_memo_scopes();
+        if !not_granted.is_empty() {
+            return Err(FleetError::Incomplete {
+                op: "recover",
+                done,
+                failed: not_granted.join("; "),
+            });
+        }
         Ok(Recovered {
             token,
             rekeyed: done,
@@ -693,7 +740,11 @@ impl FleetVault {
     /// A shard refused on the way (written under a replaced key after the
     /// revocation, or not authenticating) is left behind, refused for
     /// good once the keys are dropped, and named in the error.
-    fn move_shards(&self, scope: &VaultScope, floor: Option<u64>) -> Result<(), FleetError> {
+    pub(super) fn move_shards(
+        &self,
+        scope: &VaultScope,
+        floor: Option<u64>,
+    ) -> Result<(), FleetError> {
         let mut refused = Vec::new();
         self.retry(&format!("the index of {scope}"), || {
             refused.clear();
@@ -803,13 +854,16 @@ impl FleetVault {
             let (readable, secrets, problem) = match counted {
                 Ok(Some(n)) => (true, n, None),
                 Ok(None) => (false, 0, None),
-                Err(FleetError::NotEnrolled { .. }) => (false, 0, None),
+                Err(FleetError::NotEnrolled { .. } | FleetError::NotGranted(_)) => (false, 0, None),
                 Err(e @ (FleetError::Unreachable { .. } | FleetError::Auth(_))) => return Err(e),
                 Err(e) => (false, 0, Some(e.to_string())),
             };
             scopes.push(ScopeStatus {
                 scope: scope.to_string(),
                 epoch: ring.as_ref().map_or(0, |r| r.epoch),
+                audience: m
+                    .audience_now(&scope.to_string())
+                    .map(|a| a.into_iter().collect()),
                 key_id: ring.map(|r| r.key_id).unwrap_or_default(),
                 secrets,
                 readable,

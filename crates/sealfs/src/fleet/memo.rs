@@ -1,7 +1,8 @@
 //! What a host holds in memory while a watch on the fleet's chain,
 //! keyrings and index runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,9 @@ pub(super) struct Memo {
     pub(super) shards: HashMap<String, ShardState>,
     pub(super) lists: HashMap<VaultScope, Vec<FleetEntry>>,
     pub(super) objects: HashMap<String, Vec<u8>>,
+    /// The scopes whose index the watch covers (`None`: every scope's):
+    /// shards and listings of others are never held.
+    pub(super) watched: Option<BTreeSet<VaultScope>>,
 }
 
 impl Memo {
@@ -57,6 +61,12 @@ impl Memo {
     pub(super) fn usable(&self) -> bool {
         self.live && self.heard.is_some_and(|h| h.elapsed() <= MEMO_FRESH)
     }
+
+    /// Whether the memo may serve and store the index of `scope`: usable,
+    /// and the watch covers it.
+    fn covers(&self, scope: &VaultScope) -> bool {
+        self.usable() && self.watched.as_ref().is_none_or(|w| w.contains(scope))
+    }
 }
 
 impl FleetVault {
@@ -70,10 +80,13 @@ impl FleetVault {
         m
     }
 
-    /// Keeps the changes of chain, keyrings and index flowing into the in-memory state
-    /// until `stop` is set: after any change on any host, the next read
-    /// here sees it. A watch that breaks (compaction, lost connection)
-    /// drops everything held and starts again from a fresh read.
+    /// Keeps the changes of chain, keyrings and index flowing into the
+    /// in-memory state until `stop` is set: after any change on any host,
+    /// the next read here sees it. Only the index of the scopes this host
+    /// serves is watched (all of them but those granted to other members
+    /// only): a keyring that changes that set restarts the watch. A watch
+    /// that breaks (compaction, lost connection) drops everything held and
+    /// starts again from a fresh read.
     pub fn run_watch(&self, stop: &AtomicBool) {
         use std::sync::atomic::Ordering;
         let store = match EtcdStore::new(self.store.options().duplicate()) {
@@ -85,8 +98,12 @@ impl FleetVault {
         };
         let prefix = self.store.key("");
         while !stop.load(Ordering::Relaxed) {
-            let revision = match store.revision() {
-                Ok(r) => r,
+            // The revision first: a change after it is in the watch.
+            let served = store
+                .revision()
+                .and_then(|r| Ok((r, self.served_scopes()?)));
+            let (revision, served) = match served {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "fleet watch: etcd not reachable yet");
                     self.reset_memo(false);
@@ -95,18 +112,96 @@ impl FleetVault {
                 }
             };
             self.reset_memo(true);
-            tracing::info!(revision, "fleet watch running");
-            let result = store.watch(revision, stop, |keys| {
+            self.memo().watched = served.as_ref().map(|(w, _)| w.clone());
+            let ranges = self.watch_ranges(served.as_ref().map(|(w, _)| w));
+            tracing::info!(revision, ranges = ranges.len(), "fleet watch running");
+            let mut changed_scopes = false;
+            let result = store.watch_ranges(revision, stop, &ranges, |events| {
+                let keys: Vec<String> = events.iter().map(|(k, _)| k.clone()).collect();
                 self.invalidate(&prefix, &keys);
                 // Heard from etcd: cached copies are as fresh as this.
                 if let Err(e) = self.reached_etcd() {
                     tracing::warn!(error = %e, "cannot record reaching etcd");
+                }
+                // Who a scope is granted to changed, or (while some are
+                // left out) a scope was made: watch the scopes served now.
+                let moved = events.iter().any(|(k, v)| {
+                    is_audience_entry(k, v, &self.store.key("chain/"))
+                        || served.as_ref().is_some_and(|(w, out)| {
+                            self.keyring_scope(k)
+                                .is_some_and(|s| !w.contains(&s) && !out.contains(&s))
+                        })
+                });
+                changed_scopes = moved;
+                if moved {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
             });
             self.reset_memo(false);
             if let Err(e) = result {
                 tracing::warn!(error = %e, "fleet watch interrupted; resynchronising");
                 std::thread::sleep(Duration::from_millis(100));
+            } else if changed_scopes {
+                tracing::info!("fleet watch: the scopes served changed; watching them");
+            }
+        }
+    }
+
+    /// The scopes whose index this host watches, and those it leaves out
+    /// (granted to other members only), as the verified membership chain
+    /// says; `None` while it serves every scope.
+    fn served_scopes(&self) -> Result<Option<Served>, FleetError> {
+        let m = self.membership(false)?;
+        let me = self.recipient();
+        let left_out: BTreeSet<VaultScope> = m
+            .restricted_scopes()
+            .filter(|s| m.audience_now(s).is_some_and(|a| !a.contains(&me)))
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if left_out.is_empty() {
+            return Ok(None);
+        }
+        let served = self
+            .scope_names()?
+            .into_iter()
+            .filter(|s| !left_out.contains(s))
+            .collect();
+        Ok(Some((served, left_out)))
+    }
+
+    /// The scope of etcd key `key`, if it is a keyring's.
+    fn keyring_scope(&self, key: &str) -> Option<VaultScope> {
+        key.strip_prefix(&self.store.key("keyring/"))?.parse().ok()
+    }
+
+    /// The key ranges `[start, end)` a watch started now would cover
+    /// ([`Self::run_watch`]; for tests).
+    #[doc(hidden)]
+    pub fn watch_plan(&self) -> Result<Vec<(String, String)>, FleetError> {
+        Ok(self.watch_ranges(self.served_scopes()?.as_ref().map(|(w, _)| w)))
+    }
+
+    /// The ranges the watch covers: the chain, the grant keys' wraps and
+    /// the keyrings, and the index of `served` (`None`: of every scope).
+    fn watch_ranges(&self, served: Option<&BTreeSet<VaultScope>>) -> Vec<(String, String)> {
+        let k = |s: &str| self.store.key(s);
+        match served {
+            // `chain/`, `grant/`, `index/` and `keyring/` sort together.
+            None => vec![(k("chain/"), k("keyring0"))],
+            Some(scopes) => {
+                let mut out = vec![
+                    (k("chain/"), k("chain0")),
+                    (k("grant/"), k("grant0")),
+                    (k("keyring/"), k("keyring0")),
+                ];
+                out.extend(
+                    scopes
+                        .iter()
+                        .map(|s| (k(&format!("index/{s}/")), k(&format!("index/{s}0")))),
+                );
+                out
             }
         }
     }
@@ -191,10 +286,10 @@ impl FleetVault {
         let k = self.shard_key(scope, shard);
         let generation = {
             let m = self.memo();
-            if let Some(s) = m.shards.get(&k).filter(|_| m.usable()) {
+            if let Some(s) = m.shards.get(&k).filter(|_| m.covers(scope)) {
                 return Ok(Some(s.clone()));
             }
-            m.usable().then_some(m.generation)
+            m.covers(scope).then_some(m.generation)
         };
         let mut last = FleetError::Integrity(format!("shard {shard} of the index of {scope}"));
         for attempt in 0..5 {
@@ -214,7 +309,7 @@ impl FleetVault {
                     let fresh = keys.keyring_rev != Some(0) && st.rev != Some(0);
                     if let (Some(g), true) = (generation, fresh) {
                         let mut m = self.memo();
-                        if m.usable() && m.generation == g {
+                        if m.covers(scope) && m.generation == g {
                             m.shards.insert(k, st.clone());
                         }
                     }
@@ -236,10 +331,10 @@ impl FleetVault {
     ) -> Result<Option<Vec<FleetEntry>>, FleetError> {
         let generation = {
             let m = self.memo();
-            if let Some(l) = m.lists.get(scope).filter(|_| m.usable()) {
+            if let Some(l) = m.lists.get(scope).filter(|_| m.covers(scope)) {
                 return Ok(Some(l.clone()));
             }
-            m.usable().then_some(m.generation)
+            m.covers(scope).then_some(m.generation)
         };
         let Some((keys, shards)) = self.scope_shards(scope, true, false)? else {
             return Ok(None);
@@ -255,7 +350,7 @@ impl FleetVault {
         let fresh = keys.keyring_rev != Some(0) && shards.iter().all(|(_, st)| st.rev != Some(0));
         if let (Some(g), true) = (generation, fresh) {
             let mut m = self.memo();
-            if m.usable() && m.generation == g {
+            if m.covers(scope) && m.generation == g {
                 m.lists.insert(scope.clone(), out.clone());
             }
         }
@@ -281,4 +376,17 @@ impl FleetVault {
         }
         Ok(Some((rec.value, from_etcd)))
     }
+}
+
+/// The scopes a watch covers, and those it leaves out.
+type Served = (BTreeSet<VaultScope>, BTreeSet<VaultScope>);
+
+/// Whether the watched record `key` (under `chain_prefix`) with `value` is
+/// an audience entry of the chain.
+fn is_audience_entry(key: &str, value: &[u8], chain_prefix: &str) -> bool {
+    key.starts_with(chain_prefix)
+        && super::trust::Signed::parse("a chain entry", value)
+            .ok()
+            .and_then(|s| serde_json::from_str::<super::trust::ChainBody>(&s.body).ok())
+            .is_some_and(|b| b.op == super::trust::Op::Audience)
 }

@@ -36,6 +36,7 @@
 //! live in the host's own local vault, in the reserved scope
 //! `principal:sealfs-fleet`.
 
+mod audience;
 mod cache;
 mod error;
 pub mod etcd;
@@ -170,6 +171,10 @@ pub struct ScopeStatus {
     pub secrets: usize,
     /// Whether this host holds a copy of the scope's fleet key.
     pub readable: bool,
+    /// The members (age recipients) the scope is granted to, when not
+    /// every member (`sealfs fleet grant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Vec<String>>,
     /// Why the scope failed its checks (tampering, an unfinished
     /// revocation), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1414,9 +1419,12 @@ impl FleetVault {
             None => self.scope_names()?,
         };
         let mut out = Vec::new();
-        for scope in scopes {
-            if let Some(entries) = self.list_for_read(&scope)? {
-                out.extend(entries);
+        for s in scopes {
+            match self.list_for_read(&s) {
+                Ok(entries) => out.extend(entries.into_iter().flatten()),
+                // Every scope this host can read: not one granted to others.
+                Err(FleetError::NotGranted(_)) if scope.is_none() => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

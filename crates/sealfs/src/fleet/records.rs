@@ -1,7 +1,7 @@
 //! The JSON records of a scope in etcd (keyrings, index shards)
 //! and how a host encodes and checks them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,10 @@ use super::{b64, corrupt, keys, FleetError, FleetVault, ScopeKeys};
 use crate::{SecretKey, VaultRef, VaultScope};
 
 /// A scope's fleet key, sealed once under the fleet's grant key (which
-/// every member holds) or, in a fleet or era without one, wrapped to each
-/// member; stored signed ([`super::trust::Signed`]) by the member who
-/// wrote it.
+/// every member holds), or wrapped to each member of the scope's audience
+/// (a scope granted to some hosts only), or, in a fleet or era without a
+/// grant key, wrapped to each member; stored signed
+/// ([`super::trust::Signed`]) by the member who wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Keyring {
     /// The fleet id.
@@ -34,6 +35,11 @@ pub(super) struct Keyring {
     /// The fleet key sealed under the grant key in force at `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) grant: Option<GrantSealed>,
+    /// The members (recipients) the scope is granted to, when not every
+    /// member (`sealfs fleet grant`): `wrapped` holds the key for exactly
+    /// these, and there is no `grant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) audience: Option<BTreeSet<String>>,
     /// The keys this one replaced, each sealed under it, while a
     /// rotation moves the index shards still under them to this key; empty
     /// once it has.
@@ -136,6 +142,20 @@ impl FleetVault {
         m: &Membership,
         usage: KeyringUse,
     ) -> Result<(Keyring, FleetKey), FleetError> {
+        let ring = self.verify_keyring(scope, rec, m, usage)?;
+        let key = self.open_keyring(scope, &ring)?;
+        Ok((ring, key))
+    }
+
+    /// [`Self::parse_keyring`] without unwrapping the key: what a host
+    /// that is not in the scope's audience can check.
+    pub(super) fn verify_keyring(
+        &self,
+        scope: &VaultScope,
+        rec: &Record,
+        m: &Membership,
+        usage: KeyringUse,
+    ) -> Result<Keyring, FleetError> {
         let what = format!("the keyring of {scope}");
         let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
         let signed = Signed::parse(&what, &rec.value)?;
@@ -167,23 +187,76 @@ impl FleetVault {
                 ));
             }
         }
+        // Who the scope is granted to is the chain's word: a keyring from
+        // before the scope's last audience entry is stale (whoever that
+        // entry left out may hold its key), and a later one must be for
+        // exactly the members the entry names (less those revoked since),
+        // signed by one of them, with no copy under the grant key.
+        let chain = m.scope_audience(&ring.scope);
+        let before_audience = chain.is_some_and(|c| ring.seq < c.seq);
+        if !before_audience {
+            let want = chain
+                .and_then(|c| c.audience.as_ref())
+                .map(|a| a & &members);
+            if ring.audience != want {
+                return Err(forged(
+                    "it is not for the members the membership chain grants the scope to",
+                ));
+            }
+        }
+        if let Some(a) = &ring.audience {
+            let signer = m.recipient_of(&ring.signer).unwrap_or_default();
+            if a.is_empty()
+                || ring.grant.is_some()
+                || !ring.wrapped.keys().eq(a.iter())
+                || !a.contains(signer)
+            {
+                return Err(forged(
+                    "it is not wrapped to exactly its audience, by a member of it",
+                ));
+            }
+        }
         // Refused if older than what this host has seen; pinned only once
         // known current: a keyring from before the last revocation (which
-        // a revoked host can still sign) never moves a pin.
+        // a revoked host can still sign), or from before the scope's last
+        // audience entry, never moves a pin.
         if usage != KeyringUse::Recover {
             let newer = self.check_scope_pin(scope, &ring)?;
             if ring.seq < m.last_removal {
                 if usage == KeyringUse::Current {
                     return Err(FleetError::NotRotated(scope.clone()));
                 }
+            } else if before_audience {
+                if usage == KeyringUse::Current {
+                    return Err(FleetError::NotRegranted(scope.clone()));
+                }
             } else if newer {
                 self.store_scope_pin(scope, &ring)?;
             }
         }
+        Ok(ring)
+    }
+
+    /// This host's copy of the key of `ring` (verified by
+    /// [`Self::verify_keyring`]).
+    pub(super) fn open_keyring(
+        &self,
+        scope: &VaultScope,
+        ring: &Keyring,
+    ) -> Result<FleetKey, FleetError> {
+        let what = format!("the keyring of {scope}");
+        let forged = |why: &str| FleetError::Forged(format!("{what}: {why}"));
         let not_enrolled = || FleetError::NotEnrolled {
             recipient: self.card().to_string(),
             scope: Some(scope.clone()),
         };
+        if ring
+            .audience
+            .as_ref()
+            .is_some_and(|a| !a.contains(&self.recipient()))
+        {
+            return Err(FleetError::NotGranted(scope.clone()));
+        }
         let key = match &ring.grant {
             Some(g) => {
                 let sealed = b64()
@@ -208,7 +281,7 @@ impl FleetVault {
         if key.id() != ring.key_id {
             return Err(FleetError::Integrity(format!("the keyring of {scope}")));
         }
-        Ok((ring, key))
+        Ok(key)
     }
 
     /// The key of `epoch` in `scope`: the keyring's own, or one it
@@ -253,8 +326,13 @@ impl FleetVault {
         };
         if let Some(until) = until {
             if rev > until {
+                let by = if older.removal_seq.is_some() {
+                    "the revocation"
+                } else {
+                    "the change of audience"
+                };
                 return Err(forged(format!(
-                    "it was written under the key of epoch {epoch} after the revocation that retired it"
+                    "it was written under the key of epoch {epoch} after {by} that retired it"
                 )));
             }
         }
@@ -470,8 +548,10 @@ impl FleetVault {
     }
 
     /// A keyring of `key` at `epoch` for the members of `m` as they are
-    /// now: sealed once under the fleet's grant key, or in a fleet without
-    /// one, wrapped to each member. Signed by this host when stored
+    /// now: wrapped to each member the chain grants the scope to, if it
+    /// grants it to some only (this host must be one); else sealed once
+    /// under the fleet's grant key, or in a fleet without one, wrapped to
+    /// each member. Signed by this host when stored
     /// ([`Self::sign_keyring`]).
     pub(super) fn new_keyring(
         &self,
@@ -482,7 +562,20 @@ impl FleetVault {
     ) -> Result<Keyring, FleetError> {
         let mut wrapped = BTreeMap::new();
         let mut grant = None;
-        if let Some(id) = m.grant() {
+        // A scope granted to some members: wrapped to each of them, by one
+        // of them.
+        let audience = m.audience_now(&scope.to_string());
+        if let Some(a) = &audience {
+            if a.is_empty() {
+                return Err(FleetError::NoAudience(scope.clone()));
+            }
+            if !a.contains(&self.recipient()) {
+                return Err(FleetError::NotGranted(scope.clone()));
+            }
+            for r in a {
+                wrapped.insert(r.clone(), b64().encode(key.wrap_to(r)?));
+            }
+        } else if let Some(id) = m.grant() {
             let sealed = self
                 .grant_key(id, Some(scope))?
                 .seal_scope_key(key, scope, epoch);
@@ -505,6 +598,7 @@ impl FleetVault {
             signer: self.signer.public_hex(),
             wrapped,
             grant,
+            audience,
             older: Vec::new(),
             recovered: None,
         })

@@ -164,6 +164,9 @@ pub(super) enum Op {
     Add,
     /// A host is revoked.
     Remove,
+    /// A scope is granted to some members only, or to every member again
+    /// (`sealfs fleet grant`); `member` is the signer's own card.
+    Audience,
 }
 
 /// One entry of the membership chain, as signed.
@@ -195,6 +198,13 @@ pub(super) struct ChainBody {
     /// no grant key, and keyrings wrap scope keys to each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) grant: Option<String>,
+    /// Audience entries: the scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) scope: Option<String>,
+    /// Audience entries: the recipients of the members the scope is
+    /// granted to (absent: every member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) audience: Option<BTreeSet<String>>,
 }
 
 /// A signed record as stored in etcd: the body's exact bytes and the
@@ -259,6 +269,20 @@ pub(super) struct Membership {
     /// Where each grant era starts (entry 0 and every removal), and the id
     /// of its grant key, if it has one.
     eras: Vec<(u64, Option<String>)>,
+    /// By scope: its last audience entry (the entry, the audience it
+    /// names, and the etcd revision that created it when read from etcd).
+    audiences: BTreeMap<String, ScopeAudience>,
+}
+
+/// A scope's last audience entry ([`Op::Audience`]).
+#[derive(Debug, Clone)]
+pub(super) struct ScopeAudience {
+    /// The entry.
+    pub(super) seq: u64,
+    /// The members (recipients) it names; `None`: every member.
+    pub(super) audience: Option<BTreeSet<String>>,
+    /// The etcd revision that created the entry, when read from etcd.
+    pub(super) rev: Option<i64>,
 }
 
 impl Membership {
@@ -305,6 +329,7 @@ impl Membership {
             last_removal: 0,
             removal_rev: None,
             eras: vec![(0, body.grant)],
+            audiences: BTreeMap::new(),
         })
     }
 
@@ -358,6 +383,42 @@ impl Membership {
                 // or none (a removal written by a build before grant keys).
                 self.eras.push((seq, body.grant));
             }
+            Op::Audience => {
+                let scope = body
+                    .scope
+                    .filter(|s| s.parse::<crate::VaultScope>().is_ok())
+                    .ok_or_else(|| forged(&what, "it names no scope"))?;
+                if card.signing_key != body.signer || card != signer.card {
+                    return Err(forged(&what, "it does not carry its signer's card"));
+                }
+                // Only a member the scope is granted to changes who it is
+                // granted to (anyone, once none of them is left).
+                if let Some(now) = self.audience_now(&scope) {
+                    if !now.is_empty() && !now.contains(&card.recipient) {
+                        return Err(forged(
+                            &what,
+                            "it is signed by a member the scope is not granted to",
+                        ));
+                    }
+                }
+                if let Some(a) = &body.audience {
+                    let members = self.recipients_at(self.seq());
+                    if a.is_empty() || !a.is_subset(&members) {
+                        return Err(forged(
+                            &what,
+                            "it grants the scope to a host that is not a member",
+                        ));
+                    }
+                }
+                self.audiences.insert(
+                    scope,
+                    ScopeAudience {
+                        seq,
+                        audience: body.audience,
+                        rev: None,
+                    },
+                );
+            }
         }
         self.hashes.push(hash(signed.body.as_bytes()));
         Ok(())
@@ -372,6 +433,41 @@ impl Membership {
             .rev()
             .find(|(start, _)| *start <= seq)
             .and_then(|(_, id)| id.as_deref())
+    }
+
+    /// The last audience entry of `scope`, if it has one.
+    pub(super) fn scope_audience(&self, scope: &str) -> Option<&ScopeAudience> {
+        self.audiences.get(scope)
+    }
+
+    /// The members (recipients) `scope` is granted to now, if not every
+    /// member: its last audience entry's, less the hosts revoked since.
+    pub(super) fn audience_now(&self, scope: &str) -> Option<BTreeSet<String>> {
+        let a = self.audiences.get(scope)?.audience.as_ref()?;
+        let members = self.recipients_at(self.seq());
+        Some(a.intersection(&members).cloned().collect())
+    }
+
+    /// The scopes an audience entry names (granted to some members, or to
+    /// every member again).
+    pub(super) fn restricted_scopes(&self) -> impl Iterator<Item = &String> {
+        self.audiences.keys()
+    }
+
+    /// Records the etcd revision that created the newest entry, if it is
+    /// an audience entry (read from etcd, not from the cache).
+    pub(super) fn note_created(&mut self, rev: i64) {
+        let seq = self.seq();
+        if let Some(a) = self.audiences.values_mut().find(|a| a.seq == seq) {
+            a.rev = Some(rev);
+        }
+    }
+
+    /// The recipient of the member, or former member, with this signing key.
+    pub(super) fn recipient_of(&self, signing_key: &str) -> Option<&str> {
+        self.members
+            .get(signing_key)
+            .map(|m| m.card.recipient.as_str())
     }
 
     /// The ids of the grant keys of every era before the current one.
@@ -601,7 +697,24 @@ pub(super) fn entry(
         time_ms: crate::clock::now_ms(),
         shard_hex: None,
         grant,
+        scope: None,
+        audience: None,
     }
+}
+
+/// A new audience entry: `scope` granted to `audience` (`None`: every
+/// member), signed by `signer`, whose card is `me`.
+pub(super) fn audience_entry(
+    m: &Membership,
+    me: HostCard,
+    signer: &HostSigner,
+    scope: &crate::VaultScope,
+    audience: Option<BTreeSet<String>>,
+) -> ChainBody {
+    let mut body = entry(m, Op::Audience, me, signer, None);
+    body.scope = Some(scope.to_string());
+    body.audience = audience;
+    body
 }
 
 /// Entry 0 of a new fleet founded by `me`, whose first grant key has the
@@ -620,6 +733,8 @@ pub(super) fn genesis_entry(me: HostCard, signer: &HostSigner, grant: Option<Str
         time_ms: crate::clock::now_ms(),
         shard_hex: Some(super::keys::SHARD_HEX),
         grant,
+        scope: None,
+        audience: None,
     }
 }
 

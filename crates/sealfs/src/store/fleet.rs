@@ -39,6 +39,10 @@ impl SecretStore for FleetVault {
             registered: true,
         }];
         for scope in self.scope_names().map_err(StoreError::Fleet)? {
+            // A scope granted to other hosts does not exist here.
+            if let Err(FleetError::NotGranted(_)) = self.keys_for_read(&scope) {
+                continue;
+            }
             if scope != VaultScope::Global {
                 out.push(crate::ScopeInfo {
                     scope,
@@ -58,7 +62,10 @@ impl SecretStore for FleetVault {
                 registered: true,
             }));
         }
-        let exists = self.keys_for_read(scope)?.is_some();
+        let exists = match self.keys_for_read(scope) {
+            Err(FleetError::NotGranted(_)) => false,
+            other => other?.is_some(),
+        };
         Ok(exists.then(|| crate::ScopeInfo {
             scope: scope.clone(),
             owner_uid: None,

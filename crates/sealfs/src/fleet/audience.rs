@@ -1,0 +1,141 @@
+//! Scopes granted to some members only (`sealfs fleet grant`). Who a scope
+//! is granted to is the membership chain's word: an audience entry, signed
+//! by a member the scope is granted to (by any member while it is granted
+//! to every member, or to no member left), names the scope and its members
+//! (or every member again). From that entry on, a keyring of the scope
+//! must be for exactly those members (less the hosts revoked since), wrap
+//! the scope's key to each of them and to no one else, and be signed by
+//! one of them; a keyring from before the entry is stale, as one from
+//! before a revocation is. Every host verifies the chain from its pin, so
+//! an etcd writer can neither put an older keyring back nor widen an
+//! audience, and a member outside it cannot sign its way in.
+//!
+//! The change gives the scope a new key, wrapped to the new audience, that
+//! carries the old one until the index shards have moved to it (as a
+//! revocation's rotation does): a member dropped from the audience keeps
+//! the old key, so shards under it are taken over only as etcd held them
+//! when the audience entry was written (no write through sealfs can land
+//! under the old key after it: every write requires the chain unchanged).
+
+use std::collections::BTreeSet;
+
+use super::etcd::{Change, Expect};
+use super::records::KeyringUse;
+use super::trust::{self, Signed, CHAIN_DOMAIN};
+use super::{FleetError, FleetVault};
+use crate::VaultScope;
+
+impl FleetVault {
+    /// `sealfs fleet grant`: grants `scope` to the members with these
+    /// cards or recipients only, this host among them (`None`: to every
+    /// member again): appends the audience entry, then gives the scope a
+    /// new key for them and moves its shards to it. Run on a member the
+    /// scope is granted to. Run again after an interruption, it finishes.
+    /// Returns whether the chain changed.
+    pub fn grant_scope(
+        &self,
+        scope: &VaultScope,
+        to: Option<&[String]>,
+    ) -> Result<bool, FleetError> {
+        let audience: Option<BTreeSet<String>> = match to {
+            None => None,
+            Some(hosts) => {
+                let mut set = BTreeSet::new();
+                for who in hosts {
+                    let recipient = who.trim().split(':').next().unwrap_or_default();
+                    super::keys::parse_recipient(recipient)?;
+                    set.insert(recipient.to_owned());
+                }
+                if set.is_empty() {
+                    return Err(FleetError::NoAudience(scope.clone()));
+                }
+                if !set.contains(&self.recipient()) {
+                    return Err(FleetError::GrantLeavesOut(scope.clone()));
+                }
+                Some(set)
+            }
+        };
+        let name = scope.to_string();
+        let m = self.membership(false)?;
+        self.require_member(&m)?;
+        let members = m.recipients_at(m.seq());
+        if let Some(r) = audience.iter().flatten().find(|r| !members.contains(*r)) {
+            return Err(FleetError::NotMember(r.clone()));
+        }
+        if m.audience_now(&name)
+            .is_some_and(|a| !a.is_empty() && !a.contains(&self.recipient()))
+        {
+            return Err(FleetError::NotGranted(scope.clone()));
+        }
+        // The entry, unless the chain says so already; its revision is the
+        // line for shards under the old key.
+        let mut line = None;
+        let changed = self.retry("the membership chain", || {
+            let m = self.membership(false)?;
+            let same = match m.scope_audience(&name) {
+                Some(a) => a.audience == audience,
+                None => audience.is_none(),
+            };
+            if same {
+                return Ok(Some(false));
+            }
+            let body =
+                trust::audience_entry(&m, self.card(), &self.signer, scope, audience.clone());
+            let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
+            let key = self.chain_key(body.seq);
+            match self
+                .store
+                .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key, raw)])?
+            {
+                Some(rev) => {
+                    line = Some(rev);
+                    Ok(Some(true))
+                }
+                None => Ok(None),
+            }
+        })?;
+        self.reset_memo_scopes();
+        self.retry(&format!("the keys of {scope}"), || {
+            let m = self.membership(false)?;
+            let Some(entry) = m.scope_audience(&name) else {
+                return Ok(Some(()));
+            };
+            let Some(rec) = self.read(&self.keyring_key(scope), false)? else {
+                // A keyring this host has seen does not disappear; none
+                // yet: the first write makes it, for this audience.
+                if self.scope_pin(scope)?.is_some() {
+                    return Err(FleetError::Forged(format!(
+                        "the keyring of {scope}: it is missing, and this host has seen it"
+                    )));
+                }
+                return Ok(Some(()));
+            };
+            let ring = self.verify_keyring(scope, &rec, &m, KeyringUse::Rotate)?;
+            if ring.seq >= entry.seq {
+                return Ok(Some(()));
+            }
+            let line = line.or(entry.rev).ok_or_else(|| {
+                FleetError::Forged(format!(
+                    "entry {} of the membership chain: when it was written is unknown",
+                    entry.seq
+                ))
+            })?;
+            // The keyring as it was when the entry landed: one written
+            // under the old key since is not taken over.
+            if rec.mod_revision > line {
+                return Err(FleetError::Forged(format!(
+                    "the keyring of {scope}: it was written under the old key after the change of who it is granted to"
+                )));
+            }
+            let key = self.open_keyring(scope, &ring)?;
+            let epoch = ring.epoch.checked_add(1);
+            self.rekey(scope, &m, &rec, (&ring, &key), (epoch, false), (Some(line), None))
+                .map(|done| done.map(|_| ()))
+        })?;
+        self.reset_memo_scopes();
+        // Also after an interrupted run: the shards move to the new key,
+        // and the old one is dropped.
+        self.move_shards(scope, None)?;
+        Ok(changed)
+    }
+}
