@@ -25,11 +25,11 @@ with tempfile.TemporaryDirectory() as tmp:
     with open(watch, "w") as f:
         for row in r["watch"]["rows"]:
             size = row["value_bytes"]
-            label = f"{size // 1024} KiB value" if size >= 1024 else f"{size} B value"
+            label = f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
             if row["other_scope_busy"]:
-                label += " + busy scope"
+                label += "+busy"
             if row.get("other_scope_granted_elsewhere"):
-                label += " not granted"
+                label += "\\n(not granted)"
             f.write(
                 f'"{label}" {row["reach"]["median_us"] / 1000:.2f} '
                 f'{row["reach"]["p99_us"] / 1000:.2f}\n'
@@ -38,6 +38,7 @@ with tempfile.TemporaryDirectory() as tmp:
 set terminal pngcairo size 1200,420 font "sans,10"
 set output "{png}"
 set multiplot layout 1,2
+set bmargin 4
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
