@@ -252,3 +252,54 @@ fn on_the_fleet_only_root_or_a_create_grant_makes_a_session() {
     scopes.sort_unstable();
     assert_eq!(scopes, ["session:ci-1", "session:made-by-root"], "{status}");
 }
+
+/// A scope granted to other members only (`sealfs fleet grant`) does not
+/// exist in this host's mount, while the other scopes read on; granted to
+/// every member again, it appears in the running mount, with its values.
+#[test]
+fn a_scope_granted_to_other_members_is_absent_from_the_mount() {
+    if !crate::util::fuse_usable() {
+        return;
+    }
+    let Some(etcd) = Etcd::start(1) else {
+        return;
+    };
+    let (a, mut b) = (Mounted::vault_only(), Mounted::vault_only());
+    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
+    let rb = fleet(&b, &etcd, &["fleet", "recipient"], b"").ok().text();
+    let token = fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"")
+        .ok()
+        .text();
+    fleet(&b, &etcd, &["fleet", "join", token.trim()], b"").ok();
+    fleet(&a, &etcd, &["set", "global/k"], b"shared").ok();
+    fleet(&a, &etcd, &["set", "principal:ci/k"], b"ci-only").ok();
+    let ra = fleet(&a, &etcd, &["fleet", "recipient"], b"").ok().text();
+    fleet(
+        &a,
+        &etcd,
+        &["fleet", "grant", "principal:ci", ra.trim()],
+        b"",
+    )
+    .ok();
+
+    let mount_args = fleet_args(&etcd, &[]);
+    let mount_args: Vec<&str> = mount_args.iter().map(String::as_str).collect();
+    b.mount_private(&mount_args);
+    assert_eq!(std::fs::read(b.path("global/k")).unwrap(), b"shared");
+    let err = std::fs::read(b.path("principal/ci/k")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    let listed = sh(&format!("ls {}", b.path("principal").display()))
+        .ok()
+        .text();
+    assert!(!listed.contains("ci"), "{listed}");
+
+    fleet(&a, &etcd, &["fleet", "grant", "principal:ci", "--all"], b"").ok();
+    let t = Instant::now();
+    while std::fs::read(b.path("principal/ci/k")).ok().as_deref() != Some(&b"ci-only"[..]) {
+        assert!(
+            t.elapsed() < PROPAGATION,
+            "B's mount does not show the scope after {PROPAGATION:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
