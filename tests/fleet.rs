@@ -511,9 +511,22 @@ fn a_host_watches_only_the_scopes_it_is_granted() {
         std::thread::spawn(move || v.run_watch(&stop))
     };
     assert_eq!(v.get(&r("global/k")).unwrap().expose(), b"shared");
+    let watching = |want: Option<Vec<&str>>| {
+        let want: Option<std::collections::BTreeSet<VaultScope>> =
+            want.map(|w| w.iter().map(|s| s.parse().unwrap()).collect());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while v.watching() != Some(want.clone()) {
+            assert!(Instant::now() < deadline, "watching {:?}", v.watching());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // The running watch covers the index of global only...
+    watching(Some(vec!["global"]));
     a.run(&["fleet", "grant", "principal:ci", "--all"], b"")
         .ok();
     assert_eq!(v.watch_plan().unwrap().len(), 1);
+    // ... and, the scope granted to every member, restarts over them all.
+    watching(None);
     let reads = |want: &[u8]| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -20,6 +20,7 @@
 use std::collections::BTreeSet;
 
 use super::etcd::{Change, Expect};
+use super::keys::FleetKey;
 use super::records::KeyringUse;
 use super::trust::{self, Signed, CHAIN_DOMAIN};
 use super::{FleetError, FleetVault};
@@ -67,11 +68,24 @@ impl FleetVault {
         {
             return Err(FleetError::NotGranted(scope.clone()));
         }
-        // The entry, unless the chain says so already; its revision is the
-        // line for shards under the old key.
-        let mut line = None;
-        let changed = self.retry("the membership chain", || {
+        // The entry and the scope's new keyring, in one transaction: no
+        // host ever sees the one without the other, and the line for
+        // shards under the old key is signed into the keyring.
+        let changed = self.retry(&format!("the keys of {scope}"), || {
             let m = self.membership(false)?;
+            let rec = self.read(&self.keyring_key(scope), false)?;
+            // Refuses a keyring from before the last revocation (`fleet
+            // revoke` finishes first) or from before the scope's last
+            // audience entry (never written by a grant: tampering).
+            let old = match &rec {
+                Some(rec) => Some(self.parse_keyring(scope, rec, &m, KeyringUse::Current)?),
+                None if self.scope_pin(scope)?.is_some() => {
+                    return Err(FleetError::Forged(format!(
+                        "the keyring of {scope}: it is missing, and this host has seen it"
+                    )))
+                }
+                None => None,
+            };
             let same = match m.scope_audience(&name) {
                 Some(a) => a.audience == audience,
                 None => audience.is_none(),
@@ -82,55 +96,49 @@ impl FleetVault {
             let body =
                 trust::audience_entry(&m, self.card(), &self.signer, scope, audience.clone());
             let raw = Signed::encode(&self.signer, CHAIN_DOMAIN, &body);
-            let key = self.chain_key(body.seq);
-            match self
-                .store
-                .apply_at(&[(key.clone(), Expect::Absent)], &[Change::Put(key, raw)])?
-            {
-                Some(rev) => {
-                    line = Some(rev);
-                    Ok(Some(true))
+            let mut after = m.clone();
+            after.apply(&raw)?;
+            let entry_key = self.chain_key(body.seq);
+            let mut expect = vec![
+                (entry_key.clone(), Expect::Absent),
+                self.own_grant_wrap(&m)?,
+            ];
+            let mut changes = vec![Change::Put(entry_key, raw)];
+            let mut made = None;
+            match (&rec, old) {
+                (Some(rec), Some((ring, key))) => {
+                    // Shards under the old key are taken as etcd holds them
+                    // now: the transaction fails if one is written before it.
+                    let line = self.store.revision()?;
+                    let epoch = ring.epoch.checked_add(1).ok_or_else(|| {
+                        FleetError::Forged(format!(
+                            "the keys of {scope}: the epoch is at its limit"
+                        ))
+                    })?;
+                    let new_key = FleetKey::generate();
+                    let mut new_ring = self.new_keyring(scope, &new_key, epoch, &after)?;
+                    new_ring.older =
+                        Self::retire(scope, &ring, &key, &new_key, (Some(line), None))?;
+                    new_ring.recovered = ring.recovered;
+                    expect.push((self.keyring_key(scope), Expect::Revision(rec.mod_revision)));
+                    expect.push((self.index_prefix(scope), Expect::NothingSince(line)));
+                    changes.push(Change::Put(
+                        self.keyring_key(scope),
+                        self.sign_keyring(&new_ring),
+                    ));
+                    made = Some(new_ring);
                 }
-                None => Ok(None),
+                // No keyring yet: the first write makes it, for this
+                // audience.
+                _ => expect.push((self.keyring_key(scope), Expect::Absent)),
             }
-        })?;
-        self.reset_memo_scopes();
-        self.retry(&format!("the keys of {scope}"), || {
-            let m = self.membership(false)?;
-            let Some(entry) = m.scope_audience(&name) else {
-                return Ok(Some(()));
-            };
-            let Some(rec) = self.read(&self.keyring_key(scope), false)? else {
-                // A keyring this host has seen does not disappear; none
-                // yet: the first write makes it, for this audience.
-                if self.scope_pin(scope)?.is_some() {
-                    return Err(FleetError::Forged(format!(
-                        "the keyring of {scope}: it is missing, and this host has seen it"
-                    )));
-                }
-                return Ok(Some(()));
-            };
-            let ring = self.verify_keyring(scope, &rec, &m, KeyringUse::Rotate)?;
-            if ring.seq >= entry.seq {
-                return Ok(Some(()));
+            if !self.store.apply(&expect, &changes)? {
+                return Ok(None);
             }
-            let line = line.or(entry.rev).ok_or_else(|| {
-                FleetError::Forged(format!(
-                    "entry {} of the membership chain: when it was written is unknown",
-                    entry.seq
-                ))
-            })?;
-            // The keyring as it was when the entry landed: one written
-            // under the old key since is not taken over.
-            if rec.mod_revision > line {
-                return Err(FleetError::Forged(format!(
-                    "the keyring of {scope}: it was written under the old key after the change of who it is granted to"
-                )));
+            if let Some(ring) = made {
+                self.store_scope_pin(scope, &ring)?;
             }
-            let key = self.open_keyring(scope, &ring)?;
-            let epoch = ring.epoch.checked_add(1);
-            self.rekey(scope, &m, &rec, (&ring, &key), (epoch, false), (Some(line), None))
-                .map(|done| done.map(|_| ()))
+            Ok(Some(true))
         })?;
         self.reset_memo_scopes();
         // Also after an interrupted run: the shards move to the new key,

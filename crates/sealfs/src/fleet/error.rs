@@ -160,8 +160,9 @@ pub enum FleetError {
     #[error("refusing to grant scope {0} to members without this host; name this host too (and narrow it from one of the others), or run it on one of them")]
     GrantLeavesOut(VaultScope),
     /// A scope's keyring is from before the last change of who the scope
-    /// is granted to (a `fleet grant` cut short).
-    #[error("scope {0} still has its key from before the last change of who it is granted to; run `sealfs fleet grant` for it again on a member it is granted to")]
+    /// is granted to, which `fleet grant` writes together with the new
+    /// keyring: put back by someone else.
+    #[error("refusing the keyring of {0}: it is from before the last change of who the scope is granted to (written together with a newer one); etcd was rolled back or tampered with")]
     NotRegranted(VaultScope),
     /// `--forget-scope` named a scope that is not one this host pinned and
     /// etcd lacks, or was given without `--replace-pin`.

@@ -96,7 +96,6 @@ impl FleetVault {
             if m.last_removal == m.seq() {
                 m.removal_rev = Some(rec.create_revision);
             }
-            m.note_created(rec.create_revision);
             raw.push((key, rec.value));
         }
         m.check_pin(&want)?;
@@ -674,28 +673,21 @@ impl FleetVault {
                     return Ok(Some(false));
                 };
                 let (ring, key) = self.parse_keyring(&scope, &rec, &m, KeyringUse::Recover)?;
-                let mut retired = if ring.seq < m.last_removal {
+                let retired = if ring.seq < m.last_removal {
                     let line = self.written_before_removal(&scope, &m, &rec)?;
                     (Some(line), Some(m.last_removal))
                 } else {
                     (None, None)
                 };
-                // From before the scope's last audience entry: what was
-                // written under its key after that entry is not taken
-                // either (a member the entry left out holds the key).
-                if let Some(a) = m
-                    .scope_audience(&scope.to_string())
-                    .filter(|a| ring.seq < a.seq)
+                // From before the scope's last audience entry, which
+                // `fleet grant` writes together with the keyring after it:
+                // put there by someone else, and whatever a member the
+                // entry left out wrote under its key since cannot be told
+                // apart. Not taken over.
+                if m.scope_audience(&scope.to_string())
+                    .is_some_and(|a| ring.seq < a.seq)
                 {
-                    let line = a.rev.ok_or_else(|| {
-                        FleetError::Forged(format!(
-                            "entry {} of the membership chain: when it was written is unknown",
-                            a.seq
-                        ))
-                    })?;
-                    if retired.0.is_none_or(|l| line < l) {
-                        retired = (Some(line), None);
-                    }
+                    return Err(FleetError::NotRegranted(scope.clone()));
                 }
                 // Above any epoch a host saw before now: those were made
                 // earlier, and never run ahead of the clock.
@@ -703,8 +695,9 @@ impl FleetVault {
                 self.rekey(&scope, &m, &rec, (&ring, &key), (epoch, true), retired)
             });
             let re = match re {
-                // Granted to other members: one of them re-keys it.
-                Err(e @ FleetError::NotGranted(_)) => {
+                // Granted to other members (one of them re-keys it), or its
+                // keyring put back from before its audience entry.
+                Err(e @ (FleetError::NotGranted(_) | FleetError::NotRegranted(_))) => {
                     not_granted.push(format!("{scope} ({e})"));
                     continue;
                 }

@@ -176,6 +176,15 @@ impl FleetVault {
         key.strip_prefix(&self.store.key("keyring/"))?.parse().ok()
     }
 
+    /// What the running watch covers, if one runs and has heard from etcd:
+    /// `Some(None)` every scope's index, `Some(Some(scopes))` those scopes'
+    /// (for tests).
+    #[doc(hidden)]
+    pub fn watching(&self) -> Option<Option<BTreeSet<VaultScope>>> {
+        let m = self.memo();
+        m.usable().then(|| m.watched.clone())
+    }
+
     /// The key ranges `[start, end)` a watch started now would cover
     /// ([`Self::run_watch`]; for tests).
     #[doc(hidden)]

@@ -269,8 +269,8 @@ pub(super) struct Membership {
     /// Where each grant era starts (entry 0 and every removal), and the id
     /// of its grant key, if it has one.
     eras: Vec<(u64, Option<String>)>,
-    /// By scope: its last audience entry (the entry, the audience it
-    /// names, and the etcd revision that created it when read from etcd).
+    /// By scope: its last audience entry (the entry and the audience it
+    /// names).
     audiences: BTreeMap<String, ScopeAudience>,
 }
 
@@ -281,8 +281,6 @@ pub(super) struct ScopeAudience {
     pub(super) seq: u64,
     /// The members (recipients) it names; `None`: every member.
     pub(super) audience: Option<BTreeSet<String>>,
-    /// The etcd revision that created the entry, when read from etcd.
-    pub(super) rev: Option<i64>,
 }
 
 impl Membership {
@@ -415,7 +413,6 @@ impl Membership {
                     ScopeAudience {
                         seq,
                         audience: body.audience,
-                        rev: None,
                     },
                 );
             }
@@ -452,15 +449,6 @@ impl Membership {
     /// every member again).
     pub(super) fn restricted_scopes(&self) -> impl Iterator<Item = &String> {
         self.audiences.keys()
-    }
-
-    /// Records the etcd revision that created the newest entry, if it is
-    /// an audience entry (read from etcd, not from the cache).
-    pub(super) fn note_created(&mut self, rev: i64) {
-        let seq = self.seq();
-        if let Some(a) = self.audiences.values_mut().find(|a| a.seq == seq) {
-            a.rev = Some(rev);
-        }
     }
 
     /// The recipient of the member, or former member, with this signing key.

@@ -142,7 +142,6 @@ impl FleetVault {
             if m.last_removal == m.seq() {
                 m.removal_rev = Some(rec.create_revision);
             }
-            m.note_created(rec.create_revision);
             self.cache.put(&key, &rec.value)?;
         }
         m.check_pin(&pin)?;
