@@ -3,7 +3,7 @@
 # here, data on disk under /var/tmp so fsync is real): one scope at 100 and
 # 100,000 secrets, 50 writer processes on one scope beside etcd's own
 # `etcdctl check perf`, 200 watching connections while a secret rotates,
-# and `fleet revoke` with 1,000 scopes and 500 members. Writes the raw
+# and `fleet revoke` with 1,000 scopes and 1,000 members. Writes the raw
 # results to docs/fleet-bench-results.json; docs/fleet-benchmarks.md reads
 # them.
 #
@@ -26,7 +26,7 @@ bench="$root/target/release/sealfs-bench"
 
 quick="${BENCH_QUICK:-0}"
 counts=100,100000; samples=200; procs=50; puts=100; watchers=200; rotations=10
-members=500; scopes=1000; perf=1
+members=1000; scopes=1000; perf=1
 if [[ "$quick" == 1 ]]; then
   counts=100,2000; samples=50; procs=10; puts=20; watchers=20; rotations=3
   members=20; scopes=50; perf=0
