@@ -429,6 +429,9 @@ fn a_scope_granted_to_some_members_is_read_by_them_alone() {
         .fails(1, not_granted);
     a.run(&["get", "principal:ci/token"], b"")
         .fails(1, "still has its key from before the last revocation");
+    // Nor does a grant go on before the revocation is finished.
+    a.run(&["fleet", "grant", "principal:ci", "--all"], b"")
+        .fails(1, "still has its key from before the last revocation");
     a.run(&["fleet", "revoke", &b.recipient()], b"").ok();
     assert_eq!(a.get("principal:ci/token"), b"rotated");
     let ring = etcd_json(&etcd, "/sealfs/keyring/principal:ci");

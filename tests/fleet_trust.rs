@@ -809,6 +809,17 @@ fn a_member_dropped_from_a_scopes_audience_cannot_write_under_the_old_key() {
     let scope: sealfs::VaultScope = "principal:ci".parse().unwrap();
     let v = a.vault_with(&etcd.endpoints(), std::time::Duration::from_secs(2));
     let to = [a.recipient(), b.recipient()];
+    // Held back, a legitimate write lands before it: sent late, the grant
+    // fails (it takes shards under the old key only as they were when it
+    // read them), and the write stands.
+    v.inject_txn_fault(TxnFault::HoldBack, None);
+    assert!(matches!(
+        v.grant_scope(&scope, Some(&to[..])),
+        Err(FleetError::NoAnswer { .. })
+    ));
+    b.set("principal:ci/other", b"genuine-other");
+    assert!(!v.deliver_held_back().unwrap(), "the late grant landed");
+    assert_eq!(c.get("principal:ci/other"), b"genuine-other");
     v.inject_txn_fault(TxnFault::LoseReply, None);
     assert!(matches!(
         v.grant_scope(&scope, Some(&to[..])),

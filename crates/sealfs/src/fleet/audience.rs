@@ -29,10 +29,10 @@ use crate::VaultScope;
 impl FleetVault {
     /// `sealfs fleet grant`: grants `scope` to the members with these
     /// cards or recipients only, this host among them (`None`: to every
-    /// member again): appends the audience entry, then gives the scope a
-    /// new key for them and moves its shards to it. Run on a member the
-    /// scope is granted to. Run again after an interruption, it finishes.
-    /// Returns whether the chain changed.
+    /// member again): appends the audience entry and the scope's new
+    /// keyring for them in one transaction, then moves its shards to the
+    /// new key. Run on a member the scope is granted to. Run again after
+    /// an interruption, it finishes. Returns whether the chain changed.
     pub fn grant_scope(
         &self,
         scope: &VaultScope,
@@ -107,9 +107,6 @@ impl FleetVault {
             let mut made = None;
             match (&rec, old) {
                 (Some(rec), Some((ring, key))) => {
-                    // Shards under the old key are taken as etcd holds them
-                    // now: the transaction fails if one is written before it.
-                    let line = self.store.revision()?;
                     let epoch = ring.epoch.checked_add(1).ok_or_else(|| {
                         FleetError::Forged(format!(
                             "the keys of {scope}: the epoch is at its limit"
@@ -117,6 +114,10 @@ impl FleetVault {
                     })?;
                     let new_key = FleetKey::generate();
                     let mut new_ring = self.new_keyring(scope, &new_key, epoch, &after)?;
+                    // Shards under the old key are taken as etcd holds them
+                    // now: the transaction, sent at once, fails if one is
+                    // written before it.
+                    let line = self.store.revision()?;
                     new_ring.older =
                         Self::retire(scope, &ring, &key, &new_key, (Some(line), None))?;
                     new_ring.recovered = ring.recovered;
@@ -129,8 +130,16 @@ impl FleetVault {
                     made = Some(new_ring);
                 }
                 // No keyring yet: the first write makes it, for this
-                // audience.
-                _ => expect.push((self.keyring_key(scope), Expect::Absent)),
+                // audience. A scope's keyring comes before its index: shards
+                // without one were put there by someone else.
+                _ => {
+                    if !self.store.keys_under(&self.index_prefix(scope))?.is_empty() {
+                        return Err(FleetError::Forged(format!(
+                            "the index of {scope}: it has shards and no keyring"
+                        )));
+                    }
+                    expect.push((self.keyring_key(scope), Expect::Absent));
+                }
             }
             if !self.store.apply(&expect, &changes)? {
                 return Ok(None);
