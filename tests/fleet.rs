@@ -70,6 +70,23 @@ impl Host {
         self.run(&["get", r], b"").ok().stdout
     }
 
+    /// Enrolls `new` (this host being a member), which then joins.
+    pub(crate) fn enroll(&self, new: &Host) {
+        let token = self
+            .run(&["fleet", "enroll", &new.recipient()], b"")
+            .ok()
+            .stdout_str();
+        new.run(&["fleet", "join", token.trim()], b"").ok();
+    }
+
+    /// `sealfs fleet grant SCOPE` to the hosts `to`.
+    pub(crate) fn grant(&self, scope: &str, to: &[&Host]) -> Run {
+        let cards: Vec<String> = to.iter().map(|h| h.recipient()).collect();
+        let mut args = vec!["fleet", "grant", scope];
+        args.extend(cards.iter().map(String::as_str));
+        self.run(&args, b"")
+    }
+
     /// The library's view, as a long-running process (the mount) has it.
     pub(crate) fn vault(&self) -> FleetVault {
         // The default time limit: long enough to ride out a leader
@@ -103,12 +120,7 @@ pub(crate) fn fleet(etcd: &Etcd, n: usize) -> Vec<Host> {
     let hosts: Vec<Host> = (0..n).map(|_| Host::new(etcd)).collect();
     hosts[0].init();
     for h in &hosts[1..] {
-        let r = h.recipient();
-        let token = hosts[0]
-            .run(&["fleet", "enroll", &r], b"")
-            .ok()
-            .stdout_str();
-        h.run(&["fleet", "join", token.trim()], b"").ok();
+        hosts[0].enroll(h);
     }
     hosts
 }
@@ -296,11 +308,7 @@ fn a_keyring_holds_its_key_once_and_enrolling_a_host_rewrites_none() {
 
     // A fourth host: one wrap of the grant key, no keyring written.
     let d = Host::new(&etcd);
-    let token = a
-        .run(&["fleet", "enroll", &d.recipient()], b"")
-        .ok()
-        .stdout_str();
-    d.run(&["fleet", "join", token.trim()], b"").ok();
+    a.enroll(&d);
     assert_eq!(keyrings(&store), before);
     assert_eq!(grant_wraps(&store).len(), 4);
     for scope in ["global", "principal:ci", "session:s1"] {
@@ -349,17 +357,7 @@ fn a_scope_granted_to_some_members_is_read_by_them_alone() {
     let store = raw(&etcd, "sealfs");
     let c_key = scope_key(&store, &host_identity(c), "principal:ci").unwrap();
 
-    a.run(
-        &[
-            "fleet",
-            "grant",
-            "principal:ci",
-            &a.recipient(),
-            &b.recipient(),
-        ],
-        b"",
-    )
-    .ok();
+    a.grant("principal:ci", &[a, b]).ok();
     let not_granted = "scope principal:ci is not granted to this host";
     assert_eq!(b.get("principal:ci/token"), b"ci-secret");
     c.run(&["get", "principal:ci/token"], b"")
@@ -394,31 +392,16 @@ fn a_scope_granted_to_some_members_is_read_by_them_alone() {
         "{status}"
     );
     // A member it is not granted to cannot change that.
-    c.run(
-        &[
-            "fleet",
-            "grant",
-            "principal:ci",
-            &c.recipient(),
-            &a.recipient(),
-        ],
-        b"",
-    )
-    .fails(1, not_granted);
+    c.grant("principal:ci", &[c, a]).fails(1, not_granted);
     // Nor can a member leave itself out of what it grants.
-    a.run(&["fleet", "grant", "principal:ci", &b.recipient()], b"")
-        .fails(1, "without this host");
+    a.grant("principal:ci", &[b]).fails(1, "without this host");
     // Members of it write and read as before.
     b.set("principal:ci/token", b"rotated");
     assert_eq!(a.get("principal:ci/token"), b"rotated");
 
     // A host enrolled later is not in it, and reads the rest.
     let d = Host::new(&etcd);
-    let token = a
-        .run(&["fleet", "enroll", &d.recipient()], b"")
-        .ok()
-        .stdout_str();
-    d.run(&["fleet", "join", token.trim()], b"").ok();
+    a.enroll(&d);
     d.run(&["get", "principal:ci/token"], b"")
         .fails(1, not_granted);
     assert_eq!(d.get("global/k"), b"shared");
@@ -442,17 +425,7 @@ fn a_scope_granted_to_some_members_is_read_by_them_alone() {
     // Bad input changes nothing.
     a.run(&["fleet", "grant", "principal:ci"], b"")
         .fails(2, "required");
-    a.run(
-        &[
-            "fleet",
-            "grant",
-            "principal:ci",
-            &a.recipient(),
-            &b.recipient(),
-        ],
-        b"",
-    )
-    .fails(1, "is not a member");
+    a.grant("principal:ci", &[a, b]).fails(1, "is not a member");
     a.run(&["fleet", "grant", "principal:ci", "nonsense"], b"")
         .fails_with("not a host card");
     assert_eq!(a.get("principal:ci/token"), b"rotated");
@@ -496,8 +469,7 @@ fn a_host_watches_only_the_scopes_it_is_granted() {
     assert_eq!(plan.len(), 1, "{plan:?}");
     assert!(covered(&plan, &shard_key("principal:ci")));
 
-    a.run(&["fleet", "grant", "principal:ci", &a.recipient()], b"")
-        .ok();
+    a.grant("principal:ci", &[a]).ok();
     let plan = v.watch_plan().unwrap();
     assert!(covered(&plan, &shard_key("global")), "{plan:?}");
     assert!(!covered(&plan, &shard_key("principal:ci")), "{plan:?}");

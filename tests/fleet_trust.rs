@@ -840,17 +840,7 @@ fn a_member_dropped_from_a_scopes_audience_cannot_write_under_the_old_key() {
     }
     // The change run again moves the shards, names C's, and drops the old
     // key: C's value is refused for good, never served.
-    a.run(
-        &[
-            "fleet",
-            "grant",
-            "principal:ci",
-            &a.recipient(),
-            &b.recipient(),
-        ],
-        b"",
-    )
-    .fails(1, after);
+    a.grant("principal:ci", &[a, b]).fails(1, after);
     assert!(!body_of(&store, "keyring/principal:ci").contains("\"older\""));
     assert_eq!(b.get("principal:ci/other"), b"genuine-other");
     for h in [a, b] {
@@ -887,17 +877,7 @@ fn a_scope_audience_cannot_be_rolled_back_or_widened_by_etcd_or_by_a_member_outs
     a.set("principal:ci/k", b"before");
     let store = raw(&etcd, "sealfs");
     let before = snapshot(&store, "keyring/principal:ci");
-    a.run(
-        &[
-            "fleet",
-            "grant",
-            "principal:ci",
-            &a.recipient(),
-            &b.recipient(),
-        ],
-        b"",
-    )
-    .ok();
+    a.grant("principal:ci", &[a, b]).ok();
     a.set("principal:ci/k", b"after");
     let genuine = snapshot(&store, "keyring/principal:ci");
 

@@ -30,6 +30,19 @@ fn fleet(m: &Mounted, etcd: &Etcd, rest: &[&str], stdin: &[u8]) -> crate::util::
     m.cli(&args, stdin)
 }
 
+/// Two hosts of one fleet: separate local vaults, so separate identities
+/// and caches; the first founded it and enrolled the second.
+fn two_hosts(etcd: &Etcd) -> (Mounted, Mounted) {
+    let (a, b) = (Mounted::vault_only(), Mounted::vault_only());
+    fleet(&a, etcd, &["fleet", "init"], b"").ok();
+    let rb = fleet(&b, etcd, &["fleet", "recipient"], b"").ok().text();
+    let token = fleet(&a, etcd, &["fleet", "enroll", rb.trim()], b"")
+        .ok()
+        .text();
+    fleet(&b, etcd, &["fleet", "join", token.trim()], b"").ok();
+    (a, b)
+}
+
 /// How long a change may take to reach the other mount (measured: about
 /// 10 ms; generous for a loaded debug run).
 const PROPAGATION: Duration = Duration::from_secs(10);
@@ -64,14 +77,7 @@ fn a_rotation_on_one_host_reaches_the_other_mount_and_cached_reads_survive_etcd(
     let Some(mut etcd) = Etcd::start(1) else {
         return;
     };
-    // Two hosts: separate local vaults, so separate identities and caches.
-    let (mut a, mut b) = (Mounted::vault_only(), Mounted::vault_only());
-    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
-    let rb = fleet(&b, &etcd, &["fleet", "recipient"], b"").ok().text();
-    let token = fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"")
-        .ok()
-        .text();
-    fleet(&b, &etcd, &["fleet", "join", token.trim()], b"").ok();
+    let (mut a, mut b) = two_hosts(&etcd);
     fleet(&a, &etcd, &["set", "global/api_key"], b"value-v1").ok();
 
     let mount_args = fleet_args(&etcd, &[]);
@@ -264,13 +270,7 @@ fn a_scope_granted_to_other_members_is_absent_from_the_mount() {
     let Some(etcd) = Etcd::start(1) else {
         return;
     };
-    let (a, mut b) = (Mounted::vault_only(), Mounted::vault_only());
-    fleet(&a, &etcd, &["fleet", "init"], b"").ok();
-    let rb = fleet(&b, &etcd, &["fleet", "recipient"], b"").ok().text();
-    let token = fleet(&a, &etcd, &["fleet", "enroll", rb.trim()], b"")
-        .ok()
-        .text();
-    fleet(&b, &etcd, &["fleet", "join", token.trim()], b"").ok();
+    let (a, mut b) = two_hosts(&etcd);
     fleet(&a, &etcd, &["set", "global/k"], b"shared").ok();
     fleet(&a, &etcd, &["set", "principal:ci/k"], b"ci-only").ok();
     let ra = fleet(&a, &etcd, &["fleet", "recipient"], b"").ok().text();
