@@ -155,7 +155,7 @@ pub(crate) enum FleetCommand {
         /// The host's card or age recipient (age1...)
         recipient: String,
     },
-    /// Grant a scope to some members only (it gets a new key, wrapped to them), or with --all to every member again; run on a member that can read the scope (creates it if it has none).
+    /// Grant a scope to some members only, this host among them (the scope gets a new key, wrapped to them), or with --all to every member again; run on a member the scope is granted to.
     Grant {
         /// The scope (global, principal:<id> or session:<id>)
         scope: sealfs::VaultScope,
