@@ -368,9 +368,11 @@ impl Index {
     }
 
     fn vault_record_in(&self, conn: &Connection) -> Result<VaultRecord, IndexError> {
+        // Every read checks the vault record: its statements are kept
+        // prepared, not parsed anew each time.
         let sealed: Option<Vec<u8>> = conn
-            .query_row("SELECT sealed FROM vault WHERE one = 1", [], |r| r.get(0))
-            .optional()
+            .prepare_cached("SELECT sealed FROM vault WHERE one = 1")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
             .map_err(self.err())?;
         let sealed = sealed.ok_or_else(|| tampered("vault metadata", "no vault record"))?;
         let plain = self
@@ -392,10 +394,8 @@ impl Index {
             ("key_id", Some(record.key_id.as_str())),
         ] {
             let clear: Option<String> = conn
-                .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()
+                .prepare_cached("SELECT value FROM meta WHERE name = ?1")
+                .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
                 .map_err(self.err())?;
             if clear.as_deref() != value {
                 return Err(tampered(

@@ -197,9 +197,8 @@ pub(super) fn bucket_digests(
         }
     }
     let stored: Option<Vec<u8>> = conn
-        .query_row("SELECT digest FROM buckets WHERE bucket = ?1", [b], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT digest FROM buckets WHERE bucket = ?1")?
+        .query_row([b], |r| r.get(0))
         .optional()?;
     Ok((h.finalize().into(), stored.and_then(|d| d.try_into().ok())))
 }
