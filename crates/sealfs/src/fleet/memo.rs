@@ -153,13 +153,7 @@ impl FleetVault {
     /// (granted to other members only), as the verified membership chain
     /// says; `None` while it serves every scope.
     fn served_scopes(&self) -> Result<Option<Served>, FleetError> {
-        let m = self.membership(false)?;
-        let me = self.recipient();
-        let left_out: BTreeSet<VaultScope> = m
-            .restricted_scopes()
-            .filter(|s| m.audience_now(s).is_some_and(|a| !a.contains(&me)))
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        let left_out = self.scopes_left_out(false)?;
         if left_out.is_empty() {
             return Ok(None);
         }
@@ -169,6 +163,22 @@ impl FleetVault {
             .filter(|s| !left_out.contains(s))
             .collect();
         Ok(Some((served, left_out)))
+    }
+
+    /// The scopes the verified membership chain grants to other members
+    /// only: they do not exist on this host (listings, the mount) and its
+    /// watch leaves their index out. `offline_ok`: as
+    /// [`Self::membership`].
+    pub(crate) fn scopes_left_out(
+        &self,
+        offline_ok: bool,
+    ) -> Result<BTreeSet<VaultScope>, FleetError> {
+        let m = self.membership(offline_ok)?;
+        let me = self.recipient();
+        Ok(m.restricted_scopes()
+            .filter(|s| m.audience_now(s).is_some_and(|a| !a.contains(&me)))
+            .filter_map(|s| s.parse().ok())
+            .collect())
     }
 
     /// The scope of etcd key `key`, if it is a keyring's.

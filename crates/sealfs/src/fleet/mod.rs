@@ -1416,15 +1416,18 @@ impl FleetVault {
     pub fn list(&self, scope: Option<&VaultScope>) -> Result<Vec<FleetEntry>, FleetError> {
         let scopes = match scope {
             Some(s) => vec![s.clone()],
-            None => self.scope_names()?,
+            // Every scope this host can read: not one granted to others.
+            None => {
+                let left_out = self.scopes_left_out(true)?;
+                let mut all = self.scope_names()?;
+                all.retain(|s| !left_out.contains(s));
+                all
+            }
         };
         let mut out = Vec::new();
-        for s in scopes {
-            match self.list_for_read(&s) {
-                Ok(entries) => out.extend(entries.into_iter().flatten()),
-                // Every scope this host can read: not one granted to others.
-                Err(FleetError::NotGranted(_)) if scope.is_none() => {}
-                Err(e) => return Err(e),
+        for scope in scopes {
+            if let Some(entries) = self.list_for_read(&scope)? {
+                out.extend(entries);
             }
         }
         Ok(out)

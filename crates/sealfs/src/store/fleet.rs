@@ -38,12 +38,10 @@ impl SecretStore for FleetVault {
             owner_uid: None,
             registered: true,
         }];
+        // A scope granted to other hosts does not exist here.
+        let left_out = self.scopes_left_out(true).map_err(StoreError::Fleet)?;
         for scope in self.scope_names().map_err(StoreError::Fleet)? {
-            // A scope granted to other hosts does not exist here.
-            if let Err(FleetError::NotGranted(_)) = self.keys_for_read(&scope) {
-                continue;
-            }
-            if scope != VaultScope::Global {
+            if scope != VaultScope::Global && !left_out.contains(&scope) {
                 out.push(crate::ScopeInfo {
                     scope,
                     owner_uid: None,
@@ -62,10 +60,8 @@ impl SecretStore for FleetVault {
                 registered: true,
             }));
         }
-        let exists = match self.keys_for_read(scope) {
-            Err(FleetError::NotGranted(_)) => false,
-            other => other?.is_some(),
-        };
+        let exists =
+            !self.scopes_left_out(true)?.contains(scope) && self.keys_for_read(scope)?.is_some();
         Ok(exists.then(|| crate::ScopeInfo {
             scope: scope.clone(),
             owner_uid: None,
