@@ -824,3 +824,66 @@ fn a_record_filed_outside_every_bucket_is_refused() {
         }
     }
 }
+
+/// Issue #16: a long-running process (the mount daemon) keeps a secret's
+/// row and sealed blob between reads while the index is unchanged, and
+/// decrypts afresh each time. A write of the index file or of its log
+/// behind SQLite's back (no commit, same size) ends that: the next read
+/// checks the index, the anchor and the backend again. The blob deleted
+/// meanwhile shows what was checked.
+#[test]
+fn a_long_running_process_checks_again_once_the_index_files_are_written() {
+    let sb = Sandbox::new();
+    for file in ["index.sqlite3", "index.sqlite3-wal"] {
+        let daemon = sb.vault();
+        // Written by another process while this one has the index open:
+        // the commit stays in the log.
+        sb.set("global/a", b"value-a1");
+        let a = r("global/a");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        // The sealed blob removed: the index still names it.
+        let blob = sb.blob_path("global/a");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let sealed = fs::read(&blob).unwrap();
+        fs::remove_file(&blob).unwrap();
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1", "{file}");
+
+        // One byte of the file rewritten in place with itself: no SQLite
+        // commit, nothing else changes. (Past the coarsest timestamp tick
+        // of kernels without fine-grained change times.)
+        std::thread::sleep(Duration::from_millis(20));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(sb.vault_dir().join(file))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut byte, 0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &byte, 0).unwrap();
+        drop(f);
+        let err = daemon.get(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("sealed blob of global/a is missing"),
+            "{file}: {err}"
+        );
+        fs::write(&blob, sealed).unwrap();
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1", "{file}");
+    }
+}
+
+/// The other half of the read cache's check: where the index files'
+/// timestamps cannot tell two writes apart (coarse file-system clocks, a
+/// log rewritten at its old size), another process's commit still ends
+/// what a long-running process kept, through SQLite's `data_version`.
+#[test]
+fn a_commit_is_seen_by_a_long_running_process_even_when_the_files_look_unchanged() {
+    let sb = Sandbox::new();
+    let mut daemon = sb.vault();
+    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    sb.set("global/a", b"value-a2");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+}

@@ -324,6 +324,13 @@ pub struct PrivateDir {
     trusted_uid: u32,
 }
 
+/// What [`PrivateDir::stamp_of`] saw of a file: equal stamps mean the
+/// file was not written, replaced or truncated in between (to the
+/// resolution of the file system's timestamps).
+#[cfg(unix)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp([i128; 7]);
+
 #[cfg(unix)]
 mod unix_dir;
 

@@ -12,7 +12,9 @@ use nix::errno::Errno;
 use nix::fcntl::{self, OFlag, AT_FDCWD};
 use nix::sys::stat::Mode;
 
-use super::{check_mode, check_name, euid, is_symlink_errno, symlink_refused, PrivateDir};
+use super::{
+    check_mode, check_name, euid, is_symlink_errno, symlink_refused, FileStamp, PrivateDir,
+};
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
@@ -195,6 +197,27 @@ impl PrivateDir {
         let st = nix::sys::stat::fstatat(&self.dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
         // dev_t is i32 on macOS: only compared for equality.
         Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
+    /// What changes when `name` in here is written, replaced or removed
+    /// (not following a symlink): device, inode, size, and modification
+    /// and change times to the nanosecond. `None` if it does not exist.
+    pub fn stamp_of(&self, name: impl AsRef<OsStr>) -> io::Result<Option<FileStamp>> {
+        let name = name.as_ref();
+        check_name(name)?;
+        match nix::sys::stat::fstatat(&self.dir, name, fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(FileStamp([
+                i128::from(st.st_dev),
+                i128::from(st.st_ino),
+                i128::from(st.st_size),
+                i128::from(st.st_mtime),
+                i128::from(st.st_mtime_nsec),
+                i128::from(st.st_ctime),
+                i128::from(st.st_ctime_nsec),
+            ]))),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens the regular file `name` for reading (O_NOFOLLOW).

@@ -50,6 +50,8 @@ pub(crate) const SCHEMA_VERSION: i64 = 3;
 /// The last schema of vault format 1 (names in the clear), migrated on open.
 pub(crate) const SCHEMA_V1: i64 = 2;
 pub(crate) const INDEX_FILE: &str = "index.sqlite3";
+/// SQLite's write-ahead log of [`INDEX_FILE`].
+pub(crate) const WAL_FILE: &str = "index.sqlite3-wal";
 /// The vault format this build writes (the clear `meta.format`).
 pub(crate) const FORMAT: &str = "2";
 
@@ -316,6 +318,15 @@ impl Index {
                 found,
             }),
         }
+    }
+
+    /// SQLite's `data_version`: changes whenever another connection
+    /// commits to the file.
+    pub(crate) fn data_version(&self) -> Result<i64, IndexError> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(self.err())
     }
 
     /// A clear `meta` value: a hint, never trusted alone.

@@ -26,6 +26,7 @@ use crate::scope::{VaultRef, VaultScope};
 use crate::secret::SensitiveBytes;
 
 mod anchoring;
+mod cache;
 mod config;
 mod error;
 mod lock;
@@ -143,6 +144,10 @@ pub enum FaultPoint {
     UpgradeBeforeCommit,
     /// The converted index is committed; its anchor is not written yet.
     UpgradeAfterCommit,
+    /// Not a stop: while the hook returns true for it, the read cache sees
+    /// the index files as unchanged, as on a file system whose timestamps
+    /// are too coarse to tell two writes apart.
+    IndexFilesLookUnchanged,
 }
 
 type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
@@ -173,6 +178,9 @@ pub struct Vault {
     anchor_cache: crate::anchor::ReadCache,
     /// What the anchor binds the vault to: its canonical path's digest.
     place: [u8; 32],
+    /// Rows and sealed blobs kept between reads while the index is
+    /// unchanged (`cache.rs`).
+    read_cache: cache::ReadCache,
     lock_timeout: Duration,
 }
 
@@ -235,6 +243,29 @@ impl Vault {
 
     fn reader(&self) -> std::sync::MutexGuard<'_, Index> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The index as the read cache sees it now; `None` when it cannot
+    /// tell (then nothing is served from the cache or kept in it).
+    fn read_stamp(&self) -> Option<cache::Stamp> {
+        #[cfg(unix)]
+        {
+            let files = if self.fault(FaultPoint::IndexFilesLookUnchanged).is_err() {
+                [None, None]
+            } else {
+                [
+                    self.dir_handle.stamp_of(crate::index::INDEX_FILE).ok()?,
+                    self.dir_handle.stamp_of(crate::index::WAL_FILE).ok()?,
+                ]
+            };
+            let data_version = self.reader().data_version().ok()?;
+            Some(cache::Stamp {
+                data_version,
+                files,
+            })
+        }
+        #[cfg(not(unix))]
+        None
     }
 
     /// Makes writes stop at the points where `hook` returns true (tests).

@@ -284,6 +284,7 @@ impl Vault {
             max_value_size: config.max_value_size,
             anchored: Mutex::new(None),
             anchor_cache: crate::anchor::ReadCache::default(),
+            read_cache: super::cache::ReadCache::default(),
             place,
             lock_timeout: config.lock_timeout,
         };

@@ -167,6 +167,12 @@ impl Vault {
     /// Like [`Vault::get`], also saying whether this read consumed a
     /// read-once secret (for the audit log).
     pub fn read(&self, r: &VaultRef) -> Result<(SensitiveBytes, bool), VaultError> {
+        // Taken before the checks below: a change during them shows in
+        // the next read's stamp.
+        let stamp = self.read_stamp();
+        if let Some((row, blob)) = stamp.and_then(|s| self.read_cache.get(&s, r)) {
+            return self.open_blob(r, &row, &blob).map(|v| (v, false));
+        }
         let mut row = self
             .verified(|ix| ix.row(r))?
             .ok_or_else(|| VaultError::NotFound(r.clone()))?;
@@ -175,7 +181,13 @@ impl Vault {
                 return self.consume(r).map(|v| (v, true));
             }
             match self.backend.get_blob(&row.object_id) {
-                Ok(blob) => return self.open_blob(r, &row, &blob).map(|v| (v, false)),
+                Ok(blob) => {
+                    let value = self.open_blob(r, &row, &blob)?;
+                    if let Some(stamp) = stamp {
+                        self.read_cache.put(stamp, r, &row, &blob);
+                    }
+                    return Ok((value, false));
+                }
                 Err(BackendError::NotFound(_)) => {
                     // A concurrent put or delete may have replaced the blob
                     // between our index read and the backend read: look again.

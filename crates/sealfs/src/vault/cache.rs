@@ -1,0 +1,85 @@
+//! What a long-lived vault (the mount daemon) keeps between reads of a
+//! secret: the authenticated index row and the sealed blob, never the
+//! plaintext. Every read still decrypts and authenticates the blob afresh.
+//!
+//! The cache holds only while the index is unchanged since the reads that
+//! filled it were checked (the vault record, the bucket, the anchor), as
+//! seen through:
+//! - SQLite's `data_version` on the reader connection, which changes with
+//!   every commit of any other connection (another process's `sealfs set`,
+//!   this vault's own writer, the `sqlite3` tool);
+//! - the stamps (device, inode, size, times to the nanosecond) of the
+//!   index file and its write-ahead log, which change when either is
+//!   written, replaced or removed behind SQLite's back.
+//!
+//! Any difference empties the cache and the next read checks everything
+//! again. The stamp is taken before a read that fills the cache, so a
+//! change during that read is seen by the next one. A change the stamps
+//! could miss (one written within the timestamp resolution of the stamp
+//! and leaving every size unchanged, without SQLite's commit) leaves the
+//! cache serving what was verified before that change, never anything the
+//! change brought.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::index::Row;
+use crate::scope::VaultRef;
+
+/// Ciphertext kept at most; past it the cache starts again empty.
+const MAX_BYTES: usize = 4 << 20;
+/// Blobs larger than this are read from the backend every time.
+const MAX_BLOB: usize = 64 << 10;
+
+/// The index as a read cache entry was verified against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub(super) data_version: i64,
+    #[cfg(unix)]
+    pub(super) files: [Option<crate::fsutil::FileStamp>; 2],
+}
+
+#[derive(Default)]
+pub(super) struct ReadCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    stamp: Option<Stamp>,
+    entries: HashMap<VaultRef, (Row, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl ReadCache {
+    /// The row and sealed blob of `r`, if cached at `stamp`.
+    pub(super) fn get(&self, stamp: &Stamp, r: &VaultRef) -> Option<(Row, Vec<u8>)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.stamp.as_ref() != Some(stamp) {
+            return None;
+        }
+        inner.entries.get(r).cloned()
+    }
+
+    /// Keeps `row` and `blob` of `r`, verified at an index that `stamp`
+    /// was taken before.
+    pub(super) fn put(&self, stamp: Stamp, r: &VaultRef, row: &Row, blob: &[u8]) {
+        if row.once || blob.len() > MAX_BLOB {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.stamp != Some(stamp) || inner.bytes + blob.len() > MAX_BYTES {
+            *inner = Inner {
+                stamp: Some(stamp),
+                ..Inner::default()
+            };
+        }
+        inner.bytes += blob.len();
+        if let Some((_, old)) = inner
+            .entries
+            .insert(r.clone(), (row.clone(), blob.to_vec()))
+        {
+            inner.bytes -= old.len();
+        }
+    }
+}
