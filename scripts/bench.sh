@@ -34,7 +34,7 @@ cleanup() {
   set +e
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
   sleep 0.5
-  for m in "$work/mnt" "$work/mnt-scale" "$work/gc-plain" "$work/tmpfs"; do
+  for m in "$work/mnt" "$work/mnt-scale" "$work/gc-plain" "$work/gc-plain-cpu0" "$work/bare" "$work/bare-cpu0" "$work/tmpfs"; do
     mountpoint -q "$m" 2>/dev/null && umount -l "$m"
   done
   rm -rf "$work"
@@ -68,6 +68,16 @@ mkdir -p "$work/mnt-ro" "$work/mnt-cpu0" "$work/mnt-count" "$work/mnt-count-ro"
 pids+=($!); wait_mount "$work/mnt-ro"
 taskset -c 0 "$mountd" "$work/mnt-cpu0" 2>/dev/null &
 pids+=($!); wait_mount "$work/mnt-cpu0"
+# The floor of any FUSE file system here: a fuser fs with sealfs-mountd's
+# mount options, flags, TTL and threads that only answers (bench/src/barefs.rs),
+# free to run on either CPU and pinned beside the pinned daemons; and a
+# gocryptfs daemon pinned to CPU 0 (its children inherit the affinity).
+mkdir -p "$work/bare" "$work/bare-cpu0" "$work/gc-plain-cpu0"
+"$bench" bare-fs "$work/bare" --files "$files" >/dev/null &
+pids+=($!); wait_mount "$work/bare"
+taskset -c 0 "$bench" bare-fs "$work/bare-cpu0" --files "$files" >/dev/null &
+pids+=($!); wait_mount "$work/bare-cpu0"
+taskset -c 0 gocryptfs -q -extpass "cat $work/pw" "$work/gc-cipher" "$work/gc-plain-cpu0"
 
 echo "== 0. FUSE requests per cat (daemon debug log)"
 count_requests() { # <name> <mountd flags...>
@@ -83,11 +93,17 @@ count_requests() { # <name> <mountd flags...>
 { count_requests count; count_requests count-ro --read-only; } > "$out/requests.txt"
 cat "$out/requests.txt"
 
-echo "== 1. per-open cost: $runs runs x $rounds rounds x $files files"
+echo "== 1. per-open cost: $runs runs x $rounds rounds x $files files, unpinned and on CPU 0"
+# open-<store>-<run>.json: daemon and reader free to run on either CPU;
+# open-cpu0-<store>-<run>.json: the daemon and the reader both on CPU 0.
+# The stores alternate within each run, so a slow spell hits them all.
 for run in $(seq "$runs"); do
-  "$bench" open-loop --dir "$work/tmpfs" --files "$files" --rounds "$rounds" > "$out/open-tmpfs-$run.json"
-  "$bench" open-loop --dir "$work/gc-plain" --files "$files" --rounds "$rounds" > "$out/open-gocryptfs-$run.json"
-  "$bench" open-loop --dir "$work/mnt/global" --files "$files" --rounds "$rounds" > "$out/open-sealfs-$run.json"
+  for store in tmpfs:"$work/tmpfs" bare:"$work/bare/global" gocryptfs:"$work/gc-plain" sealfs:"$work/mnt/global"; do
+    "$bench" open-loop --dir "${store#*:}" --files "$files" --rounds "$rounds" > "$out/open-${store%%:*}-$run.json"
+  done
+  for store in tmpfs:"$work/tmpfs" bare:"$work/bare-cpu0/global" gocryptfs:"$work/gc-plain-cpu0" sealfs:"$work/mnt-cpu0/global"; do
+    taskset -c 0 "$bench" open-loop --dir "${store#*:}" --files "$files" --rounds "$rounds" > "$out/open-cpu0-${store%%:*}-$run.json"
+  done
 done
 
 echo "== 2. one secret read by a fresh process"
@@ -146,6 +162,7 @@ echo "== 4. concurrency through the mount"
 for t in 1 2 4 8 16; do
   "$bench" concurrent --dir "$work/mnt/global" --files "$files" --threads "$t" --seconds 3 > "$out/conc-sealfs-$t.json"
   "$bench" concurrent --dir "$work/gc-plain" --files "$files" --threads "$t" --seconds 3 > "$out/conc-gocryptfs-$t.json"
+  "$bench" concurrent --dir "$work/bare/global" --files "$files" --threads "$t" --seconds 3 > "$out/conc-bare-$t.json"
 done
 
 echo "== writing docs/benchmarks.md"

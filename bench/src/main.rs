@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use sealfs::{SensitiveBytes, Vault, VaultConfig, VaultRef, VaultScope};
 use serde_json::json;
 
+#[cfg(target_os = "linux")]
+mod barefs;
 #[cfg(feature = "fleet")]
 mod fleet;
 
@@ -129,6 +131,18 @@ enum Command {
         vault_dir: PathBuf,
         #[arg(long, default_value_t = 200)]
         samples: usize,
+    },
+    /// Mounts the floor of the mount benches: a fuser fs with sealfs-mountd's
+    /// mount options, flags, TTL and threads, serving global/k0000.. with
+    /// fixed content; runs until SIGTERM.
+    #[cfg(target_os = "linux")]
+    BareFs {
+        mountpoint: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        files: usize,
+        /// sealfs-mountd's default
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
     },
     /// Writes N secrets of 64 bytes as global/k0000.. (for the mount benches).
     Fill {
@@ -372,6 +386,15 @@ fn main() -> Result<()> {
             samples,
         } => scale(&vault_dir, &counts, samples)?,
         Command::Anchor { vault_dir, samples } => anchor(&vault_dir, samples)?,
+        #[cfg(target_os = "linux")]
+        Command::BareFs {
+            mountpoint,
+            files,
+            threads,
+        } => {
+            barefs::run(&mountpoint, files, threads)?;
+            json!({ "unmounted": mountpoint })
+        }
         Command::Fill { vault_dir, files } => {
             let vault = open_vault(&vault_dir)?;
             for i in 0..files {
