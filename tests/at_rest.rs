@@ -887,3 +887,33 @@ fn a_commit_is_seen_by_a_long_running_process_even_when_the_files_look_unchanged
     sb.set("global/a", b"value-a2");
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
 }
+
+/// Attack review of the read cache: a writer of the vault directory makes
+/// SQLite miss another process's commit by writing the shared-memory
+/// file's header back as it was, where file times are too coarse to show
+/// the commit either. The rollback anchor, which that commit moved and
+/// which the attacker cannot touch, still ends what the long-running
+/// process kept: it never serves the value from before the commit.
+#[test]
+fn a_commit_hidden_from_sqlite_never_leaves_a_long_running_process_serving_the_old_value() {
+    let sb = Sandbox::new();
+    let mut daemon = sb.vault();
+    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let shm = sb.vault_dir().join("index.sqlite3-shm");
+    let header = fs::read(&shm).unwrap()[..136].to_vec();
+    sb.set("global/a", b"value-a2");
+    let f = fs::OpenOptions::new().write(true).open(&shm).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &header, 0).unwrap();
+    drop(f);
+    match daemon.get(&a) {
+        Ok(v) => assert_eq!(v.expose(), b"value-a2"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.starts_with("vault rolled back:"), "{e}");
+        }
+    }
+}

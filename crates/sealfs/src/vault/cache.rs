@@ -5,6 +5,9 @@
 //! The cache holds only while the index is unchanged since the reads that
 //! filled it were checked (the vault record, the bucket, the anchor), as
 //! seen through:
+//! - the rollback anchor, read afresh (kept handles: one `fstatat`, one
+//!   `pread`, its MAC checked): every commit of sealfs moves it, and a
+//!   vault-directory writer cannot;
 //! - SQLite's `data_version` on the reader connection, which changes with
 //!   every commit of any other connection (another process's `sealfs set`,
 //!   this vault's own writer, the `sqlite3` tool);
@@ -14,11 +17,17 @@
 //!
 //! Any difference empties the cache and the next read checks everything
 //! again. The stamp is taken before a read that fills the cache, so a
-//! change during that read is seen by the next one. A change the stamps
-//! could miss (one written within the timestamp resolution of the stamp
-//! and leaving every size unchanged, without SQLite's commit) leaves the
-//! cache serving what was verified before that change, never anything the
-//! change brought.
+//! change during that read is seen by the next one.
+//!
+//! The anchor is what makes the cache safe against a writer of the vault
+//! directory: SQLite's `data_version` comes from the shared-memory file,
+//! which that writer can rewrite, and file times may be too coarse to tell
+//! two writes apart. Whatever they hide, a commit by sealfs moves the
+//! anchor, so the read after it checks the index again (and finds it
+//! older than its anchor if SQLite was made to miss the commit). An
+//! anchor moved or retired (`recover --accept-move`, another vault
+//! created at this path) fails to read here or differs, so nothing is
+//! served from the cache.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +46,8 @@ pub(super) struct Stamp {
     pub(super) data_version: i64,
     #[cfg(unix)]
     pub(super) files: [Option<crate::fsutil::FileStamp>; 2],
+    /// The rollback anchor, read afresh.
+    pub(super) anchor: Option<crate::index::State>,
 }
 
 #[derive(Default)]

@@ -259,9 +259,13 @@ impl Vault {
                 ]
             };
             let data_version = self.reader().data_version().ok()?;
+            // Beyond the attacker's reach, unlike the files above and the
+            // shared-memory file SQLite's data_version comes from.
+            let anchor = self.anchor_store().read(&self.keys).ok()?;
             Some(cache::Stamp {
                 data_version,
                 files,
+                anchor,
             })
         }
         #[cfg(not(unix))]
