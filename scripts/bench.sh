@@ -152,6 +152,9 @@ echo "== 3. scale: $counts secrets"
 "$bench" scale --vault-dir "$work/scale-vault" --counts "$counts" > "$out/scale.json"
 SEALFS_VAULT_DIR="$work/scale-vault" "$mountd" "$work/mnt-scale" 2>/dev/null &
 scale_pid=$!; pids+=($scale_pid); wait_mount "$work/mnt-scale"
+# The first listing after the mount checks the whole index and decrypts
+# every record; the daemon keeps the keys while the index is unchanged.
+hyperfine --runs 1 --export-json "$out/ls-cold.json" -n "ls global, first" "ls $work/mnt-scale/global > /dev/null" >/dev/null
 hyperfine --warmup 1 --runs 5 --export-json "$out/ls.json" -n "ls global" "ls $work/mnt-scale/global > /dev/null" >/dev/null
 grep VmRSS "/proc/$scale_pid/status" | awk '{print $2}' > "$out/rss-kib"
 

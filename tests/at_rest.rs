@@ -917,3 +917,27 @@ fn a_commit_hidden_from_sqlite_never_leaves_a_long_running_process_serving_the_o
         }
     }
 }
+
+/// A long-running process keeps a scope's keys between listings while
+/// the index is unchanged (the mount's `ls` of a big scope): another
+/// process's put and delete show in the next listing.
+#[test]
+fn a_long_running_process_lists_what_another_process_added_or_deleted() {
+    let sb = Sandbox::new();
+    let daemon = sb.vault();
+    let keys = |v: &sealfs::Vault| {
+        let mut out = Vec::new();
+        v.for_each_key(&sealfs::VaultScope::Global, |k| {
+            out.push(k.as_str().to_owned())
+        })
+        .unwrap();
+        out
+    };
+    sb.set("global/a", b"value-a");
+    assert_eq!(keys(&daemon), ["a"]);
+    assert_eq!(keys(&daemon), ["a"]);
+    sb.set("global/b", b"value-b");
+    assert_eq!(keys(&daemon), ["a", "b"]);
+    sb.run(&["delete", "global/a"], b"").ok();
+    assert_eq!(keys(&daemon), ["b"]);
+}

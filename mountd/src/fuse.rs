@@ -429,12 +429,16 @@ impl Filesystem for FuseAdapter {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        // Each readdir starts where the last one stopped, without walking
+        // the entries before it (a scope may hold 100,000).
+        let mut i = usize::try_from(offset).unwrap_or(usize::MAX);
+        while let Some(e) = entries.get(i) {
             let kind = match e.kind {
                 FileKind::Directory => FileType::Directory,
                 FileKind::File => FileType::RegularFile,
             };
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, e.name) {
+            i += 1;
+            if reply.add(INodeNo(e.ino), i as u64, kind, e.name) {
                 break;
             }
         }

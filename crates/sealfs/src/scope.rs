@@ -265,6 +265,11 @@ impl VaultRef {
     pub fn key(&self) -> &SecretKey {
         &self.key
     }
+
+    /// The secret's name, giving up the ref.
+    pub fn into_key(self) -> SecretKey {
+        self.key
+    }
 }
 
 impl fmt::Display for VaultRef {

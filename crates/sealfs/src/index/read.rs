@@ -7,7 +7,27 @@ use super::{
     ScopeRow, SecretRecord, State, Stored, KIND_SCOPE, KIND_SCOPE_MEMBERS, KIND_SECRET,
 };
 use crate::backend::ObjectId;
-use crate::scope::{VaultRef, VaultScope};
+use crate::crypto::KeyRing;
+use crate::scope::{SecretKey, VaultRef, VaultScope};
+
+/// The clear member id (`KIND_SCOPE_MEMBERS`) of the last scope asked
+/// for: the records of a listing share a few scopes, and each id is an
+/// HMAC.
+#[derive(Default)]
+pub(super) struct ScopeIds(Option<(String, [u8; 32])>);
+
+impl ScopeIds {
+    fn of(&mut self, keys: &KeyRing, scope: &str) -> [u8; 32] {
+        match &self.0 {
+            Some((name, id)) if name == scope => *id,
+            _ => {
+                let id = keys.name_id(KIND_SCOPE_MEMBERS, scope.as_bytes());
+                self.0 = Some((scope.to_owned(), id));
+                id
+            }
+        }
+    }
+}
 
 impl Index {
     /// Runs `f` in one read transaction, so everything it reads is one
@@ -88,6 +108,7 @@ impl Index {
         &self,
         what: &str,
         s: &Stored,
+        scope_ids: &mut ScopeIds,
     ) -> Result<(VaultRef, Row), IndexError> {
         let plain = self
             .keys()
@@ -100,11 +121,7 @@ impl Index {
         let keys = self.keys();
         if s.kind != KIND_SECRET
             || keys.name_id(KIND_SECRET, &ref_name(&r)).as_slice() != s.id.as_slice()
-            || s.scope_id.as_deref()
-                != Some(
-                    keys.name_id(KIND_SCOPE_MEMBERS, rec.scope.as_bytes())
-                        .as_slice(),
-                )
+            || s.scope_id.as_deref() != Some(scope_ids.of(keys, &rec.scope).as_slice())
             || s.object_id.as_deref() != Some(rec.object_id.as_str())
         {
             return Err(tampered(
@@ -142,7 +159,8 @@ impl Index {
             let row = match self.stored(&self.conn, &id)? {
                 None => None,
                 Some(s) => {
-                    let (found, row) = self.open_secret(&r.to_string(), &s)?;
+                    let (found, row) =
+                        self.open_secret(&r.to_string(), &s, &mut ScopeIds::default())?;
                     if &found != r {
                         return Err(tampered(
                             r.to_string(),
@@ -206,58 +224,83 @@ impl Index {
         &self,
         scope: Option<&VaultScope>,
     ) -> Result<(Vec<(VaultRef, Row)>, State), IndexError> {
-        {
-            let record = self.vault_record_in(&self.conn)?;
-            self.checked_whole(record.state()?)?;
+        let mut out = Vec::new();
+        let state = self.each_secret_in(scope, |r, row| out.push((r, row)))?;
+        out.sort_by_cached_key(|(r, _)| (r.scope().to_string(), r.key().as_str().to_owned()));
+        Ok((out, state))
+    }
+
+    /// The keys of `scope`, sorted, with the state read: the checks of
+    /// [`Index::list`], without keeping each secret's metadata (a
+    /// directory listing of a big scope).
+    pub(crate) fn keys_of(
+        &self,
+        scope: &VaultScope,
+    ) -> Result<(Vec<SecretKey>, State), IndexError> {
+        self.read(|| {
             let mut out = Vec::new();
-            let mut each = |s: Stored| -> Result<(), IndexError> {
-                let (r, row) = self.open_secret("the index", &s)?;
-                if scope.is_some_and(|sc| r.scope() != sc) {
-                    return Err(tampered(
-                        r.to_string(),
-                        "a record is listed under another scope",
-                    ));
-                }
-                out.push((r, row));
-                Ok(())
-            };
-            match scope {
-                Some(sc) => {
-                    let sid = self
-                        .keys()
-                        .name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
-                    let mut st = self
-                        .conn
-                        .prepare_cached(
-                            "SELECT id, kind, scope_id, object_id, sealed FROM records
-                             WHERE scope_id = ?1 AND kind = ?2",
-                        )
-                        .map_err(self.err())?;
-                    let rows = st
-                        .query_map(params![sid.as_slice(), KIND_SECRET], stored_row)
-                        .map_err(self.err())?;
-                    for s in rows {
-                        each(s.map_err(self.err())?)?;
-                    }
-                }
-                None => {
-                    let mut st = self
-                        .conn
-                        .prepare_cached(
-                            "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
-                        )
-                        .map_err(self.err())?;
-                    let rows = st
-                        .query_map([KIND_SECRET], stored_row)
-                        .map_err(self.err())?;
-                    for s in rows {
-                        each(s.map_err(self.err())?)?;
-                    }
+            let state = self.each_secret_in(Some(scope), |r, _| out.push(r.into_key()))?;
+            out.sort_unstable();
+            Ok((out, state))
+        })
+    }
+
+    /// Opens and checks every live secret (of `scope`, or all), once every
+    /// bucket is known to match its digest, and hands each to `f`.
+    fn each_secret_in(
+        &self,
+        scope: Option<&VaultScope>,
+        mut f: impl FnMut(VaultRef, Row),
+    ) -> Result<State, IndexError> {
+        let record = self.vault_record_in(&self.conn)?;
+        self.checked_whole(record.state()?)?;
+        let mut scope_ids = ScopeIds::default();
+        let mut each = |s: Stored| -> Result<(), IndexError> {
+            let (r, row) = self.open_secret("the index", &s, &mut scope_ids)?;
+            if scope.is_some_and(|sc| r.scope() != sc) {
+                return Err(tampered(
+                    r.to_string(),
+                    "a record is listed under another scope",
+                ));
+            }
+            f(r, row);
+            Ok(())
+        };
+        match scope {
+            Some(sc) => {
+                let sid = self
+                    .keys()
+                    .name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
+                let mut st = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id, kind, scope_id, object_id, sealed FROM records
+                         WHERE scope_id = ?1 AND kind = ?2",
+                    )
+                    .map_err(self.err())?;
+                let rows = st
+                    .query_map(params![sid.as_slice(), KIND_SECRET], stored_row)
+                    .map_err(self.err())?;
+                for s in rows {
+                    each(s.map_err(self.err())?)?;
                 }
             }
-            out.sort_by_cached_key(|(r, _)| (r.scope().to_string(), r.key().as_str().to_owned()));
-            Ok((out, record.state()?))
+            None => {
+                let mut st = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+                    )
+                    .map_err(self.err())?;
+                let rows = st
+                    .query_map([KIND_SECRET], stored_row)
+                    .map_err(self.err())?;
+                for s in rows {
+                    each(s.map_err(self.err())?)?;
+                }
+            }
         }
+        record.state()
     }
 
     /// The registration record of `scope` (inside a read or write

@@ -1,6 +1,7 @@
 //! What a long-lived vault (the mount daemon) keeps between reads of a
 //! secret: the authenticated index row and the sealed blob, never the
 //! plaintext. Every read still decrypts and authenticates the blob afresh.
+//! And the keys of a scope between two listings of it.
 //!
 //! The cache holds only while the index is unchanged since the reads that
 //! filled it were checked (the vault record, the bucket, the anchor), as
@@ -30,15 +31,18 @@
 //! served from the cache.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::index::Row;
-use crate::scope::VaultRef;
+use crate::scope::{SecretKey, VaultRef, VaultScope};
 
 /// Ciphertext kept at most; past it the cache starts again empty.
 const MAX_BYTES: usize = 4 << 20;
 /// Blobs larger than this are read from the backend every time.
 const MAX_BLOB: usize = 64 << 10;
+/// Keys of listed scopes kept at most (about 60 bytes each); past it the
+/// listings start again empty.
+const MAX_KEYS: usize = 256 << 10;
 
 /// The index as a read cache entry was verified against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,9 @@ struct Inner {
     stamp: Option<Stamp>,
     entries: HashMap<VaultRef, (Row, Vec<u8>)>,
     bytes: usize,
+    /// The sorted keys of listed scopes (directory listings).
+    listings: HashMap<VaultScope, Arc<[SecretKey]>>,
+    keys: usize,
 }
 
 impl ReadCache {
@@ -72,6 +79,38 @@ impl ReadCache {
         inner.entries.get(r).cloned()
     }
 
+    /// The keys of `scope`, if listed at `stamp`.
+    pub(super) fn keys(&self, stamp: &Stamp, scope: &VaultScope) -> Option<Arc<[SecretKey]>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.stamp.as_ref() != Some(stamp) {
+            return None;
+        }
+        inner.listings.get(scope).cloned()
+    }
+
+    /// Keeps the keys of `scope`, listed at an index that `stamp` was
+    /// taken before.
+    pub(super) fn put_keys(&self, stamp: Stamp, scope: &VaultScope, keys: &Arc<[SecretKey]>) {
+        if keys.len() > MAX_KEYS {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.stamp != Some(stamp) {
+            *inner = Inner {
+                stamp: Some(stamp),
+                ..Inner::default()
+            };
+        }
+        if inner.keys + keys.len() > MAX_KEYS {
+            inner.listings.clear();
+            inner.keys = 0;
+        }
+        inner.keys += keys.len();
+        if let Some(old) = inner.listings.insert(scope.clone(), Arc::clone(keys)) {
+            inner.keys -= old.len();
+        }
+    }
+
     /// Keeps `row` and `blob` of `r`, verified at an index that `stamp`
     /// was taken before.
     pub(super) fn put(&self, stamp: Stamp, r: &VaultRef, row: &Row, blob: &[u8]) {
@@ -79,11 +118,15 @@ impl ReadCache {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.stamp != Some(stamp) || inner.bytes + blob.len() > MAX_BYTES {
+        if inner.stamp != Some(stamp) {
             *inner = Inner {
                 stamp: Some(stamp),
                 ..Inner::default()
             };
+        }
+        if inner.bytes + blob.len() > MAX_BYTES {
+            inner.entries.clear();
+            inner.bytes = 0;
         }
         inner.bytes += blob.len();
         if let Some((_, old)) = inner

@@ -1,5 +1,6 @@
 //! Reading and writing secrets and scopes: put, get, delete, rename, list.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -389,8 +390,19 @@ impl Vault {
         scope: &VaultScope,
         mut f: impl FnMut(SecretKey),
     ) -> Result<(), VaultError> {
-        for (r, _) in self.verified(|ix| ix.list(Some(scope)))? {
-            f(r.key().clone());
+        let stamp = self.read_stamp();
+        let keys = match stamp.and_then(|s| self.read_cache.keys(&s, scope)) {
+            Some(keys) => keys,
+            None => {
+                let keys: Arc<[SecretKey]> = self.verified(|ix| ix.keys_of(scope))?.into();
+                if let Some(stamp) = stamp {
+                    self.read_cache.put_keys(stamp, scope, &keys);
+                }
+                keys
+            }
+        };
+        for key in keys.iter() {
+            f(key.clone());
         }
         Ok(())
     }
