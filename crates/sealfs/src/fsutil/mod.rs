@@ -331,6 +331,26 @@ pub struct PrivateDir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp([i128; 7]);
 
+/// The [`FileStamp`] of `path` (not following a symlink), `None` if it
+/// does not exist: for a file opened by path (the index, by SQLite).
+#[cfg(unix)]
+pub(crate) fn stamp_of_path(path: &Path) -> io::Result<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(FileStamp([
+            i128::from(m.dev()),
+            i128::from(m.ino()),
+            i128::from(m.size()),
+            i128::from(m.mtime()),
+            i128::from(m.mtime_nsec()),
+            i128::from(m.ctime()),
+            i128::from(m.ctime_nsec()),
+        ]))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(unix)]
 mod unix_dir;
 

@@ -51,6 +51,7 @@ pub(crate) const SCHEMA_VERSION: i64 = 3;
 pub(crate) const SCHEMA_V1: i64 = 2;
 pub(crate) const INDEX_FILE: &str = "index.sqlite3";
 /// SQLite's write-ahead log of [`INDEX_FILE`].
+#[cfg(unix)]
 pub(crate) const WAL_FILE: &str = "index.sqlite3-wal";
 /// The vault format this build writes (the clear `meta.format`).
 pub(crate) const FORMAT: &str = "2";
@@ -158,12 +159,30 @@ pub(crate) struct Index {
     conn: Connection,
     path: PathBuf,
     keys: Option<Arc<KeyRing>>,
-    /// The last whole-index check that passed: SQLite's `data_version`
-    /// for this connection and the state read. While neither changed, the
-    /// database file did not change under this connection (any other
-    /// connection's commit, or an edit with the sqlite3 tool, changes
-    /// `data_version`), so a listing need not check all 256 buckets again.
-    all_checked: std::cell::Cell<Option<(i64, State)>>,
+    /// What the last whole-index check that passed saw
+    /// ([`Index::checked_whole`]): while it is unchanged, a listing need
+    /// not check all 256 buckets again.
+    all_checked: std::cell::Cell<Option<WholeChecked>>,
+}
+
+/// SQLite's `data_version` for a connection, the state read, and the
+/// stamps of the index file and its log, taken before a whole-index check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WholeChecked {
+    version: i64,
+    state: State,
+    #[cfg(unix)]
+    files: [Option<crate::fsutil::FileStamp>; 2],
+    #[cfg(not(unix))]
+    files: [Option<()>; 2],
+}
+
+/// SQLite's write-ahead log beside the index at `path`.
+#[cfg(unix)]
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 const SCHEMA: &str = "
@@ -322,6 +341,7 @@ impl Index {
 
     /// SQLite's `data_version`: changes whenever another connection
     /// commits to the file.
+    #[cfg(unix)]
     pub(crate) fn data_version(&self) -> Result<i64, IndexError> {
         self.conn
             .prepare_cached("PRAGMA data_version")

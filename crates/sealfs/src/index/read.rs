@@ -4,7 +4,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     bucket_digests, bucket_of, ref_name, stored_row, tampered, Index, IndexError, Row, ScopeRecord,
-    ScopeRow, SecretRecord, State, Stored, KIND_SCOPE, KIND_SCOPE_MEMBERS, KIND_SECRET,
+    ScopeRow, SecretRecord, State, Stored, WholeChecked, KIND_SCOPE, KIND_SCOPE_MEMBERS,
+    KIND_SECRET,
 };
 use crate::backend::ObjectId;
 use crate::crypto::KeyRing;
@@ -183,20 +184,43 @@ impl Index {
         self.read(|| self.list_in(scope))
     }
 
-    /// [`Index::list`] inside a read transaction the caller holds.
-    /// Checks every bucket against its digest, unless this connection
-    /// already did at this state and the file has not changed since
-    /// (`all_checked`).
+    /// Inside a read transaction the caller holds: checks every bucket
+    /// against its digest, unless this connection already did at this
+    /// state and nothing has changed since: neither SQLite's
+    /// `data_version` (another connection's commit) nor the stamps of the
+    /// index file and its log (a write behind SQLite's back, which
+    /// `data_version`, read from the shared-memory file a vault-directory
+    /// writer can rewrite, may not show). The stamps are taken before the
+    /// check. Without stamps (not Unix) the check is never skipped.
     pub(super) fn checked_whole(&self, state: State) -> Result<(), IndexError> {
         let version: i64 = self
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(self.err())?;
-        if self.all_checked.get() != Some((version, state)) {
+        let seen = self.file_stamps().map(|files| WholeChecked {
+            version,
+            state,
+            files,
+        });
+        if seen.is_none() || self.all_checked.get() != seen {
             self.check_all_buckets(&self.conn)?;
-            self.all_checked.set(Some((version, state)));
+            self.all_checked.set(seen);
         }
         Ok(())
+    }
+
+    #[cfg(unix)]
+    fn file_stamps(&self) -> Option<[Option<crate::fsutil::FileStamp>; 2]> {
+        let wal = super::wal_path(&self.path);
+        Some([
+            crate::fsutil::stamp_of_path(&self.path).ok()?,
+            crate::fsutil::stamp_of_path(&wal).ok()?,
+        ])
+    }
+
+    #[cfg(not(unix))]
+    fn file_stamps(&self) -> Option<[Option<()>; 2]> {
+        None
     }
 
     /// Whether `scope` holds any secret: counted, once every record is

@@ -36,13 +36,19 @@ use std::sync::{Arc, Mutex};
 use crate::index::Row;
 use crate::scope::{SecretKey, VaultRef, VaultScope};
 
-/// Ciphertext kept at most; past it the cache starts again empty.
+/// Memory kept for rows and blobs at most (each entry charged its blob
+/// and [`ENTRY_OVERHEAD`]); past it they start again empty.
 const MAX_BYTES: usize = 4 << 20;
+/// What an entry costs besides its blob: the ref, the row, the map slot.
+const ENTRY_OVERHEAD: usize = 256;
 /// Blobs larger than this are read from the backend every time.
 const MAX_BLOB: usize = 64 << 10;
-/// Keys of listed scopes kept at most (about 60 bytes each); past it the
-/// listings start again empty.
-const MAX_KEYS: usize = 256 << 10;
+/// Memory kept for the keys of listed scopes at most (each key charged
+/// its length and [`KEY_OVERHEAD`]); past it the listings start again
+/// empty, and a scope whose keys alone exceed it is never kept.
+const MAX_KEY_BYTES: usize = 8 << 20;
+/// What a key costs besides its name: the string and the allocator's share.
+const KEY_OVERHEAD: usize = 48;
 
 /// The index as a read cache entry was verified against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +72,11 @@ struct Inner {
     bytes: usize,
     /// The sorted keys of listed scopes (directory listings).
     listings: HashMap<VaultScope, Arc<[SecretKey]>>,
-    keys: usize,
+    key_bytes: usize,
+}
+
+fn key_bytes(keys: &[SecretKey]) -> usize {
+    keys.iter().map(|k| k.as_str().len() + KEY_OVERHEAD).sum()
 }
 
 impl ReadCache {
@@ -91,7 +101,8 @@ impl ReadCache {
     /// Keeps the keys of `scope`, listed at an index that `stamp` was
     /// taken before.
     pub(super) fn put_keys(&self, stamp: Stamp, scope: &VaultScope, keys: &Arc<[SecretKey]>) {
-        if keys.len() > MAX_KEYS {
+        let cost = key_bytes(keys);
+        if cost > MAX_KEY_BYTES {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,13 +112,13 @@ impl ReadCache {
                 ..Inner::default()
             };
         }
-        if inner.keys + keys.len() > MAX_KEYS {
+        if inner.key_bytes + cost > MAX_KEY_BYTES {
             inner.listings.clear();
-            inner.keys = 0;
+            inner.key_bytes = 0;
         }
-        inner.keys += keys.len();
+        inner.key_bytes += cost;
         if let Some(old) = inner.listings.insert(scope.clone(), Arc::clone(keys)) {
-            inner.keys -= old.len();
+            inner.key_bytes -= key_bytes(&old);
         }
     }
 
@@ -124,16 +135,17 @@ impl ReadCache {
                 ..Inner::default()
             };
         }
-        if inner.bytes + blob.len() > MAX_BYTES {
+        let cost = blob.len() + ENTRY_OVERHEAD;
+        if inner.bytes + cost > MAX_BYTES {
             inner.entries.clear();
             inner.bytes = 0;
         }
-        inner.bytes += blob.len();
+        inner.bytes += cost;
         if let Some((_, old)) = inner
             .entries
             .insert(r.clone(), (row.clone(), blob.to_vec()))
         {
-            inner.bytes -= old.len();
+            inner.bytes -= old.len() + ENTRY_OVERHEAD;
         }
     }
 }
