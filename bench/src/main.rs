@@ -141,7 +141,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         files: usize,
         /// sealfs-mountd's default
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 2)]
         threads: usize,
     },
     /// Writes N secrets of 64 bytes as global/k0000.. (for the mount benches).

@@ -87,8 +87,9 @@ pub struct Args {
     #[arg(long)]
     pub allow_unlocked_memory: bool,
 
-    /// Threads serving requests
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Threads serving requests (more help only where requests block for
+    /// long: a slow backend or etcd)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
 
     /// Print the vault flags as parsed (with those handed on by `sealfs
