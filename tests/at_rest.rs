@@ -871,6 +871,19 @@ fn a_long_running_process_checks_again_once_the_index_files_are_written() {
     }
 }
 
+/// A long-running vault that sees the index files as unchanged whatever
+/// happens to them (`IndexFilesLookUnchanged`), after it served
+/// `global/a` = `value-a1` twice (the second time from its cache).
+fn daemon_blind_to_file_stamps_serving_a1(sb: &Sandbox) -> (sealfs::Vault, sealfs::VaultRef) {
+    let mut daemon = sb.vault();
+    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    (daemon, a)
+}
+
 /// The other half of the read cache's check: where the index files'
 /// timestamps cannot tell two writes apart (coarse file-system clocks, a
 /// log rewritten at its old size), another process's commit still ends
@@ -878,12 +891,7 @@ fn a_long_running_process_checks_again_once_the_index_files_are_written() {
 #[test]
 fn a_commit_is_seen_by_a_long_running_process_even_when_the_files_look_unchanged() {
     let sb = Sandbox::new();
-    let mut daemon = sb.vault();
-    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
-    sb.set("global/a", b"value-a1");
-    let a = r("global/a");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let (daemon, a) = daemon_blind_to_file_stamps_serving_a1(&sb);
     sb.set("global/a", b"value-a2");
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
 }
@@ -897,12 +905,7 @@ fn a_commit_is_seen_by_a_long_running_process_even_when_the_files_look_unchanged
 #[test]
 fn a_commit_hidden_from_sqlite_never_leaves_a_long_running_process_serving_the_old_value() {
     let sb = Sandbox::new();
-    let mut daemon = sb.vault();
-    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
-    sb.set("global/a", b"value-a1");
-    let a = r("global/a");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let (daemon, a) = daemon_blind_to_file_stamps_serving_a1(&sb);
     let shm = sb.vault_dir().join("index.sqlite3-shm");
     let header = fs::read(&shm).unwrap()[..136].to_vec();
     sb.set("global/a", b"value-a2");

@@ -35,15 +35,20 @@ pub fn cache_ttl(allow_other: bool) -> Duration {
 pub struct FuseAdapter {
     fs: Arc<SealFs>,
     ttl: Duration,
+    /// Ask the kernel to allow shared mappings of direct-I/O files
+    /// (`FUSE_DIRECT_IO_ALLOW_MMAP`): on read-only mounts, where no
+    /// mapping can write.
+    shared_mmap: bool,
     /// Set once the session is mounted ([`FuseAdapter::notifier_slot`]).
     notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<SealFs>, ttl: Duration) -> Self {
+    pub fn new(fs: Arc<SealFs>, ttl: Duration, read_only: bool) -> Self {
         FuseAdapter {
             fs,
             ttl,
+            shared_mmap: read_only,
             notifier: Arc::new(OnceLock::new()),
         }
     }
@@ -178,6 +183,13 @@ impl Filesystem for FuseAdapter {
         // O_TRUNC arrives with open() instead of as a separate truncate to
         // an empty value, which the vault would refuse.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Some runtimes map small files shared. A shared read-only mapping
+        // fills the page cache like a private one, and the last close
+        // drops those pages (`release`). Older kernels (before 6.6) keep
+        // refusing shared mappings (ENODEV).
+        if self.shared_mmap {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        }
         Ok(())
     }
 

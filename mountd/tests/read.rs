@@ -361,60 +361,66 @@ impl Drop for PageCacheTrace {
 /// Reads are direct I/O, but a private `mmap` fills the page cache: once
 /// the last handle is closed, every page of it is dropped (watched with
 /// the kernel's own page-cache trace events, since opening the file again
-/// to look would itself drop them). A shared mapping is refused (ENODEV)
-/// by the kernel before the daemon is asked, so for every caller alike.
+/// to look would itself drop them). On a read-write mount a shared
+/// mapping is refused (ENODEV) by the kernel before the daemon is asked,
+/// so for every caller alike; a `--read-only` mount, where no mapping can
+/// write, allows shared read-only mappings (`FUSE_DIRECT_IO_ALLOW_MMAP`,
+/// Linux 6.6+) and drops their pages the same way. (One test: the trace
+/// events are global.)
 #[test]
 #[expect(unsafe_code, reason = "mmap of the mounted file, as a reader would")]
 fn no_plaintext_stays_in_the_page_cache_after_the_last_close_mmap_included() {
     use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-    let Some(m) = Mounted::start(&[]) else { return };
     let value = vec![b'p'; 3 * 4096 + 100];
+    let len = std::num::NonZeroUsize::new(value.len()).unwrap();
+    let map_read_and_close = |path: &std::path::Path, flags: MapFlags| {
+        let trace = PageCacheTrace::start(path);
+        let f = std::fs::File::open(path).unwrap();
+        // SAFETY: a new read-only mapping of an open file, read and
+        // unmapped below while `f` is alive.
+        let ptr = unsafe { mmap(None, len, ProtFlags::PROT_READ, flags, &f, 0) }.unwrap();
+        // SAFETY: the mapping is `len` readable bytes until the munmap.
+        let mapped = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len.get()) };
+        assert_eq!(mapped, &value[..]);
+        let (added, _) = trace.counts();
+        assert!(
+            added >= 4,
+            "the mapping's pages went through the page cache ({added} added)"
+        );
+        // SAFETY: unmapping the mapping made above, no longer borrowed.
+        unsafe { munmap(ptr, len.get()) }.unwrap();
+        drop(f);
+        // The release arrives after close(2) returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (added, deleted) = trace.counts();
+            if deleted >= added {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{flags:?}: {added} pages cached, {deleted} dropped after the last close"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+
+    let Some(m) = Mounted::start(&[]) else { return };
     m.cli(&["set", "global/k"], &value).ok();
     let path = m.path("global/k");
-    let trace = PageCacheTrace::start(&path);
-    let f = std::fs::File::open(&path).unwrap();
-    let len = std::num::NonZeroUsize::new(value.len()).unwrap();
-    // SAFETY: a new private read-only mapping of an open file, read and
-    // unmapped below while `f` is alive.
-    let ptr = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ,
-            MapFlags::MAP_PRIVATE,
-            &f,
-            0,
-        )
-    }
-    .unwrap();
-    // SAFETY: the mapping is `len` readable bytes until the munmap.
-    let mapped = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len.get()) };
-    assert_eq!(mapped, &value[..]);
-    let (added, _) = trace.counts();
-    assert!(
-        added >= 4,
-        "the mapping's pages went through the page cache ({added} added)"
-    );
-    // SAFETY: unmapping the mapping made above, no longer borrowed.
-    unsafe { munmap(ptr, len.get()) }.unwrap();
-    drop(f);
-    // The release arrives after close(2) returns.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (added, deleted) = trace.counts();
-        if deleted >= added {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{added} pages cached, {deleted} dropped after the last close"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    drop(trace);
-
+    map_read_and_close(&path, MapFlags::MAP_PRIVATE);
     let f = std::fs::File::open(&path).unwrap();
     // SAFETY: as above; the call fails, so no mapping is made.
     let shared = unsafe { mmap(None, len, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &f, 0) };
     assert_eq!(shared.unwrap_err(), nix::errno::Errno::ENODEV);
+    drop(f);
+    drop(m);
+
+    let Some(ro) = Mounted::start(&["--read-only"]) else {
+        return;
+    };
+    ro.cli(&["set", "global/k"], &value).ok();
+    let path = ro.path("global/k");
+    map_read_and_close(&path, MapFlags::MAP_SHARED);
+    map_read_and_close(&path, MapFlags::MAP_PRIVATE);
 }

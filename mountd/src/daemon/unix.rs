@@ -286,7 +286,11 @@ pub fn run(args: Args) -> Result<()> {
     ])
     .context("cannot install signal handlers")?;
     let mut signals = signals;
-    let adapter = FuseAdapter::new(Arc::clone(&fs), crate::fuse::cache_ttl(args.allow_other));
+    let adapter = FuseAdapter::new(
+        Arc::clone(&fs),
+        crate::fuse::cache_ttl(args.allow_other),
+        args.read_only,
+    );
     let notifier = adapter.notifier_slot();
     let session = fuser::spawn_mount(adapter, &mountpoint, &config)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;

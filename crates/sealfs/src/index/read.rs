@@ -309,22 +309,29 @@ impl Index {
                     each(s.map_err(self.err())?)?;
                 }
             }
-            None => {
-                let mut st = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
-                    )
-                    .map_err(self.err())?;
-                let rows = st
-                    .query_map([KIND_SECRET], stored_row)
-                    .map_err(self.err())?;
-                for s in rows {
-                    each(s.map_err(self.err())?)?;
-                }
-            }
+            None => self.for_each_of_kind(KIND_SECRET, each)?,
         }
         record.state()
+    }
+
+    /// Hands each stored record of `kind` to `f`, stopping at the first
+    /// error.
+    fn for_each_of_kind(
+        &self,
+        kind: u8,
+        mut f: impl FnMut(Stored) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map([kind], stored_row).map_err(self.err())?;
+        for s in rows {
+            f(s.map_err(self.err())?)?;
+        }
+        Ok(())
     }
 
     /// The registration record of `scope` (inside a read or write
@@ -393,21 +400,11 @@ impl Index {
 
     pub(super) fn scopes_in(&self) -> Result<(Vec<ScopeRow>, State), IndexError> {
         let (secrets, state) = self.list_in(None)?;
-        let registered: Vec<ScopeRecord> = {
-            let mut st = self
-                .conn
-                .prepare_cached(
-                    "SELECT id, kind, scope_id, object_id, sealed FROM records WHERE kind = ?1",
-                )
-                .map_err(self.err())?;
-            let rows = st
-                .query_map([KIND_SCOPE], stored_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(self.err())?;
-            rows.iter()
-                .map(|s| self.open_scope("the index", s))
-                .collect::<Result<_, _>>()?
-        };
+        let mut registered: Vec<ScopeRecord> = Vec::new();
+        self.for_each_of_kind(KIND_SCOPE, |s| {
+            registered.push(self.open_scope("the index", &s)?);
+            Ok(())
+        })?;
         let mut out: std::collections::BTreeMap<String, ScopeRow> = Default::default();
         for rec in registered {
             let scope: VaultScope = rec
