@@ -347,11 +347,16 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let mut reply = Some(reply);
-        let sent = self.fs.read(fh.0, offset, size as usize, |bytes| {
+        // Linux sends the caller's lock owner with a direct-I/O read
+        // (`fuse_send_read`) and none with the reads that fill the page
+        // cache (a mapping's faults, readahead): only those may leave
+        // pages to drop at the last close.
+        let direct = lock_owner.is_some();
+        let sent = self.fs.read(fh.0, offset, size as usize, direct, |bytes| {
             if let Some(r) = reply.take() {
                 r.data(bytes);
             }

@@ -168,6 +168,8 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
     let acked = AtomicU64::new(0);
     let killed = AtomicBool::new(false);
     let stop = AtomicBool::new(false);
+    // Whole reads each reader finished before the kill.
+    let done_reads: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
     let reads: Vec<u64> = std::thread::scope(|s| {
         s.spawn(|| {
             let mut n = 1u64;
@@ -190,10 +192,10 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
                 n += 1;
             }
         });
-        let readers: Vec<_> = (0..4)
-            .map(|_| {
+        let readers: Vec<_> = done_reads
+            .iter()
+            .map(|done_reads| {
                 s.spawn(|| {
-                    // Whole reads that finished before the kill.
                     let mut reads = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         match std::fs::read(m.path("global/k")) {
@@ -213,6 +215,7 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
                                 );
                                 if !killed.load(Ordering::SeqCst) {
                                     reads += 1;
+                                    done_reads.store(reads, Ordering::SeqCst);
                                 }
                             }
                             Err(e) => {
@@ -228,7 +231,17 @@ fn kill_9_of_the_daemon_during_reads_and_writes_then_a_clean_restart() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(700));
+        // The kill comes once every reader has read and the writer has
+        // had a few writes acknowledged (at least 700 ms, longer on a
+        // loaded machine), so it lands among reads and writes.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(700)
+            || (acked.load(Ordering::SeqCst) <= 5
+                || done_reads.iter().any(|r| r.load(Ordering::SeqCst) == 0))
+                && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         killed.store(true, Ordering::SeqCst);
         m.signal(nix::sys::signal::Signal::SIGKILL);
         std::thread::sleep(Duration::from_millis(200));

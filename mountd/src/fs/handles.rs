@@ -324,18 +324,22 @@ impl SealFs {
         Err(err)
     }
 
-    /// Calls `f` with up to `size` bytes of the handle's content at `offset`.
+    /// Calls `f` with up to `size` bytes of the handle's content at
+    /// `offset`. `direct`: the adapter knows this read comes from a
+    /// caller's read(2) on a direct-I/O handle, never from the kernel
+    /// filling its page cache.
     pub fn read<R>(
         &self,
         fh: u64,
         offset: u64,
         size: usize,
+        direct: bool,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let h = self.handle(fh)?;
         let h = lock(&h);
         let content = h.buf.content();
-        if may_fill_page_cache(offset, size, content.len()) {
+        if !direct && may_fill_page_cache(offset, size, content.len()) {
             self.cached_inos
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

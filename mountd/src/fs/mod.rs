@@ -569,8 +569,8 @@ mod tests {
         assert_eq!(fs.decryptions(), 1);
         assert_eq!(fs.open_handles(), 1);
         let buffer = watch_buffer(&fs, fh);
-        assert_eq!(fs.read(fh, 1, 3, |b| b.to_vec()).unwrap(), b"lph");
-        assert_eq!(fs.read(fh, 9, 3, |b| b.to_vec()).unwrap(), b"");
+        assert_eq!(fs.read(fh, 1, 3, true, |b| b.to_vec()).unwrap(), b"lph");
+        assert_eq!(fs.read(fh, 9, 3, true, |b| b.to_vec()).unwrap(), b"");
         assert_eq!(wipe_watch::fate(buffer), Fate::Alive);
         fs.release(fh).unwrap();
         assert_eq!(fs.open_handles(), 0);
@@ -579,7 +579,10 @@ mod tests {
             Fate::Wiped,
             "release drops this handle's buffer, all zeros before it is unlocked"
         );
-        assert_eq!(fs.read(fh, 0, 5, |b| b.len()), Err(FsError::BadHandle));
+        assert_eq!(
+            fs.read(fh, 0, 5, true, |b| b.len()),
+            Err(FsError::BadHandle)
+        );
 
         // A write-open decrypts once to keep the current value; a truncating
         // one needs none; committing seals without decrypting.
