@@ -246,8 +246,14 @@ impl Vault {
     }
 
     /// The index as the read cache sees it now; `None` when it cannot
-    /// tell (then nothing is served from the cache or kept in it).
+    /// tell (then nothing is served from the cache or kept in it). Only
+    /// with the anchor in a file: in a keystore, reading it is a round
+    /// trip to the keystore, which every read then pays twice (and twice
+    /// the keystore's timeout when it does not answer).
     fn read_stamp(&self) -> Option<cache::Stamp> {
+        if self.identity_store != IdentityStore::File {
+            return None;
+        }
         #[cfg(unix)]
         {
             let files = if self.fault(FaultPoint::IndexFilesLookUnchanged).is_err() {
