@@ -2,7 +2,7 @@
 //! requests into [`SealFs`] calls and errors into errno. No decisions here.
 
 use std::ffi::OsStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -41,15 +41,31 @@ pub struct FuseAdapter {
     shared_mmap: bool,
     /// Set once the session is mounted ([`FuseAdapter::notifier_slot`]).
     notifier: Arc<OnceLock<Notifier>>,
+    /// Inodes whose pages the kernel is to drop, sent by a thread of
+    /// their own: the kernel's invalidation waits for pages being read
+    /// in, whose READs the request threads must stay free to answer.
+    drop_pages: Mutex<mpsc::Sender<u64>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<SealFs>, ttl: Duration, read_only: bool) -> Self {
+        let notifier: Arc<OnceLock<Notifier>> = Arc::new(OnceLock::new());
+        let (drop_pages, inodes) = mpsc::channel::<u64>();
+        let slot = Arc::clone(&notifier);
+        // Ends when the adapter (the sender) is dropped.
+        std::thread::spawn(move || {
+            for ino in inodes {
+                if let Some(n) = slot.get() {
+                    let _ = n.inval_inode(INodeNo(ino), 0, 0);
+                }
+            }
+        });
         FuseAdapter {
             fs,
             ttl,
             shared_mmap: read_only,
-            notifier: Arc::new(OnceLock::new()),
+            notifier,
+            drop_pages: Mutex::new(drop_pages),
         }
     }
 
@@ -353,9 +369,9 @@ impl Filesystem for FuseAdapter {
         let mut reply = Some(reply);
         // Linux sends the caller's lock owner with a direct-I/O read
         // (`fuse_send_read`) and none with the reads that fill the page
-        // cache (a mapping's faults, readahead): only those may leave
-        // pages to drop at the last close.
-        let direct = lock_owner.is_some();
+        // cache (a mapping's faults, readahead, splice): only those may
+        // leave pages to drop at the last close. (Not known of macFUSE.)
+        let direct = cfg!(target_os = "linux") && lock_owner.is_some();
         let sent = self.fs.read(fh.0, offset, size as usize, direct, |bytes| {
             if let Some(r) = reply.take() {
                 r.data(bytes);
@@ -410,9 +426,11 @@ impl Filesystem for FuseAdapter {
         // once the last handle is gone, nothing of the plaintext stays
         // there. (Sent after the reply, outside the request.)
         if self.fs.take_cached(ino.0) {
-            if let Some(n) = self.notifier.get() {
-                let _ = n.inval_inode(ino, 0, 0);
-            }
+            let _ = self
+                .drop_pages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(ino.0);
         }
     }
 

@@ -13,22 +13,6 @@ use super::{from_store, lock, Attr, FsError, Node, OpenMode, Result, SealFs};
 use crate::buffer::{BufError, LockedBuf};
 use crate::policy::Access;
 
-/// Whether a READ of `size` bytes at `offset` from content of `len` bytes
-/// may be the kernel filling its page cache (a fault of a private `mmap`;
-/// reads are otherwise direct I/O): such reads are whole, aligned pages,
-/// never past the last page of the file. A direct read can look the same
-/// (a false positive costs one invalidation); a page fill never looks
-/// otherwise.
-pub(super) fn may_fill_page_cache(offset: u64, size: usize, len: usize) -> bool {
-    let page = crate::memlock::page_size() as u64;
-    let end = offset.saturating_add(size as u64);
-    size > 0
-        && len > 0
-        && offset.is_multiple_of(page)
-        && (size as u64).is_multiple_of(page)
-        && end <= (len as u64).div_ceil(page) * page
-}
-
 pub(super) fn buf_error(e: BufError) -> FsError {
     match e {
         BufError::TooLarge => FsError::TooLarge,
@@ -339,7 +323,10 @@ impl SealFs {
         let h = self.handle(fh)?;
         let h = lock(&h);
         let content = h.buf.content();
-        if !direct && may_fill_page_cache(offset, size, content.len()) {
+        // A read that may fill the page cache is not bounded by this
+        // handle's content: the kernel's idea of the size may be older
+        // (a value shrunk since its attributes were cached).
+        if !direct {
             self.cached_inos
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -513,7 +500,7 @@ impl SealFs {
     /// After the last close of `ino`: whether the kernel may hold pages of
     /// it (then forgotten here; the adapter drops them). Asking the kernel
     /// to drop pages also drops its cached attributes, so it is asked only
-    /// when a read looked like a page-cache fill.
+    /// after a read the adapter could not tell from a page-cache fill.
     pub fn take_cached(&self, ino: u64) -> bool {
         !self.is_open(ino) && lock(&self.cached_inos).remove(&ino)
     }

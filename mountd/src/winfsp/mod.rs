@@ -247,7 +247,7 @@ impl WinFspAdapter {
 
     /// Length of a handle's content: what its opener reads and writes.
     fn handle_len(&self, fh: u64) -> Result<u64, FsError> {
-        self.fs.read(fh, 0, usize::MAX, false, |b| b.len() as u64)
+        self.fs.read(fh, 0, usize::MAX, true, |b| b.len() as u64)
     }
 
     fn info(&self, ctx: &FileCtx, fi: &mut FileInfo) -> FspResult<()> {
@@ -565,7 +565,7 @@ impl FileSystemContext for WinFspAdapter {
     fn read(&self, ctx: &FileCtx, buffer: &mut [u8], offset: u64) -> FspResult<u32> {
         let fh = ctx.fh().ok_or(FsError::BadHandle)?;
         let want = buffer.len();
-        let n = self.fs.read(fh, offset, want, false, |data| {
+        let n = self.fs.read(fh, offset, want, true, |data| {
             buffer[..data.len()].copy_from_slice(data);
             data.len()
         })?;
