@@ -1227,10 +1227,12 @@ fn the_leader_killed_during_puts_loses_no_acknowledged_write() {
     let hosts = fleet(&etcd, 1);
     let v = Arc::new(hosts[0].vault());
     let stop = Arc::new(AtomicBool::new(false));
+    // Writes acknowledged so far.
+    let acks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Writes go on, one new key each, until the leader is back: each with
     // when it ended.
     let writer = {
-        let (v, stop) = (Arc::clone(&v), Arc::clone(&stop));
+        let (v, stop, acks) = (Arc::clone(&v), Arc::clone(&stop), Arc::clone(&acks));
         std::thread::spawn(move || {
             let mut out = Vec::new();
             let mut i = 0;
@@ -1239,6 +1241,9 @@ fn the_leader_killed_during_puts_loses_no_acknowledged_write() {
                     &r(&format!("global/k{i}")),
                     &SensitiveBytes::from_slice(format!("v{i}").as_bytes()),
                 );
+                if res.is_ok() {
+                    acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 out.push((res.map(|_| ()), Instant::now()));
                 i += 1;
             }
@@ -1248,9 +1253,17 @@ fn the_leader_killed_during_puts_loses_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(300));
     let leader = etcd.leader();
     let killed = Instant::now();
+    let acked_before = acks.load(std::sync::atomic::Ordering::SeqCst);
     etcd.members[leader].kill();
-    // Long enough for the two others to elect a leader and take writes.
-    std::thread::sleep(Duration::from_secs(5));
+    // Down for at least 5 s, and until the two others have elected a
+    // leader and taken writes (the election takes longer on a loaded
+    // machine; at most 60 s).
+    while killed.elapsed() < Duration::from_secs(5)
+        || acks.load(std::sync::atomic::Ordering::SeqCst) < acked_before + 2
+            && killed.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let restarted = Instant::now();
     etcd.members[leader].start();
     etcd.wait_healthy();
