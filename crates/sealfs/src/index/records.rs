@@ -212,7 +212,8 @@ pub(super) fn root_of(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
     let mut seen = 0usize;
     while let Some(row) = rows.next()? {
         let b: i64 = row.get(0)?;
-        let d: Vec<u8> = row.get(1)?;
+        // Borrowed from the row: no copy per bucket.
+        let d = row.get_ref(1)?.as_blob()?;
         if let (Ok(b), Ok(d)) = (usize::try_from(b), <[u8; 32]>::try_from(d)) {
             if b < 256 {
                 digests[b] = d;

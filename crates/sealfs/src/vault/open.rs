@@ -256,8 +256,13 @@ impl Vault {
             });
         }
         writer.set_keys(Arc::clone(&keys));
-        let mut reader = Index::open(&index_path)?;
-        reader.set_keys(Arc::clone(&keys));
+        let reader = if config.separate_reader {
+            let mut reader = Index::open(&index_path)?;
+            reader.set_keys(Arc::clone(&keys));
+            Some(Mutex::new(reader))
+        } else {
+            None
+        };
         // SQLite opened the index by path: the path must still lead to the
         // directory checked (and whose place the anchor compares).
         if !dir_handle
@@ -275,7 +280,7 @@ impl Vault {
             allow_foreign_owner: config.allow_foreign_owner,
             identity_dir,
             vault_id: crate::hex::hex(&hints.vault_id),
-            reader: Mutex::new(reader),
+            reader,
             writer: Mutex::new(writer),
             backend,
             keys,
@@ -292,7 +297,17 @@ impl Vault {
             vault.upgrade_from_v1(anchoring != Anchoring::AcceptRollback)?;
         }
         vault.writer().check_schema()?;
-        let record = vault.writer().vault_record()?;
+        // Read as the anchor check reads it: the bucket digests are summed
+        // once at open, not once for the hints and again for the anchor.
+        let record = if enforce_anchor {
+            vault.verified(|ix| {
+                let record = ix.vault_record()?;
+                let state = record.state()?;
+                Ok((record, state))
+            })?
+        } else {
+            vault.writer().vault_record()?
+        };
         if record.key_id != vault.keys.key_id().to_hex() || record.backend != kind.as_str() {
             return Err(IndexError::Tampered {
                 what: "vault metadata".into(),
@@ -305,7 +320,6 @@ impl Vault {
             BackendPreference::Explicit(_) => vault.choice.reason.clone(),
         };
         if enforce_anchor {
-            vault.verified(|ix| Ok(((), ix.vault_record()?.state()?)))?;
             vault.place_anchor();
             // Tried at every open until it is gone: an upgrade that could
             // not move it (another owner's directory) left it behind.
