@@ -944,3 +944,48 @@ fn a_long_running_process_lists_what_another_process_added_or_deleted() {
     sb.run(&["delete", "global/a"], b"").ok();
     assert_eq!(keys(&daemon), ["b"]);
 }
+
+/// A one-shot command's vault reads through its writer's connection
+/// (`separate_reader` off), whose own commits SQLite's `data_version`
+/// does not count: such a vault keeps nothing between reads, so it reads
+/// its own writes, another process's, and refuses an index put back
+/// under it as a long-running one does.
+#[test]
+fn a_vault_of_one_connection_reads_its_own_writes_and_another_processs() {
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a1");
+    let once = sealfs::Vault::open(sealfs::VaultConfig {
+        separate_reader: false,
+        ..sealfs::VaultConfig::new(sb.vault_dir())
+    })
+    .unwrap();
+    let a = r("global/a");
+    assert_eq!(once.get(&a).unwrap().expose(), b"value-a1");
+    once.put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+        .unwrap();
+    assert_eq!(once.get(&a).unwrap().expose(), b"value-a2");
+    once.put(
+        &r("global/b"),
+        sealfs::SensitiveBytes::new(b"value-b".to_vec()),
+    )
+    .unwrap();
+    let keys = || {
+        let mut out = Vec::new();
+        once.for_each_key(&sealfs::VaultScope::Global, |k| {
+            out.push(k.as_str().to_owned())
+        })
+        .unwrap();
+        out
+    };
+    assert_eq!(keys(), ["a", "b"]);
+    once.delete(&r("global/b")).unwrap();
+    assert_eq!(keys(), ["a"]);
+
+    let old = sb.path().join("old");
+    snapshot(&sb, &old);
+    sb.set("global/a", b"value-a3");
+    assert_eq!(once.get(&a).unwrap().expose(), b"value-a3");
+    put_back(&sb.vault_dir(), &old);
+    let err = once.get(&a).unwrap_err().to_string();
+    assert!(err.starts_with("vault rolled back:"), "{err}");
+}

@@ -35,7 +35,7 @@ pub(super) fn configure(
 /// Exit status 3 when a field is not resolved.
 pub(super) fn audit(v: &VaultArgs, path: &Path, json: bool) -> Result<Status> {
     let doc = config::load_document(path)?;
-    let store = match v.open_store(false) {
+    let store = match v.open_store_once(false) {
         Ok(s) => Some(s),
         Err(OpenError::Store(StoreError::Vault(VaultError::NoVault(_)))) => None,
         Err(e) => return Err(e.into()),

@@ -14,7 +14,7 @@ use crate::view::EntryJson;
 
 /// The store, or `None` for a local vault that does not exist yet.
 fn open_existing(v: &VaultArgs) -> Result<Option<Store>> {
-    match v.open_store(false) {
+    match v.open_store_once(false) {
         Ok(s) => Ok(Some(s)),
         Err(OpenError::Store(StoreError::Vault(VaultError::NoVault(_)))) => Ok(None),
         Err(e) => Err(e.into()),
@@ -58,7 +58,7 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
     if value.is_empty() {
         bail!("refusing to store an empty value for {r}");
     }
-    let store = v.open_store(true)?;
+    let store = v.open_store_once(true)?;
     if let Some(vault) = store.local() {
         if !args.into_others_session {
             refuse_others_session(vault, r)?;
@@ -162,7 +162,7 @@ pub(super) fn store_for_config(
     value: sealfs::SensitiveBytes,
     into_others_session: bool,
 ) -> Result<()> {
-    let store = v.open_store(true)?;
+    let store = v.open_store_once(true)?;
     if let Some(vault) = store.local() {
         if !into_others_session {
             refuse_others_session(vault, r)?;

@@ -306,6 +306,19 @@ impl VaultArgs {
         }
     }
 
+    /// As [`VaultArgs::open_store`], for a command that does one thing and
+    /// exits: a local vault opens one SQLite connection, not two (see
+    /// [`VaultConfig::separate_reader`]).
+    pub fn open_store_once(&self, create: bool) -> Result<Store, OpenError> {
+        match self.backend {
+            StoreTarget::Local(_) => Ok(Store::Local(Vault::open(VaultConfig {
+                separate_reader: false,
+                ..self.vault_config(create)?
+            })?)),
+            StoreTarget::Fleet => self.open_store(create),
+        }
+    }
+
     /// The environment that hands these flags to another process of
     /// sealfs (`sealfs mount` runs `sealfs-mountd` with it): one variable
     /// per flag, each the one its `env` attribute names. Set on purpose

@@ -41,6 +41,10 @@ pub struct VaultConfig {
     /// writer holds it for milliseconds; a `lock` held longer is a stuck
     /// process or someone who can write the vault directory).
     pub lock_timeout: Duration,
+    /// A second SQLite connection for reads, so a read never waits behind
+    /// a write's syncs: for long-lived processes (the mount daemon, the
+    /// console). A one-shot command turns it off and opens one connection.
+    pub separate_reader: bool,
 }
 
 /// [`VaultConfig::lock_timeout`] by default.
@@ -59,6 +63,7 @@ impl VaultConfig {
             create: true,
             allow_foreign_owner: false,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            separate_reader: true,
         }
     }
 

@@ -165,7 +165,8 @@ pub struct Vault {
     identity_dir: PathBuf,
     /// Hex of the vault id (the key-derivation salt).
     vault_id: String,
-    reader: Mutex<Index>,
+    /// `None`: reads use the writer's connection (`separate_reader` off).
+    reader: Option<Mutex<Index>>,
     writer: Mutex<Index>,
     backend: Box<dyn BlobBackend>,
     keys: Arc<KeyRing>,
@@ -241,8 +242,13 @@ impl Vault {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The reads' connection: the writer's when there is no separate one
+    /// (never called with the writer's guard held).
     fn reader(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+        match &self.reader {
+            Some(reader) => reader.lock().unwrap_or_else(|e| e.into_inner()),
+            None => self.writer(),
+        }
     }
 
     /// The index as the read cache sees it now; `None` when it cannot
@@ -251,7 +257,9 @@ impl Vault {
     /// trip to the keystore, which every read then pays twice (and twice
     /// the keystore's timeout when it does not answer).
     fn read_stamp(&self) -> Option<cache::Stamp> {
-        if self.identity_store != IdentityStore::File {
+        // One connection: its own commits leave its data_version as it
+        // was, and a one-shot process has nothing to keep anyway.
+        if self.identity_store != IdentityStore::File || self.reader.is_none() {
             return None;
         }
         #[cfg(unix)]
