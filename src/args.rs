@@ -27,7 +27,10 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+// Each subcommand's arguments are built only when it runs (its help is
+// asked for, or it is parsed): a `get` does not build the whole tree.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub(crate) enum Command {
     /// Store a secret: from stdin (byte-exact), a no-echo prompt on a terminal, a file, or generated.
     Set(SetArgs),
@@ -126,6 +129,7 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub(crate) enum FleetCommand {
     /// Print this host's card (age recipient and signing key, creating them on first use), to give to a member for `enroll`.
     Recipient,
