@@ -132,6 +132,16 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// The library's own part of an open through the mount: a long-lived
+    /// vault reads (checks, decrypts) each of the first N filled secrets in turn
+    ReadLoop {
+        #[arg(long)]
+        vault_dir: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        files: usize,
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+    },
     /// Mounts the floor of the mount benches: a fuser fs with sealfs-mountd's
     /// mount options, flags, TTL and threads, serving global/k0000.. with
     /// fixed content; runs until SIGTERM.
@@ -294,6 +304,27 @@ fn scale(dir: &Path, counts: &[usize], samples: usize) -> Result<serde_json::Val
     Ok(json!({ "rows": rows }))
 }
 
+fn read_loop(dir: &Path, files: usize, rounds: usize) -> Result<serde_json::Value> {
+    let vault = open_vault(dir)?;
+    let refs = (0..files)
+        .map(|i| format!("global/k{i:04}").parse())
+        .collect::<std::result::Result<Vec<VaultRef>, _>>()?;
+    let mut reads = Vec::with_capacity(files * rounds);
+    for round in 0..=rounds {
+        for r in &refs {
+            let t = Instant::now();
+            let (v, _) = vault.read(r)?;
+            let took = t.elapsed();
+            anyhow::ensure!(!v.is_empty());
+            // The first round fills the daemon's cache; it is not counted.
+            if round > 0 {
+                reads.push(took);
+            }
+        }
+    }
+    Ok(stats(reads))
+}
+
 fn anchor(dir: &Path, samples: usize) -> Result<serde_json::Value> {
     use sealfs::__private::crypto::KeyRing;
     use sealfs::__private::AnchorStore;
@@ -386,6 +417,11 @@ fn main() -> Result<()> {
             samples,
         } => scale(&vault_dir, &counts, samples)?,
         Command::Anchor { vault_dir, samples } => anchor(&vault_dir, samples)?,
+        Command::ReadLoop {
+            vault_dir,
+            files,
+            rounds,
+        } => read_loop(&vault_dir, files, rounds)?,
         #[cfg(target_os = "linux")]
         Command::BareFs {
             mountpoint,
