@@ -47,6 +47,11 @@ impl LockedBuf {
         Self::with_value(value.expose(), value.len())
     }
 
+    /// A copy in locked pages of its own, with the same limit.
+    pub fn try_clone(&self) -> Result<Self, NoMemory> {
+        Self::with_value(self.content(), self.max)
+    }
+
     pub fn locked(&self) -> bool {
         self.region.locked() || self.region.is_empty()
     }

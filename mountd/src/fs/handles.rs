@@ -39,7 +39,11 @@ pub(super) struct Handle {
     pub(super) ino: u64,
     pub(super) vault_ref: VaultRef,
     pub(super) caller: Caller,
-    pub(super) buf: LockedBuf,
+    /// Shared with the reads being answered from it, so none holds this
+    /// handle's lock while its reply goes out: a close then waits for no
+    /// reply. Wiped when the handle and those replies are done with it;
+    /// a write to a buffer a read still shares copies it first.
+    pub(super) buf: Arc<LockedBuf>,
     pub(super) writable: bool,
     pub(super) append: bool,
     /// Changed since the last commit.
@@ -53,6 +57,18 @@ pub(super) struct Handle {
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
+}
+
+impl Handle {
+    /// The buffer to write into: this handle's own, copied first if a read
+    /// being answered still shares it.
+    fn buf_mut(&mut self) -> std::result::Result<&mut LockedBuf, BufError> {
+        if Arc::get_mut(&mut self.buf).is_none() {
+            let copy = self.buf.try_clone().map_err(|_| BufError::NoMemory)?;
+            self.buf = Arc::new(copy);
+        }
+        Ok(Arc::get_mut(&mut self.buf).expect("just made unshared"))
+    }
 }
 
 /// The store as [`SealFs`] reaches it, and the only way it does: every
@@ -283,7 +299,7 @@ impl SealFs {
                 ino,
                 vault_ref: r,
                 caller: *c,
-                buf,
+                buf: Arc::new(buf),
                 writable,
                 append: mode.append,
                 dirty,
@@ -320,18 +336,21 @@ impl SealFs {
         direct: bool,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
-        let h = self.handle(fh)?;
-        let h = lock(&h);
-        let content = h.buf.content();
-        // A read that may fill the page cache is not bounded by this
-        // handle's content: the kernel's idea of the size may be older
-        // (a value shrunk since its attributes were cached).
-        if !direct {
-            self.cached_inos
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(h.ino);
-        }
+        let buf = {
+            let h = self.handle(fh)?;
+            let h = lock(&h);
+            // A read that may fill the page cache is not bounded by this
+            // handle's content: the kernel's idea of the size may be older
+            // (a value shrunk since its attributes were cached).
+            if !direct {
+                self.cached_inos
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(h.ino);
+            }
+            Arc::clone(&h.buf)
+        };
+        let content = buf.content();
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(content.len());
@@ -352,7 +371,7 @@ impl SealFs {
         } else {
             usize::try_from(offset).map_err(|_| FsError::TooLarge)?
         };
-        if let Err(e) = h.buf.write_at(offset, data) {
+        if let Err(e) = h.buf_mut().and_then(|b| b.write_at(offset, data)) {
             h.poisoned = true;
             let c = h.caller;
             let target = h.vault_ref.to_string();
@@ -546,7 +565,7 @@ impl SealFs {
                 ino,
                 vault_ref: r,
                 caller: *c,
-                buf,
+                buf: Arc::new(buf),
                 writable: true,
                 append: mode.append,
                 dirty: true,
@@ -584,7 +603,7 @@ impl SealFs {
                     if !h.writable {
                         return Err(FsError::BadHandle);
                     }
-                    if let Err(e) = h.buf.set_len(size) {
+                    if let Err(e) = h.buf_mut().and_then(|b| b.set_len(size)) {
                         h.poisoned = true;
                         return Err(buf_error(e));
                     }
