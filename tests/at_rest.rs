@@ -831,11 +831,19 @@ fn a_record_filed_outside_every_bucket_is_refused() {
 /// behind SQLite's back (no commit, same size) ends that: the next read
 /// checks the index, the anchor and the backend again. The blob deleted
 /// meanwhile shows what was checked.
+/// Both ways of telling: the kernel's change notification, and looking at
+/// the files' stamps on every read where there is none.
 #[test]
 fn a_long_running_process_checks_again_once_the_index_files_are_written() {
     let sb = Sandbox::new();
-    for file in ["index.sqlite3", "index.sqlite3-wal"] {
-        let daemon = sb.vault();
+    for (file, notified) in [
+        ("index.sqlite3", true),
+        ("index.sqlite3-wal", true),
+        ("index.sqlite3", false),
+        ("index.sqlite3-wal", false),
+    ] {
+        let daemon = long_running(&sb, notified, false);
+        let file = &format!("{file}, notified: {notified}");
         // Written by another process while this one has the index open:
         // the commit stays in the log.
         sb.set("global/a", b"value-a1");
@@ -855,7 +863,7 @@ fn a_long_running_process_checks_again_once_the_index_files_are_written() {
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(sb.vault_dir().join(file))
+            .open(sb.vault_dir().join(file.split(',').next().unwrap()))
             .unwrap();
         let mut byte = [0u8; 1];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut byte, 0).unwrap();
@@ -871,12 +879,25 @@ fn a_long_running_process_checks_again_once_the_index_files_are_written() {
     }
 }
 
-/// A long-running vault that sees the index files as unchanged whatever
-/// happens to them (`IndexFilesLookUnchanged`), after it served
+/// A long-running vault (the mount daemon's) that tells a changed index
+/// from the kernel's change notification (`notified`) or by looking at
+/// the index on every read; `blind`: looking, it sees the index files as
+/// unchanged whatever happens to them (`IndexFilesLookUnchanged`).
+fn long_running(sb: &Sandbox, notified: bool, blind: bool) -> sealfs::Vault {
+    use sealfs::FaultPoint::{IndexFilesLookUnchanged, NoChangeNotification};
+    let mut daemon = sb.vault();
+    daemon.set_fault_hook(move |point| {
+        (point == NoChangeNotification && !notified) || (point == IndexFilesLookUnchanged && blind)
+    });
+    assert_eq!(daemon.notified_of_changes(), notified);
+    daemon
+}
+
+/// A long-running vault that looks at the index on every read and sees
+/// the index files as unchanged whatever happens to them, after it served
 /// `global/a` = `value-a1` twice (the second time from its cache).
 fn daemon_blind_to_file_stamps_serving_a1(sb: &Sandbox) -> (sealfs::Vault, sealfs::VaultRef) {
-    let mut daemon = sb.vault();
-    daemon.set_fault_hook(|point| point == sealfs::FaultPoint::IndexFilesLookUnchanged);
+    let daemon = long_running(sb, false, true);
     sb.set("global/a", b"value-a1");
     let a = r("global/a");
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
@@ -988,4 +1009,127 @@ fn a_vault_of_one_connection_reads_its_own_writes_and_another_processs() {
     put_back(&sb.vault_dir(), &old);
     let err = once.get(&a).unwrap_err().to_string();
     assert!(err.starts_with("vault rolled back:"), "{err}");
+}
+
+/// A vault other than `sb`'s command line whose commits are durable but
+/// whose anchor writes fail (a full disk): its writes are acknowledged
+/// with the anchor one commit behind, so only the index shows them.
+fn writer_whose_anchor_lags(sb: &Sandbox) -> sealfs::Vault {
+    let mut writer = sealfs::Vault::open(sealfs::VaultConfig {
+        separate_reader: false,
+        ..sealfs::VaultConfig::new(sb.vault_dir())
+    })
+    .unwrap();
+    writer.set_fault_hook(|point| point == sealfs::FaultPoint::AnchorWriteFails);
+    writer
+}
+
+/// The one commit the rollback anchor does not show: the anchor write
+/// after it failed, and the write was acknowledged. A long-running
+/// process that kept the old value sees the commit anyway, from the
+/// kernel's change notification or, without one, from SQLite and the
+/// index files.
+#[test]
+fn a_commit_whose_anchor_write_failed_is_seen_by_a_long_running_process() {
+    for notified in [true, false] {
+        let sb = Sandbox::new();
+        let daemon = long_running(&sb, notified, false);
+        sb.set("global/a", b"value-a1");
+        let a = r("global/a");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        writer_whose_anchor_lags(&sb)
+            .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+            .unwrap();
+        assert_eq!(
+            daemon.get(&a).unwrap().expose(),
+            b"value-a2",
+            "notified: {notified}"
+        );
+    }
+}
+
+/// The kernel keeps a bounded queue of change events and drops what does
+/// not fit, with an overflow event in their place. A long-running process
+/// whose queue overflowed takes it as a change: the commit whose events
+/// were dropped (its anchor write failed too) is seen.
+#[test]
+fn a_long_running_process_whose_change_events_overflowed_checks_again() {
+    let sb = Sandbox::new();
+    let daemon = long_running(&sb, true, false);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Events of entries nobody watches for still take their place; two
+    // files in turn, as the kernel merges an event into an identical one
+    // just before it.
+    let junk = ["junk-1", "junk-2"].map(|n| fs::File::create(sb.vault_dir().join(n)).unwrap());
+    for i in 0..=max {
+        std::os::unix::fs::FileExt::write_all_at(&junk[i % 2], b"x", 0).unwrap();
+    }
+    writer_whose_anchor_lags(&sb)
+        .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+        .unwrap();
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+}
+
+/// A change notification the kernel can no longer give (a watched
+/// directory moved, even back) is never trusted again: the process looks
+/// at the index files on every read from then on, and still sees a commit
+/// whose anchor write failed.
+#[test]
+fn a_long_running_process_whose_watch_was_dropped_looks_at_the_files_again() {
+    let sb = Sandbox::new();
+    let daemon = long_running(&sb, true, false);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let identity = sb.vault_dir().parent().unwrap().join("identity");
+    let aside = sb.path().join("identity-aside");
+    fs::rename(&identity, &aside).unwrap();
+    fs::rename(&aside, &identity).unwrap();
+    assert!(!daemon.notified_of_changes());
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    writer_whose_anchor_lags(&sb)
+        .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+        .unwrap();
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+}
+
+/// The anchor alone written (here broken in place, as a failing disk
+/// would): a long-running process that kept a value checks again, and
+/// refuses, in both ways of telling a change.
+#[test]
+fn a_long_running_process_checks_again_once_the_anchor_is_written() {
+    for notified in [true, false] {
+        let sb = Sandbox::new();
+        let daemon = long_running(&sb, notified, false);
+        sb.set("global/a", b"value-a1");
+        let a = r("global/a");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let identity = sb.vault_dir().parent().unwrap().join("identity");
+        let anchor = fs::read_dir(&identity)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("anchor-")
+            })
+            .unwrap();
+        let f = fs::OpenOptions::new().write(true).open(&anchor).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[0xff; 256], 0).unwrap();
+        drop(f);
+        let err = daemon.get(&a).unwrap_err().to_string();
+        assert!(err.contains("anchor"), "notified: {notified}: {err}");
+        assert!(!err.contains("value-"), "{err}");
+    }
 }

@@ -158,6 +158,11 @@ pub(crate) enum Home<'a> {
     Backend(&'a dyn BlobBackend),
 }
 
+/// The anchor file of vault `vault_id` (hex) in its identity directory.
+pub(crate) fn file_name(vault_id: &str) -> String {
+    format!("anchor-{vault_id}")
+}
+
 /// The place of a vault directory: SHA-256 of its canonical path.
 pub(crate) fn place_of(canonical_vault_dir: &Path) -> [u8; 32] {
     use sha2::{Digest, Sha256};
@@ -187,7 +192,7 @@ impl<'a> AnchorStore<'a> {
         AnchorStore {
             home: Home::File {
                 dir: identity_dir.to_owned(),
-                name: format!("anchor-{vault_id}"),
+                name: file_name(vault_id),
                 allow_foreign_owner,
             },
             place,

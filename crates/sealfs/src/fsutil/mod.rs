@@ -354,6 +354,11 @@ pub(crate) fn stamp_of_path(path: &Path) -> io::Result<Option<FileStamp>> {
 #[cfg(unix)]
 mod unix_dir;
 
+#[cfg(target_os = "linux")]
+mod watch;
+#[cfg(target_os = "linux")]
+pub(crate) use watch::DirWatch;
+
 #[cfg(not(unix))]
 mod other_dir;
 

@@ -78,6 +78,7 @@ impl Vault {
 
     /// Records `state` in the anchor (writer lock held).
     pub(super) fn anchor_to(&self, state: IndexState) -> Result<(), VaultError> {
+        self.fault(super::FaultPoint::AnchorWriteFails)?;
         self.anchor_store()
             .write(&self.keys, state)
             .map_err(|e| self.anchor_error(e))?;

@@ -4,31 +4,46 @@
 //! And the keys of a scope between two listings of it.
 //!
 //! The cache holds only while the index is unchanged since the reads that
-//! filled it were checked (the vault record, the bucket, the anchor), as
-//! seen through:
-//! - the rollback anchor, read afresh (kept handles: one `fstatat`, one
-//!   `pread`, its MAC checked): every commit of sealfs moves it, and a
-//!   vault-directory writer cannot;
-//! - SQLite's `data_version` on the reader connection, which changes with
-//!   every commit of any other connection (another process's `sealfs set`,
-//!   this vault's own writer, the `sqlite3` tool);
-//! - the stamps (device, inode, size, times to the nanosecond) of the
-//!   index file and its write-ahead log, which change when either is
-//!   written, replaced or removed behind SQLite's back.
+//! filled it were checked (the vault record, the bucket, the anchor). Two
+//! ways of telling, the first where it can be had:
+//! - **Notified** (Linux): the kernel's change notification on the vault
+//!   directory and the identity directory (`fsutil::DirWatch`, inotify)
+//!   reports every write, truncation, creation, removal, rename or
+//!   attribute change of the index file, its log and journal, and the
+//!   vault's anchor file, made through any path or handle, before the
+//!   system call that made it returns. A read that finds no report costs
+//!   one `read` of the notification queue. A lost report (the queue
+//!   overflowed) counts as a change; a watch the kernel dropped (a watched
+//!   directory moved or removed) ends notification for good, and the
+//!   vault polls instead. A vault-directory writer can make reports (each
+//!   only ends what was kept) but cannot withdraw one: an `sealfs set`
+//!   acknowledged is reported, whatever else happens.
+//! - **Polled**, on every read:
+//!   - the rollback anchor, read afresh (kept handles: one `fstatat`, one
+//!     `pread`): every commit of sealfs moves it, and a vault-directory
+//!     writer cannot;
+//!   - SQLite's `data_version` on the reader connection, which changes
+//!     with every commit of any other connection (another process's
+//!     `sealfs set`, this vault's own writer, the `sqlite3` tool);
+//!   - the stamps (device, inode, size, times to the nanosecond) of the
+//!     index file and its write-ahead log, which change when either is
+//!     written, replaced or removed behind SQLite's back.
 //!
 //! Any difference empties the cache and the next read checks everything
 //! again. The stamp is taken before a read that fills the cache, so a
 //! change during that read is seen by the next one.
 //!
-//! The anchor is what makes the cache safe against a writer of the vault
-//! directory: SQLite's `data_version` comes from the shared-memory file,
-//! which that writer can rewrite, and file times may be too coarse to tell
-//! two writes apart. Whatever they hide, a commit by sealfs moves the
-//! anchor, so the read after it checks the index again (and finds it
-//! older than its anchor if SQLite was made to miss the commit). An
-//! anchor moved or retired (`recover --accept-move`, another vault
-//! created at this path) fails to read here or differs, so nothing is
-//! served from the cache.
+//! Polling, the anchor is what makes the cache safe against a writer of
+//! the vault directory: SQLite's `data_version` comes from the
+//! shared-memory file, which that writer can rewrite, and file times may
+//! be too coarse to tell two writes apart. Whatever they hide, a commit by
+//! sealfs moves the anchor, so the read after it checks the index again
+//! (and finds it older than its anchor if SQLite was made to miss the
+//! commit). The one commit the anchor does not show, one whose anchor
+//! write failed after it was durable, `data_version` and the file stamps
+//! do, unless that writer hides it from both. An anchor moved or retired
+//! (`recover --accept-move`, another vault created at this path) fails to
+//! read here or differs, so nothing is served from the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,12 +67,32 @@ const KEY_OVERHEAD: usize = 48;
 
 /// The index as a read cache entry was verified against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    pub(super) data_version: i64,
-    #[cfg(unix)]
-    pub(super) files: [Option<crate::fsutil::FileStamp>; 2],
-    /// The rollback anchor, read afresh.
-    pub(super) anchor: Option<crate::index::State>,
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one stamp per read, one kept by the cache: boxing would allocate at every read"
+)]
+pub(super) enum Stamp {
+    /// The kernel's change notification (Linux): how many times it has
+    /// reported a change of the index, its log or the anchor.
+    #[cfg_attr(
+        not(target_os = "linux"),
+        allow(dead_code, reason = "made only where the kernel notifies changes")
+    )]
+    Notified(u64),
+    /// Looked at on every read.
+    #[cfg_attr(
+        not(unix),
+        allow(dead_code, reason = "no read cache where files have no stamps")
+    )]
+    Polled {
+        /// SQLite's `data_version` on the reader connection.
+        data_version: i64,
+        /// The index file's and its log's stamps.
+        #[cfg(unix)]
+        files: [Option<crate::fsutil::FileStamp>; 2],
+        /// The rollback anchor, read afresh.
+        anchor: Option<crate::index::State>,
+    },
 }
 
 #[derive(Default)]

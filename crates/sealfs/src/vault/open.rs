@@ -273,13 +273,25 @@ impl Vault {
                 "it was moved or replaced while being opened",
             )));
         }
+        let vault_id = crate::hex::hex(&hints.vault_id);
+        #[cfg(target_os = "linux")]
+        let watch = if config.separate_reader && identity_store == IdentityStore::File {
+            change_watch(
+                &dir_handle,
+                &identity_dir,
+                config.allow_foreign_owner,
+                &vault_id,
+            )
+        } else {
+            None
+        };
         let mut vault = Vault {
             fault: None,
             dir,
             dir_handle,
             allow_foreign_owner: config.allow_foreign_owner,
             identity_dir,
-            vault_id: crate::hex::hex(&hints.vault_id),
+            vault_id,
             reader,
             writer: Mutex::new(writer),
             backend,
@@ -292,6 +304,8 @@ impl Vault {
             read_cache: super::cache::ReadCache::default(),
             place,
             lock_timeout: config.lock_timeout,
+            #[cfg(target_os = "linux")]
+            watch,
         };
         if hints.format == "1" {
             vault.upgrade_from_v1(anchoring != Anchoring::AcceptRollback)?;
@@ -520,5 +534,33 @@ impl Vault {
             retire_others(identity_dir, &identity, &vault_id, config, place);
         }
         Ok(())
+    }
+}
+
+/// The kernel's change notification for a long-lived vault's read cache:
+/// the index, its log and journal in the vault directory, the anchor in
+/// the identity directory. `None` where it cannot be set up (the limit on
+/// watches reached): the cache then looks at the files on every read.
+#[cfg(target_os = "linux")]
+fn change_watch(
+    dir: &fsutil::PrivateDir,
+    identity_dir: &Path,
+    allow_foreign_owner: bool,
+    vault_id: &str,
+) -> Option<fsutil::DirWatch> {
+    let names = vec![
+        INDEX_FILE.into(),
+        crate::index::WAL_FILE.into(),
+        format!("{INDEX_FILE}-journal").into(),
+        crate::anchor::file_name(vault_id).into(),
+    ];
+    let made = fsutil::PrivateDir::open(identity_dir, allow_foreign_owner)
+        .and_then(|identity| fsutil::DirWatch::new(&[dir, &identity], names));
+    match made {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::debug!(error = %e, "no change notification for the read cache: it looks at the index files on every read");
+            None
+        }
     }
 }
