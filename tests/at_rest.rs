@@ -1133,3 +1133,91 @@ fn a_long_running_process_checks_again_once_the_anchor_is_written() {
         assert!(!err.contains("value-"), "{err}");
     }
 }
+
+/// Attack review of the change notification: a commit's log writes are
+/// reported before the commit is visible (SQLite publishes it in shared
+/// memory after its sync, which makes no event), so a read between the
+/// two keeps what it read under the new count. The vault makes one more
+/// change once each commit is visible, so the next read sees it even when
+/// the anchor write, the other event, fails. Here the long-running process
+/// adds secrets itself (writes through the mount; a new secret's commit is
+/// the last write of its put) while three of its threads list the scope
+/// all along. The window is the commit's sync: the readers hit it only
+/// now and then (they share one connection, and each check after a change
+/// takes about as long as the sync in a debug build), so this shows that
+/// every acknowledged write is seen under concurrent readers, and catches
+/// the race itself only sometimes.
+#[test]
+fn a_long_running_process_sees_its_own_writes_while_another_thread_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let sb = Sandbox::new();
+    let fail_anchor = std::sync::Arc::new(AtomicBool::new(false));
+    let mut daemon = sb.vault();
+    let fail = std::sync::Arc::clone(&fail_anchor);
+    daemon.set_fault_hook(move |point| {
+        point == sealfs::FaultPoint::AnchorWriteFails && fail.load(Relaxed)
+    });
+    assert!(daemon.notified_of_changes());
+    let keys = |v: &sealfs::Vault| {
+        let mut out = Vec::new();
+        v.for_each_key(&sealfs::VaultScope::Global, |k| {
+            out.push(k.as_str().to_owned())
+        })
+        .unwrap();
+        out
+    };
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !done.load(Relaxed) {
+                    keys(&daemon);
+                }
+            });
+        }
+        for i in 1..=99 {
+            let key = format!("k{i:02}");
+            // The anchor fails every other write, so it lags one commit at
+            // most, as it may.
+            fail_anchor.store(i % 2 == 1, Relaxed);
+            daemon
+                .put(
+                    &r(&format!("global/{key}")),
+                    sealfs::SensitiveBytes::new(b"value".to_vec()),
+                )
+                .unwrap();
+            assert_eq!(keys(&daemon).last(), Some(&key), "write {i}");
+        }
+        done.store(true, Relaxed);
+    });
+}
+
+/// Attack review of the change notification: a vault-directory writer
+/// moves the index's log aside while another long-lived writer holds it
+/// open, so that writer's writes are no longer reported under the log's
+/// name. The log is watched as a file too: moving it ends the
+/// notification, and the long-running process, polling from then on, sees
+/// the commit (whose anchor write failed) through SQLite.
+#[test]
+fn a_log_moved_aside_under_a_long_running_process_ends_its_notification() {
+    let sb = Sandbox::new();
+    let daemon = long_running(&sb, true, false);
+    sb.set("global/a", b"value-a1");
+    let a = r("global/a");
+    let writer = writer_whose_anchor_lags(&sb);
+    assert_eq!(writer.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    fs::rename(
+        sb.vault_dir().join("index.sqlite3-wal"),
+        sb.vault_dir().join("objects").join("aside"),
+    )
+    .unwrap();
+    // Read (and kept) after the move, before the commit.
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    writer
+        .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+        .unwrap();
+    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+    assert!(!daemon.notified_of_changes());
+}

@@ -78,12 +78,26 @@ impl Vault {
 
     /// Records `state` in the anchor (writer lock held).
     pub(super) fn anchor_to(&self, state: IndexState) -> Result<(), VaultError> {
+        self.published();
         self.fault(super::FaultPoint::AnchorWriteFails)?;
         self.anchor_store()
             .write(&self.keys, state)
             .map_err(|e| self.anchor_error(e))?;
         *self.anchored.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
         Ok(())
+    }
+
+    /// After a commit, once it is visible: one more change for long-lived
+    /// vaults that watch the index (`fsutil::DirWatch`). The events of the
+    /// commit's own log writes may have come before it was visible, and
+    /// the anchor write that follows, the other event, may fail. Best
+    /// effort: a log that cannot be touched was moved or removed, which
+    /// ends the watchers' notification anyway.
+    pub(super) fn published(&self) {
+        #[cfg(target_os = "linux")]
+        if let Err(e) = self.dir_handle.touch(crate::index::WAL_FILE) {
+            tracing::debug!(error = %e, "could not touch the index log after a commit");
+        }
     }
 
     /// After a commit: the write is durable in the index; an anchor that
@@ -230,6 +244,7 @@ impl Vault {
             .map_err(|e| vault.anchor_error(e))?;
         let floor = anchored.map_or(0, |a| a.counter).max(state.counter);
         let new = w.commit_vault(|r| r.counter = floor)?;
+        vault.published();
         anchor
             .rebind(&vault.keys, new)
             .map_err(|e| vault.anchor_error(e))?;

@@ -538,9 +538,11 @@ impl Vault {
 }
 
 /// The kernel's change notification for a long-lived vault's read cache:
-/// the index, its log and journal in the vault directory, the anchor in
-/// the identity directory. `None` where it cannot be set up (the limit on
-/// watches reached): the cache then looks at the files on every read.
+/// the index, its log and journal in the vault directory, by name and
+/// (the index and its log) as files, and the anchor in the identity
+/// directory. `None` where it cannot be set up (a directory not on a local
+/// file system, the limit on watches reached): the cache then looks at
+/// the files on every read.
 #[cfg(target_os = "linux")]
 fn change_watch(
     dir: &fsutil::PrivateDir,
@@ -554,8 +556,9 @@ fn change_watch(
         format!("{INDEX_FILE}-journal").into(),
         crate::anchor::file_name(vault_id).into(),
     ];
+    let files = [(dir, INDEX_FILE), (dir, crate::index::WAL_FILE)];
     let made = fsutil::PrivateDir::open(identity_dir, allow_foreign_owner)
-        .and_then(|identity| fsutil::DirWatch::new(&[dir, &identity], names));
+        .and_then(|identity| fsutil::DirWatch::new(&[dir, &identity], &files, names));
     match made {
         Ok(watch) => Some(watch),
         Err(e) => {
