@@ -1050,9 +1050,11 @@ fn a_commit_whose_anchor_write_failed_is_seen_by_a_long_running_process() {
 }
 
 /// The kernel keeps a bounded queue of change events and drops what does
-/// not fit, with an overflow event in their place. A long-running process
-/// whose queue overflowed takes it as a change: the commit whose events
-/// were dropped (its anchor write failed too) is seen.
+/// not fit, with an overflow event in their place (a vault-directory
+/// writer can cause one, to drop an event that would have ended the
+/// watch). A long-running process whose queue overflowed polls from then
+/// on: the commit whose events were dropped (its anchor write failed too)
+/// is seen.
 #[test]
 fn a_long_running_process_whose_change_events_overflowed_checks_again() {
     let sb = Sandbox::new();
@@ -1077,6 +1079,7 @@ fn a_long_running_process_whose_change_events_overflowed_checks_again() {
         .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
         .unwrap();
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+    assert!(!daemon.notified_of_changes());
 }
 
 /// A change notification the kernel can no longer give (a watched
@@ -1213,11 +1216,48 @@ fn a_log_moved_aside_under_a_long_running_process_ends_its_notification() {
         sb.vault_dir().join("objects").join("aside"),
     )
     .unwrap();
-    // Read (and kept) after the move, before the commit.
+    // Read after the move, before the commit.
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
     writer
         .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
         .unwrap();
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
     assert!(!daemon.notified_of_changes());
+}
+
+/// Attack review of the change notification: the index's log removed, or
+/// replaced by a copy, while the long-running process and a long-lived
+/// writer keep the old one open: their writes go to a file no name leads
+/// to, and the kernel reports no end of the watched file while it is open.
+/// Any creation, removal or rename of the index's or the log's name ends
+/// the notification: the process polls, and sees the commit (whose anchor
+/// write failed) through SQLite.
+#[test]
+fn a_log_removed_or_replaced_under_a_long_running_process_ends_its_notification() {
+    for replace in [false, true] {
+        let sb = Sandbox::new();
+        let daemon = long_running(&sb, true, false);
+        sb.set("global/a", b"value-a1");
+        let a = r("global/a");
+        let writer = writer_whose_anchor_lags(&sb);
+        assert_eq!(writer.get(&a).unwrap().expose(), b"value-a1");
+        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let wal = sb.vault_dir().join("index.sqlite3-wal");
+        if replace {
+            let copy = sb.vault_dir().join("copy");
+            fs::copy(&wal, &copy).unwrap();
+            fs::rename(&copy, &wal).unwrap();
+        } else {
+            fs::remove_file(&wal).unwrap();
+        }
+        assert!(!daemon.notified_of_changes(), "replaced: {replace}");
+        writer
+            .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+            .unwrap();
+        assert_eq!(
+            daemon.get(&a).unwrap().expose(),
+            b"value-a2",
+            "replaced: {replace}"
+        );
+    }
 }

@@ -4,10 +4,14 @@
 //!
 //! The kernel queues an event for every `write`, truncation, creation,
 //! removal, rename and attribute change before the system call that made
-//! it returns. Files are watched twice: by name in their directory (a new
-//! file created or renamed in their place), and as the files themselves,
-//! whose events follow them whatever name or link they are written
-//! through; a watched file or directory moved or removed ends the watch.
+//! it returns. Some files are watched by name in their directory; the
+//! files this process keeps open (the index and its log) are also watched
+//! as files, whose events follow them whatever name or link they are
+//! written through, and must stay the files this process has open: any
+//! creation, removal or rename of their names ends the watch for good, as
+//! does a watched file or directory moved or removed, or a lost event (the
+//! queue overflowed). The caller then looks by other means.
+//!
 //! What it does not see: writes through a shared `mmap` (SQLite writes its
 //! database and log with `pwrite`; only its shared-memory file is mapped,
 //! and it is not watched), and writes that reach the files other than
@@ -47,8 +51,23 @@ fn local(dir: &PrivateDir) -> io::Result<bool> {
     .contains(&kind))
 }
 
-/// What is watched in each directory: every way its entries can change,
-/// and the directory itself going away.
+/// Whether this process has the file `id` (device, inode) open, through
+/// any of its handles.
+fn open_here(id: (u64, u64)) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        // A handle closed meanwhile is not the one.
+        if let Ok(m) = std::fs::metadata(entry?.path()) {
+            if (m.dev(), m.ino()) == id {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// What is watched in each directory and file: every way its entries can
+/// change, and the directory or file itself going away.
 const WATCHED: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_ATTRIB)
     .union(AddWatchFlags::IN_CLOSE_WRITE)
@@ -59,9 +78,25 @@ const WATCHED: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF);
 
-/// Watches the named entries of some directories.
+/// Events after which nothing can be told.
+const ENDS: AddWatchFlags = AddWatchFlags::IN_IGNORED
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_UNMOUNT)
+    .union(AddWatchFlags::IN_Q_OVERFLOW);
+
+/// Events that change which file a name leads to.
+const RENAMES: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO);
+
+/// Watches named entries of some directories, and some files.
 pub(crate) struct DirWatch {
+    /// Names whose events count as changes.
     names: Vec<OsString>,
+    /// Names of the files watched as files: they must keep leading there.
+    fixed: Vec<OsString>,
     state: Mutex<State>,
 }
 
@@ -69,27 +104,28 @@ struct State {
     inotify: Inotify,
     /// Moves on at every look that found a change.
     generation: u64,
-    /// A watch the kernel dropped (its directory removed, its file system
-    /// unmounted): nothing can be told from here on.
+    /// Nothing can be told from here on (see the module's docs).
     broken: bool,
 }
 
 impl DirWatch {
     /// Watches the entries called `names` in each of `dirs`, through the
     /// directories' handles (what was checked is what is watched), and the
-    /// existing `files` themselves. `Unsupported` where a directory is not
-    /// on a local file system.
+    /// `files`, which must be files this process has open. `Unsupported`
+    /// where a directory is not on a local file system, or a name in
+    /// `files` does not lead to a file open here.
     pub(crate) fn new(
         dirs: &[&PrivateDir],
         files: &[(&PrivateDir, &str)],
         names: Vec<OsString>,
     ) -> io::Result<DirWatch> {
+        let unsupported = |why: String| io::Error::new(io::ErrorKind::Unsupported, why);
         for dir in dirs {
             if !local(dir)? {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("{} is not on a local file system", dir.path.display()),
-                ));
+                return Err(unsupported(format!(
+                    "{} is not on a local file system",
+                    dir.path.display()
+                )));
             }
         }
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
@@ -100,14 +136,23 @@ impl DirWatch {
         // Looked up through the directory's handle, never opened: closing
         // a handle of the index would drop every lock this process's
         // SQLite connections hold on it (POSIX record locks are per
-        // process and file).
+        // process and file). Checked after the watch is set: a file put in
+        // its place before is not the one open here, one put after is an
+        // event that ends the watch.
         for (dir, name) in files {
             super::check_name(name.as_ref())?;
             let at = format!("/proc/self/fd/{}/{name}", dir.dir.as_raw_fd());
             inotify.add_watch(at.as_str(), WATCHED | AddWatchFlags::IN_DONT_FOLLOW)?;
+            if !open_here(dir.identity_of(name)?)? {
+                return Err(unsupported(format!(
+                    "{} is not the file this process has open",
+                    dir.join(name).display()
+                )));
+            }
         }
         Ok(DirWatch {
             names,
+            fixed: files.iter().map(|(_, name)| (*name).into()).collect(),
             state: Mutex::new(State {
                 inotify,
                 generation: 0,
@@ -117,10 +162,10 @@ impl DirWatch {
     }
 
     /// A number that differs from the last one returned whenever one of
-    /// the watched entries was written, created, removed, renamed or had
-    /// its attributes changed in between, or events were lost (the queue
-    /// overflowed). `None` once the kernel dropped a watch, or the queue
-    /// cannot be read: the caller must look by other means.
+    /// the watched entries was written, truncated, or had its attributes
+    /// changed in between. `None` once the watch ended (see the module's
+    /// docs), or the queue cannot be read: the caller must look by other
+    /// means.
     ///
     /// Callers that race are serialised, so none returns a number from
     /// before a change another one has already taken off the queue.
@@ -136,19 +181,16 @@ impl DirWatch {
             match state.inotify.read_events() {
                 Ok(events) => {
                     for e in events {
-                        if e.mask.intersects(
-                            AddWatchFlags::IN_IGNORED
-                                | AddWatchFlags::IN_DELETE_SELF
-                                | AddWatchFlags::IN_MOVE_SELF
-                                | AddWatchFlags::IN_UNMOUNT,
-                        ) {
+                        let named =
+                            |names: &[OsString]| e.name.as_ref().is_some_and(|n| names.contains(n));
+                        if e.mask.intersects(ENDS)
+                            || (e.mask.intersects(RENAMES) && named(&self.fixed))
+                        {
                             state.broken = true;
                             return None;
                         }
-                        // An overflow has no name, nor does an event of a
-                        // watched file itself: they count, as does any
-                        // event of a watched name in a directory.
-                        changed |= e.name.as_ref().is_none_or(|n| self.names.contains(n));
+                        // An event of a watched file itself has no name.
+                        changed |= e.name.is_none() || named(&self.names);
                     }
                 }
                 Err(Errno::EAGAIN) => break,
@@ -163,5 +205,13 @@ impl DirWatch {
             state.generation += 1;
         }
         Some(state.generation)
+    }
+
+    /// Ends the watch: the caller knows of a change it cannot report (a
+    /// commit it could not mark).
+    pub(crate) fn end(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.broken = true;
+        }
     }
 }

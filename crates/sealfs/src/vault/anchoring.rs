@@ -90,13 +90,17 @@ impl Vault {
     /// After a commit, once it is visible: one more change for long-lived
     /// vaults that watch the index (`fsutil::DirWatch`). The events of the
     /// commit's own log writes may have come before it was visible, and
-    /// the anchor write that follows, the other event, may fail. Best
-    /// effort: a log that cannot be touched was moved or removed, which
-    /// ends the watchers' notification anyway.
+    /// the anchor write that follows, the other event, may fail. Where the
+    /// log cannot be touched (its name moved or removed, which ends other
+    /// processes' watches), this vault's own watch ends too: it could not
+    /// report this commit.
     pub(super) fn published(&self) {
         #[cfg(target_os = "linux")]
         if let Err(e) = self.dir_handle.touch(crate::index::WAL_FILE) {
-            tracing::debug!(error = %e, "could not touch the index log after a commit");
+            tracing::debug!(error = %e, "could not touch the index log after a commit; polling from now on");
+            if let Some(watch) = &self.watch {
+                watch.end();
+            }
         }
     }
 

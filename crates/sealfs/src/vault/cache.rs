@@ -12,12 +12,15 @@
 //!   attribute change of the index file, its log and journal, and the
 //!   vault's anchor file, made through any path or handle, before the
 //!   system call that made it returns. A read that finds no report costs
-//!   one `read` of the notification queue. A lost report (the queue
-//!   overflowed) counts as a change; a watch the kernel dropped (a watched
-//!   directory moved or removed) ends notification for good, and the
-//!   vault polls instead. A vault-directory writer can make reports (each
-//!   only ends what was kept) but cannot withdraw one: an `sealfs set`
-//!   acknowledged is reported, whatever else happens.
+//!   one `read` of the notification queue. The index and its log are
+//!   watched as files too, and must stay the files this process has open;
+//!   a writer touches the log once each commit is visible (its log writes
+//!   are reported before). A lost report (the queue overflowed), a
+//!   creation, removal or rename of the index's or the log's name, a
+//!   watched directory moved or removed, or a commit this vault could not
+//!   mark ends notification for good, and the vault polls instead. A
+//!   vault-directory writer can make reports, each of which only ends what
+//!   was kept.
 //! - **Polled**, on every read:
 //!   - the rollback anchor, read afresh (kept handles: one `fstatat`, one
 //!     `pread`): every commit of sealfs moves it, and a vault-directory
