@@ -220,8 +220,9 @@ impl PrivateDir {
         }
     }
 
-    /// Sets the modification time of `name` in here to now, not following
-    /// a symlink: a change the kernel reports to whoever watches it.
+    /// Sets the times of `name` in here to now, not following a symlink: a
+    /// change the kernel reports to whoever watches it. (Both to now, for
+    /// which write access is enough; any other time needs its owner.)
     pub fn touch(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
         use nix::sys::stat::{utimensat, UtimensatFlags};
         use nix::sys::time::TimeSpec;
@@ -230,7 +231,7 @@ impl PrivateDir {
         utimensat(
             &self.dir,
             name,
-            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::UTIME_NOW,
             &TimeSpec::UTIME_NOW,
             UtimensatFlags::NoFollowSymlink,
         )?;

@@ -9,8 +9,10 @@
 //! as files, whose events follow them whatever name or link they are
 //! written through, and must stay the files this process has open: any
 //! creation, removal or rename of their names ends the watch for good, as
-//! does a watched file or directory moved or removed, or a lost event (the
-//! queue overflowed). The caller then looks by other means.
+//! does a watched file or directory moved or removed. The caller then
+//! looks by other means. Lost events (the queue overflowed: nobody read it
+//! while others wrote a lot) count as a change, and the watch goes on only
+//! if every watched directory and file is still where it was.
 //!
 //! What it does not see: writes through a shared `mmap` (SQLite writes its
 //! database and log with `pwrite`; only its shared-memory file is mapped,
@@ -26,6 +28,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -51,19 +54,37 @@ fn local(dir: &PrivateDir) -> io::Result<bool> {
     .contains(&kind))
 }
 
-/// Whether this process has the file `id` (device, inode) open, through
-/// any of its handles.
-fn open_here(id: (u64, u64)) -> io::Result<bool> {
+/// Whether this process has the file `path`, which is `id` (device,
+/// inode), open through any of its handles. Only handles whose link names
+/// that path are looked at (reading a link reaches no file system), so
+/// none on another file system, which might not answer, is followed.
+fn open_here(path: &Path, id: (u64, u64)) -> io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     for entry in std::fs::read_dir("/proc/self/fd")? {
+        let link = entry?.path();
         // A handle closed meanwhile is not the one.
-        if let Ok(m) = std::fs::metadata(entry?.path()) {
-            if (m.dev(), m.ino()) == id {
-                return Ok(true);
+        if std::fs::read_link(&link).is_ok_and(|to| to == path) {
+            if let Ok(m) = std::fs::metadata(&link) {
+                if m.is_file() && (m.dev(), m.ino()) == id {
+                    return Ok(true);
+                }
             }
         }
     }
     Ok(false)
+}
+
+/// Where something watched is, and what it was there at set-up.
+struct Place {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Place {
+    fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
 }
 
 /// What is watched in each directory and file: every way its entries can
@@ -82,8 +103,7 @@ const WATCHED: AddWatchFlags = AddWatchFlags::IN_MODIFY
 const ENDS: AddWatchFlags = AddWatchFlags::IN_IGNORED
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF)
-    .union(AddWatchFlags::IN_UNMOUNT)
-    .union(AddWatchFlags::IN_Q_OVERFLOW);
+    .union(AddWatchFlags::IN_UNMOUNT);
 
 /// Events that change which file a name leads to.
 const RENAMES: AddWatchFlags = AddWatchFlags::IN_CREATE
@@ -97,6 +117,8 @@ pub(crate) struct DirWatch {
     names: Vec<OsString>,
     /// Names of the files watched as files: they must keep leading there.
     fixed: Vec<OsString>,
+    /// The watched directories and files, checked again after lost events.
+    places: Vec<Place>,
     state: Mutex<State>,
 }
 
@@ -113,7 +135,8 @@ impl DirWatch {
     /// directories' handles (what was checked is what is watched), and the
     /// `files`, which must be files this process has open. `Unsupported`
     /// where a directory is not on a local file system, or a name in
-    /// `files` does not lead to a file open here.
+    /// `files` does not lead to a file open here; `NotFound` where it
+    /// leads nowhere.
     pub(crate) fn new(
         dirs: &[&PrivateDir],
         files: &[(&PrivateDir, &str)],
@@ -129,9 +152,17 @@ impl DirWatch {
             }
         }
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        let mut places = Vec::new();
         for dir in dirs {
             let at = format!("/proc/self/fd/{}", dir.dir.as_raw_fd());
             inotify.add_watch(at.as_str(), WATCHED | AddWatchFlags::IN_ONLYDIR)?;
+            let path = dir.real_path()?;
+            let id = {
+                use std::os::unix::fs::MetadataExt;
+                let m = dir.dir.metadata()?;
+                (m.dev(), m.ino())
+            };
+            places.push(Place { path, id });
         }
         // Looked up through the directory's handle, never opened: closing
         // a handle of the index would drop every lock this process's
@@ -143,16 +174,22 @@ impl DirWatch {
             super::check_name(name.as_ref())?;
             let at = format!("/proc/self/fd/{}/{name}", dir.dir.as_raw_fd());
             inotify.add_watch(at.as_str(), WATCHED | AddWatchFlags::IN_DONT_FOLLOW)?;
-            if !open_here(dir.identity_of(name)?)? {
+            let place = Place {
+                path: dir.real_path()?.join(name),
+                id: dir.identity_of(name)?,
+            };
+            if !open_here(&place.path, place.id)? {
                 return Err(unsupported(format!(
                     "{} is not the file this process has open",
                     dir.join(name).display()
                 )));
             }
+            places.push(place);
         }
         Ok(DirWatch {
             names,
             fixed: files.iter().map(|(_, name)| (*name).into()).collect(),
+            places,
             state: Mutex::new(State {
                 inotify,
                 generation: 0,
@@ -162,10 +199,11 @@ impl DirWatch {
     }
 
     /// A number that differs from the last one returned whenever one of
-    /// the watched entries was written, truncated, or had its attributes
-    /// changed in between. `None` once the watch ended (see the module's
-    /// docs), or the queue cannot be read: the caller must look by other
-    /// means.
+    /// the watched entries was written, truncated, had its attributes
+    /// changed, or (a name watched in a directory only) was created,
+    /// removed or renamed in between, or events were lost. `None` once the
+    /// watch ended (see the module's docs), or the queue cannot be read:
+    /// the caller must look by other means.
     ///
     /// Callers that race are serialised, so none returns a number from
     /// before a change another one has already taken off the queue.
@@ -185,6 +223,14 @@ impl DirWatch {
                             |names: &[OsString]| e.name.as_ref().is_some_and(|n| names.contains(n));
                         if e.mask.intersects(ENDS)
                             || (e.mask.intersects(RENAMES) && named(&self.fixed))
+                        {
+                            state.broken = true;
+                            return None;
+                        }
+                        // Lost events may have been any of the above: go
+                        // on only where nothing moved.
+                        if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                            && !self.places.iter().all(Place::still_there)
                         {
                             state.broken = true;
                             return None;

@@ -15,12 +15,13 @@
 //!   one `read` of the notification queue. The index and its log are
 //!   watched as files too, and must stay the files this process has open;
 //!   a writer touches the log once each commit is visible (its log writes
-//!   are reported before). A lost report (the queue overflowed), a
-//!   creation, removal or rename of the index's or the log's name, a
-//!   watched directory moved or removed, or a commit this vault could not
-//!   mark ends notification for good, and the vault polls instead. A
-//!   vault-directory writer can make reports, each of which only ends what
-//!   was kept.
+//!   are reported before). Lost reports (the queue overflowed) count as a
+//!   change, and end notification unless everything watched is still
+//!   where it was; a creation, removal or rename of the index's or the
+//!   log's name, a watched directory moved or removed, or a commit this
+//!   vault could not mark ends it for good, and the vault polls instead.
+//!   A vault-directory writer can make reports, each of which only ends
+//!   what was kept, or the notification (slower reads, never staler).
 //! - **Polled**, on every read:
 //!   - the rollback anchor, read afresh (kept handles: one `fstatat`, one
 //!     `pread`): every commit of sealfs moves it, and a vault-directory

@@ -541,8 +541,9 @@ impl Vault {
 /// the index, its log and journal in the vault directory, by name and
 /// (the index and its log) as files, and the anchor in the identity
 /// directory. `None` where it cannot be set up (a directory not on a local
-/// file system, the limit on watches reached): the cache then looks at
-/// the files on every read.
+/// file system, the index or its log not the files this process has open,
+/// the limit on watches reached): the cache then looks at the files on
+/// every read.
 #[cfg(target_os = "linux")]
 fn change_watch(
     dir: &fsutil::PrivateDir,
