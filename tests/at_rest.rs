@@ -563,6 +563,17 @@ fn r(s: &str) -> sealfs::VaultRef {
     s.parse().unwrap()
 }
 
+/// The keys of the global scope, as `vault` lists them.
+fn global_keys(vault: &sealfs::Vault) -> Vec<String> {
+    let mut out = Vec::new();
+    vault
+        .for_each_key(&sealfs::VaultScope::Global, |k| {
+            out.push(k.as_str().to_owned())
+        })
+        .unwrap();
+    out
+}
+
 /// Review finding H1 of format 2: a long-running process (the mount
 /// daemon, the console) remembered the anchor it saw at open. Other
 /// processes write; the attacker puts the index of that instant back in
@@ -893,16 +904,21 @@ fn long_running(sb: &Sandbox, notified: bool, blind: bool) -> sealfs::Vault {
     daemon
 }
 
-/// A long-running vault that looks at the index on every read and sees
-/// the index files as unchanged whatever happens to them, after it served
+/// A long-running vault as [`long_running`] makes, after it served
 /// `global/a` = `value-a1` twice (the second time from its cache).
-fn daemon_blind_to_file_stamps_serving_a1(sb: &Sandbox) -> (sealfs::Vault, sealfs::VaultRef) {
-    let daemon = long_running(sb, false, true);
+fn serving_a1(sb: &Sandbox, notified: bool, blind: bool) -> (sealfs::Vault, sealfs::VaultRef) {
+    let daemon = long_running(sb, notified, blind);
     sb.set("global/a", b"value-a1");
     let a = r("global/a");
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
     (daemon, a)
+}
+
+/// One that looks at the index on every read and sees the index files as
+/// unchanged whatever happens to them.
+fn daemon_blind_to_file_stamps_serving_a1(sb: &Sandbox) -> (sealfs::Vault, sealfs::VaultRef) {
+    serving_a1(sb, false, true)
 }
 
 /// The other half of the read cache's check: where the index files'
@@ -949,21 +965,13 @@ fn a_commit_hidden_from_sqlite_never_leaves_a_long_running_process_serving_the_o
 fn a_long_running_process_lists_what_another_process_added_or_deleted() {
     let sb = Sandbox::new();
     let daemon = sb.vault();
-    let keys = |v: &sealfs::Vault| {
-        let mut out = Vec::new();
-        v.for_each_key(&sealfs::VaultScope::Global, |k| {
-            out.push(k.as_str().to_owned())
-        })
-        .unwrap();
-        out
-    };
     sb.set("global/a", b"value-a");
-    assert_eq!(keys(&daemon), ["a"]);
-    assert_eq!(keys(&daemon), ["a"]);
+    assert_eq!(global_keys(&daemon), ["a"]);
+    assert_eq!(global_keys(&daemon), ["a"]);
     sb.set("global/b", b"value-b");
-    assert_eq!(keys(&daemon), ["a", "b"]);
+    assert_eq!(global_keys(&daemon), ["a", "b"]);
     sb.run(&["delete", "global/a"], b"").ok();
-    assert_eq!(keys(&daemon), ["b"]);
+    assert_eq!(global_keys(&daemon), ["b"]);
 }
 
 /// A one-shot command's vault reads through its writer's connection
@@ -990,17 +998,9 @@ fn a_vault_of_one_connection_reads_its_own_writes_and_another_processs() {
         sealfs::SensitiveBytes::new(b"value-b".to_vec()),
     )
     .unwrap();
-    let keys = || {
-        let mut out = Vec::new();
-        once.for_each_key(&sealfs::VaultScope::Global, |k| {
-            out.push(k.as_str().to_owned())
-        })
-        .unwrap();
-        out
-    };
-    assert_eq!(keys(), ["a", "b"]);
+    assert_eq!(global_keys(&once), ["a", "b"]);
     once.delete(&r("global/b")).unwrap();
-    assert_eq!(keys(), ["a"]);
+    assert_eq!(global_keys(&once), ["a"]);
 
     let old = sb.path().join("old");
     snapshot(&sb, &old);
@@ -1024,6 +1024,38 @@ fn writer_whose_anchor_lags(sb: &Sandbox) -> sealfs::Vault {
     writer
 }
 
+/// A notified long-running process that has served and kept `global/a` =
+/// `value-a1`, and a long-lived writer of the same vault whose anchor
+/// writes fail, already holding the index and its log open.
+fn notified_beside_a_lagging_writer(
+    sb: &Sandbox,
+) -> (sealfs::Vault, sealfs::Vault, sealfs::VaultRef) {
+    let (daemon, a) = serving_a1(sb, true, false);
+    let writer = writer_whose_anchor_lags(sb);
+    assert_eq!(writer.get(&a).unwrap().expose(), b"value-a1");
+    (daemon, writer, a)
+}
+
+/// `writer` stores `value-a2` as `a`, and `daemon` reads that next.
+fn a2_from_one_is_read_by_the_other(
+    writer: &sealfs::Vault,
+    daemon: &sealfs::Vault,
+    a: &sealfs::VaultRef,
+    context: &str,
+) {
+    writer
+        .put(a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
+        .unwrap();
+    assert_eq!(daemon.get(a).unwrap().expose(), b"value-a2", "{context}");
+}
+
+/// Puts a copy of `path` in its place (a new file under the old name).
+fn replace_with_a_copy(path: &Path) {
+    let copy = path.with_extension("copy");
+    fs::copy(path, &copy).unwrap();
+    fs::rename(&copy, path).unwrap();
+}
+
 /// The one commit the rollback anchor does not show: the anchor write
 /// after it failed, and the write was acknowledged. A long-running
 /// process that kept the old value sees the commit anyway, from the
@@ -1033,18 +1065,12 @@ fn writer_whose_anchor_lags(sb: &Sandbox) -> sealfs::Vault {
 fn a_commit_whose_anchor_write_failed_is_seen_by_a_long_running_process() {
     for notified in [true, false] {
         let sb = Sandbox::new();
-        let daemon = long_running(&sb, notified, false);
-        sb.set("global/a", b"value-a1");
-        let a = r("global/a");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-        writer_whose_anchor_lags(&sb)
-            .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
-            .unwrap();
-        assert_eq!(
-            daemon.get(&a).unwrap().expose(),
-            b"value-a2",
-            "notified: {notified}"
+        let (daemon, a) = serving_a1(&sb, notified, false);
+        a2_from_one_is_read_by_the_other(
+            &writer_whose_anchor_lags(&sb),
+            &daemon,
+            &a,
+            &format!("notified: {notified}"),
         );
         assert_eq!(daemon.notified_of_changes(), notified);
     }
@@ -1062,12 +1088,7 @@ fn a_commit_whose_anchor_write_failed_is_seen_by_a_long_running_process() {
 fn a_long_running_process_whose_change_events_overflowed_checks_again() {
     for replaced in [false, true] {
         let sb = Sandbox::new();
-        let daemon = long_running(&sb, true, false);
-        sb.set("global/a", b"value-a1");
-        let a = r("global/a");
-        let writer = writer_whose_anchor_lags(&sb);
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let (daemon, writer, a) = notified_beside_a_lagging_writer(&sb);
         let max: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
             .unwrap()
             .trim()
@@ -1081,19 +1102,9 @@ fn a_long_running_process_whose_change_events_overflowed_checks_again() {
             std::os::unix::fs::FileExt::write_all_at(&junk[i % 2], b"x", 0).unwrap();
         }
         if replaced {
-            let wal = sb.vault_dir().join("index.sqlite3-wal");
-            let copy = sb.vault_dir().join("copy");
-            fs::copy(&wal, &copy).unwrap();
-            fs::rename(&copy, &wal).unwrap();
+            replace_with_a_copy(&sb.vault_dir().join("index.sqlite3-wal"));
         }
-        writer
-            .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
-            .unwrap();
-        assert_eq!(
-            daemon.get(&a).unwrap().expose(),
-            b"value-a2",
-            "replaced: {replaced}"
-        );
+        a2_from_one_is_read_by_the_other(&writer, &daemon, &a, &format!("replaced: {replaced}"));
         assert_eq!(daemon.notified_of_changes(), !replaced);
     }
 }
@@ -1115,10 +1126,7 @@ fn a_long_running_process_whose_watch_was_dropped_looks_at_the_files_again() {
     fs::rename(&aside, &identity).unwrap();
     assert!(!daemon.notified_of_changes());
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-    writer_whose_anchor_lags(&sb)
-        .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
-        .unwrap();
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+    a2_from_one_is_read_by_the_other(&writer_whose_anchor_lags(&sb), &daemon, &a, "");
 }
 
 /// The anchor alone written (here broken in place, as a failing disk
@@ -1128,11 +1136,7 @@ fn a_long_running_process_whose_watch_was_dropped_looks_at_the_files_again() {
 fn a_long_running_process_checks_again_once_the_anchor_is_written() {
     for notified in [true, false] {
         let sb = Sandbox::new();
-        let daemon = long_running(&sb, notified, false);
-        sb.set("global/a", b"value-a1");
-        let a = r("global/a");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let (daemon, a) = serving_a1(&sb, notified, false);
         let identity = sb.vault_dir().parent().unwrap().join("identity");
         let anchor = fs::read_dir(&identity)
             .unwrap()
@@ -1177,20 +1181,12 @@ fn a_long_running_process_sees_its_own_writes_while_another_thread_reads() {
         point == sealfs::FaultPoint::AnchorWriteFails && fail.load(Relaxed)
     });
     assert!(daemon.notified_of_changes());
-    let keys = |v: &sealfs::Vault| {
-        let mut out = Vec::new();
-        v.for_each_key(&sealfs::VaultScope::Global, |k| {
-            out.push(k.as_str().to_owned())
-        })
-        .unwrap();
-        out
-    };
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..3 {
             s.spawn(|| {
                 while !done.load(Relaxed) {
-                    keys(&daemon);
+                    global_keys(&daemon);
                 }
             });
         }
@@ -1205,7 +1201,7 @@ fn a_long_running_process_sees_its_own_writes_while_another_thread_reads() {
                     sealfs::SensitiveBytes::new(b"value".to_vec()),
                 )
                 .unwrap();
-            assert_eq!(keys(&daemon).last(), Some(&key), "write {i}");
+            assert_eq!(global_keys(&daemon).last(), Some(&key), "write {i}");
         }
         done.store(true, Relaxed);
     });
@@ -1221,13 +1217,7 @@ fn a_long_running_process_sees_its_own_writes_while_another_thread_reads() {
 #[test]
 fn a_log_moved_aside_under_a_long_running_process_ends_its_notification() {
     let sb = Sandbox::new();
-    let daemon = long_running(&sb, true, false);
-    sb.set("global/a", b"value-a1");
-    let a = r("global/a");
-    let writer = writer_whose_anchor_lags(&sb);
-    assert_eq!(writer.get(&a).unwrap().expose(), b"value-a1");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+    let (daemon, writer, a) = notified_beside_a_lagging_writer(&sb);
     fs::rename(
         sb.vault_dir().join("index.sqlite3-wal"),
         sb.vault_dir().join("objects").join("aside"),
@@ -1235,10 +1225,7 @@ fn a_log_moved_aside_under_a_long_running_process_ends_its_notification() {
     .unwrap();
     // Read after the move, before the commit.
     assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
-    writer
-        .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
-        .unwrap();
-    assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a2");
+    a2_from_one_is_read_by_the_other(&writer, &daemon, &a, "");
     assert!(!daemon.notified_of_changes());
 }
 
@@ -1253,28 +1240,14 @@ fn a_log_moved_aside_under_a_long_running_process_ends_its_notification() {
 fn a_log_removed_or_replaced_under_a_long_running_process_ends_its_notification() {
     for replace in [false, true] {
         let sb = Sandbox::new();
-        let daemon = long_running(&sb, true, false);
-        sb.set("global/a", b"value-a1");
-        let a = r("global/a");
-        let writer = writer_whose_anchor_lags(&sb);
-        assert_eq!(writer.get(&a).unwrap().expose(), b"value-a1");
-        assert_eq!(daemon.get(&a).unwrap().expose(), b"value-a1");
+        let (daemon, writer, a) = notified_beside_a_lagging_writer(&sb);
         let wal = sb.vault_dir().join("index.sqlite3-wal");
         if replace {
-            let copy = sb.vault_dir().join("copy");
-            fs::copy(&wal, &copy).unwrap();
-            fs::rename(&copy, &wal).unwrap();
+            replace_with_a_copy(&wal);
         } else {
             fs::remove_file(&wal).unwrap();
         }
         assert!(!daemon.notified_of_changes(), "replaced: {replace}");
-        writer
-            .put(&a, sealfs::SensitiveBytes::new(b"value-a2".to_vec()))
-            .unwrap();
-        assert_eq!(
-            daemon.get(&a).unwrap().expose(),
-            b"value-a2",
-            "replaced: {replace}"
-        );
+        a2_from_one_is_read_by_the_other(&writer, &daemon, &a, &format!("replaced: {replace}"));
     }
 }
