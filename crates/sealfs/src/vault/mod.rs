@@ -277,8 +277,9 @@ impl Vault {
         #[cfg(unix)]
         {
             // The kernel reports every write of the index, its log and the
-            // anchor, which a vault-directory writer can neither hide nor
-            // forge into anything but a check: nothing else to read.
+            // anchor; what a vault-directory writer does to the reports
+            // only ends what was kept, or the notification (`DirWatch`):
+            // nothing else to read.
             if let Some(generation) = self.notified_generation() {
                 return Some(cache::Stamp::Notified(generation));
             }
