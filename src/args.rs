@@ -115,6 +115,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Run a command with secrets in its environment (never in its arguments or a file).
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
     /// Mount the vault with FUSE: runs `sealfs-mountd` with these arguments (see `sealfs mount --help`).
     #[command(disable_help_flag = true)]
     Mount {
@@ -222,6 +225,89 @@ pub(crate) struct ConsoleArgs {
     /// A TOML config file whose `*_vault_ref` fields the console checks
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Every ref is read before COMMAND starts; a missing or unreadable ref stops the run there, naming it.
+SIGINT, SIGTERM and SIGHUP sent to `sealfs run` are passed on to COMMAND.
+Exit status: COMMAND's own; if a signal ended it, that signal ends `sealfs run` too (SIGINT, SIGTERM,
+SIGHUP) or the status is 128 + its number (others). Before COMMAND starts: 125 the run failed (a ref,
+an env file), 126 COMMAND cannot be run, 127 COMMAND not found; 2 usage error.";
+
+// `sealfs run`: which secrets go into which variables, and the command.
+// (No doc comment: it would replace the subcommand's about line.)
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("values").required(true).multiple(true).args(["env", "env_file"])))]
+pub(crate) struct RunArgs {
+    /// Put the secret REF into the variable NAME, e.g. DB_PASSWORD=global/db_password; repeatable
+    #[arg(long, value_name = "NAME=REF")]
+    pub env: Vec<EnvSpec>,
+    /// Read NAME=REF lines from FILE (blank lines and lines starting with # are skipped); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// The command and its arguments (after --)
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        num_args = 1..
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// One `NAME=REF`: an environment variable and the secret it gets.
+#[derive(Debug, Clone)]
+pub(crate) struct EnvSpec {
+    pub name: String,
+    pub vault_ref: VaultRef,
+}
+
+impl EnvSpec {
+    /// Parses `NAME=REF`. `show`: whether an error may repeat the text; not
+    /// for the lines of an env file, which may hold a plaintext value by
+    /// mistake (a `.env` of values).
+    pub(crate) fn parse(s: &str, show: bool) -> Result<Self, String> {
+        let Some((name, r)) = s.split_once('=') else {
+            return Err("expected NAME=REF, e.g. DB_PASSWORD=global/db_password".into());
+        };
+        let (name, r) = (name.trim(), r.trim());
+        let mut chars = name.chars();
+        let good = chars
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+            && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+        if !good {
+            let shown = if show {
+                format!(" {name:?}")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "invalid variable name{shown}: letters, digits and _, not starting with a digit"
+            ));
+        }
+        let vault_ref = match r.parse::<VaultRef>() {
+            Ok(r) => r,
+            Err(e) if show => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "{name}= is not followed by a ref (<scope>/<key>, e.g. global/db_password); what follows is not shown, in case it is a secret"
+                ))
+            }
+        };
+        Ok(EnvSpec {
+            name: name.to_owned(),
+            vault_ref,
+        })
+    }
+}
+
+impl std::str::FromStr for EnvSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s, true)
+    }
 }
 
 #[derive(Debug, Args)]

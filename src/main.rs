@@ -28,10 +28,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The umask this process was started with, before it set its own
+/// (`sealfs run` gives it back to the command it starts).
+#[cfg(unix)]
+static INHERITED_UMASK: std::sync::OnceLock<nix::sys::stat::Mode> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     // Everything this process creates is owner-only, whatever the caller's umask.
     #[cfg(unix)]
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    INHERITED_UMASK
+        .get_or_init(|| nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077)));
     let cli = args::Cli::parse();
     sealfs::cli_common::init_logging(cli.vault.log_level(tracing::Level::WARN), false);
     match cmd::run(cli) {

@@ -14,6 +14,8 @@ pub(crate) enum Status {
     Done,
     Usage,
     FoundProblems,
+    /// This status, as it is (`sealfs run` passing its command's on).
+    Exit(u8),
 }
 
 impl From<Status> for ExitCode {
@@ -22,6 +24,7 @@ impl From<Status> for ExitCode {
             Status::Done => 0,
             Status::Usage => 2,
             Status::FoundProblems => 3,
+            Status::Exit(code) => code,
         })
     }
 }

@@ -23,5 +23,6 @@ mod files;
 mod fleet;
 #[cfg(feature = "fleet")]
 mod fleet_trust;
+mod run;
 mod snapshots;
 mod tamper;

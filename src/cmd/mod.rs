@@ -7,6 +7,7 @@ mod config;
 mod fleet;
 mod log;
 mod mount;
+mod run;
 mod secret;
 mod vault;
 
@@ -39,6 +40,7 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
             accept_move,
         } => vault::recover(v, accept_rollback, accept_move),
         Command::Mount { args } => mount::mount(v, args),
+        Command::Run(args) => Ok(run::run(v, args)),
         Command::Console(args) => vault::console(v, args),
         #[cfg(feature = "fleet")]
         Command::Fleet { command } => fleet::run(v, command),

@@ -13,7 +13,7 @@ use crate::output::{write_json, write_stdout, Status};
 use crate::view::EntryJson;
 
 /// The store, or `None` for a local vault that does not exist yet.
-fn open_existing(v: &VaultArgs) -> Result<Option<Store>> {
+pub(super) fn open_existing(v: &VaultArgs) -> Result<Option<Store>> {
     match v.open_store_once(false) {
         Ok(s) => Ok(Some(s)),
         Err(OpenError::Store(StoreError::Vault(VaultError::NoVault(_)))) => Ok(None),
@@ -30,7 +30,7 @@ fn target(store: &Store, r: &VaultRef) -> String {
     }
 }
 
-fn record_result<T>(
+pub(super) fn record_result<T>(
     v: &VaultArgs,
     store: &Store,
     op: &str,
@@ -45,7 +45,7 @@ fn record_result<T>(
     );
 }
 
-fn no_vault_dir(v: &VaultArgs) -> PathBuf {
+pub(super) fn no_vault_dir(v: &VaultArgs) -> PathBuf {
     v.vault_dir().unwrap_or_default()
 }
 
