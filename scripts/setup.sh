@@ -11,7 +11,9 @@ packages=(
   build-essential # cc for the bundled SQLite
   pkg-config
   fuse3           # /dev/fuse helper (fusermount3) for mounts and `sealfs doctor`
-  util-linux      # setpriv, to act as other uids in tests; fincore
+  util-linux      # setpriv, to act as other uids in tests; fincore; taskset
+  bsdutils        # script: a terminal for the `sealfs run` signal tests
+  perl            # commands that count the signals they get (`sealfs run` tests)
   attr            # getfattr/setfattr, to check the mount's xattr answers
   procps          # ps, for the tests that look at processes
   sqlite3         # raw edits of the index in the adversary tests
@@ -30,7 +32,7 @@ packages=(
   ca-certificates
 )
 # What the tests run, one command per component above.
-tools=(cc pkg-config fusermount3 setpriv unshare prlimit useradd userdel perl getfattr setfattr ps sqlite3 dbus-daemon gnome-keyring-daemon
+tools=(cc pkg-config fusermount3 setpriv unshare prlimit useradd userdel perl script taskset getfattr setfattr ps sqlite3 dbus-daemon gnome-keyring-daemon
   secret-tool etcd etcdctl protoc chromium node npm openssl curl)
 
 allow_skip="${SEALFS_ALLOW_SKIP:-0}"

@@ -229,7 +229,8 @@ pub(crate) struct ConsoleArgs {
 
 const RUN_AFTER_HELP: &str = "\
 Every ref is read before COMMAND starts; a missing or unreadable ref stops the run there, naming it.
-SIGINT, SIGTERM and SIGHUP sent to `sealfs run` are passed on to COMMAND.
+SIGINT, SIGTERM and SIGHUP sent to `sealfs run` are passed on to COMMAND (a terminal's ^C, which
+COMMAND gets itself, is not; a signal sent to the whole process group reaches COMMAND twice).
 Exit status: COMMAND's own; if a signal ended it, that signal ends `sealfs run` too (SIGINT, SIGTERM,
 SIGHUP) or the status is 128 + its number (others). Before COMMAND starts: 125 the run failed (a ref,
 an env file), 126 COMMAND cannot be run, 127 COMMAND not found; 2 usage error.";

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::Sandbox;
+use crate::util::{have_tools, Sandbox};
 
 /// Waits for `child`, killing it (and failing) after 30 s.
 fn finish(mut child: Child) -> ExitStatus {
@@ -21,6 +21,17 @@ fn finish(mut child: Child) -> ExitStatus {
             panic!("sealfs run did not end");
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A `script` that is killed (its terminal hung up, which ends what runs
+/// in it) when the test ends, failed or not.
+struct Terminal(Child);
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -57,21 +68,22 @@ fn values_reach_the_environment_only_and_the_exit_status_passes_through() {
     let script = r#"printf %s "$DB_PASSWORD" > db; printf %s "$TOKEN" > token;
         printf %s "$AGAIN" > again; umask > umask;
         cat /proc/$$/cmdline /proc/$PPID/cmdline > argv; exit 7"#;
-    let run = sb.run(
-        &[
-            "run",
-            "--env",
-            "DB_PASSWORD=global/db_password",
-            "--env=TOKEN=principal:ci/token",
-            "--env",
-            "AGAIN=vault://global/db_password",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-        b"",
-    );
+    // Started with umask 027 (through sh, which sets it and execs).
+    let mut cmd = sb.program("sh");
+    cmd.args(["-c", r#"umask 027; exec "$0" "$@""#, crate::util::BIN]);
+    cmd.args([
+        "run",
+        "--env",
+        "DB_PASSWORD=global/db_password",
+        "--env=TOKEN=principal:ci/token",
+        "--env",
+        "AGAIN=vault://global/db_password",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let run = crate::util::run(cmd, b"");
     assert_eq!(run.code, Some(7), "stderr: {}", run.stderr);
     let read = |name: &str| std::fs::read(sb.path().join(name)).unwrap();
     assert_eq!(read("db"), value);
@@ -81,13 +93,8 @@ fn values_reach_the_environment_only_and_the_exit_status_passes_through() {
     assert!(!argv.windows(7).any(|w| w == b"p@ss wo"), "value in argv");
     assert!(!argv.windows(7).any(|w| w == b"tok-123"), "value in argv");
     // sealfs makes its own files owner-only; the command gets the umask
-    // it was started with (the test's).
-    let ours = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    nix::sys::stat::umask(ours);
-    assert_eq!(
-        String::from_utf8(read("umask")).unwrap().trim(),
-        format!("{:04o}", ours.bits())
-    );
+    // run was started with.
+    assert_eq!(String::from_utf8(read("umask")).unwrap().trim(), "0027");
     // Each read is audited, and never with the value.
     let log = std::fs::read_to_string(sb.path().join("audit.log")).unwrap();
     assert_eq!(
@@ -176,14 +183,42 @@ fn a_run_that_cannot_start_fails_first_and_consumes_nothing() {
         .fails(125, "bad.env:2: expected NAME=REF");
     // A .env of values by mistake: the value is not repeated.
     std::fs::write(sb.path().join("values.env"), "A=global/a\nDB=hunter2\n").unwrap();
-    let run = sb.run(&["run", "--env-file", "values.env", "--", "true"], b"");
-    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
-    run.fails(125, "values.env:2: DB= is not followed by a ref");
+    let out = sb.run(&["run", "--env-file", "values.env", "--", "true"], b"");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    out.fails(125, "values.env:2: DB= is not followed by a ref");
     sb.run(&["run", "--env-file", "absent.env", "--", "true"], b"")
         .fails(125, "cannot read absent.env");
     sb.run(&["run", "--", "true"], b"").fails(2, "--env");
     sb.run(&["run", "--env", "A=global/a"], b"")
         .fails(2, "COMMAND");
+
+    // Values too long for the environment: found from their lengths.
+    let long = vec![b'x'; 65_000];
+    sb.set("global/long", &long);
+    let many: Vec<String> = (0..40).map(|i| format!("L{i}=global/long")).collect();
+    let mut env: Vec<&str> = many.iter().map(String::as_str).collect();
+    env.push("O=global/once");
+    run(&env, &touch).fails(125, "more than a command may be started with here");
+    sb.run(
+        &["set", "--max-value-size", "200000", "global/huge"],
+        &[b'x'; 140_000],
+    )
+    .ok();
+    sb.run(
+        &[
+            "run",
+            "--max-value-size",
+            "200000",
+            "--env",
+            "H=global/huge",
+            "--env",
+            "O=global/once",
+            "--",
+            "true",
+        ],
+        b"",
+    )
+    .fails(125, "longer than one environment variable may be");
 
     assert!(!started.exists(), "the command ran");
     assert_eq!(
@@ -191,6 +226,12 @@ fn a_run_that_cannot_start_fails_first_and_consumes_nothing() {
         b"value-once",
         "the read-once secret was consumed"
     );
+
+    // What only the value shows: the read-once secret is gone, and the
+    // message says so.
+    sb.run(&["set", "global/once-nul", "--once"], b"a\0b").ok();
+    run(&["N=global/once-nul"], &touch).fails(125, "global/once-nul read once and gone");
+    assert!(!started.exists(), "the command ran");
 }
 
 #[test]
@@ -255,24 +296,43 @@ fn libc_sigterm() -> i32 {
     nix::sys::signal::Signal::SIGTERM as i32
 }
 
+/// perl that counts the signals `sig` its handler sees into `count`
+/// (rewritten after each; `then` runs after), having first made `ready`;
+/// it ends after `secs`.
+fn counting_perl(sig: &str, then: &str, ready: &Path, count: &Path, secs: u32) -> String {
+    format!(
+        r#"$n = 0; $SIG{{{sig}}} = sub {{ $n++; open C, ">{count}.new"; print C $n; close C; rename "{count}.new", "{count}"; {then} }}; open F, ">{ready}"; close F; select(undef, undef, undef, 0.05) for 1..{rounds}"#,
+        ready = ready.display(),
+        count = count.display(),
+        rounds = secs * 20
+    )
+}
+
+/// The count `counting_perl` wrote last (0 before any).
+fn count_of(count: &Path) -> u32 {
+    std::fs::read_to_string(count).map_or(0, |c| c.trim().parse().unwrap())
+}
+
 #[test]
 fn a_terminal_interrupt_reaches_the_command_once() {
     // ^C typed at a terminal goes to its whole foreground process group,
     // the command included: run must not send it a second one. `script`
-    // gives the run a terminal; the command (perl, which counts every
-    // signal its handler sees) counts the SIGINTs of six ^C. A second
-    // SIGINT that comes while the first is pending merges with it, so the
-    // command runs on the other CPU, where it takes each one at once.
+    // gives the run a terminal; the command (perl, counting every SIGINT
+    // its handler sees) runs on the other CPU, where it takes each signal
+    // at once, so that a second one does not merge with the first. Each ^C
+    // is typed once the last one is counted; a second SIGINT would come
+    // within a few milliseconds of the first.
+    if !have_tools(&["script", "perl", "taskset"]) {
+        return;
+    }
     let sb = Sandbox::new();
     sb.set("global/a", b"value-a");
-    let ready = sb.path().join("ready");
-    let count = sb.path().join("count");
-    let perl = format!(
-        r#"$n = 0; $SIG{{INT}} = sub {{ $n++ }}; open F, ">{ready}"; close F; select(undef, undef, undef, 0.05) for 1..40; open F, ">{count}"; print F $n; close F"#,
-        ready = ready.display(),
-        count = count.display()
-    );
-    std::fs::write(sb.path().join("count.pl"), perl).unwrap();
+    let (ready, count) = (sb.path().join("ready"), sb.path().join("count"));
+    std::fs::write(
+        sb.path().join("count.pl"),
+        counting_perl("INT", "", &ready, &count, 30),
+    )
+    .unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = |cpu: usize| {
         if cpus > 1 {
@@ -287,21 +347,101 @@ fn a_terminal_interrupt_reaches_the_command_once() {
         crate::util::BIN,
         pin(1)
     );
-    let mut script = std::process::Command::new("script");
+    let mut script = sb.program("script");
     script
         .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .envs(sb.cmd(&[]).get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .current_dir(sb.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
-    let mut child = script.spawn().expect("script (util-linux) runs");
+    let mut child = Terminal(script.spawn().expect("script (util-linux) runs"));
     until_exists(&ready);
     use std::io::Write;
-    for _ in 0..6 {
-        child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
-        std::thread::sleep(Duration::from_millis(150));
+    for typed in 1..=5 {
+        child.0.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count_of(&count) < typed {
+            assert!(
+                Instant::now() < deadline,
+                "^C {typed} never reached the command"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            count_of(&count),
+            typed,
+            "^C {typed} reached the command twice"
+        );
     }
-    let status = finish(child);
-    assert!(status.success(), "{status:?}");
-    assert_eq!(std::fs::read_to_string(&count).unwrap(), "6");
+}
+
+#[test]
+fn a_terminal_hangup_reaches_the_command() {
+    // `ssh -t host sealfs run ...`: run is the session leader, the only
+    // process the kernel sends the terminal's hangup to.
+    if !have_tools(&["script", "perl"]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a");
+    let (ready, count) = (sb.path().join("ready"), sb.path().join("count"));
+    std::fs::write(
+        sb.path().join("hup.pl"),
+        counting_perl("HUP", "exit 0", &ready, &count, 30),
+    )
+    .unwrap();
+    let line = format!(
+        "exec {} run --env A=global/a -- perl hup.pl",
+        crate::util::BIN
+    );
+    let mut script = sb.program("script");
+    script
+        .args(["-q", "-c", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let child = Terminal(script.spawn().expect("script (util-linux) runs"));
+    until_exists(&ready);
+    // The terminal goes away with script.
+    drop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count_of(&count) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the hangup never reached the command"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_ignored_sigchld_does_not_lose_the_status() {
+    // Started with SIGCHLD ignored, the kernel would reap the command
+    // itself and its status would be gone; the command still gets it
+    // ignored, as it would without run.
+    if !have_tools(&["perl"]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.set("global/a", b"value-a");
+    let ignoring = |command: &[&str]| {
+        let mut cmd = sb.program("perl");
+        cmd.args([
+            "-e",
+            r#"$SIG{CHLD} = "IGNORE"; exec @ARGV"#,
+            crate::util::BIN,
+        ])
+        .args(["run", "--env", "A=global/a", "--"])
+        .args(command);
+        crate::util::run(cmd, b"")
+    };
+    let run = ignoring(&["sh", "-c", "exit 3"]);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    let run = ignoring(&["grep", "SigIgn", "/proc/self/status"]).ok();
+    let ignored = run.stdout_str();
+    let mask =
+        u64::from_str_radix(ignored.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    assert_ne!(
+        mask & (1 << (17 - 1)),
+        0,
+        "SIGCHLD not ignored in the command: {ignored}"
+    );
 }

@@ -38,9 +38,16 @@ impl Sandbox {
 
     /// The binary with this sandbox's vault and a clean environment.
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args)
-            .env_remove("SEALFS_IDENTITY_DIR")
+        let mut c = self.program(BIN);
+        c.args(args);
+        c
+    }
+
+    /// `program` (which starts the binary in its turn: `sh`, `script`)
+    /// with the environment and directory of [`Sandbox::cmd`].
+    pub(crate) fn program(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env_remove("SEALFS_IDENTITY_DIR")
             // Hermetic on desktops too, where `auto` would find a keyring.
             .env("SEALFS_BACKEND", "encrypted-file")
             .env_remove("SEALFS_MAX_VALUE_SIZE")

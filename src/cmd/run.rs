@@ -35,6 +35,10 @@ const NOT_FOUND: u8 = 127;
 struct Failure {
     status: u8,
     message: String,
+    /// A signal for `sealfs run` came before anything was consumed: the
+    /// run ends by it, as the command would have.
+    #[cfg_attr(not(unix), allow(dead_code, reason = "no signals to end by"))]
+    signal: Option<i32>,
 }
 
 impl Failure {
@@ -42,6 +46,7 @@ impl Failure {
         Failure {
             status,
             message: message.into(),
+            signal: None,
         }
     }
 }
@@ -54,20 +59,35 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
         Ok(s) => s,
         Err(e) => return fail(Failure::new(FAILED, format!("cannot set up signals: {e}"))),
     };
-    let (process, values) = match prepare(v, &args) {
+    #[cfg(unix)]
+    let checkpoint = || signals.stop_before_start();
+    #[cfg(not(unix))]
+    let checkpoint = || None;
+    let prepared = match prepare(v, &args, &checkpoint) {
         Ok(p) => p,
+        #[cfg(unix)]
+        Err(Failure {
+            signal: Some(sig), ..
+        }) => return signals.die_by_number(sig),
         Err(f) => return fail(f),
     };
+    let Prepared {
+        process,
+        values,
+        consumed,
+    } = prepared;
     #[cfg(unix)]
-    {
+    if consumed.is_empty() {
+        // A signal while the values were read ends the run here; once a
+        // read-once secret is consumed, the command starts and gets it.
         if let Some(sig) = signals.stop_before_start() {
             drop(values);
-            return signals.die_by(sig);
+            return signals.die_by_number(sig);
         }
     }
     #[cfg(unix)]
-    let process = signals::as_inherited(process, signals.inherited());
-    let child = start(process, &args.command[0]);
+    let process = signals.as_inherited(process);
+    let child = start(process, &args.command[0], &consumed);
     drop(values);
     let child = match child {
         Ok(c) => c,
@@ -79,7 +99,12 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
     {
         let mut child = child;
         match child.wait() {
-            Ok(status) => Status::Exit(status.code().unwrap_or(1).clamp(0, 255) as u8),
+            Ok(status) => match status.code() {
+                Some(code) if (0..=255).contains(&code) => Status::Exit(code as u8),
+                // A status beyond a byte (a Windows crash code) as it is.
+                Some(code) => std::process::exit(code),
+                None => Status::Exit(1),
+            },
             Err(e) => fail(Failure::new(1, format!("cannot wait for the command: {e}"))),
         }
     }
@@ -90,12 +115,25 @@ fn fail(f: Failure) -> Status {
     Status::Exit(f.status)
 }
 
-/// The command, ready to start with every value in its environment, and
-/// the values (wiped when dropped).
-fn prepare(v: &VaultArgs, args: &RunArgs) -> Result<(Process, Vec<SensitiveBytes>), Failure> {
+/// The command, ready to start with every value in its environment.
+struct Prepared {
+    process: Process,
+    /// The values (wiped when dropped).
+    values: Vec<SensitiveBytes>,
+    /// The read-once secrets this run consumed.
+    consumed: Vec<VaultRef>,
+}
+
+/// Everything up to the start: `checkpoint` is asked, just before the
+/// first read-once secret is consumed, whether a signal ends the run.
+fn prepare(
+    v: &VaultArgs,
+    args: &RunArgs,
+    checkpoint: &dyn Fn() -> Option<i32>,
+) -> Result<Prepared, Failure> {
     let specs = collect(args)?;
     let program = find_program(&args.command[0])?;
-    let values = read_values(v, &specs)?;
+    let (values, consumed) = read_values(v, &specs, &args.command, checkpoint)?;
     let mut process = Process::new(&program);
     process.args(&args.command[1..]);
     #[cfg(unix)]
@@ -103,7 +141,11 @@ fn prepare(v: &VaultArgs, args: &RunArgs) -> Result<(Process, Vec<SensitiveBytes
     for spec in &specs {
         process.env(&spec.name, env_value(&values[&spec.vault_ref]));
     }
-    Ok((process, values.into_values().collect()))
+    Ok(Prepared {
+        process,
+        values: values.into_values().collect(),
+        consumed,
+    })
 }
 
 #[cfg(unix)]
@@ -152,17 +194,18 @@ fn collect(args: &RunArgs) -> Result<Vec<EnvSpec>, Failure> {
 const MAX_ENV_FILE: u64 = 1 << 20;
 
 fn read_env_file(file: &Path) -> Result<Vec<Given>, Failure> {
+    use std::io::Read;
     let shown = file.display();
     let cannot =
         |e: &dyn std::fmt::Display| Failure::new(FAILED, format!("cannot read {shown}: {e}"));
-    let meta = std::fs::metadata(file).map_err(|e| cannot(&e))?;
-    if !meta.is_file() {
-        return Err(cannot(&"not a regular file"));
-    }
-    if meta.len() > MAX_ENV_FILE {
+    // Any readable file, a pipe (`<(...)`, /dev/stdin) included.
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_ENV_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| cannot(&e))?;
+    if bytes.len() as u64 > MAX_ENV_FILE {
         return Err(cannot(&"larger than 1 MiB"));
     }
-    let bytes = std::fs::read(file).map_err(|e| cannot(&e))?;
     let text = String::from_utf8(bytes).map_err(|_| cannot(&"not UTF-8 text"))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -242,12 +285,18 @@ fn runnable(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// The value of every ref, read from the vault; read-once secrets last.
-/// Each ref is read once, however many variables name it.
+/// The value of every ref, read from the vault, and the read-once secrets
+/// consumed. Everything that can be checked is checked before the first
+/// read-once secret is consumed: that each ref exists, that the values fit
+/// in an environment, that the other values can be carried there, and
+/// `checkpoint` (a signal). Each ref is read once, however many variables
+/// name it.
 fn read_values(
     v: &VaultArgs,
     specs: &[EnvSpec],
-) -> Result<BTreeMap<VaultRef, SensitiveBytes>, Failure> {
+    command: &[OsString],
+    checkpoint: &dyn Fn() -> Option<i32>,
+) -> Result<(BTreeMap<VaultRef, SensitiveBytes>, Vec<VaultRef>), Failure> {
     let failed = |spec: &EnvSpec, why: String| {
         Failure::new(
             FAILED,
@@ -271,24 +320,33 @@ fn read_values(
         Err(e) => return Err(Failure::new(FAILED, format!("{e:#}"))),
     };
     let vault = store.as_dyn();
-    // Every ref known to exist before anything is read (or consumed).
-    let mut once: BTreeMap<&VaultRef, bool> = BTreeMap::new();
+    let mut entries: BTreeMap<&VaultRef, sealfs::Entry> = BTreeMap::new();
     for spec in specs {
         match vault.entry(&spec.vault_ref) {
             Ok(Some(e)) => {
-                once.insert(&spec.vault_ref, e.once);
+                entries.insert(&spec.vault_ref, e);
             }
             Ok(None) => return Err(failed(spec, "secret not found".into())),
             Err(e) => return Err(failed(spec, chain(&e))),
         }
     }
+    fits_environment(specs, &entries, command)?;
     let mut order: Vec<&EnvSpec> = specs.iter().collect();
-    order.sort_by_key(|s| once[&s.vault_ref]);
+    order.sort_by_key(|s| entries[&s.vault_ref].once);
     let mut read: BTreeMap<VaultRef, SensitiveBytes> = BTreeMap::new();
+    let mut consumed = Vec::new();
     for spec in &order {
         let r = &spec.vault_ref;
         if read.contains_key(r) {
             continue;
+        }
+        if entries[r].once && consumed.is_empty() {
+            if let Some(sig) = checkpoint() {
+                return Err(Failure {
+                    signal: Some(sig),
+                    ..Failure::new(FAILED, "")
+                });
+            }
         }
         let result = vault.read(r);
         let op = match &result {
@@ -296,11 +354,79 @@ fn read_values(
             _ => "run",
         };
         record_result(v, &store, op, r, &result);
-        let (value, _) = result.map_err(|e| failed(spec, chain(&e)))?;
-        check_value(&value).map_err(|why| failed(spec, why.into()))?;
+        let (value, was_consumed) = result.map_err(|e| failed(spec, chain(&e)))?;
+        if was_consumed {
+            consumed.push(r.clone());
+        }
+        check_value(&value).map_err(|why| {
+            let gone = gone(&consumed);
+            failed(spec, format!("{why}{gone}"))
+        })?;
         read.insert(r.clone(), value);
     }
-    Ok(read)
+    Ok((read, consumed))
+}
+
+/// For messages: the read-once secrets a failed run consumed.
+fn gone(consumed: &[VaultRef]) -> String {
+    if consumed.is_empty() {
+        return String::new();
+    }
+    let refs: Vec<String> = consumed.iter().map(ToString::to_string).collect();
+    format!(
+        " ({} read once and gone: read-once values are consumed when read)",
+        refs.join(", ")
+    )
+}
+
+/// The kernel's limit on one environment string (`MAX_ARG_STRLEN`, 32
+/// pages on Linux).
+const MAX_ENV_STRING: u64 = 32 * 4096;
+
+/// Whether the values, with the environment inherited and the command's
+/// arguments, fit what `execve` takes, from the lengths alone: a run that
+/// would fail with E2BIG fails before anything is consumed.
+fn fits_environment(
+    specs: &[EnvSpec],
+    entries: &BTreeMap<&VaultRef, sealfs::Entry>,
+    command: &[OsString],
+) -> Result<(), Failure> {
+    let string = |len: u64| len + 1 + std::mem::size_of::<usize>() as u64;
+    let mut total: u64 = command.iter().map(|a| string(a.len() as u64)).sum();
+    total += std::env::vars_os()
+        .map(|(k, v)| string((k.len() + 1 + v.len()) as u64))
+        .sum::<u64>();
+    for spec in specs {
+        let len = spec.name.len() as u64 + 1 + entries[&spec.vault_ref].len;
+        if len + 1 > MAX_ENV_STRING {
+            return Err(Failure::new(
+                FAILED,
+                format!(
+                    "{}={}: the value ({} bytes) is longer than one environment variable may be ({} bytes); the command was not started",
+                    spec.name, spec.vault_ref, entries[&spec.vault_ref].len, MAX_ENV_STRING - 1
+                ),
+            ));
+        }
+        total += string(len);
+    }
+    #[cfg(unix)]
+    let limit = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok());
+    #[cfg(not(unix))]
+    let limit: Option<u64> = None;
+    if let Some(limit) = limit {
+        if total > limit {
+            return Err(Failure::new(
+                FAILED,
+                format!(
+                    "the values, the environment and the arguments come to {total} bytes, more than a command may be started with here ({limit}); the command was not started"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `value` can be carried by an environment variable.
@@ -316,7 +442,11 @@ fn check_value(value: &SensitiveBytes) -> Result<(), &'static str> {
 }
 
 /// Starts `process`; a failure is the shell's 126 or 127.
-fn start(mut process: Process, command: &OsString) -> Result<std::process::Child, Failure> {
+fn start(
+    mut process: Process,
+    command: &OsString,
+    consumed: &[VaultRef],
+) -> Result<std::process::Child, Failure> {
     process.spawn().map_err(|e| {
         let status = if e.kind() == std::io::ErrorKind::NotFound {
             NOT_FOUND
@@ -325,7 +455,11 @@ fn start(mut process: Process, command: &OsString) -> Result<std::process::Child
         };
         Failure::new(
             status,
-            format!("cannot run {}: {e}", Path::new(command).display()),
+            format!(
+                "cannot run {}: {e}{}",
+                Path::new(command).display(),
+                gone(consumed)
+            ),
         )
     })
 }
@@ -337,35 +471,10 @@ mod signals {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Child, Command as Process};
 
-    use nix::sys::signal::{kill, raise, SigSet, SigmaskHow, Signal};
+    use nix::sys::signal::{kill, raise, SigHandler, SigSet, SigmaskHow, Signal};
     use nix::unistd::Pid;
 
     use crate::output::Status;
-
-    /// `process`, set to start with the signal mask and the umask this
-    /// process was started with (a child inherits both, and this process
-    /// changed them).
-    #[expect(
-        unsafe_code,
-        reason = "Command::pre_exec: the child's signal mask and umask"
-    )]
-    pub(super) fn as_inherited(mut process: Process, mask: SigSet) -> Process {
-        use std::os::unix::process::CommandExt;
-        let umask = crate::INHERITED_UMASK.get().copied();
-        // SAFETY: the closure runs in the child between fork and exec; it
-        // calls only pthread_sigmask and umask, which are async-signal-safe,
-        // and allocates nothing.
-        unsafe {
-            process.pre_exec(move || {
-                nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
-                if let Some(umask) = umask {
-                    nix::sys::stat::umask(umask);
-                }
-                Ok(())
-            });
-        }
-        process
-    }
 
     /// Passed on to the command.
     const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -373,7 +482,10 @@ mod signals {
     /// The forwarded signals and SIGCHLD, blocked in this thread (and in
     /// every thread it starts from now on) and taken from a queue instead.
     pub(super) struct Signals {
+        /// The signal mask this process was started with.
         old: SigSet,
+        /// The signals this process was started with ignored.
+        ignored: SigSet,
         #[cfg(target_os = "linux")]
         queue: nix::sys::signalfd::SignalFd,
         #[cfg(not(target_os = "linux"))]
@@ -389,41 +501,99 @@ mod signals {
             set.add(Signal::SIGCHLD);
             let mut old = SigSet::empty();
             nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
+            let ignored = ignored_signals();
+            if ignored.contains(Signal::SIGCHLD) {
+                // Ignored, the kernel would reap the command itself and its
+                // status would be lost; the command gets it back ignored.
+                set_disposition(Signal::SIGCHLD, SigHandler::SigDfl)?;
+            }
             #[cfg(target_os = "linux")]
             {
                 use nix::sys::signalfd::{SfdFlags, SignalFd};
                 let queue =
                     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-                Ok(Signals { old, queue })
+                Ok(Signals {
+                    old,
+                    ignored,
+                    queue,
+                })
             }
             #[cfg(not(target_os = "linux"))]
-            Ok(Signals { old, set })
+            Ok(Signals { old, ignored, set })
         }
 
-        /// The signal mask this thread had before [`Signals::block`].
-        pub(super) fn inherited(&self) -> SigSet {
-            self.old
+        /// `process`, set to start with the signal mask, the ignored
+        /// SIGCHLD and the umask this process was started with (a child
+        /// inherits all three, and this process changed them).
+        #[expect(
+            unsafe_code,
+            reason = "Command::pre_exec: the child's signal mask, SIGCHLD and umask"
+        )]
+        pub(super) fn as_inherited(&self, mut process: Process) -> Process {
+            use std::os::unix::process::CommandExt;
+            let umask = crate::INHERITED_UMASK.get().copied();
+            let mask = self.old;
+            let chld_ignored = self.ignored.contains(Signal::SIGCHLD);
+            // SAFETY: the closure runs in the child between fork and exec;
+            // it calls only pthread_sigmask, sigaction (to SIG_IGN: no
+            // handler) and umask, which are async-signal-safe, and
+            // allocates nothing.
+            unsafe {
+                process.pre_exec(move || {
+                    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
+                    if chld_ignored {
+                        nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigIgn)?;
+                    }
+                    if let Some(umask) = umask {
+                        nix::sys::stat::umask(umask);
+                    }
+                    Ok(())
+                });
+            }
+            process
         }
 
-        /// A forwarded signal that came while the values were read: the
-        /// command is then not started.
-        pub(super) fn stop_before_start(&self) -> Option<Signal> {
+        /// A forwarded signal, not ignored when this process started,
+        /// that came while the values were read: the run then ends by it
+        /// before anything is consumed.
+        pub(super) fn stop_before_start(&self) -> Option<i32> {
             #[cfg(target_os = "linux")]
             while let Ok(Some(info)) = self.queue.read_signal() {
-                let sig = Signal::try_from(info.ssi_signo as i32).ok()?;
-                if FORWARDED.contains(&sig) {
-                    return Some(sig);
+                let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                    continue;
+                };
+                if FORWARDED.contains(&sig) && !self.ignored.contains(sig) {
+                    return Some(sig as i32);
                 }
             }
             None
         }
 
+        /// Ends this process by signal `number`.
+        pub(super) fn die_by_number(&self, number: i32) -> Status {
+            match Signal::try_from(number) {
+                Ok(sig) => self.die_by(sig),
+                Err(_) => Status::Exit(1),
+            }
+        }
+
         /// Ends this process by `sig` (as the command was), or, where `sig`
-        /// is ignored here, with 128 + its number.
-        pub(super) fn die_by(&self, sig: Signal) -> Status {
-            let _ =
-                nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-            if FORWARDED.contains(&sig) {
+        /// is not one it passes on or is ignored here, with 128 + its
+        /// number, as a shell reports it.
+        fn die_by(&self, sig: Signal) -> Status {
+            // Queued signals are dropped first: they must not end this
+            // process instead of `sig` once the mask is restored.
+            #[cfg(target_os = "linux")]
+            while let Ok(Some(_)) = self.queue.read_signal() {}
+            if FORWARDED.contains(&sig) && !self.ignored.contains(sig) {
+                let _ = nix::sys::signal::pthread_sigmask(
+                    SigmaskHow::SIG_SETMASK,
+                    Some(&self.old),
+                    None,
+                );
+                let mut only = SigSet::empty();
+                only.add(sig);
+                let _ = only.thread_unblock();
                 let _ = raise(sig);
             }
             Status::Exit((128 + sig as i32) as u8)
@@ -433,6 +603,16 @@ mod signals {
         /// this process's.
         pub(super) fn wait(&self, mut child: Child) -> Status {
             let pid = Pid::from_raw(child.id() as i32);
+            // What came before the command existed reaches it now, whoever
+            // sent it (a terminal's ^C then did not reach the command).
+            #[cfg(target_os = "linux")]
+            while let Ok(Some(info)) = self.queue.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    if FORWARDED.contains(&sig) {
+                        let _ = kill(pid, sig);
+                    }
+                }
+            }
             loop {
                 match child.try_wait() {
                     Ok(Some(status)) => return self.ended(status),
@@ -443,9 +623,11 @@ mod signals {
                     // The queue failed: wait without passing signals on.
                     None => return self.ended_or_failed(child.wait()),
                     Some((sig, from_terminal)) if FORWARDED.contains(&sig) => {
-                        // The terminal sends ^C to its whole foreground
-                        // process group: the command has it already.
-                        let has_it = from_terminal
+                        // A terminal sends ^C to its whole foreground
+                        // process group: the command has it already. (Not
+                        // its hangup, which goes to the session leader.)
+                        let has_it = sig == Signal::SIGINT
+                            && from_terminal
                             && nix::unistd::getpgid(Some(pid)).ok() == Some(nix::unistd::getpgrp());
                         if !has_it {
                             let _ = kill(pid, sig);
@@ -478,7 +660,7 @@ mod signals {
         }
 
         /// The next signal (blocking), and whether the kernel sent it
-        /// (a terminal's ^C) rather than a process.
+        /// (a terminal) rather than a process.
         #[cfg(target_os = "linux")]
         fn next(&self) -> Option<(Signal, bool)> {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -486,7 +668,9 @@ mod signals {
             loop {
                 match self.queue.read_signal() {
                     Ok(Some(info)) => {
-                        let sig = Signal::try_from(info.ssi_signo as i32).ok()?;
+                        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                            continue;
+                        };
                         return Some((sig, info.ssi_code == SI_KERNEL));
                     }
                     Ok(None) => {
@@ -499,13 +683,49 @@ mod signals {
             }
         }
 
+        /// The next signal (blocking). sigwait does not say who sent it,
+        /// so here a terminal's ^C reaches the command twice.
         #[cfg(not(target_os = "linux"))]
         fn next(&self) -> Option<(Signal, bool)> {
             self.set.wait().ok().map(|sig| (sig, false))
         }
     }
 
-    /// `si_code` of a signal the kernel sent (a terminal's ^C, ^\).
+    /// `si_code` of a signal the kernel sent (a terminal's ^C, ^\, hangup).
     #[cfg(target_os = "linux")]
     const SI_KERNEL: i32 = 0x80;
+
+    /// The signals this process was started with ignored (inherited across
+    /// exec: `nohup`, a shell's background job), from `/proc/self/status`.
+    fn ignored_signals() -> SigSet {
+        #[cfg(target_os = "linux")]
+        {
+            let mut out = SigSet::empty();
+            let mask = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| {
+                    let m = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+                    u64::from_str_radix(m.trim(), 16).ok()
+                })
+                .unwrap_or(0);
+            for sig in Signal::iterator() {
+                let n = sig as i32;
+                if (1..=64).contains(&n) && mask & (1u64 << (n - 1)) != 0 {
+                    out.add(sig);
+                }
+            }
+            out
+        }
+        // Elsewhere none is known to be ignored.
+        #[cfg(not(target_os = "linux"))]
+        SigSet::empty()
+    }
+
+    #[expect(unsafe_code, reason = "sigaction, to SIG_DFL only")]
+    fn set_disposition(sig: Signal, handler: SigHandler) -> nix::Result<()> {
+        // SAFETY: SIG_DFL and SIG_IGN install no handler function, so no
+        // code of this process runs in signal context.
+        debug_assert!(matches!(handler, SigHandler::SigDfl | SigHandler::SigIgn));
+        unsafe { nix::sys::signal::signal(sig, handler) }.map(|_| ())
+    }
 }
