@@ -115,6 +115,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Temporary scopes: create, list and end sessions.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
     /// Run a command with secrets in its environment (never in its arguments or a file).
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
@@ -238,7 +243,7 @@ an env file), 126 COMMAND cannot be run, 127 COMMAND not found; 2 usage error.";
 // `sealfs run`: which secrets go into which variables, and the command.
 // (No doc comment: it would replace the subcommand's about line.)
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("values").required(true).multiple(true).args(["env", "env_file"])))]
+#[command(group(clap::ArgGroup::new("values").required(true).multiple(true).args(["env", "env_file", "session"])))]
 pub(crate) struct RunArgs {
     /// Put the secret REF into the variable NAME, e.g. DB_PASSWORD=global/db_password; repeatable
     #[arg(long, value_name = "NAME=REF")]
@@ -246,6 +251,13 @@ pub(crate) struct RunArgs {
     /// Read NAME=REF lines from FILE (blank lines and lines starting with # are skipped); repeatable
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
+    /// Also create a fresh session scope for the run, owned by you: COMMAND gets its id as
+    /// SEALFS_SESSION (also printed on stderr), and the session ends when COMMAND does
+    #[arg(long)]
+    pub session: bool,
+    /// With --session: the session ends after this long even if `sealfs run` is killed
+    #[arg(long, value_name = "DURATION", value_parser = sealfs::cli_common::parse_ttl, default_value = "1h", requires = "session")]
+    pub ttl: std::time::Duration,
     /// The command and its arguments (after --)
     #[arg(
         last = true,
@@ -339,4 +351,34 @@ pub(crate) struct SetArgs {
     /// Store only if the secret under REF is at version N, as `sealfs list --json` shows it (checked and stored as one step)
     #[arg(long, value_name = "N")]
     pub if_version: Option<u64>,
+    /// The secret expires after this long (e.g. 90s, 10m, 1h, 2d): from then on nothing reads it, and it is removed
+    #[arg(long, value_name = "DURATION", value_parser = sealfs::cli_common::parse_ttl)]
+    pub ttl: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub(crate) enum SessionCommand {
+    /// Create session scope session:ID, for temporary secrets; it ends at `session end` or after --ttl.
+    Create {
+        /// The session id (letters, digits, . _ @ -)
+        id: String,
+        /// The session ends after this long (e.g. 30m, 1h, 2d), with every secret in it; without it, at `session end`
+        #[arg(long, value_name = "DURATION", value_parser = sealfs::cli_common::parse_ttl)]
+        ttl: Option<std::time::Duration>,
+        /// Who owns it (reads and writes it through the mount): a user name or uid; default: you
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+    },
+    /// List the sessions: id, owner, when they end, how many secrets they hold.
+    List {
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a session now: every secret in it is destroyed at once (audited).
+    End {
+        /// The session id
+        id: String,
+    },
 }

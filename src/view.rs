@@ -17,6 +17,9 @@ pub(crate) struct EntryJson {
     updated: String,
     version: u64,
     once: bool,
+    /// When it expires, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
 }
 
 impl EntryJson {
@@ -30,6 +33,7 @@ impl EntryJson {
             updated: sealfs::rfc3339(e.updated, false),
             version: e.version,
             once: e.once,
+            expires: e.expires.map(|t| sealfs::rfc3339(t, false)),
         }
     }
 }

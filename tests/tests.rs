@@ -23,6 +23,7 @@ mod files;
 mod fleet;
 #[cfg(feature = "fleet")]
 mod fleet_trust;
+mod lifetimes;
 mod run;
 mod snapshots;
 mod tamper;

@@ -10,6 +10,7 @@ mod flags;
 mod fleet;
 mod hygiene;
 mod lifecycle;
+mod lifetimes;
 mod load;
 mod read;
 mod snapshots;

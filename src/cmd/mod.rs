@@ -9,6 +9,7 @@ mod log;
 mod mount;
 mod run;
 mod secret;
+mod session;
 mod vault;
 
 use anyhow::Result;
@@ -41,6 +42,7 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
         } => vault::recover(v, accept_rollback, accept_move),
         Command::Mount { args } => mount::mount(v, args),
         Command::Run(args) => Ok(run::run(v, args)),
+        Command::Session { command } => session::run(v, command),
         Command::Console(args) => vault::console(v, args),
         #[cfg(feature = "fleet")]
         Command::Fleet { command } => fleet::run(v, command),

@@ -72,7 +72,7 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
         Err(f) => return fail(f),
     };
     let Prepared {
-        process,
+        mut process,
         values,
         consumed,
     } = prepared;
@@ -85,20 +85,49 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
             return signals.die_by_number(sig);
         }
     }
+    // The session is made last, so that nothing before the start can fail
+    // once it exists.
+    let session = if args.session {
+        match start_session(v, args.ttl) {
+            Ok((scope, id)) => {
+                process.env(SESSION_VAR, &id);
+                note(&format!(
+                    "{scope} is this run's session ({SESSION_VAR}={id}); it ends when the command does, or in {}",
+                    humantime_short(args.ttl)
+                ));
+                Some(scope)
+            }
+            Err(e) => {
+                let gone = gone(&consumed);
+                return fail(Failure::new(FAILED, format!("{e:#}{gone}")));
+            }
+        }
+    } else {
+        None
+    };
     #[cfg(unix)]
     let process = signals.as_inherited(process);
     let child = start(process, &args.command[0], &consumed);
     drop(values);
     let child = match child {
         Ok(c) => c,
-        Err(f) => return fail(f),
+        Err(f) => {
+            end_session(v, session.as_ref());
+            return fail(f);
+        }
     };
     #[cfg(unix)]
-    return signals.wait(child);
+    {
+        let ended = signals.wait(child);
+        end_session(v, session.as_ref());
+        signals.finish(ended)
+    }
     #[cfg(not(unix))]
     {
         let mut child = child;
-        match child.wait() {
+        let status = child.wait();
+        end_session(v, session.as_ref());
+        match status {
             Ok(status) => match status.code() {
                 Some(code) if (0..=255).contains(&code) => Status::Exit(code as u8),
                 // A status beyond a byte (a Windows crash code) as it is.
@@ -107,6 +136,64 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
             },
             Err(e) => fail(Failure::new(1, format!("cannot wait for the command: {e}"))),
         }
+    }
+}
+
+/// The variable that gives the command its session's id.
+const SESSION_VAR: &str = "SEALFS_SESSION";
+
+/// Creates a fresh session for the run (`session:run-<random>`), owned by
+/// this user and ending after `ttl`; its scope and id.
+fn start_session(
+    v: &VaultArgs,
+    ttl: std::time::Duration,
+) -> anyhow::Result<(sealfs::VaultScope, String)> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let id = format!(
+        "run-{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let scope: sealfs::VaultScope = format!("session:{id}")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    super::session::create(
+        v,
+        &scope,
+        super::session::current_uid(),
+        Some(std::time::SystemTime::now() + ttl),
+    )?;
+    Ok((scope, id))
+}
+
+/// Ends the run's session, if it has one; a failure is reported (the
+/// session then ends with its lifetime) but does not change the status.
+fn end_session(v: &VaultArgs, session: Option<&sealfs::VaultScope>) {
+    if let Some(scope) = session {
+        if let Err(e) = super::session::end(v, scope) {
+            note(&format!(
+                "{e:#}; it ends by itself at the end of its lifetime"
+            ));
+        }
+    }
+}
+
+/// `ttl` as humantime writes it (`1h`, `10m 30s`).
+fn humantime_short(ttl: std::time::Duration) -> String {
+    let secs = ttl.as_secs();
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -133,7 +220,11 @@ fn prepare(
 ) -> Result<Prepared, Failure> {
     let specs = collect(args)?;
     let program = find_program(&args.command[0])?;
-    let (values, consumed) = read_values(v, &specs, &args.command, checkpoint)?;
+    let (values, consumed) = if specs.is_empty() {
+        Default::default()
+    } else {
+        read_values(v, &specs, &args.command, checkpoint)?
+    };
     let mut process = Process::new(&program);
     process.args(&args.command[1..]);
     #[cfg(unix)]
@@ -178,6 +269,9 @@ fn collect(args: &RunArgs) -> Result<Vec<EnvSpec>, Failure> {
         all.extend(read_env_file(file)?);
     }
     let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    if args.session {
+        seen.insert(SESSION_VAR, "--session".into());
+    }
     for (spec, from) in &all {
         let here = origin(spec, from.as_ref());
         if let Some(first) = seen.insert(&spec.name, here.clone()) {
@@ -476,6 +570,14 @@ mod signals {
 
     use crate::output::Status;
 
+    /// How the command ended.
+    pub(super) enum Ended {
+        /// With this status (or one that stands for it).
+        Status(Status),
+        /// By this signal.
+        Signal(Signal),
+    }
+
     /// Passed on to the command.
     const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
@@ -599,9 +701,17 @@ mod signals {
             Status::Exit((128 + sig as i32) as u8)
         }
 
-        /// Passes signals on to `child` until it ends; its status becomes
-        /// this process's.
-        pub(super) fn wait(&self, mut child: Child) -> Status {
+        /// This process's end as `ended` says: with the status, or by the
+        /// command's signal.
+        pub(super) fn finish(&self, ended: Ended) -> Status {
+            match ended {
+                Ended::Status(status) => status,
+                Ended::Signal(sig) => self.die_by(sig),
+            }
+        }
+
+        /// Passes signals on to `child` until it ends.
+        pub(super) fn wait(&self, mut child: Child) -> Ended {
             let pid = Pid::from_raw(child.id() as i32);
             // What came before the command existed reaches it now, whoever
             // sent it (a terminal's ^C then did not reach the command).
@@ -639,23 +749,23 @@ mod signals {
             }
         }
 
-        fn ended_or_failed(&self, status: std::io::Result<std::process::ExitStatus>) -> Status {
+        fn ended_or_failed(&self, status: std::io::Result<std::process::ExitStatus>) -> Ended {
             match status {
                 Ok(status) => self.ended(status),
                 Err(e) => {
                     crate::output::note(&format!("cannot wait for the command: {e}"));
-                    Status::Exit(1)
+                    Ended::Status(Status::Exit(1))
                 }
             }
         }
 
-        fn ended(&self, status: std::process::ExitStatus) -> Status {
+        fn ended(&self, status: std::process::ExitStatus) -> Ended {
             if let Some(code) = status.code() {
-                return Status::Exit(code.clamp(0, 255) as u8);
+                return Ended::Status(Status::Exit(code.clamp(0, 255) as u8));
             }
             match status.signal().and_then(|s| Signal::try_from(s).ok()) {
-                Some(sig) => self.die_by(sig),
-                None => Status::Exit(1),
+                Some(sig) => Ended::Signal(sig),
+                None => Ended::Status(Status::Exit(1)),
             }
         }
 

@@ -72,6 +72,7 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
     let options = PutOptions {
         once: args.once,
         expect,
+        expires: args.ttl.map(|ttl| std::time::SystemTime::now() + ttl),
         ..PutOptions::default()
     };
     let result = store.as_dyn().put_with(r, value, options);

@@ -449,3 +449,23 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         )),
     }
 }
+
+/// The longest lifetime `--ttl` takes: a secret meant to last longer
+/// should not expire at all.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// A lifetime such as `90s`, `10m`, `1h` or `2d` (humantime's syntax),
+/// above 0 and at most [`MAX_TTL`].
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a lifetime such as 90s, 10m, 1h or 2d ({e})"))?;
+    if d.is_zero() {
+        return Err("a lifetime must be longer than 0".into());
+    }
+    if d > MAX_TTL {
+        return Err(
+            "a lifetime is at most 10 years; leave it out for one that does not end".into(),
+        );
+    }
+    Ok(d)
+}

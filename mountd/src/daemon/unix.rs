@@ -70,6 +70,11 @@ pub struct Args {
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     pub max_locked_bytes: usize,
 
+    /// How long a session made with mkdir lasts (e.g. 30m, 8h, 2d): then it
+    /// ends with every secret in it
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = sealfs::cli_common::parse_ttl)]
+    pub session_ttl: Duration,
+
     /// Sessions one uid may create through the mount; more get EDQUOT
     #[arg(long, default_value_t = Options::default().max_sessions_per_uid, value_name = "N")]
     pub max_sessions_per_uid: usize,
@@ -254,6 +259,7 @@ pub fn run(args: Args) -> Result<()> {
             max_sessions_per_uid: args.max_sessions_per_uid,
             max_session_secrets_per_uid: args.max_session_secrets_per_uid,
             max_session_bytes_per_uid: args.max_session_bytes_per_uid,
+            session_ttl: args.session_ttl,
         },
     ));
 
@@ -303,6 +309,7 @@ pub fn run(args: Args) -> Result<()> {
         "mounted"
     );
 
+    let mut last_sweep = std::time::Instant::now();
     loop {
         for sig in signals.pending() {
             match sig {
@@ -334,6 +341,10 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         fs.audit_tick();
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            fs.sweep_expired();
+            last_sweep = std::time::Instant::now();
+        }
         if session.guard.is_finished() {
             tracing::info!("unmounted from outside; exiting");
             return session.join().context("the file system thread failed");
@@ -341,6 +352,10 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// How often the daemon looks for expired secrets and sessions (a look is
+/// one read of the vault record unless something has expired).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {

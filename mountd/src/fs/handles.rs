@@ -54,6 +54,9 @@ pub(super) struct Handle {
     pub(super) poisoned: bool,
     /// The secret is read-once, and stays so when this handle commits.
     pub(super) once: bool,
+    /// When the secret expires; an edit keeps it (a write does not make a
+    /// secret with a lifetime last for ever).
+    pub(super) expires: Option<SystemTime>,
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
@@ -147,6 +150,20 @@ impl SecretStore for Counted {
         owner_uid: Option<u32>,
     ) -> std::result::Result<(), StoreError> {
         self.inner.create_scope(scope, owner_uid)
+    }
+    fn create_scope_until(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        expires: Option<std::time::SystemTime>,
+    ) -> std::result::Result<(), StoreError> {
+        self.inner.create_scope_until(scope, owner_uid, expires)
+    }
+    fn end_session(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
+        self.inner.end_session(scope)
+    }
+    fn sweep_expired(&self) -> std::result::Result<(), StoreError> {
+        self.inner.sweep_expired()
     }
     fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
         self.inner.remove_scope(scope)
@@ -245,18 +262,18 @@ impl SealFs {
         }
         let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
-        let once = if writable {
+        let (once, expires) = if writable {
             let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
-            let once = entry.ok_or(FsError::NotFound)?.once;
-            if once && !mode.truncate {
+            let entry = entry.ok_or(FsError::NotFound)?;
+            if entry.once && !mode.truncate {
                 // Reading it to update it would consume it; what a writer
                 // stores must stay read-once, so only a replacement (O_TRUNC)
                 // is allowed.
                 return self.deny(c, "open", target, FsError::NotPermitted);
             }
-            once
+            (entry.once, entry.expires)
         } else {
-            false
+            (false, None)
         };
         let buf = if writable {
             let current = if mode.truncate {
@@ -306,6 +323,7 @@ impl SealFs {
                 created: false,
                 poisoned: false,
                 once,
+                expires,
                 exclusive: false,
             },
             slot,
@@ -427,6 +445,7 @@ impl SealFs {
             // Atomic O_EXCL: another creator may have got there between
             // create and this first commit.
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
+            expires: h.expires,
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
             Ok(_) => {
@@ -572,6 +591,7 @@ impl SealFs {
                 created: true,
                 poisoned: false,
                 once: false,
+                expires: None,
                 exclusive: mode.exclusive,
             },
             slot,

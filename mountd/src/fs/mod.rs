@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sealfs::audit::{AuditLog, Caller, Event};
 use sealfs::{Chain, ErrorKind, SecretStore, StoreError, VaultRef, VaultScope};
@@ -182,7 +182,14 @@ pub struct Options {
     pub max_session_secrets_per_uid: usize,
     /// Bytes of values in the sessions one uid created; over it, `ENOSPC`.
     pub max_session_bytes_per_uid: u64,
+    /// How long a session made with `mkdir` lasts (where the store keeps
+    /// lifetimes: the local vault).
+    pub session_ttl: Duration,
 }
+
+/// [`Options::session_ttl`] unless told otherwise: a working day and then
+/// some, so a session made in the morning is there for the day's runs.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for Options {
     fn default() -> Self {
@@ -194,6 +201,7 @@ impl Default for Options {
             max_sessions_per_uid: 32,
             max_session_secrets_per_uid: 256,
             max_session_bytes_per_uid: 4 << 20,
+            session_ttl: DEFAULT_SESSION_TTL,
         }
     }
 }
@@ -291,6 +299,15 @@ impl SealFs {
     /// times a second by the daemon).
     pub fn audit_tick(&self) {
         self.audit.tick();
+    }
+
+    /// Removes expired secrets and sessions, if any has expired (called
+    /// every few seconds by the daemon, so one is gone from the vault
+    /// directory within a minute of its end even if nothing writes).
+    pub fn sweep_expired(&self) {
+        if let Err(e) = self.vault.sweep_expired() {
+            tracing::warn!(error = %sealfs::Chain(&e), "could not remove expired secrets; trying again later");
+        }
     }
 
     /// How many file handles are open (each owns a plaintext buffer).

@@ -388,7 +388,11 @@ impl SealFs {
                 return self.deny(c, "mkdir", target, FsError::Quota);
             }
         }
-        match self.vault.create_scope(&scope, Some(c.uid)) {
+        // A session ends after the daemon's --session-ttl, where the store
+        // keeps lifetimes (the local vault, which records owners too).
+        let expires = (kind == ScopeKind::Session && self.vault.records_scope_owners())
+            .then(|| std::time::SystemTime::now() + self.opts.session_ttl);
+        match self.vault.create_scope_until(&scope, Some(c.uid), expires) {
             Ok(()) => {
                 self.record(self.event(c, "mkdir", scope.to_string()));
                 let ino = self.ino(Node::Scope(scope));

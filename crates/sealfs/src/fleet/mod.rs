@@ -1472,5 +1472,6 @@ pub(crate) fn to_entry(e: FleetEntry) -> crate::Entry {
         updated: e.updated,
         version: e.version,
         once: e.once,
+        expires: None,
     }
 }

@@ -107,6 +107,16 @@ pub(crate) struct Row {
     pub version: u64,
     /// Read-once: the first successful read consumes it.
     pub once: bool,
+    /// When it expires (milliseconds since the Unix epoch): from then on it
+    /// is not there for any reader, and the next writer removes it.
+    pub expires_ms: Option<i64>,
+}
+
+impl Row {
+    /// Whether it has expired at `now_ms`.
+    pub(crate) fn expired(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
 }
 
 /// A scope known to the index: registered (mkdir, with an owner) and/or
@@ -116,6 +126,15 @@ pub(crate) struct ScopeRow {
     pub scope: VaultScope,
     pub owner_uid: Option<u32>,
     pub registered: bool,
+    /// A session's end (milliseconds since the Unix epoch).
+    pub expires_ms: Option<i64>,
+}
+
+impl ScopeRow {
+    /// Whether it (a session) has ended at `now_ms`.
+    pub(crate) fn ended(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|t| t <= now_ms)
+    }
 }
 
 /// The commit counter and root digest of the index: what the anchor keeps.
@@ -141,6 +160,11 @@ pub(crate) struct VaultRecord {
     pub root: String,
     pub migration_target: Option<String>,
     pub migration_cleanup: Option<String>,
+    /// No secret or scope expires before this (milliseconds since the Unix
+    /// epoch): a writer looks for expired ones only from then on. Absent
+    /// while nothing expires (and in vaults from before expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_expiry_ms: Option<i64>,
 }
 
 impl VaultRecord {

@@ -142,6 +142,7 @@ impl Index {
             updated_ms: rec.updated_ms,
             version: rec.version,
             once: rec.once,
+            expires_ms: rec.expires_ms,
         };
         Ok((r, row))
     }
@@ -257,15 +258,26 @@ impl Index {
     /// The keys of `scope`, sorted, with the state read: the checks of
     /// [`Index::list`], without keeping each secret's metadata (a
     /// directory listing of a big scope).
+    /// Secrets expired at `now_ms` are left out; the second value is when
+    /// the soonest of the others expires.
     pub(crate) fn keys_of(
         &self,
         scope: &VaultScope,
-    ) -> Result<(Vec<SecretKey>, State), IndexError> {
+        now_ms: i64,
+    ) -> Result<(Vec<SecretKey>, Option<i64>, State), IndexError> {
         self.read(|| {
             let mut out = Vec::new();
-            let state = self.each_secret_in(Some(scope), |r, _| out.push(r.into_key()))?;
+            let mut soonest: Option<i64> = None;
+            let state = self.each_secret_in(Some(scope), |r, row| {
+                if !row.expired(now_ms) {
+                    if let Some(t) = row.expires_ms {
+                        soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                    }
+                    out.push(r.into_key());
+                }
+            })?;
             out.sort_unstable();
-            Ok((out, state))
+            Ok((out, soonest, state))
         })
     }
 
@@ -380,13 +392,14 @@ impl Index {
         scope: &VaultScope,
     ) -> Result<(Option<ScopeRow>, State), IndexError> {
         self.read(|| {
-            let owner = self.scope_record_in(scope)?.map(|r| r.owner_uid);
+            let rec = self.scope_record_in(scope)?;
             let (has_secrets, state) = self.has_secrets_in(scope)?;
-            let registered = owner.is_some();
+            let registered = rec.is_some();
             let row = (registered || has_secrets).then(|| ScopeRow {
                 scope: scope.clone(),
-                owner_uid: owner.flatten(),
+                owner_uid: rec.as_ref().and_then(|r| r.owner_uid),
                 registered,
+                expires_ms: rec.as_ref().and_then(|r| r.expires_ms),
             });
             Ok((row, state))
         })
@@ -417,6 +430,7 @@ impl Index {
                     scope,
                     owner_uid: rec.owner_uid,
                     registered: true,
+                    expires_ms: rec.expires_ms,
                 },
             );
         }
@@ -426,6 +440,7 @@ impl Index {
                     scope: r.scope().clone(),
                     owner_uid: None,
                     registered: false,
+                    expires_ms: None,
                 });
         }
         Ok((out.into_values().collect(), state))

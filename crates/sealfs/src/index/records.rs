@@ -19,6 +19,8 @@ pub(super) struct SecretRecord {
     pub(super) updated_ms: i64,
     pub(super) version: u64,
     pub(super) once: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) expires_ms: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,6 +37,8 @@ pub(super) struct ScopeRecord {
     pub(super) scope: String,
     pub(super) owner_uid: Option<u32>,
     pub(super) created_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) expires_ms: Option<i64>,
 }
 
 /// A record sealed under its lookup id, with the clear columns its kind

@@ -48,6 +48,7 @@ impl Index {
                         updated_ms: r.get(5)?,
                         version: r.get::<_, i64>(6)? as u64,
                         once: r.get(7)?,
+                        expires_ms: None,
                     })
                 })?;
                 for rec in rows {
@@ -78,6 +79,7 @@ impl Index {
                         scope: r.get(0)?,
                         owner_uid: r.get(1)?,
                         created_ms: r.get(2)?,
+                        expires_ms: None,
                     })
                 })?;
                 for rec in rows {

@@ -183,7 +183,47 @@ impl Index {
                 e.unpend(&row.object_id)?;
                 replaced.map_or(Ok(()), |old| e.pend(old))
             },
+            |rec| expires_by(rec, row.expires_ms),
+        )
+    }
+
+    /// Removes every secret of `scope` (`rows`, read under the lock) and
+    /// its registration, in one commit: ending a session, or sweeping an
+    /// expired one.
+    pub(crate) fn commit_end_scope(
+        &self,
+        scope: &VaultScope,
+        rows: &[(VaultRef, Row)],
+    ) -> Result<State, IndexError> {
+        let name = scope.to_string();
+        self.commit(
+            &name,
+            |e| {
+                for (r, row) in rows {
+                    e.retire(r, row)?;
+                }
+                e.remove(KIND_SCOPE, name.as_bytes())
+            },
             |_| {},
+        )
+    }
+
+    /// Removes the expired secrets `rows` in one commit, and sets when the
+    /// next one expires.
+    pub(crate) fn commit_expired(
+        &self,
+        rows: &[(VaultRef, Row)],
+        next_expiry_ms: Option<i64>,
+    ) -> Result<State, IndexError> {
+        self.commit(
+            "expired secrets",
+            |e| {
+                for (r, row) in rows {
+                    e.retire(r, row)?;
+                }
+                Ok(())
+            },
+            |rec| rec.next_expiry_ms = next_expiry_ms,
         )
     }
 
@@ -213,7 +253,7 @@ impl Index {
                 e.unpend(&to_row.object_id)?;
                 replaced.map_or(Ok(()), |old| e.pend(old))
             },
-            |_| {},
+            |rec| expires_by(rec, to_row.expires_ms),
         )
     }
 
@@ -232,6 +272,7 @@ impl Index {
         scope: &VaultScope,
         owner_uid: Option<u32>,
         now_ms: i64,
+        expires_ms: Option<i64>,
     ) -> Result<Option<State>, IndexError> {
         let name = scope.to_string();
         let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
@@ -243,9 +284,14 @@ impl Index {
             scope: name.clone(),
             owner_uid,
             created_ms: now_ms,
+            expires_ms,
         };
-        self.commit(&name, |e| e.put(rec.seal(e.keys)), |_| {})
-            .map(Some)
+        self.commit(
+            &name,
+            |e| e.put(rec.seal(e.keys)),
+            |vault| expires_by(vault, expires_ms),
+        )
+        .map(Some)
     }
 
     /// Forgets a registered scope; `None` if it was not registered.
@@ -256,6 +302,14 @@ impl Index {
         }
         self.commit(&name, |e| e.remove(KIND_SCOPE, name.as_bytes()), |_| {})
             .map(Some)
+    }
+}
+
+/// Makes `record` say that something expires at `expires_ms`, if sooner
+/// than what it says.
+fn expires_by(record: &mut VaultRecord, expires_ms: Option<i64>) {
+    if let Some(t) = expires_ms {
+        record.next_expiry_ms = Some(record.next_expiry_ms.map_or(t, |n| n.min(t)));
     }
 }
 
@@ -331,6 +385,7 @@ impl Edit<'_> {
             updated_ms: row.updated_ms,
             version: row.version,
             once: row.once,
+            expires_ms: row.expires_ms,
         };
         self.put(rec.seal(self.keys, r))
     }

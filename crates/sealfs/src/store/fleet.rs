@@ -37,6 +37,7 @@ impl SecretStore for FleetVault {
             scope: VaultScope::Global,
             owner_uid: None,
             registered: true,
+            expires: None,
         }];
         // A scope granted to other hosts does not exist here.
         let left_out = self.scopes_left_out(true).map_err(StoreError::Fleet)?;
@@ -46,6 +47,7 @@ impl SecretStore for FleetVault {
                     scope,
                     owner_uid: None,
                     registered: true,
+                    expires: None,
                 });
             }
         }
@@ -58,6 +60,7 @@ impl SecretStore for FleetVault {
                 scope: VaultScope::Global,
                 owner_uid: None,
                 registered: true,
+                expires: None,
             }));
         }
         let exists =
@@ -66,6 +69,7 @@ impl SecretStore for FleetVault {
             scope: scope.clone(),
             owner_uid: None,
             registered: true,
+            expires: None,
         }))
     }
 
@@ -77,6 +81,9 @@ impl SecretStore for FleetVault {
     ) -> Result<crate::Entry, StoreError> {
         if !options.allow_empty && value.is_empty() {
             return Err(StoreError::Fleet(FleetError::EmptyValue(r.clone())));
+        }
+        if options.expires.is_some() {
+            return Err(StoreError::Unsupported("an expiry in the fleet vault"));
         }
         FleetVault::put_with(self, r, &value, options.expect, options.once)
             .map(to_entry)
@@ -98,6 +105,28 @@ impl SecretStore for FleetVault {
             .map_err(StoreError::Fleet)
     }
 
+    fn create_scope_until(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<(), StoreError> {
+        match expires {
+            None => SecretStore::create_scope(self, scope, owner_uid),
+            Some(_) => Err(StoreError::Unsupported(
+                "a session lifetime in the fleet vault",
+            )),
+        }
+    }
+    fn end_session(&self, _scope: &VaultScope) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "ending a session in the fleet vault",
+        ))
+    }
+    /// Nothing in the fleet vault expires.
+    fn sweep_expired(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn create_scope(&self, scope: &VaultScope, _owner_uid: Option<u32>) -> Result<(), StoreError> {
         // Fleet scopes have no owner: who may use them is the mount's
         // policy, on every host alike.

@@ -89,6 +89,19 @@ pub trait SecretStore: Send + Sync {
         -> Result<Entry, StoreError>;
     /// Registers an empty scope, recording `owner_uid` as its creator.
     fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError>;
+    /// [`SecretStore::create_scope`] for a session that ends at `expires`
+    /// (see [`Vault::create_scope_until`]).
+    fn create_scope_until(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<(), StoreError>;
+    /// Ends a session: every secret in it is removed, with it, at once.
+    fn end_session(&self, scope: &VaultScope) -> Result<(), StoreError>;
+    /// Removes what has expired, if anything has (see
+    /// [`Vault::sweep_expired`]).
+    fn sweep_expired(&self) -> Result<(), StoreError>;
     /// Removes an empty scope.
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError>;
     /// Whether scopes record who made them (the local vault): the fleet's
@@ -144,6 +157,20 @@ impl SecretStore for Vault {
     }
     fn create_scope(&self, scope: &VaultScope, owner_uid: Option<u32>) -> Result<(), StoreError> {
         Ok(Vault::create_scope(self, scope, owner_uid)?)
+    }
+    fn create_scope_until(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<(), StoreError> {
+        Ok(Vault::create_scope_until(self, scope, owner_uid, expires)?)
+    }
+    fn end_session(&self, scope: &VaultScope) -> Result<(), StoreError> {
+        Ok(Vault::end_session(self, scope)?)
+    }
+    fn sweep_expired(&self) -> Result<(), StoreError> {
+        Ok(Vault::sweep_expired(self)?)
     }
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError> {
         Ok(Vault::remove_scope(self, scope)?)

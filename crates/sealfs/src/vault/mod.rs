@@ -63,6 +63,9 @@ pub struct Entry {
     pub version: u64,
     /// Read-once: the first successful read consumes it.
     pub once: bool,
+    /// When it expires: from then on no reader gets it, and the next writer
+    /// (or a mount daemon, within a minute) removes it.
+    pub expires: Option<SystemTime>,
 }
 
 /// How to store a value.
@@ -77,6 +80,9 @@ pub struct PutOptions {
     /// Compare-and-swap: store only if the slot is as expected, checked
     /// and written as one step.
     pub expect: Option<Expected>,
+    /// When the value expires (see [`Entry::expires`]). A value stored in a
+    /// session that ends sooner expires with the session.
+    pub expires: Option<SystemTime>,
 }
 
 /// What a conditional write requires of its slot (`sealfs set
@@ -124,6 +130,9 @@ pub struct ScopeInfo {
     pub owner_uid: Option<u32>,
     /// Made explicitly (stays while empty) rather than implied by its secrets.
     pub registered: bool,
+    /// When the scope (a session) ends: from then on it and every secret in
+    /// it are gone for every reader.
+    pub expires: Option<SystemTime>,
 }
 
 /// Points inside a write where a test can make the operation stop, as a
@@ -238,11 +247,18 @@ fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
         scope: row.scope,
         owner_uid: row.owner_uid,
         registered: row.registered,
+        expires: row.expires_ms.map(time_of),
     }
 }
 
 fn now_ms() -> i64 {
     i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX)
+}
+
+/// `t` in milliseconds since the Unix epoch (0 before it).
+fn ms_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn time_of(ms: i64) -> SystemTime {

@@ -411,6 +411,7 @@ impl Vault {
             root: String::new(),
             migration_target: None,
             migration_cleanup: None,
+            next_expiry_ms: None,
         };
         self.fault(FaultPoint::UpgradeBeforeCommit)?;
         let mut state = w.migrate_from_v1(&record)?;
@@ -515,6 +516,7 @@ impl Vault {
             root: String::new(),
             migration_target: None,
             migration_cleanup: None,
+            next_expiry_ms: None,
         };
         let state = writer.create(&crate::hex::hex(&vault_id), &record)?;
         let anchor = match identity_store_of(choice.kind) {

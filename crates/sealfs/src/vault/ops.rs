@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check_value, now_ms, scope_info, time_of, write_lock, Entry, FaultPoint, PutOptions, ScopeInfo,
-    Vault, VaultError, WriteLock,
+    check_value, ms_of, now_ms, scope_info, time_of, write_lock, Entry, FaultPoint, PutOptions,
+    ScopeInfo, Vault, VaultError, WriteLock,
 };
 use crate::backend::{BackendError, ObjectId};
 use crate::index::{Index, Row, VaultRecord};
@@ -58,10 +58,14 @@ impl Vault {
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
+        let expires_ms = self.expiry_in(&w, r.scope(), options.expires.map(ms_of))?;
+        // An expired value is not there for `expect`, nor carries its
+        // creation time over; its version and blob still count.
         let (current, _) = w.row(r)?;
+        let live = current.clone().filter(|c| !c.expired(now_ms()));
         if let Some(expected) = options.expect {
             // Checked under the writer lock, so no other write comes between.
-            let found = current.as_ref().map(|c| c.version);
+            let found = live.as_ref().map(|c| c.version);
             if !expected.holds(found) {
                 return Err(VaultError::NotAsExpected {
                     vault_ref: r.clone(),
@@ -70,7 +74,8 @@ impl Vault {
                 });
             }
         }
-        let row = self.store_blob(&w, r, &value, current.as_ref(), options.once)?;
+        let mut row = self.store_blob(&w, r, &value, live.as_ref(), options.once)?;
+        row.expires_ms = expires_ms;
         self.fault(FaultPoint::PutAfterBlob)?;
         let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
         self.fault(FaultPoint::PutAfterCommit)?;
@@ -114,7 +119,82 @@ impl Vault {
         if w.has_pending()? {
             self.recover_locked(w)?;
         }
+        if record.next_expiry_ms.is_some_and(|t| t <= now_ms()) {
+            self.sweep_locked(w)?;
+        }
         Ok(lock)
+    }
+
+    /// When a value stored in `scope` now expires: at `asked`, or with its
+    /// session if that ends sooner. A session that has ended takes nothing.
+    /// Caller holds the lock.
+    fn expiry_in(
+        &self,
+        w: &Index,
+        scope: &VaultScope,
+        asked: Option<i64>,
+    ) -> Result<Option<i64>, VaultError> {
+        if !matches!(scope, VaultScope::Session(_)) {
+            return Ok(asked);
+        }
+        let ends = w.scope_row(scope)?.0.and_then(|s| s.expires_ms);
+        match ends {
+            Some(t) if t <= now_ms() => Err(VaultError::NoSuchScope(scope.clone())),
+            Some(t) => Ok(Some(asked.map_or(t, |a| a.min(t)))),
+            None => Ok(asked),
+        }
+    }
+
+    /// Removes what has expired: sessions past their end with everything
+    /// in them, then secrets past theirs, and notes when the next one
+    /// expires. Caller holds the lock.
+    fn sweep_locked(&self, w: &Index) -> Result<(), VaultError> {
+        let now = now_ms();
+        let mut next: Option<i64> = None;
+        let mut soonest = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
+        for s in w.scopes()?.0 {
+            match s.expires_ms {
+                Some(t) if t <= now => {
+                    let rows = w.list(Some(&s.scope))?.0;
+                    let state = w.commit_end_scope(&s.scope, &rows)?;
+                    self.committed(state)?;
+                    for (_, row) in &rows {
+                        self.discard(w, &row.object_id);
+                    }
+                }
+                Some(t) => soonest(t),
+                None => {}
+            }
+        }
+        let mut expired = Vec::new();
+        for (r, row) in w.list(None)?.0 {
+            match row.expires_ms {
+                Some(t) if t <= now => expired.push((r, row)),
+                Some(t) => soonest(t),
+                None => {}
+            }
+        }
+        let state = w.commit_expired(&expired, next)?;
+        self.committed(state)?;
+        for (_, row) in &expired {
+            self.discard(w, &row.object_id);
+        }
+        Ok(())
+    }
+
+    /// Removes expired secrets and sessions now, if any has expired (a
+    /// mount daemon calls this every few seconds; writers do it anyway).
+    pub fn sweep_expired(&self) -> Result<(), VaultError> {
+        let due = self
+            .reader()
+            .vault_record()?
+            .next_expiry_ms
+            .is_some_and(|t| t <= now_ms());
+        if due {
+            let w = self.writer();
+            let _lock = self.lock_and_recover(&w)?;
+        }
+        Ok(())
     }
 
     /// Seals `value` for the next version of `r` and writes the blob, recorded
@@ -142,6 +222,7 @@ impl Vault {
             updated_ms: now,
             version,
             once,
+            expires_ms: None,
         })
     }
 
@@ -172,10 +253,13 @@ impl Vault {
         // the next read's stamp.
         let stamp = self.read_stamp();
         if let Some((row, blob)) = stamp.and_then(|s| self.read_cache.get(&s, r)) {
+            if row.expired(now_ms()) {
+                return Err(VaultError::NotFound(r.clone()));
+            }
             return self.open_blob(r, &row, &blob).map(|v| (v, false));
         }
         let mut row = self
-            .verified(|ix| ix.row(r))?
+            .live_row(r)?
             .ok_or_else(|| VaultError::NotFound(r.clone()))?;
         loop {
             if row.once {
@@ -194,7 +278,7 @@ impl Vault {
                     // between our index read and the backend read: look again.
                     // (Bound first: the reader lock must be released before
                     // the check below takes it again.)
-                    let current = self.verified(|ix| ix.row(r))?;
+                    let current = self.live_row(r)?;
                     match current {
                         None => return Err(VaultError::NotFound(r.clone())),
                         Some(now) if now == row => {
@@ -213,7 +297,8 @@ impl Vault {
     pub(super) fn consume(&self, r: &VaultRef) -> Result<SensitiveBytes, VaultError> {
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let row = w.row(r)?.0.filter(|row| !row.expired(now_ms()));
+        let row = row.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         let blob = match self.backend.get_blob(&row.object_id) {
             Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(r.clone())),
             other => other?,
@@ -246,7 +331,8 @@ impl Vault {
     pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let row = w.row(r)?.0.ok_or_else(|| VaultError::NotFound(r.clone()))?;
+        let row = w.row(r)?.0.filter(|row| !row.expired(now_ms()));
+        let row = row.ok_or_else(|| VaultError::NotFound(r.clone()))?;
         let state = w.commit_delete(r, &row)?;
         self.fault(FaultPoint::DeleteAfterCommit)?;
         self.committed(state)?;
@@ -268,12 +354,14 @@ impl Vault {
         let from_row = w
             .row(from)?
             .0
+            .filter(|row| !row.expired(now_ms()))
             .ok_or_else(|| VaultError::NotFound(from.clone()))?;
         if from == to {
             return Ok(self.entry_of(to.clone(), &from_row));
         }
+        let expires_ms = self.expiry_in(&w, to.scope(), from_row.expires_ms)?;
         let (target, _) = w.row(to)?;
-        if no_replace && target.is_some() {
+        if no_replace && target.as_ref().is_some_and(|t| !t.expired(now_ms())) {
             return Err(VaultError::Exists(to.clone()));
         }
         let value = match self.backend.get_blob(&from_row.object_id) {
@@ -282,6 +370,7 @@ impl Vault {
         };
         let mut to_row = self.store_blob(&w, to, &value, Some(&from_row), from_row.once)?;
         to_row.updated_ms = from_row.updated_ms;
+        to_row.expires_ms = expires_ms;
         let replaced = target.as_ref().map(|t| &t.object_id);
         let state = w.commit_rename(from, &from_row, to, &to_row, replaced)?;
         self.committed(state)?;
@@ -298,15 +387,31 @@ impl Vault {
         scope: &VaultScope,
         owner_uid: Option<u32>,
     ) -> Result<(), VaultError> {
+        self.create_scope_until(scope, owner_uid, None)
+    }
+
+    /// Registers an empty scope that ends at `expires` (a session with a
+    /// lifetime): from then on it and everything stored in it are gone for
+    /// every reader, and the next writer removes them.
+    pub fn create_scope_until(
+        &self,
+        scope: &VaultScope,
+        owner_uid: Option<u32>,
+        expires: Option<std::time::SystemTime>,
+    ) -> Result<(), VaultError> {
         if *scope == VaultScope::Global {
             return Err(VaultError::GlobalScope);
+        }
+        if expires.is_some() && !matches!(scope, VaultScope::Session(_)) {
+            return Err(VaultError::Unsupported("only a session scope can end"));
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         if w.scope_row(scope)?.0.is_some() {
             return Err(VaultError::ScopeExists(scope.clone()));
         }
-        match w.register_scope(scope, owner_uid, now_ms())? {
+        let expires_ms = expires.map(ms_of);
+        match w.register_scope(scope, owner_uid, now_ms(), expires_ms)? {
             Some(state) => self.committed(state)?,
             None => return Err(VaultError::ScopeExists(scope.clone())),
         }
@@ -352,9 +457,33 @@ impl Vault {
                 scope: VaultScope::Global,
                 owner_uid: None,
                 registered: true,
+                expires: None,
             }));
         }
-        Ok(self.verified(|ix| ix.scope_row(scope))?.map(scope_info))
+        Ok(self
+            .verified(|ix| ix.scope_row(scope))?
+            .filter(|s| !s.ended(now_ms()))
+            .map(scope_info))
+    }
+
+    /// Ends session `scope` now: every secret in it and its registration
+    /// are removed in one commit, and their blobs deleted.
+    pub fn end_session(&self, scope: &VaultScope) -> Result<(), VaultError> {
+        if !matches!(scope, VaultScope::Session(_)) {
+            return Err(VaultError::Unsupported("only a session scope can be ended"));
+        }
+        let w = self.writer();
+        let _lock = self.lock_and_recover(&w)?;
+        if w.scope_row(scope)?.0.is_none() {
+            return Err(VaultError::NoSuchScope(scope.clone()));
+        }
+        let rows = w.list(Some(scope))?.0;
+        let state = w.commit_end_scope(scope, &rows)?;
+        self.committed(state)?;
+        for (_, row) in &rows {
+            self.discard(&w, &row.object_id);
+        }
+        Ok(())
     }
 
     /// Every scope that exists (registered or holding secrets), sorted;
@@ -364,11 +493,13 @@ impl Vault {
             scope: VaultScope::Global,
             owner_uid: None,
             registered: true,
+            expires: None,
         }];
         out.extend(
             self.verified(|ix| ix.scopes())?
                 .into_iter()
                 .filter(|s| s.scope != VaultScope::Global)
+                .filter(|s| !s.ended(now_ms()))
                 .map(scope_info),
         );
         Ok(out)
@@ -379,6 +510,7 @@ impl Vault {
         Ok(self
             .verified(|ix| ix.list(scope))?
             .into_iter()
+            .filter(|(_, row)| !row.expired(now_ms()))
             .map(|(r, row)| self.entry_of(r, &row))
             .collect())
     }
@@ -394,8 +526,14 @@ impl Vault {
         let keys = match stamp.and_then(|s| self.read_cache.keys(&s, scope)) {
             Some(keys) => keys,
             None => {
-                let keys: Arc<[SecretKey]> = self.verified(|ix| ix.keys_of(scope))?.into();
-                if let Some(stamp) = stamp {
+                let (keys, soonest) = self.verified(|ix| {
+                    let (keys, soonest, state) = ix.keys_of(scope, now_ms())?;
+                    Ok(((keys, soonest), state))
+                })?;
+                let keys: Arc<[SecretKey]> = keys.into();
+                // A listing with secrets that expire is not kept: it would
+                // go stale with the clock, not with the index.
+                if let (Some(stamp), None) = (stamp, soonest) {
                     self.read_cache.put_keys(stamp, scope, &keys);
                 }
                 keys
@@ -409,9 +547,14 @@ impl Vault {
 
     /// Metadata of `r` without decrypting it.
     pub fn entry(&self, r: &VaultRef) -> Result<Option<Entry>, VaultError> {
+        Ok(self.live_row(r)?.map(|row| self.entry_of(r.clone(), &row)))
+    }
+
+    /// The row of `r`, unless it has expired.
+    fn live_row(&self, r: &VaultRef) -> Result<Option<Row>, VaultError> {
         Ok(self
             .verified(|ix| ix.row(r))?
-            .map(|row| self.entry_of(r.clone(), &row)))
+            .filter(|row| !row.expired(now_ms())))
     }
 
     /// The object id of `r`'s current blob (object ids are HMACs and reveal
@@ -423,7 +566,7 @@ impl Vault {
 
     /// Whether a secret is stored under `r`.
     pub fn exists(&self, r: &VaultRef) -> Result<bool, VaultError> {
-        Ok(self.verified(|ix| ix.row(r))?.is_some())
+        Ok(self.live_row(r)?.is_some())
     }
 
     pub(super) fn entry_of(&self, vault_ref: VaultRef, row: &Row) -> Entry {
@@ -434,6 +577,7 @@ impl Vault {
             updated: time_of(row.updated_ms),
             version: row.version,
             once: row.once,
+            expires: row.expires_ms.map(time_of),
         }
     }
 }

@@ -1,0 +1,109 @@
+//! Lifetimes through the mount: an expired secret cannot be opened (even
+//! one the daemon has just served from its cache), a session made with
+//! `mkdir` ends after `--session-ttl`, and the daemon removes what expired
+//! from the vault directory within a minute although nothing writes.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{sh, sh_as, Mounted};
+
+const ALICE: u32 = 1234;
+
+/// The blob files in `vault`'s objects directory.
+fn blobs(m: &Mounted) -> usize {
+    std::fs::read_dir(m.vault_dir().join("objects"))
+        .unwrap()
+        .map(|fan| std::fs::read_dir(fan.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+/// Waits (up to `limit`) until `done`.
+fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_expired_secret_cannot_be_opened_through_the_mount() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let mnt = m.mnt.display();
+    m.set("global/keep", b"kept");
+    let set_at = Instant::now();
+    m.cli(&["set", "global/short", "--ttl", "2s"], b"short-lived")
+        .ok();
+    // An edit through the mount keeps its lifetime.
+    sh(&format!("printf edited > {mnt}/global/short")).ok();
+    let json = m.cli(&["list", "--json"], b"").ok().stdout_str();
+    assert_eq!(json.matches(r#""expires""#).count(), 1, "{json}");
+    // Served once, so the daemon's read cache holds it.
+    assert_eq!(
+        sh(&format!("cat {mnt}/global/short")).ok().stdout,
+        b"edited"
+    );
+    std::thread::sleep(
+        (set_at + Duration::from_millis(2300)).saturating_duration_since(Instant::now()),
+    );
+    sh(&format!("cat {mnt}/global/short")).fails_with("No such file or directory");
+    let ls = sh(&format!("ls {mnt}/global")).ok().text();
+    assert_eq!(ls.trim(), "keep");
+    // Nothing writes, yet the daemon removes its blob.
+    eventually(
+        Duration::from_secs(30),
+        "the daemon never removed the expired blob",
+        || blobs(&m) == 1,
+    );
+}
+
+#[test]
+fn a_session_made_with_mkdir_ends_after_the_session_ttl() {
+    let Some(m) = Mounted::start(&["--session-ttl", "2s"]) else {
+        return;
+    };
+    let mnt = m.mnt.display();
+    let run = format!("{ALICE}.build");
+    let made = Instant::now();
+    sh_as(
+        ALICE,
+        &format!("mkdir {mnt}/session/{run} && printf v > {mnt}/session/{run}/k"),
+    )
+    .ok();
+    assert_eq!(
+        sh_as(ALICE, &format!("cat {mnt}/session/{run}/k"))
+            .ok()
+            .stdout,
+        b"v"
+    );
+    let list = m.cli(&["session", "list"], b"").ok().stdout_str();
+    assert!(
+        list.starts_with(&format!("{run}\tuid {ALICE}")) && !list.contains("\t-\t"),
+        "{list}"
+    );
+    std::thread::sleep(
+        (made + Duration::from_millis(2300)).saturating_duration_since(Instant::now()),
+    );
+    sh_as(ALICE, &format!("cat {mnt}/session/{run}/k")).fails_with("No such file or directory");
+    assert_eq!(
+        sh_as(ALICE, &format!("ls {mnt}/session"))
+            .ok()
+            .text()
+            .trim(),
+        ""
+    );
+    m.cli(&["get", &format!("session:{run}/k")], b"")
+        .fails(1, "secret not found");
+    eventually(
+        Duration::from_secs(30),
+        "the daemon never removed the ended session",
+        || blobs(&m) == 0 && m.cli(&["session", "list"], b"").ok().stdout.is_empty(),
+    );
+    // Bad input to the daemon: refused before it mounts.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_sealfs-mountd"))
+        .args(["--session-ttl", "0s", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("longer than 0"));
+}
