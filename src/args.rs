@@ -354,6 +354,9 @@ pub(crate) struct SetArgs {
     /// The secret expires after this long (e.g. 90s, 10m, 1h, 2d): from then on nothing reads it, and it is removed
     #[arg(long, value_name = "DURATION", value_parser = sealfs::cli_common::parse_ttl)]
     pub ttl: Option<std::time::Duration>,
+    /// The new value does not expire (without --ttl or this, it keeps the lifetime of the value it replaces)
+    #[arg(long, conflicts_with = "ttl")]
+    pub no_ttl: bool,
 }
 
 #[derive(Debug, Subcommand)]

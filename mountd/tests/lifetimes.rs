@@ -1,7 +1,8 @@
 //! Lifetimes through the mount: an expired secret cannot be opened (even
 //! one the daemon has just served from its cache), a session made with
-//! `mkdir` ends after `--session-ttl`, and the daemon removes what expired
-//! from the vault directory within a minute although nothing writes.
+//! `mkdir` ends after `--session-ttl` and a file opened in it before its end
+//! cannot bring it back, and the daemon removes what expired from the vault
+//! directory within a minute although nothing writes.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use crate::util::{sh, sh_as, Mounted};
 
 const ALICE: u32 = 1234;
 
-/// The blob files in `vault`'s objects directory.
+/// The blob files in the vault's objects directory.
 fn blobs(m: &Mounted) -> usize {
     std::fs::read_dir(m.vault_dir().join("objects"))
         .unwrap()
@@ -26,14 +27,20 @@ fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Sleeps until `t` has passed.
+fn until_past(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
+}
+
 #[test]
 fn an_expired_secret_cannot_be_opened_through_the_mount() {
     let Some(m) = Mounted::start(&[]) else { return };
     let mnt = m.mnt.display();
     m.set("global/keep", b"kept");
-    let set_at = Instant::now();
-    m.cli(&["set", "global/short", "--ttl", "2s"], b"short-lived")
+    m.cli(&["set", "global/short", "--ttl", "4s"], b"short-lived")
         .ok();
+    // Its end was set before the command returned.
+    let expired = Instant::now() + Duration::from_millis(4100);
     // An edit through the mount keeps its lifetime.
     sh(&format!("printf edited > {mnt}/global/short")).ok();
     let json = m.cli(&["list", "--json"], b"").ok().stdout_str();
@@ -43,9 +50,7 @@ fn an_expired_secret_cannot_be_opened_through_the_mount() {
         sh(&format!("cat {mnt}/global/short")).ok().stdout,
         b"edited"
     );
-    std::thread::sleep(
-        (set_at + Duration::from_millis(2300)).saturating_duration_since(Instant::now()),
-    );
+    until_past(expired);
     sh(&format!("cat {mnt}/global/short")).fails_with("No such file or directory");
     let ls = sh(&format!("ls {mnt}/global")).ok().text();
     assert_eq!(ls.trim(), "keep");
@@ -59,17 +64,22 @@ fn an_expired_secret_cannot_be_opened_through_the_mount() {
 
 #[test]
 fn a_session_made_with_mkdir_ends_after_the_session_ttl() {
-    let Some(m) = Mounted::start(&["--session-ttl", "2s"]) else {
+    let Some(m) = Mounted::start(&["--session-ttl", "4s"]) else {
         return;
     };
     let mnt = m.mnt.display();
     let run = format!("{ALICE}.build");
-    let made = Instant::now();
-    sh_as(
-        ALICE,
-        &format!("mkdir {mnt}/session/{run} && printf v > {mnt}/session/{run}/k"),
-    )
-    .ok();
+    sh_as(ALICE, &format!("mkdir {mnt}/session/{run}")).ok();
+    // The mkdir returned after the session's end was set.
+    let ended = Instant::now() + Duration::from_millis(4100);
+    sh_as(ALICE, &format!("printf v > {mnt}/session/{run}/k")).ok();
+    // A file opened before the end and written after it does not bring the
+    // session back.
+    let late = std::thread::spawn({
+        let script =
+            format!("exec 3>{mnt}/session/{run}/late && sleep 5 && printf late >&3 && exec 3>&-");
+        move || sh_as(ALICE, &script)
+    });
     assert_eq!(
         sh_as(ALICE, &format!("cat {mnt}/session/{run}/k"))
             .ok()
@@ -81,9 +91,7 @@ fn a_session_made_with_mkdir_ends_after_the_session_ttl() {
         list.starts_with(&format!("{run}\tuid {ALICE}")) && !list.contains("\t-\t"),
         "{list}"
     );
-    std::thread::sleep(
-        (made + Duration::from_millis(2300)).saturating_duration_since(Instant::now()),
-    );
+    until_past(ended);
     sh_as(ALICE, &format!("cat {mnt}/session/{run}/k")).fails_with("No such file or directory");
     assert_eq!(
         sh_as(ALICE, &format!("ls {mnt}/session"))
@@ -94,11 +102,15 @@ fn a_session_made_with_mkdir_ends_after_the_session_ttl() {
     );
     m.cli(&["get", &format!("session:{run}/k")], b"")
         .fails(1, "secret not found");
+    // (Its close reports the refusal, which a shell does not check.)
+    late.join().unwrap();
     eventually(
         Duration::from_secs(30),
         "the daemon never removed the ended session",
         || blobs(&m) == 0 && m.cli(&["session", "list"], b"").ok().stdout.is_empty(),
     );
+    m.cli(&["get", &format!("session:{run}/late")], b"")
+        .fails(1, "secret not found");
     // Bad input to the daemon: refused before it mounts.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_sealfs-mountd"))
         .args(["--session-ttl", "0s", "/nonexistent"])

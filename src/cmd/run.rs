@@ -72,9 +72,10 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
         Err(f) => return fail(f),
     };
     let Prepared {
-        mut process,
+        process,
         values,
         consumed,
+        session,
     } = prepared;
     #[cfg(unix)]
     if consumed.is_empty() {
@@ -82,29 +83,10 @@ pub(super) fn run(v: &VaultArgs, args: RunArgs) -> Status {
         // read-once secret is consumed, the command starts and gets it.
         if let Some(sig) = signals.stop_before_start() {
             drop(values);
+            end_session(v, session.as_ref());
             return signals.die_by_number(sig);
         }
     }
-    // The session is made last, so that nothing before the start can fail
-    // once it exists.
-    let session = if args.session {
-        match start_session(v, args.ttl) {
-            Ok((scope, id)) => {
-                process.env(SESSION_VAR, &id);
-                note(&format!(
-                    "{scope} is this run's session ({SESSION_VAR}={id}); it ends when the command does, or in {}",
-                    humantime_short(args.ttl)
-                ));
-                Some(scope)
-            }
-            Err(e) => {
-                let gone = gone(&consumed);
-                return fail(Failure::new(FAILED, format!("{e:#}{gone}")));
-            }
-        }
-    } else {
-        None
-    };
     #[cfg(unix)]
     let process = signals.as_inherited(process);
     let child = start(process, &args.command[0], &consumed);
@@ -209,6 +191,8 @@ struct Prepared {
     values: Vec<SensitiveBytes>,
     /// The read-once secrets this run consumed.
     consumed: Vec<VaultRef>,
+    /// The run's session (`--session`), made for it.
+    session: Option<sealfs::VaultScope>,
 }
 
 /// Everything up to the start: `checkpoint` is asked, just before the
@@ -220,10 +204,25 @@ fn prepare(
 ) -> Result<Prepared, Failure> {
     let specs = collect(args)?;
     let program = find_program(&args.command[0])?;
-    let (values, consumed) = if specs.is_empty() {
-        Default::default()
+    // The session comes before any value is read: a store that cannot make
+    // one (the fleet's) fails the run before a read-once secret is
+    // consumed. It is ended if the run stops before the command starts.
+    let session = if args.session {
+        Some(start_session(v, args.ttl).map_err(|e| Failure::new(FAILED, format!("{e:#}")))?)
     } else {
-        read_values(v, &specs, &args.command, checkpoint)?
+        None
+    };
+    let read = if specs.is_empty() {
+        Ok(Default::default())
+    } else {
+        read_values(v, &specs, &args.command, checkpoint)
+    };
+    let (values, consumed) = match read {
+        Ok(read) => read,
+        Err(f) => {
+            end_session(v, session.as_ref().map(|(scope, _)| scope));
+            return Err(f);
+        }
     };
     let mut process = Process::new(&program);
     process.args(&args.command[1..]);
@@ -232,10 +231,18 @@ fn prepare(
     for spec in &specs {
         process.env(&spec.name, env_value(&values[&spec.vault_ref]));
     }
+    if let Some((scope, id)) = &session {
+        process.env(SESSION_VAR, id);
+        note(&format!(
+            "{scope} is this run's session ({SESSION_VAR}={id}); it ends when the command does, or in {}",
+            humantime_short(args.ttl)
+        ));
+    }
     Ok(Prepared {
         process,
         values: values.into_values().collect(),
         consumed,
+        session: session.map(|(scope, _)| scope),
     })
 }
 

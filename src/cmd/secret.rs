@@ -73,6 +73,7 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
         once: args.once,
         expect,
         expires: args.ttl.map(|ttl| std::time::SystemTime::now() + ttl),
+        no_expiry: args.no_ttl,
         ..PutOptions::default()
     };
     let result = store.as_dyn().put_with(r, value, options);

@@ -53,10 +53,8 @@ pub(super) struct Handle {
     /// A write failed (too large): nothing of this handle is committed.
     pub(super) poisoned: bool,
     /// The secret is read-once, and stays so when this handle commits.
+    /// (A lifetime it has, the vault keeps: see `PutOptions::expires`.)
     pub(super) once: bool,
-    /// When the secret expires; an edit keeps it (a write does not make a
-    /// secret with a lifetime last for ever).
-    pub(super) expires: Option<SystemTime>,
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
@@ -262,18 +260,18 @@ impl SealFs {
         }
         let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
-        let (once, expires) = if writable {
+        let once = if writable {
             let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
-            let entry = entry.ok_or(FsError::NotFound)?;
-            if entry.once && !mode.truncate {
+            let once = entry.ok_or(FsError::NotFound)?.once;
+            if once && !mode.truncate {
                 // Reading it to update it would consume it; what a writer
                 // stores must stay read-once, so only a replacement (O_TRUNC)
                 // is allowed.
                 return self.deny(c, "open", target, FsError::NotPermitted);
             }
-            (entry.once, entry.expires)
+            once
         } else {
-            (false, None)
+            false
         };
         let buf = if writable {
             let current = if mode.truncate {
@@ -323,7 +321,6 @@ impl SealFs {
                 created: false,
                 poisoned: false,
                 once,
-                expires,
                 exclusive: false,
             },
             slot,
@@ -445,7 +442,7 @@ impl SealFs {
             // Atomic O_EXCL: another creator may have got there between
             // create and this first commit.
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
-            expires: h.expires,
+            ..sealfs::PutOptions::default()
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
             Ok(_) => {
@@ -591,7 +588,6 @@ impl SealFs {
                 created: true,
                 poisoned: false,
                 once: false,
-                expires: None,
                 exclusive: mode.exclusive,
             },
             slot,

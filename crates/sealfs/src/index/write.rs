@@ -190,19 +190,35 @@ impl Index {
     /// Removes every secret of `scope` (`rows`, read under the lock) and
     /// its registration, in one commit: ending a session, or sweeping an
     /// expired one.
+    /// `ended_ms`: the registration stays, ending then (nothing more is
+    /// stored in the session); `None`: it goes.
     pub(crate) fn commit_end_scope(
         &self,
         scope: &VaultScope,
         rows: &[(VaultRef, Row)],
+        ended_ms: Option<i64>,
     ) -> Result<State, IndexError> {
         let name = scope.to_string();
+        let kept = match ended_ms {
+            Some(t) => {
+                let old = self.read(|| self.scope_record_in(scope))?;
+                Some(ScopeRecord {
+                    scope: name.clone(),
+                    owner_uid: old.as_ref().and_then(|o| o.owner_uid),
+                    created_ms: old.as_ref().map_or(t, |o| o.created_ms),
+                    expires_ms: Some(old.and_then(|o| o.expires_ms).map_or(t, |e| e.min(t))),
+                })
+            }
+            None => None,
+        };
         self.commit(
             &name,
             |e| {
                 for (r, row) in rows {
                     e.retire(r, row)?;
                 }
-                e.remove(KIND_SCOPE, name.as_bytes())
+                e.remove(KIND_SCOPE, name.as_bytes())?;
+                kept.map_or(Ok(()), |rec| e.put(rec.seal(e.keys)))
             },
             |_| {},
         )
@@ -273,11 +289,12 @@ impl Index {
         owner_uid: Option<u32>,
         now_ms: i64,
         expires_ms: Option<i64>,
+        replace: bool,
     ) -> Result<Option<State>, IndexError> {
         let name = scope.to_string();
         let id = self.keys().name_id(KIND_SCOPE, name.as_bytes());
         self.read(|| self.check_bucket(&self.conn, bucket_of(&id), &name))?;
-        if self.stored(&self.conn, &id)?.is_some() {
+        if !replace && self.stored(&self.conn, &id)?.is_some() {
             return Ok(None);
         }
         let rec = ScopeRecord {
@@ -288,7 +305,12 @@ impl Index {
         };
         self.commit(
             &name,
-            |e| e.put(rec.seal(e.keys)),
+            |e| {
+                if replace {
+                    e.remove(KIND_SCOPE, name.as_bytes())?;
+                }
+                e.put(rec.seal(e.keys))
+            },
             |vault| expires_by(vault, expires_ms),
         )
         .map(Some)

@@ -49,6 +49,9 @@ pub enum VaultError {
     /// The scope to remove does not exist.
     #[error("scope {0} does not exist")]
     NoSuchScope(VaultScope),
+    /// The session has ended: nothing more is stored in it.
+    #[error("{0} has ended; nothing more is stored in it")]
+    SessionEnded(VaultScope),
     /// The scope to remove still holds secrets.
     #[error("scope {0} is not empty")]
     ScopeNotEmpty(VaultScope),
@@ -223,7 +226,7 @@ impl VaultError {
         use crate::ErrorKind as K;
         use VaultError as E;
         match self {
-            E::NoVault(_) | E::NotFound(_) | E::NoSuchScope(_) => K::NotFound,
+            E::NoVault(_) | E::NotFound(_) | E::NoSuchScope(_) | E::SessionEnded(_) => K::NotFound,
             E::EmptyValue(_) | E::BackendConflict { .. } | E::IdentityConflict(_) => {
                 K::InvalidInput
             }

@@ -80,9 +80,14 @@ pub struct PutOptions {
     /// Compare-and-swap: store only if the slot is as expected, checked
     /// and written as one step.
     pub expect: Option<Expected>,
-    /// When the value expires (see [`Entry::expires`]). A value stored in a
-    /// session that ends sooner expires with the session.
+    /// When the value expires (see [`Entry::expires`]). `None` keeps the
+    /// expiry of the value it replaces, if any (a rotation does not make a
+    /// secret with a lifetime last for ever); see `no_expiry`. A value
+    /// stored in a session that ends sooner expires with the session.
     pub expires: Option<SystemTime>,
+    /// With `expires` `None`: the value does not expire, whatever the one
+    /// it replaces did.
+    pub no_expiry: bool,
 }
 
 /// What a conditional write requires of its slot (`sealfs set
@@ -164,6 +169,9 @@ pub enum FaultPoint {
     /// A commit is durable in the index; writing its anchor fails (a full
     /// disk): the write is still acknowledged, the anchor lags one commit.
     AnchorWriteFails,
+    /// Expired secrets or an ended session are gone from the index; their
+    /// blobs are not deleted yet.
+    SweepAfterCommit,
 }
 
 type FaultHook = Box<dyn Fn(FaultPoint) -> bool + Send + Sync>;
@@ -251,8 +259,14 @@ fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
     }
 }
 
+/// The wall clock in milliseconds since the Unix epoch, never less than
+/// it was earlier in this process: a clock set back does not bring back
+/// to a long-lived process (a mount daemon) what has expired.
 fn now_ms() -> i64 {
-    i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX)
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static HIGHEST: AtomicI64 = AtomicI64::new(0);
+    let now = i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
+    HIGHEST.fetch_max(now, Ordering::Relaxed).max(now)
 }
 
 /// `t` in milliseconds since the Unix epoch (0 before it).

@@ -12,6 +12,10 @@ use crate::index::{Index, Row, VaultRecord};
 use crate::scope::{SecretKey, VaultRef, VaultScope};
 use crate::secret::SensitiveBytes;
 
+/// How long an ended session's record is kept (emptied), so that nothing
+/// is written into the session after its end: a week.
+const ENDED_SESSION_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 impl Vault {
     pub(super) fn check_not_migrated(&self, record: &VaultRecord) -> Result<(), VaultError> {
         if record.backend != self.choice.kind.as_str() {
@@ -58,11 +62,16 @@ impl Vault {
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        let expires_ms = self.expiry_in(&w, r.scope(), options.expires.map(ms_of))?;
         // An expired value is not there for `expect`, nor carries its
-        // creation time over; its version and blob still count.
+        // creation time or lifetime over; its version and blob still count.
         let (current, _) = w.row(r)?;
         let live = current.clone().filter(|c| !c.expired(now_ms()));
+        let asked = match (options.expires, options.no_expiry) {
+            (Some(t), _) => Some(ms_of(t)),
+            (None, true) => None,
+            (None, false) => live.as_ref().and_then(|c| c.expires_ms),
+        };
+        let expires_ms = self.expiry_in(&w, r.scope(), asked)?;
         if let Some(expected) = options.expect {
             // Checked under the writer lock, so no other write comes between.
             let found = live.as_ref().map(|c| c.version);
@@ -137,9 +146,12 @@ impl Vault {
         if !matches!(scope, VaultScope::Session(_)) {
             return Ok(asked);
         }
+        // An ended session keeps its record (see `sweep_locked`), so a
+        // late writer (a command's background child, a handle opened in
+        // time) cannot bring it back without an end.
         let ends = w.scope_row(scope)?.0.and_then(|s| s.expires_ms);
         match ends {
-            Some(t) if t <= now_ms() => Err(VaultError::NoSuchScope(scope.clone())),
+            Some(t) if t <= now_ms() => Err(VaultError::SessionEnded(scope.clone())),
             Some(t) => Ok(Some(asked.map_or(t, |a| a.min(t)))),
             None => Ok(asked),
         }
@@ -153,17 +165,27 @@ impl Vault {
         let mut next: Option<i64> = None;
         let mut soonest = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
         for s in w.scopes()?.0 {
-            match s.expires_ms {
-                Some(t) if t <= now => {
-                    let rows = w.list(Some(&s.scope))?.0;
-                    let state = w.commit_end_scope(&s.scope, &rows)?;
-                    self.committed(state)?;
-                    for (_, row) in &rows {
-                        self.discard(w, &row.object_id);
-                    }
-                }
-                Some(t) => soonest(t),
-                None => {}
+            let Some(t) = s.expires_ms else { continue };
+            if t > now {
+                soonest(t);
+                continue;
+            }
+            // Ended: its secrets go; its record stays for a while, so that
+            // nothing is written into it, then goes too.
+            let rows = w.list(Some(&s.scope))?.0;
+            let forget = t.saturating_add(ENDED_SESSION_KEPT_MS) <= now;
+            if rows.is_empty() && !forget {
+                soonest(t.saturating_add(ENDED_SESSION_KEPT_MS));
+                continue;
+            }
+            let state = w.commit_end_scope(&s.scope, &rows, (!forget).then_some(t))?;
+            self.committed(state)?;
+            self.fault(FaultPoint::SweepAfterCommit)?;
+            for (_, row) in &rows {
+                self.discard(w, &row.object_id);
+            }
+            if !forget {
+                soonest(t.saturating_add(ENDED_SESSION_KEPT_MS));
             }
         }
         let mut expired = Vec::new();
@@ -176,6 +198,7 @@ impl Vault {
         }
         let state = w.commit_expired(&expired, next)?;
         self.committed(state)?;
+        self.fault(FaultPoint::SweepAfterCommit)?;
         for (_, row) in &expired {
             self.discard(w, &row.object_id);
         }
@@ -190,7 +213,8 @@ impl Vault {
             .vault_record()?
             .next_expiry_ms
             .is_some_and(|t| t <= now_ms());
-        if due {
+        // Blobs a dead or failed sweep left to delete are swept too.
+        if due || self.reader().has_pending()? {
             let w = self.writer();
             let _lock = self.lock_and_recover(&w)?;
         }
@@ -407,11 +431,15 @@ impl Vault {
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        if w.scope_row(scope)?.0.is_some() {
-            return Err(VaultError::ScopeExists(scope.clone()));
-        }
+        // An ended session's record (emptied by the sweep under this lock)
+        // gives way to a new session of that id.
+        let replace = match w.scope_row(scope)?.0 {
+            Some(s) if s.ended(now_ms()) => true,
+            Some(_) => return Err(VaultError::ScopeExists(scope.clone())),
+            None => false,
+        };
         let expires_ms = expires.map(ms_of);
-        match w.register_scope(scope, owner_uid, now_ms(), expires_ms)? {
+        match w.register_scope(scope, owner_uid, now_ms(), expires_ms, replace)? {
             Some(state) => self.committed(state)?,
             None => return Err(VaultError::ScopeExists(scope.clone())),
         }
@@ -474,11 +502,13 @@ impl Vault {
         }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
-        if w.scope_row(scope)?.0.is_none() {
-            return Err(VaultError::NoSuchScope(scope.clone()));
+        match w.scope_row(scope)?.0 {
+            Some(s) if !s.ended(now_ms()) => {}
+            _ => return Err(VaultError::NoSuchScope(scope.clone())),
         }
         let rows = w.list(Some(scope))?.0;
-        let state = w.commit_end_scope(scope, &rows)?;
+        // Its record stays, ended now, as after its lifetime.
+        let state = w.commit_end_scope(scope, &rows, Some(now_ms()))?;
         self.committed(state)?;
         for (_, row) in &rows {
             self.discard(&w, &row.object_id);
