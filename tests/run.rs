@@ -313,26 +313,48 @@ fn count_of(count: &Path) -> u32 {
     std::fs::read_to_string(count).map_or(0, |c| c.trim().parse().unwrap())
 }
 
-#[test]
-fn a_terminal_interrupt_reaches_the_command_once() {
-    // ^C typed at a terminal goes to its whole foreground process group,
-    // the command included: run must not send it a second one. `script`
-    // gives the run a terminal; the command (perl, counting every SIGINT
-    // its handler sees) runs on the other CPU, where it takes each signal
-    // at once, so that a second one does not merge with the first. Each ^C
-    // is typed once the last one is counted; a second SIGINT would come
-    // within a few milliseconds of the first.
-    if !have_tools(&["script", "perl", "taskset"]) {
-        return;
-    }
-    let sb = Sandbox::new();
+/// `sealfs run ... -- <perl>` in a terminal of its own (`script`, with
+/// `flags`), where perl counts the signals `sig` it gets (see
+/// [`counting_perl`]); `wrap` makes the shell line from run's. Returns once
+/// the command is ready, with the terminal and the count's file.
+fn counting_in_a_terminal(
+    sb: &Sandbox,
+    sig: &str,
+    then: &str,
+    flags: &[&str],
+    wrap: impl Fn(&str) -> String,
+) -> (Terminal, std::path::PathBuf) {
     sb.set("global/a", b"value-a");
     let (ready, count) = (sb.path().join("ready"), sb.path().join("count"));
     std::fs::write(
         sb.path().join("count.pl"),
-        counting_perl("INT", "", &ready, &count, 30),
+        counting_perl(sig, then, &ready, &count, 30),
     )
     .unwrap();
+    let line = wrap(&format!("{} run --env A=global/a --", crate::util::BIN));
+    let mut script = sb.program("script");
+    script
+        .args(flags)
+        .args(["-c", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let terminal = Terminal(script.spawn().expect("script (util-linux) runs"));
+    until_exists(&ready);
+    (terminal, count)
+}
+
+#[test]
+fn a_terminal_interrupt_reaches_the_command_once() {
+    // ^C typed at a terminal goes to its whole foreground process group,
+    // the command included: run must not send it a second one. The command
+    // (perl, counting every SIGINT its handler sees) runs on the other CPU,
+    // where it takes each signal at once, so that a second one does not
+    // merge with the first. Each ^C is typed once the last one is counted;
+    // a second SIGINT would come within a few milliseconds of the first.
+    if !have_tools(&["script", "perl", "taskset"]) {
+        return;
+    }
+    let sb = Sandbox::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = |cpu: usize| {
         if cpus > 1 {
@@ -341,22 +363,18 @@ fn a_terminal_interrupt_reaches_the_command_once() {
             String::new()
         }
     };
-    let line = format!(
-        "{}{} run --env A=global/a -- {}perl count.pl",
-        pin(0),
-        crate::util::BIN,
-        pin(1)
-    );
-    let mut script = sb.program("script");
-    script
-        .args(["-q", "-e", "-c", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = Terminal(script.spawn().expect("script (util-linux) runs"));
-    until_exists(&ready);
+    let (mut terminal, count) = counting_in_a_terminal(&sb, "INT", "", &["-q", "-e"], |run| {
+        format!("{}{run} {}perl count.pl", pin(0), pin(1))
+    });
     use std::io::Write;
     for typed in 1..=5 {
-        child.0.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+        terminal
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"\x03")
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while count_of(&count) < typed {
             assert!(
@@ -382,26 +400,11 @@ fn a_terminal_hangup_reaches_the_command() {
         return;
     }
     let sb = Sandbox::new();
-    sb.set("global/a", b"value-a");
-    let (ready, count) = (sb.path().join("ready"), sb.path().join("count"));
-    std::fs::write(
-        sb.path().join("hup.pl"),
-        counting_perl("HUP", "exit 0", &ready, &count, 30),
-    )
-    .unwrap();
-    let line = format!(
-        "exec {} run --env A=global/a -- perl hup.pl",
-        crate::util::BIN
-    );
-    let mut script = sb.program("script");
-    script
-        .args(["-q", "-c", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let child = Terminal(script.spawn().expect("script (util-linux) runs"));
-    until_exists(&ready);
+    let (terminal, count) = counting_in_a_terminal(&sb, "HUP", "exit 0", &["-q"], |run| {
+        format!("exec {run} perl count.pl")
+    });
     // The terminal goes away with script.
-    drop(child);
+    drop(terminal);
     let deadline = Instant::now() + Duration::from_secs(10);
     while count_of(&count) < 1 {
         assert!(
