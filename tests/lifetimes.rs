@@ -216,6 +216,13 @@ fn a_session_ends_at_its_ttl_or_when_it_is_ended() {
     // Bad input: one line each, nothing changed.
     sb.run(&["session", "end", "review"], b"")
         .fails(1, "session:review does not exist");
+    // A session removed empty (rmdir through the mount) has ended too.
+    sb.run(&["session", "create", "gone"], b"").ok();
+    sb.vault()
+        .remove_scope(&"session:gone".parse().unwrap())
+        .unwrap();
+    sb.run(&["set", "session:gone/k"], b"k")
+        .fails(1, "session:gone has ended");
     sb.run(&["set", "session:review/c"], b"c")
         .fails(1, "session:review has ended");
     sb.run(&["session", "create", "bad id"], b"")

@@ -45,6 +45,12 @@ fn an_expired_secret_cannot_be_opened_through_the_mount() {
     sh(&format!("printf edited > {mnt}/global/short")).ok();
     let json = m.cli(&["list", "--json"], b"").ok().stdout_str();
     assert_eq!(json.matches(r#""expires""#).count(), 1, "{json}");
+    // A file opened for writing before the end and closed after it cannot
+    // bring the secret back.
+    let late = std::thread::spawn({
+        let script = format!("exec 3<>{mnt}/global/short && sleep 5 && printf X >&3 && exec 3>&-");
+        move || sh(&script)
+    });
     // Served once, so the daemon's read cache holds it.
     assert_eq!(
         sh(&format!("cat {mnt}/global/short")).ok().stdout,
@@ -54,6 +60,9 @@ fn an_expired_secret_cannot_be_opened_through_the_mount() {
     sh(&format!("cat {mnt}/global/short")).fails_with("No such file or directory");
     let ls = sh(&format!("ls {mnt}/global")).ok().text();
     assert_eq!(ls.trim(), "keep");
+    late.join().unwrap();
+    m.cli(&["get", "global/short"], b"")
+        .fails(1, "secret not found");
     // Nothing writes, yet the daemon removes its blob.
     eventually(
         Duration::from_secs(30),

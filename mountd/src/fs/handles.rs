@@ -53,8 +53,10 @@ pub(super) struct Handle {
     /// A write failed (too large): nothing of this handle is committed.
     pub(super) poisoned: bool,
     /// The secret is read-once, and stays so when this handle commits.
-    /// (A lifetime it has, the vault keeps: see `PutOptions::expires`.)
     pub(super) once: bool,
+    /// When the secret expires, as it was at open: the value written keeps
+    /// it, and a handle that closes after it cannot bring the secret back.
+    pub(super) expires: Option<SystemTime>,
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
@@ -260,18 +262,18 @@ impl SealFs {
         }
         let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
-        let once = if writable {
+        let (once, expires) = if writable {
             let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
-            let once = entry.ok_or(FsError::NotFound)?.once;
-            if once && !mode.truncate {
+            let entry = entry.ok_or(FsError::NotFound)?;
+            if entry.once && !mode.truncate {
                 // Reading it to update it would consume it; what a writer
                 // stores must stay read-once, so only a replacement (O_TRUNC)
                 // is allowed.
                 return self.deny(c, "open", target, FsError::NotPermitted);
             }
-            once
+            (entry.once, entry.expires)
         } else {
-            false
+            (false, None)
         };
         let buf = if writable {
             let current = if mode.truncate {
@@ -321,6 +323,7 @@ impl SealFs {
                 created: false,
                 poisoned: false,
                 once,
+                expires,
                 exclusive: false,
             },
             slot,
@@ -435,6 +438,12 @@ impl SealFs {
             let c = h.caller;
             return self.deny(&c, op, target, e);
         }
+        if h.expires.is_some_and(|t| t <= SystemTime::now()) {
+            // It expired while open: writing would bring it back.
+            h.dirty = false;
+            let c = h.caller;
+            return self.deny(&c, op, target, FsError::NotFound);
+        }
         let value = SensitiveBytes::from_slice(h.buf.content());
         let options = sealfs::PutOptions {
             once: h.once,
@@ -442,6 +451,7 @@ impl SealFs {
             // Atomic O_EXCL: another creator may have got there between
             // create and this first commit.
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
+            expires: h.expires,
             ..sealfs::PutOptions::default()
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
@@ -588,6 +598,7 @@ impl SealFs {
                 created: true,
                 poisoned: false,
                 once: false,
+                expires: None,
                 exclusive: mode.exclusive,
             },
             slot,

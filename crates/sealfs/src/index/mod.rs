@@ -56,6 +56,10 @@ pub(crate) const WAL_FILE: &str = "index.sqlite3-wal";
 /// The vault format this build writes (the clear `meta.format`).
 pub(crate) const FORMAT: &str = "2";
 
+/// How long an ended session's record is kept (emptied), so that nothing
+/// is written into the session after its end: a week.
+pub(crate) const ENDED_SESSION_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
 const KIND_SECRET: u8 = 1;
 const KIND_RETIRED: u8 = 2;
 const KIND_SCOPE: u8 = 3;

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use super::{
     bucket_digests, bucket_of, insert_stored, ref_name, root_of, tampered, write_hints, Index,
     IndexError, RetiredRecord, Row, ScopeRecord, SecretRecord, State, Stored, VaultRecord,
-    KIND_RETIRED, KIND_SCOPE, KIND_SECRET, VAULT_RECORD_ID,
+    ENDED_SESSION_KEPT_MS, KIND_RETIRED, KIND_SCOPE, KIND_SECRET, VAULT_RECORD_ID,
 };
 use crate::backend::ObjectId;
 use crate::crypto::KeyRing;
@@ -220,7 +220,13 @@ impl Index {
                 e.remove(KIND_SCOPE, name.as_bytes())?;
                 kept.map_or(Ok(()), |rec| e.put(rec.seal(e.keys)))
             },
-            |_| {},
+            // The kept record is forgotten a while after the end.
+            |rec| {
+                expires_by(
+                    rec,
+                    ended_ms.map(|t| t.saturating_add(ENDED_SESSION_KEPT_MS)),
+                )
+            },
         )
     }
 

@@ -259,14 +259,11 @@ fn scope_info(row: crate::index::ScopeRow) -> ScopeInfo {
     }
 }
 
-/// The wall clock in milliseconds since the Unix epoch, never less than
-/// it was earlier in this process: a clock set back does not bring back
-/// to a long-lived process (a mount daemon) what has expired.
+/// The wall clock in milliseconds since the Unix epoch. (Not clamped to
+/// never go back: lifetimes are set by other processes from their own
+/// clock, and a process ahead of them would delete what they just stored.)
 fn now_ms() -> i64 {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    static HIGHEST: AtomicI64 = AtomicI64::new(0);
-    let now = i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
-    HIGHEST.fetch_max(now, Ordering::Relaxed).max(now)
+    i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX)
 }
 
 /// `t` in milliseconds since the Unix epoch (0 before it).

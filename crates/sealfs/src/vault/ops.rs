@@ -12,10 +12,6 @@ use crate::index::{Index, Row, VaultRecord};
 use crate::scope::{SecretKey, VaultRef, VaultScope};
 use crate::secret::SensitiveBytes;
 
-/// How long an ended session's record is kept (emptied), so that nothing
-/// is written into the session after its end: a week.
-const ENDED_SESSION_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
-
 impl Vault {
     pub(super) fn check_not_migrated(&self, record: &VaultRecord) -> Result<(), VaultError> {
         if record.backend != self.choice.kind.as_str() {
@@ -173,9 +169,9 @@ impl Vault {
             // Ended: its secrets go; its record stays for a while, so that
             // nothing is written into it, then goes too.
             let rows = w.list(Some(&s.scope))?.0;
-            let forget = t.saturating_add(ENDED_SESSION_KEPT_MS) <= now;
+            let forget = t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS) <= now;
             if rows.is_empty() && !forget {
-                soonest(t.saturating_add(ENDED_SESSION_KEPT_MS));
+                soonest(t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS));
                 continue;
             }
             let state = w.commit_end_scope(&s.scope, &rows, (!forget).then_some(t))?;
@@ -185,7 +181,7 @@ impl Vault {
                 self.discard(w, &row.object_id);
             }
             if !forget {
-                soonest(t.saturating_add(ENDED_SESSION_KEPT_MS));
+                soonest(t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS));
             }
         }
         let mut expired = Vec::new();
@@ -455,6 +451,16 @@ impl Vault {
         let _lock = self.lock_and_recover(&w)?;
         if w.scope_has_secrets(scope)? {
             return Err(VaultError::ScopeNotEmpty(scope.clone()));
+        }
+        if matches!(scope, VaultScope::Session(_)) {
+            // A session removed is a session ended: its record stays, so
+            // that nothing is stored in it afterwards (see `sweep_locked`).
+            match w.scope_row(scope)?.0 {
+                Some(s) if s.registered && !s.ended(now_ms()) => {}
+                _ => return Err(VaultError::NoSuchScope(scope.clone())),
+            }
+            let state = w.commit_end_scope(scope, &[], Some(now_ms()))?;
+            return self.committed(state);
         }
         match w.unregister_scope(scope)? {
             Some(state) => self.committed(state)?,
