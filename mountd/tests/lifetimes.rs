@@ -128,3 +128,43 @@ fn a_session_made_with_mkdir_ends_after_the_session_ttl() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("longer than 0"));
 }
+
+#[test]
+fn a_handle_cannot_undo_a_later_lifetime_or_reach_a_new_session() {
+    let Some(m) = Mounted::start(&[]) else { return };
+    let mnt = m.mnt.display();
+    m.set("global/a", b"old");
+    m.cli(&["session", "create", "s1", "--ttl", "1h"], b"").ok();
+    m.set("session:s1/k", b"old session value");
+    // Both opened for an edit now, written to later.
+    let edits = std::thread::spawn({
+        let script = format!(
+                        "exec 3<>{mnt}/global/a 4<>{mnt}/session/s1/k 5>{mnt}/session/s1/new && sleep 5 && printf X >&3 && printf X >&4 && printf N >&5 && exec 3>&- 4>&- 5>&-"
+        );
+        move || sh(&script)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Rotated with a lifetime after the open, which ends before the close.
+    m.cli(&["set", "global/a", "--ttl", "3s"], b"rotated").ok();
+    // The session is ended and another made under its id.
+    m.cli(&["session", "end", "s1"], b"").ok();
+    m.cli(
+        &["session", "create", "s1", "--ttl", "1h", "--owner", "4321"],
+        b"",
+    )
+    .ok();
+    edits.join().unwrap();
+    m.cli(&["get", "global/a"], b"")
+        .fails(1, "secret not found");
+    m.cli(&["get", "session:s1/k"], b"")
+        .fails(1, "secret not found");
+    m.cli(&["get", "session:s1/new"], b"")
+        .fails(1, "secret not found");
+    assert!(
+        !m.cli(&["list", "--json"], b"")
+            .ok()
+            .stdout_str()
+            .contains("global/a"),
+        "the old value came back"
+    );
+}

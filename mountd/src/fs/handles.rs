@@ -54,9 +54,10 @@ pub(super) struct Handle {
     pub(super) poisoned: bool,
     /// The secret is read-once, and stays so when this handle commits.
     pub(super) once: bool,
-    /// When the secret expires, as it was at open: the value written keeps
-    /// it, and a handle that closes after it cannot bring the secret back.
-    pub(super) expires: Option<SystemTime>,
+    /// For a secret in a session: the session's end as it was at open. A
+    /// session ended and made again since is another session, which this
+    /// handle's value must not reach.
+    pub(super) session_end: Option<Option<SystemTime>>,
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
@@ -262,18 +263,23 @@ impl SealFs {
         }
         let slot = self.handle_slot(c, &target)?;
         let writable = mode.write;
-        let (once, expires) = if writable {
+        let once = if writable {
             let entry = self.vault.entry(&r).map_err(|e| from_store(&e))?;
-            let entry = entry.ok_or(FsError::NotFound)?;
-            if entry.once && !mode.truncate {
+            let once = entry.ok_or(FsError::NotFound)?.once;
+            if once && !mode.truncate {
                 // Reading it to update it would consume it; what a writer
                 // stores must stay read-once, so only a replacement (O_TRUNC)
                 // is allowed.
                 return self.deny(c, "open", target, FsError::NotPermitted);
             }
-            (entry.once, entry.expires)
+            once
         } else {
-            (false, None)
+            false
+        };
+        let session_end = if writable {
+            self.session_end(r.scope())?
+        } else {
+            None
         };
         let buf = if writable {
             let current = if mode.truncate {
@@ -323,7 +329,7 @@ impl SealFs {
                 created: false,
                 poisoned: false,
                 once,
-                expires,
+                session_end,
                 exclusive: false,
             },
             slot,
@@ -438,8 +444,27 @@ impl SealFs {
             let c = h.caller;
             return self.deny(&c, op, target, e);
         }
-        if h.expires.is_some_and(|t| t <= SystemTime::now()) {
-            // It expired while open: writing would bring it back.
+        // What the handle's value may still go to: the secret it edits, if
+        // it is still there (not removed, moved, expired or ended with its
+        // session since the open: writing would bring it back), in the
+        // session it was opened in, keeping the lifetime the secret has now.
+        let current = if h.created {
+            None
+        } else {
+            match self.vault.entry(&h.vault_ref) {
+                Ok(Some(e)) => Some(e),
+                Ok(None) => {
+                    h.dirty = false;
+                    let c = h.caller;
+                    return self.deny(&c, op, target, FsError::NotFound);
+                }
+                Err(e) => {
+                    h.dirty = false;
+                    return self.fail(&h.caller, op, target, &e);
+                }
+            }
+        };
+        if h.session_end.is_some() && self.session_end(h.vault_ref.scope())? != h.session_end {
             h.dirty = false;
             let c = h.caller;
             return self.deny(&c, op, target, FsError::NotFound);
@@ -451,7 +476,7 @@ impl SealFs {
             // Atomic O_EXCL: another creator may have got there between
             // create and this first commit.
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
-            expires: h.expires,
+            expires: current.and_then(|e| e.expires),
             ..sealfs::PutOptions::default()
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
@@ -466,6 +491,16 @@ impl SealFs {
                 self.fail(&h.caller, op, target, &e)
             }
         }
+    }
+
+    /// For a session scope, its end (`Some(None)`: it has none); `None` for
+    /// other scopes.
+    fn session_end(&self, scope: &VaultScope) -> Result<Option<Option<SystemTime>>> {
+        if !matches!(scope, VaultScope::Session(_)) {
+            return Ok(None);
+        }
+        let info = self.vault.scope(scope).map_err(|e| from_store(&e))?;
+        Ok(Some(info.and_then(|s| s.expires)))
     }
 
     /// A write into a session that a (non-admin) uid created through the
@@ -584,6 +619,7 @@ impl SealFs {
             &target,
             LockedBuf::with_value(&[], self.opts.max_value_size),
         )?;
+        let session_end = self.session_end(r.scope())?;
         let ino = self.ino(Node::Secret(r.clone()));
         lock(&self.inodes).remember(ino);
         let fh = self.new_handle(
@@ -598,7 +634,7 @@ impl SealFs {
                 created: true,
                 poisoned: false,
                 once: false,
-                expires: None,
+                session_end,
                 exclusive: mode.exclusive,
             },
             slot,
