@@ -38,6 +38,10 @@ impl Drop for WatchGuard {
 /// The store `--backend` names, the local vault created if missing. The
 /// fleet vault comes with a thread watching its prefix, so every open sees
 /// changes made on any host; it stops when the guard drops.
+/// How often the daemon looks for expired secrets and sessions (a look is
+/// one read of the vault record unless something has expired).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn open_store(vault: &VaultArgs) -> Result<(Arc<dyn SecretStore>, WatchGuard)> {
     let dir = vault.vault_dir()?;
     let store = vault

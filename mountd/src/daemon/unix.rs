@@ -341,7 +341,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         fs.audit_tick();
-        if last_sweep.elapsed() >= SWEEP_EVERY {
+        if last_sweep.elapsed() >= super::SWEEP_EVERY {
             fs.sweep_expired();
             last_sweep = std::time::Instant::now();
         }
@@ -352,10 +352,6 @@ pub fn run(args: Args) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
-/// How often the daemon looks for expired secrets and sessions (a look is
-/// one read of the vault record unless something has expired).
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {

@@ -55,5 +55,13 @@ pub fn run(args: Args) -> Result<()> {
             ..Options::default()
         },
     ));
+    // What has expired is removed within seconds, as by the Unix daemon.
+    {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(super::SWEEP_EVERY);
+            fs.sweep_expired();
+        });
+    }
     crate::winfsp::run(fs, &args.mountpoint)
 }
