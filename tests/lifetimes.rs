@@ -8,15 +8,7 @@ use std::time::{Duration, Instant};
 
 use sealfs::{VaultError, VaultRef};
 
-use crate::util::{assert_no_leftovers, Sandbox};
-
-/// Sleeps until `t` has passed (lifetimes are whole seconds of wall clock).
-fn until_past(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
-    }
-}
+use crate::util::{assert_no_leftovers, eventually, until_past, Sandbox};
 
 fn r(s: &str) -> VaultRef {
     VaultRef::parse(s).unwrap()
@@ -322,11 +314,9 @@ fn run_session_ends_after_a_signal_and_a_kill_9_leaves_it_to_its_ttl() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
-            assert!(Instant::now() < deadline, "the command never started");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(Duration::from_secs(30), "the command never started", || {
+            ready.exists()
+        });
         assert!(!sb.run(&["session", "list"], b"").ok().stdout.is_empty());
         std::process::Command::new("kill")
             .args([&format!("-{kill}"), &child.id().to_string()])

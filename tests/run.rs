@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{have_tools, Sandbox};
+use crate::util::{eventually, have_tools, Sandbox};
 
 /// Waits for `child`, killing it (and failing) after 30 s.
 fn finish(mut child: Child) -> ExitStatus {
@@ -37,15 +37,11 @@ impl Drop for Terminal {
 
 /// Waits until `path` exists (the command got to where it signals ready).
 fn until_exists(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        Duration::from_secs(30),
+        &format!("{} never appeared", path.display()),
+        || path.exists(),
+    );
 }
 
 fn kill(child: &Child, sig: &str) {
@@ -375,14 +371,11 @@ fn a_terminal_interrupt_reaches_the_command_once() {
             .unwrap()
             .write_all(b"\x03")
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count_of(&count) < typed {
-            assert!(
-                Instant::now() < deadline,
-                "^C {typed} never reached the command"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        eventually(
+            Duration::from_secs(10),
+            &format!("^C {typed} never reached the command"),
+            || count_of(&count) >= typed,
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(
             count_of(&count),
@@ -405,14 +398,11 @@ fn a_terminal_hangup_reaches_the_command() {
     });
     // The terminal goes away with script.
     drop(terminal);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while count_of(&count) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the hangup never reached the command"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the hangup never reached the command",
+        || count_of(&count) >= 1,
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{sh, sh_as, Mounted};
+use crate::util::{eventually, sh, sh_as, until_past, Mounted};
 
 const ALICE: u32 = 1234;
 
@@ -16,20 +16,6 @@ fn blobs(m: &Mounted) -> usize {
         .unwrap()
         .map(|fan| std::fs::read_dir(fan.unwrap().path()).unwrap().count())
         .sum()
-}
-
-/// Waits (up to `limit`) until `done`.
-fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Sleeps until `t` has passed.
-fn until_past(t: Instant) {
-    std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
 #[test]

@@ -190,3 +190,19 @@ impl XorShift {
         self.next_u64() % n
     }
 }
+
+/// Sleeps until `t` has passed.
+pub fn until_past(t: std::time::Instant) {
+    std::thread::sleep(t.saturating_duration_since(std::time::Instant::now()));
+}
+
+/// Polls `done` every 10 ms until it holds; fails the test with `what`
+/// after `limit`.
+#[track_caller]
+pub fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
