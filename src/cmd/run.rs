@@ -163,22 +163,6 @@ fn end_session(v: &VaultArgs, session: Option<&sealfs::VaultScope>) {
     }
 }
 
-/// `ttl` as humantime writes it (`1h`, `10m 30s`).
-fn humantime_short(ttl: std::time::Duration) -> String {
-    let secs = ttl.as_secs();
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, u)| format!("{n}{u}"))
-        .collect();
-    if parts.is_empty() {
-        "0s".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
 fn fail(f: Failure) -> Status {
     note(&f.message);
     Status::Exit(f.status)
@@ -235,7 +219,7 @@ fn prepare(
         process.env(SESSION_VAR, id);
         note(&format!(
             "{scope} is this run's session ({SESSION_VAR}={id}); it ends when the command does, or in {}",
-            humantime_short(args.ttl)
+            humantime::format_duration(args.ttl)
         ));
     }
     Ok(Prepared {
