@@ -35,10 +35,42 @@ pub(crate) enum Command {
     /// Store a secret: from stdin (byte-exact), a no-echo prompt on a terminal, a file, or generated.
     Set(SetArgs),
     /// Print a secret's raw value to stdout, with nothing added.
+    #[command(disable_version_flag = true)]
     Get {
         /// The secret, e.g. global/openai_api_key
         #[arg(value_name = "REF")]
         vault_ref: VaultRef,
+        /// An earlier version (see `sealfs history`)
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+    },
+    /// A secret's versions (number, length, time, and who wrote it), never values.
+    History {
+        /// The secret, e.g. global/openai_api_key (deleted ones too)
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new version equal to an earlier one (by default the one before the current, or the deleted value); audited.
+    Rollback {
+        /// The secret, e.g. global/openai_api_key (deleted ones too)
+        #[arg(value_name = "REF")]
+        vault_ref: VaultRef,
+        /// The version to bring back
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Write into a session that another uid created through the mount
+        /// (that uid can read it)
+        #[arg(long)]
+        into_others_session: bool,
+    },
+    /// Vault-wide settings: print them, or change them (audited).
+    Settings {
+        /// How many earlier versions of each secret to keep (default 10; `set --keep-versions` overrides it per secret); a secret keeping more sheds the oldest at its next write
+        #[arg(long, value_name = "N")]
+        keep_versions: Option<u32>,
     },
     /// List secrets (ref, length in bytes, updated time), never values.
     List {
@@ -48,13 +80,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a secret.
+    /// Delete a secret; its value stays in its history (`sealfs rollback` brings it back) unless --purge.
     Delete {
         #[arg(value_name = "REF")]
         vault_ref: VaultRef,
         /// Succeed even if the secret does not exist
         #[arg(long)]
         force: bool,
+        /// Destroy the value and every earlier version at once (a leaked credential)
+        #[arg(long)]
+        purge: bool,
     },
     /// Store a secret (from stdin) and point FIELD of a TOML config file at it.
     Configure {
@@ -357,6 +392,9 @@ pub(crate) struct SetArgs {
     /// The new value does not expire (without --ttl or this, it keeps the lifetime of the value it replaces)
     #[arg(long, conflicts_with = "ttl")]
     pub no_ttl: bool,
+    /// Keep this many earlier versions of this secret from now on (the vault's default: `sealfs settings`)
+    #[arg(long, value_name = "N")]
+    pub keep_versions: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,3 +63,41 @@ impl RefCheckJson {
         }
     }
 }
+
+/// One version of a secret (`sealfs history --json`, the console).
+#[derive(Serialize)]
+pub(crate) struct VersionJson {
+    version: u64,
+    length: u64,
+    written: String,
+    /// cli, mount, console or library; absent for a value written before
+    /// sealfs kept writers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exe: Option<String>,
+    current: bool,
+    /// The version a rollback brought back with this write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored_from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+}
+
+impl VersionJson {
+    pub(crate) fn of(v: &sealfs::Version) -> VersionJson {
+        VersionJson {
+            version: v.version,
+            length: v.len,
+            written: sealfs::rfc3339(v.written, false),
+            source: v.writer.as_ref().map(|w| w.source.as_str()),
+            uid: v.writer.as_ref().and_then(|w| w.uid),
+            exe: v.writer.as_ref().and_then(|w| w.exe.clone()),
+            current: v.current,
+            restored_from: v.restored_from,
+            expires: v.expires.map(|t| sealfs::rfc3339(t, false)),
+        }
+    }
+}

@@ -260,6 +260,9 @@ fn bucket_digest(conn: &rusqlite::Connection, b: u8) -> [u8; 32] {
 #[test]
 fn one_secret_rolled_back_is_refused() {
     let sb = vault_with_three_secrets();
+    // One record changes per rotation (no earlier version is kept in
+    // another bucket): the attack restores exactly that one.
+    sb.run(&["settings", "--keep-versions", "0"], b"").ok();
     let copy = sb.path().join("copy.sqlite3");
     let old_blob = fs::read(sb.blob_path("global/a")).unwrap();
     let old_blob_path = sb.blob_path("global/a");

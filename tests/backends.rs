@@ -130,11 +130,14 @@ fn list_and_delete(f: &Fixture) {
         vault.list(Some(&"global".parse().unwrap())).unwrap().len(),
         1
     );
-    // The deleted blob is gone from the backend too.
+    // The deleted blob is kept as the secret's last version, and a purge
+    // removes it from the backend too.
     let raw = f.raw(&sb);
     vault.put(&r("global/z"), value(b"v")).unwrap();
     let id = object_id(&vault, "global/z");
     vault.delete(&r("global/z")).unwrap();
+    assert!(raw.get_blob(&id).is_ok());
+    vault.purge(&r("global/z")).unwrap();
     assert!(matches!(
         raw.get_blob(&id),
         Err(sealfs::BackendError::NotFound(_))

@@ -27,3 +27,4 @@ mod lifetimes;
 mod run;
 mod snapshots;
 mod tamper;
+mod versions;

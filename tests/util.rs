@@ -93,6 +93,32 @@ impl Sandbox {
     }
 }
 
+/// Exactly the blobs the index references (live secrets and kept
+/// versions), and no temp files: nothing was left behind.
+pub(crate) fn assert_only_referenced(sb: &Sandbox) {
+    let mut files = Vec::new();
+    for fan in std::fs::read_dir(sb.vault_dir().join("objects")).unwrap() {
+        for f in std::fs::read_dir(fan.unwrap().path()).unwrap() {
+            files.push(f.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    files.sort();
+    let referenced: Vec<String> = sb
+        .vault()
+        .object_ids()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().to_owned())
+        .collect();
+    assert_eq!(files, referenced, "blob files vs referenced blobs");
+    assert_eq!(
+        std::fs::read_dir(sb.vault_dir().join("tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
 /// Exactly one blob per live secret, and no temp files.
 pub(crate) fn assert_no_leftovers(sb: &Sandbox, live: usize) {
     let mut blobs = 0;

@@ -14,4 +14,5 @@ mod lifetimes;
 mod load;
 mod read;
 mod snapshots;
+mod versions;
 mod write;

@@ -5,6 +5,7 @@
 mod config;
 #[cfg(feature = "fleet")]
 mod fleet;
+mod history;
 mod log;
 mod mount;
 mod run;
@@ -23,9 +24,23 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
     let v = &cli.vault;
     match cli.command {
         Command::Set(args) => secret::set(v, args),
-        Command::Get { vault_ref } => secret::get(v, &vault_ref),
+        Command::Get { vault_ref, version } => match version {
+            None => secret::get(v, &vault_ref),
+            Some(n) => history::get_version(v, &vault_ref, n),
+        },
+        Command::History { vault_ref, json } => history::history(v, &vault_ref, json),
+        Command::Rollback {
+            vault_ref,
+            to,
+            into_others_session,
+        } => history::rollback(v, &vault_ref, to, into_others_session),
+        Command::Settings { keep_versions } => history::settings(v, keep_versions),
         Command::List { scope, json } => secret::list(v, scope.as_ref(), json),
-        Command::Delete { vault_ref, force } => secret::delete(v, &vault_ref, force),
+        Command::Delete {
+            vault_ref,
+            force,
+            purge,
+        } => secret::delete(v, &vault_ref, force, purge),
         Command::Configure {
             config,
             field,

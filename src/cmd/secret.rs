@@ -74,6 +74,8 @@ pub(super) fn set(v: &VaultArgs, args: SetArgs) -> Result<Status> {
         expect,
         expires: args.ttl.map(|ttl| std::time::SystemTime::now() + ttl),
         no_expiry: args.no_ttl,
+        keep_versions: args.keep_versions,
+        writer: Some(sealfs::Writer::this_process(sealfs::WriteSource::Cli)),
         ..PutOptions::default()
     };
     let result = store.as_dyn().put_with(r, value, options);
@@ -141,11 +143,15 @@ pub(super) fn list(v: &VaultArgs, scope: Option<&VaultScope>, json: bool) -> Res
     Ok(Status::Done)
 }
 
-pub(super) fn delete(v: &VaultArgs, r: &VaultRef, force: bool) -> Result<Status> {
+pub(super) fn delete(v: &VaultArgs, r: &VaultRef, force: bool, purge: bool) -> Result<Status> {
     let result = match open_existing(v)? {
         Some(store) => {
-            let result = store.as_dyn().delete(r);
-            record_result(v, &store, "delete", r, &result);
+            let (op, result) = match store.local() {
+                // The fleet keeps no earlier versions: a delete is a purge.
+                Some(vault) if purge => ("purge", vault.purge(r).map_err(StoreError::from)),
+                _ => ("delete", store.as_dyn().delete(r)),
+            };
+            record_result(v, &store, op, r, &result);
             result
         }
         None => Err(VaultError::NotFound(r.clone()).into()),
@@ -170,7 +176,11 @@ pub(super) fn store_for_config(
             refuse_others_session(vault, r)?;
         }
     }
-    let result = store.as_dyn().put(r, value);
+    let options = PutOptions {
+        writer: Some(sealfs::Writer::this_process(sealfs::WriteSource::Cli)),
+        ..PutOptions::default()
+    };
+    let result = store.as_dyn().put_with(r, value, options);
     record_result(v, &store, "set", r, &result);
     result?;
     Ok(())

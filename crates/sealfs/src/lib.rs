@@ -41,8 +41,9 @@
 //!   identity-derived key and looked up by an HMAC of their name
 //!   (`records.rs`), 256 bucket digests with their root in the sealed
 //!   vault record, checked on every read (`read.rs`) and updated in one
-//!   transaction per commit (`write.rs`), the upgrade from format 1
-//!   (`upgrade.rs`).
+//!   transaction per commit (`write.rs`), the earlier versions of secrets
+//!   and the retired records of deleted ones (`versions.rs`), the upgrade
+//!   from format 1 (`upgrade.rs`).
 //! - [`anchor`]: the rollback anchor, the index's commit counter and root
 //!   under a MAC, beside the identity or in the keystore.
 //! - [`audit`]: the audit log, JSON lines appended by the CLI, the console
@@ -52,8 +53,10 @@
 //! - [`vault`]: [`Vault`]: how to open one (`config.rs`, [`VaultConfig`]),
 //!   opening and creating (`open.rs`), the anchor checks and deliberate
 //!   rollbacks or moves (`anchoring.rs`), put/get/delete/rename/list
-//!   (`ops.rs`), the writer lock (`lock.rs`), backend migration
-//!   (`migrate.rs`), [`VaultError`] (`error.rs`).
+//!   (`ops.rs`), history, rollback and purge (`versions.rs`), the writer
+//!   lock (`lock.rs`), backend migration (`migrate.rs`), [`VaultError`]
+//!   (`error.rs`).
+//! - [`writer`]: [`Writer`], who wrote a value, kept with each version.
 //! - `fleet` (feature `fleet`): the fleet vault in etcd (`docs/fleet.md`):
 //!   the etcd client (`etcd.rs`), age host identities and fleet keys
 //!   (`keys.rs`), sealed copies of read records (`cache.rs`), the records
@@ -118,6 +121,7 @@ mod scope;
 mod secret;
 mod store;
 mod vault;
+mod writer;
 
 // The public interface is:
 pub use backend::{
@@ -135,9 +139,10 @@ pub use secret::SensitiveBytes;
 pub use store::{SecretStore, StoreError};
 pub use vault::{
     check_value, default_identity_dir, default_vault_dir, Entry, Expected, IdentityStore,
-    MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault, VaultConfig, VaultError,
+    MigrateReport, MigrateStage, PutOptions, ScopeInfo, Vault, VaultConfig, VaultError, Version,
     DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, MAX_VALUE_SIZE_LIMIT,
 };
+pub use writer::{WriteSource, Writer};
 
 /// Where a test can make a write stop as a crash would
 /// ([`Vault::set_fault_hook`]); not for production use.

@@ -201,6 +201,16 @@ impl FromStr for VaultScope {
 pub struct SecretKey(String);
 
 impl SecretKey {
+    /// The name the mount gives each scope's directory of earlier versions:
+    /// no secret is stored under it.
+    pub const HISTORY_DIR: &'static str = ".history";
+
+    /// Whether no secret may be stored under this key (see
+    /// [`SecretKey::HISTORY_DIR`]).
+    pub fn is_reserved(&self) -> bool {
+        self.0 == Self::HISTORY_DIR
+    }
+
     /// `key` as a secret key, if it keeps the name rules.
     pub fn new(key: impl Into<String>) -> Result<Self, RefError> {
         let key = key.into();

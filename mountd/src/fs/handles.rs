@@ -61,6 +61,10 @@ pub(super) struct Handle {
     /// Made by an `O_EXCL` create: the first commit requires the name to
     /// be free still.
     pub(super) exclusive: bool,
+    /// The version this handle last stored: its next commit amends it
+    /// (a shell's `>` stores the emptied file, then the content), so
+    /// history keeps what was there before the open, not each step.
+    pub(super) stored: Option<u64>,
 }
 
 impl Handle {
@@ -169,6 +173,19 @@ impl SecretStore for Counted {
     fn remove_scope(&self, scope: &VaultScope) -> std::result::Result<(), StoreError> {
         self.inner.remove_scope(scope)
     }
+    fn history(&self, r: &VaultRef) -> std::result::Result<Vec<sealfs::Version>, StoreError> {
+        self.inner.history(r)
+    }
+    fn get_version(&self, r: &VaultRef, n: u64) -> std::result::Result<SensitiveBytes, StoreError> {
+        self.decrypting("get_version", r);
+        self.inner.get_version(r, n)
+    }
+    fn versioned_keys(
+        &self,
+        scope: &VaultScope,
+    ) -> std::result::Result<Vec<SecretKey>, StoreError> {
+        self.inner.versioned_keys(scope)
+    }
     fn records_scope_owners(&self) -> bool {
         self.inner.records_scope_owners()
     }
@@ -248,6 +265,7 @@ impl SealFs {
     pub fn open(&self, c: &Caller, ino: u64, mode: OpenMode) -> Result<u64> {
         let r = match self.node(ino)? {
             Node::Secret(r) => r,
+            Node::Version(r, n) => return self.open_version(c, ino, r, n, mode),
             _ => return Err(FsError::IsDir),
         };
         let target = r.to_string();
@@ -331,6 +349,52 @@ impl SealFs {
                 once,
                 session_end,
                 exclusive: false,
+                stored: None,
+            },
+            slot,
+        ))
+    }
+
+    /// Opens version `n` of `r`, read-only, under the rules of `r` itself.
+    fn open_version(
+        &self,
+        c: &Caller,
+        ino: u64,
+        r: VaultRef,
+        n: u64,
+        mode: OpenMode,
+    ) -> Result<u64> {
+        let target = format!("{r}@{n}");
+        if !self.access(c, r.scope())?.can_read() {
+            return self.deny(c, "open", target, FsError::NotFound);
+        }
+        if mode.write {
+            return self.deny(c, "open", target, FsError::Denied);
+        }
+        let slot = self.handle_slot(c, &target)?;
+        let buf = match self.vault.get_version(&r, n) {
+            Ok(value) => {
+                self.record(self.event(c, "open", target.clone()));
+                self.buffer(c, &target, LockedBuf::adopt(value))?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
+            Err(e) => return self.fail(c, "open", target, &e),
+        };
+        Ok(self.new_handle(
+            Handle {
+                ino,
+                vault_ref: r,
+                caller: *c,
+                buf: Arc::new(buf),
+                writable: false,
+                append: false,
+                dirty: false,
+                created: false,
+                poisoned: false,
+                once: false,
+                session_end: None,
+                exclusive: false,
+                stored: None,
             },
             slot,
         ))
@@ -477,12 +541,20 @@ impl SealFs {
             // create and this first commit.
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
             expires: current.and_then(|e| e.expires),
+            amends: h.stored,
+            // Flushed at the writer's close(2): the process is still there.
+            writer: Some(sealfs::Writer {
+                source: sealfs::WriteSource::Mount,
+                uid: Some(h.caller.uid),
+                exe: sealfs::audit::exe_of(h.caller.pid),
+            }),
             ..sealfs::PutOptions::default()
         };
         match self.vault.put_with(&h.vault_ref, value, options) {
-            Ok(_) => {
+            Ok(entry) => {
                 h.dirty = false;
                 h.created = false;
+                h.stored = Some(entry.version);
                 self.record(self.event(&h.caller, op, target));
                 Ok(())
             }
@@ -595,8 +667,10 @@ impl SealFs {
     ) -> Result<(Attr, u64)> {
         let scope = match self.node(parent)? {
             Node::Scope(s) => s,
-            Node::Root | Node::Kind(_) => return Err(FsError::NotPermitted),
-            Node::Secret(_) => return Err(FsError::NotDir),
+            Node::Root | Node::Kind(_) | Node::History(_) | Node::Versions(_) => {
+                return Err(FsError::NotPermitted)
+            }
+            Node::Secret(_) | Node::Version(..) => return Err(FsError::NotDir),
         };
         let target = format!("{scope}/{name}");
         self.require_write(c, "create", &target, &scope)?;
@@ -605,7 +679,10 @@ impl SealFs {
         if !self.scope_exists(&scope)? {
             return Err(FsError::NotFound);
         }
-        let Ok(key) = SecretKey::new(name) else {
+        let Ok(key) = SecretKey::new(name).map(|k| (!k.is_reserved()).then_some(k)) else {
+            return self.deny(c, "create", target, FsError::Invalid);
+        };
+        let Some(key) = key else {
             return self.deny(c, "create", target, FsError::Invalid);
         };
         let r = VaultRef::new(scope, key);
@@ -636,6 +713,7 @@ impl SealFs {
                 once: false,
                 session_end,
                 exclusive: mode.exclusive,
+                stored: None,
             },
             slot,
         );

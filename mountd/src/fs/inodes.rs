@@ -46,6 +46,12 @@ pub enum Node {
     Kind(ScopeKind),
     Scope(VaultScope),
     Secret(VaultRef),
+    /// `<scope>/.history`: the scope's secrets with earlier versions.
+    History(VaultScope),
+    /// `<scope>/.history/<key>`: its versions.
+    Versions(VaultRef),
+    /// `<scope>/.history/<key>/<N>`: version N, read-only.
+    Version(VaultRef, u64),
 }
 
 /// Inode numbers, never reused. The kernel's lookup count of each is kept,

@@ -111,6 +111,34 @@ impl SealFs {
                 let ino = self.ino(Node::Scope(scope));
                 Ok(self.scope_dir_attr(c, ino, access))
             }
+            Node::Scope(scope) if name == SecretKey::HISTORY_DIR => {
+                let access = self.access(c, &scope)?;
+                if !access.can_read() || !self.scope_exists(&scope)? {
+                    return Err(FsError::NotFound);
+                }
+                let ino = self.ino(Node::History(scope));
+                Ok(self.dir_attr(ino, 0o500, c.uid, c.gid))
+            }
+            Node::History(scope) => {
+                let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
+                let r = VaultRef::new(scope, key);
+                self.versions_of(c, &r)?;
+                let ino = self.ino(Node::Versions(r));
+                Ok(self.dir_attr(ino, 0o500, c.uid, c.gid))
+            }
+            Node::Versions(r) => {
+                let n: u64 = name.parse().map_err(|_| FsError::NotFound)?;
+                if n.to_string() != name {
+                    return Err(FsError::NotFound);
+                }
+                let ino = self.ino(Node::Version(r.clone(), n));
+                let attr = self.version_attr(c, ino, &r, n);
+                if attr.is_err() {
+                    // No inode kept for a name that is not there.
+                    lock(&self.inodes).drop_unreferenced(ino);
+                }
+                attr
+            }
             Node::Scope(scope) => {
                 let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
                 let r = VaultRef::new(scope.clone(), key);
@@ -130,8 +158,33 @@ impl SealFs {
                 }
                 attr
             }
-            Node::Secret(_) => Err(FsError::NotDir),
+            Node::Secret(_) | Node::Version(..) => Err(FsError::NotDir),
         }
+    }
+
+    /// The versions of `r`, if `c` may read its scope: the same rules as
+    /// for the secret itself.
+    fn versions_of(&self, c: &Caller, r: &VaultRef) -> Result<Vec<sealfs::Version>> {
+        if !self.access(c, r.scope())?.can_read() {
+            return Err(FsError::NotFound);
+        }
+        match self.vault.history(r) {
+            Ok(v) => Ok(v),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Unsupported) => {
+                Err(FsError::NotFound)
+            }
+            Err(e) => Err(from_store(&e)),
+        }
+    }
+
+    /// Attributes of version `n` of `r` (inode `ino`): a read-only file.
+    fn version_attr(&self, c: &Caller, ino: u64, r: &VaultRef, n: u64) -> Result<Attr> {
+        let v = self
+            .versions_of(c, r)?
+            .into_iter()
+            .find(|v| v.version == n)
+            .ok_or(FsError::NotFound)?;
+        Ok(self.file_attr(c, ino, v.len, v.written, crate::policy::Access::Read))
     }
 
     pub fn getattr(&self, c: &Caller, ino: u64) -> Result<Attr> {
@@ -152,6 +205,17 @@ impl SealFs {
                 }
                 self.secret_attr(c, ino, &r, access, false)
             }
+            Node::History(scope) => {
+                if !self.access(c, &scope)?.can_read() || !self.scope_exists(&scope)? {
+                    return Err(FsError::NotFound);
+                }
+                Ok(self.dir_attr(ino, 0o500, c.uid, c.gid))
+            }
+            Node::Versions(r) => {
+                self.versions_of(c, &r)?;
+                Ok(self.dir_attr(ino, 0o500, c.uid, c.gid))
+            }
+            Node::Version(r, n) => self.version_attr(c, ino, &r, n),
         }
     }
 
@@ -165,6 +229,8 @@ impl SealFs {
                 Some(ScopeKind::Principal) => PRINCIPAL_INO,
                 Some(ScopeKind::Session) => SESSION_INO,
             },
+            Node::History(scope) => self.ino(Node::Scope(scope.clone())),
+            Node::Versions(r) => self.ino(Node::History(r.scope().clone())),
             _ => ROOT_INO,
         };
         match node {
@@ -214,7 +280,35 @@ impl SealFs {
                     })
                     .map_err(|e| from_store(&e))?;
             }
-            Node::Secret(_) => return Err(FsError::NotDir),
+            Node::History(scope) => {
+                if !self.access(c, &scope)?.can_read() {
+                    return Err(FsError::NotFound);
+                }
+                out.push(ino, FileKind::Directory, ".");
+                out.push(parent, FileKind::Directory, "..");
+                let keys = match self.vault.versioned_keys(&scope) {
+                    Ok(keys) => keys,
+                    Err(e) if e.kind() == ErrorKind::Unsupported => Vec::new(),
+                    Err(e) => return Err(from_store(&e)),
+                };
+                for key in keys {
+                    let node = Node::Versions(VaultRef::new(scope.clone(), key));
+                    let ino = lock(&self.inodes).peek(&node);
+                    if let Node::Versions(r) = &node {
+                        out.push(ino, FileKind::Directory, r.key().as_str());
+                    }
+                }
+            }
+            Node::Versions(r) => {
+                let versions = self.versions_of(c, &r)?;
+                out.push(ino, FileKind::Directory, ".");
+                out.push(parent, FileKind::Directory, "..");
+                for v in versions {
+                    let ino = lock(&self.inodes).peek(&Node::Version(r.clone(), v.version));
+                    out.push(ino, FileKind::File, &v.version.to_string());
+                }
+            }
+            Node::Secret(_) | Node::Version(..) => return Err(FsError::NotDir),
         }
         Ok(out)
     }
@@ -254,7 +348,7 @@ impl SealFs {
                 let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
                 Ok(VaultRef::new(scope, key))
             }
-            Node::Secret(_) => Err(FsError::NotDir),
+            Node::Secret(_) | Node::Version(..) => Err(FsError::NotDir),
             _ => Err(FsError::NotPermitted),
         }
     }
@@ -437,12 +531,22 @@ impl SealFs {
                 }
                 return Ok(());
             }
-            Node::Scope(s) => s.clone(),
-            Node::Secret(r) => r.scope().clone(),
+            Node::Scope(s) | Node::History(s) => s.clone(),
+            Node::Secret(r) | Node::Versions(r) | Node::Version(r, _) => r.scope().clone(),
         };
         let access = self.access(c, &scope)?;
         if !access.can_read() {
             return Err(FsError::NotFound);
+        }
+        if matches!(
+            node,
+            Node::History(_) | Node::Versions(_) | Node::Version(..)
+        ) {
+            // History is read-only, to everyone.
+            if mask.write || (mask.execute && matches!(node, Node::Version(..))) {
+                return Err(FsError::Denied);
+            }
+            return Ok(());
         }
         if mask.write && self.opts.read_only {
             return Err(FsError::ReadOnly);

@@ -38,11 +38,15 @@ use crate::scope::VaultScope;
 mod read;
 mod records;
 mod upgrade;
+mod versions;
 mod write;
 
+pub(crate) use versions::Slot;
+
+use crate::writer::Writer;
 use records::{
     bucket_digests, bucket_of, empty_bucket, insert_stored, ref_name, root_of, stored_row,
-    write_hints, RetiredRecord, ScopeRecord, SecretRecord, Stored,
+    write_hints, RetiredRecord, ScopeRecord, SecretRecord, Stored, VersionRecord,
 };
 
 /// The schema this build writes and reads (vault format 2).
@@ -65,6 +69,14 @@ const KIND_RETIRED: u8 = 2;
 const KIND_SCOPE: u8 = 3;
 /// Domain of the clear scope id that lists a scope's secrets.
 const KIND_SCOPE_MEMBERS: u8 = 4;
+/// An earlier version of a secret.
+const KIND_VERSION: u8 = 5;
+/// Domain of the clear id shared by the versions of one secret.
+const KIND_VERSIONS_OF: u8 = 6;
+
+/// How many earlier versions of a secret are kept unless the vault or the
+/// secret says otherwise.
+pub(crate) const DEFAULT_KEEP_VERSIONS: u32 = 10;
 /// The additional data of the sealed vault record.
 const VAULT_RECORD_ID: &[u8] = b"\0vault record";
 
@@ -114,6 +126,31 @@ pub(crate) struct Row {
     /// When it expires (milliseconds since the Unix epoch): from then on it
     /// is not there for any reader, and the next writer removes it.
     pub expires_ms: Option<i64>,
+    /// How many earlier versions to keep, if not the vault's default.
+    pub keep: Option<u32>,
+    /// Who wrote this value.
+    pub writer: Option<Writer>,
+    /// The version this value was rolled back to.
+    pub restored_from: Option<u64>,
+}
+
+/// A deleted secret: the version it had, and how many versions it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retired {
+    pub version: u64,
+    pub keep: Option<u32>,
+}
+
+/// An earlier value of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VersionRow {
+    pub version: u64,
+    pub object_id: ObjectId,
+    pub len: u64,
+    pub written_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub writer: Option<Writer>,
+    pub restored_from: Option<u64>,
 }
 
 impl Row {
@@ -169,6 +206,10 @@ pub(crate) struct VaultRecord {
     /// while nothing expires (and in vaults from before expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_expiry_ms: Option<i64>,
+    /// How many earlier versions of each secret are kept, if not
+    /// [`DEFAULT_KEEP_VERSIONS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_versions: Option<u32>,
 }
 
 impl VaultRecord {

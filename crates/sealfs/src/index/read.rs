@@ -143,6 +143,9 @@ impl Index {
             version: rec.version,
             once: rec.once,
             expires_ms: rec.expires_ms,
+            keep: rec.keep,
+            writer: rec.writer,
+            restored_from: rec.restored_from,
         };
         Ok((r, row))
     }
@@ -156,24 +159,26 @@ impl Index {
     pub(crate) fn row(&self, r: &VaultRef) -> Result<(Option<Row>, State), IndexError> {
         self.read(|| {
             let record = self.vault_record_in(&self.conn)?;
-            let id = self.secret_id(r);
-            self.check_bucket(&self.conn, bucket_of(&id), &r.to_string())?;
-            let row = match self.stored(&self.conn, &id)? {
-                None => None,
-                Some(s) => {
-                    let (found, row) =
-                        self.open_secret(&r.to_string(), &s, &mut ScopeIds::default())?;
-                    if &found != r {
-                        return Err(tampered(
-                            r.to_string(),
-                            "a record is filed under another name",
-                        ));
-                    }
-                    Some(row)
-                }
-            };
-            Ok((row, record.state()?))
+            Ok((self.row_in(r)?, record.state()?))
         })
+    }
+
+    /// The live row of `r` (inside a transaction the caller holds; its
+    /// bucket checked).
+    pub(super) fn row_in(&self, r: &VaultRef) -> Result<Option<Row>, IndexError> {
+        let id = self.secret_id(r);
+        self.check_bucket(&self.conn, bucket_of(&id), &r.to_string())?;
+        let Some(s) = self.stored(&self.conn, &id)? else {
+            return Ok(None);
+        };
+        let (found, row) = self.open_secret(&r.to_string(), &s, &mut ScopeIds::default())?;
+        if &found != r {
+            return Err(tampered(
+                r.to_string(),
+                "a record is filed under another name",
+            ));
+        }
+        Ok(Some(row))
     }
 
     /// Every live secret (of `scope`, or all), sorted by scope then key,
@@ -328,7 +333,7 @@ impl Index {
 
     /// Hands each stored record of `kind` to `f`, stopping at the first
     /// error.
-    fn for_each_of_kind(
+    pub(super) fn for_each_of_kind(
         &self,
         kind: u8,
         mut f: impl FnMut(Stored) -> Result<(), IndexError>,
@@ -446,10 +451,16 @@ impl Index {
         Ok((out.into_values().collect(), state))
     }
 
-    /// The object id of every live secret.
+    /// The object id of every live secret and kept version.
     pub(crate) fn object_ids(&self) -> Result<Vec<ObjectId>, IndexError> {
         let (rows, _) = self.list(None)?;
         let mut ids: Vec<ObjectId> = rows.into_iter().map(|(_, row)| row.object_id).collect();
+        ids.extend(
+            self.all_versions(None)?
+                .0
+                .into_iter()
+                .map(|(_, v)| v.object_id),
+        );
         ids.sort();
         Ok(ids)
     }

@@ -4,9 +4,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{VaultRecord, KIND_RETIRED, KIND_SCOPE, KIND_SCOPE_MEMBERS, KIND_SECRET};
+use super::{
+    VaultRecord, KIND_RETIRED, KIND_SCOPE, KIND_SCOPE_MEMBERS, KIND_SECRET, KIND_VERSION,
+    KIND_VERSIONS_OF,
+};
 use crate::crypto::KeyRing;
 use crate::scope::VaultRef;
+use crate::writer::Writer;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +25,14 @@ pub(super) struct SecretRecord {
     pub(super) once: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) expires_ms: Option<i64>,
+    /// How many earlier versions to keep, if not the vault's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) keep: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) writer: Option<Writer>,
+    /// The version this value was rolled back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) restored_from: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -29,6 +41,29 @@ pub(super) struct RetiredRecord {
     pub(super) scope: String,
     pub(super) key: String,
     pub(super) version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) keep: Option<u32>,
+}
+
+/// An earlier value of a secret, kept for `history` and `rollback`. Its
+/// blob stays sealed to the ref and the version it was written as.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VersionRecord {
+    pub(super) scope: String,
+    pub(super) key: String,
+    pub(super) version: u64,
+    pub(super) object_id: String,
+    pub(super) len: u64,
+    /// When this value was written.
+    pub(super) written_ms: i64,
+    /// When this value expires (it had a lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) expires_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) writer: Option<Writer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) restored_from: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,6 +115,22 @@ impl RetiredRecord {
     }
 }
 
+impl VersionRecord {
+    /// Clear columns: its object id (so that its blob is never an orphan),
+    /// and, as its scope id, the id of its secret's versions
+    /// ([`versions_id`]).
+    pub(super) fn seal(&self, keys: &KeyRing, r: &VaultRef) -> Stored {
+        let id = keys.name_id(KIND_VERSION, &version_name(r, self.version));
+        Stored {
+            id: id.to_vec(),
+            kind: KIND_VERSION,
+            scope_id: Some(versions_id(keys, r).to_vec()),
+            object_id: Some(self.object_id.clone()),
+            sealed: keys.seal_record(&id, &serde_json::to_vec(self).expect("plain data")),
+        }
+    }
+}
+
 impl ScopeRecord {
     pub(super) fn seal(&self, keys: &KeyRing) -> Stored {
         seal(keys, KIND_SCOPE, self.scope.as_bytes(), None, None, self)
@@ -123,6 +174,19 @@ pub(super) fn ref_name(r: &VaultRef) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out
+}
+
+/// The name of version `v` of `r`: its ref name, then the version.
+pub(super) fn version_name(r: &VaultRef, v: u64) -> Vec<u8> {
+    let mut out = ref_name(r);
+    out.extend_from_slice(&v.to_be_bytes());
+    out
+}
+
+/// The clear id shared by the versions of `r` (in the `scope_id` column),
+/// by which they are found.
+pub(super) fn versions_id(keys: &KeyRing, r: &VaultRef) -> [u8; 32] {
+    keys.name_id(KIND_VERSIONS_OF, &ref_name(r))
 }
 
 pub(super) fn bucket_of(id: &[u8]) -> u8 {

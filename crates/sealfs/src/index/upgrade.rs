@@ -47,8 +47,11 @@ impl Index {
                         created_ms: r.get(4)?,
                         updated_ms: r.get(5)?,
                         version: r.get::<_, i64>(6)? as u64,
-                        once: r.get(7)?,
-                        expires_ms: None,
+                                                once: r.get(7)?,
+                                                expires_ms: None,
+                        keep: None,
+                        writer: None,
+                        restored_from: None,
                     })
                 })?;
                 for rec in rows {
@@ -63,7 +66,8 @@ impl Index {
                     Ok(RetiredRecord {
                         scope: r.get(0)?,
                         key: r.get(1)?,
-                        version: r.get::<_, i64>(2)? as u64,
+                                                                        version: r.get::<_, i64>(2)? as u64,
+                        keep: None,
                     })
                 })?;
                 for rec in rows {

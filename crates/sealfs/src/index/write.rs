@@ -3,10 +3,12 @@
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::records::version_name;
 use super::{
-    bucket_digests, bucket_of, insert_stored, ref_name, root_of, tampered, write_hints, Index,
-    IndexError, RetiredRecord, Row, ScopeRecord, SecretRecord, State, Stored, VaultRecord,
-    ENDED_SESSION_KEPT_MS, KIND_RETIRED, KIND_SCOPE, KIND_SECRET, VAULT_RECORD_ID,
+    bucket_digests, bucket_of, insert_stored, ref_name, root_of, write_hints, Index, IndexError,
+    RetiredRecord, Row, ScopeRecord, SecretRecord, State, Stored, VaultRecord, VersionRecord,
+    VersionRow, DEFAULT_KEEP_VERSIONS, ENDED_SESSION_KEPT_MS, KIND_RETIRED, KIND_SCOPE,
+    KIND_SECRET, KIND_VERSION, VAULT_RECORD_ID,
 };
 use crate::backend::ObjectId;
 use crate::crypto::KeyRing;
@@ -19,26 +21,7 @@ impl Index {
         if let (Some(row), _) = self.row(r)? {
             return Ok(row.version + 1);
         }
-        let id = self.keys().name_id(KIND_RETIRED, &ref_name(r));
-        let Some(s) = self.stored(&self.conn, &id)? else {
-            return Ok(1);
-        };
-        let plain = self
-            .keys()
-            .open_record(&s.id, &s.sealed)
-            .map_err(|_| tampered(r.to_string(), "a retired record does not authenticate"))?;
-        let rec: RetiredRecord = serde_json::from_slice(&plain)
-            .map_err(|_| tampered(r.to_string(), "a retired record is malformed"))?;
-        if s.kind != KIND_RETIRED
-            || rec.scope != r.scope().to_string()
-            || rec.key != r.key().as_str()
-        {
-            return Err(tampered(
-                r.to_string(),
-                "a retired record is filed under another name",
-            ));
-        }
-        Ok(rec.version + 1)
+        Ok(self.retired(r)?.map_or(1, |t| t.version + 1))
     }
 
     pub(crate) fn add_pending(&self, id: &ObjectId) -> Result<(), IndexError> {
@@ -120,7 +103,7 @@ impl Index {
         what: &str,
         edit: impl FnOnce(&Edit<'_>) -> Result<(), IndexError>,
         update: impl FnOnce(&mut VaultRecord),
-    ) -> Result<State, IndexError> {
+    ) -> Result<Committed, IndexError> {
         let keys = self.keys();
         let tx = ImmediateTx::begin(&self.conn).map_err(self.err())?;
         let mut record = self.vault_record_in(&self.conn)?;
@@ -130,8 +113,13 @@ impl Index {
             touched: std::cell::RefCell::new(Vec::new()),
             index: self,
             what,
+            keep_default: record.keep_versions.unwrap_or(DEFAULT_KEEP_VERSIONS),
+            discard: std::cell::RefCell::new(Vec::new()),
         };
         edit(&edits)?;
+        let mut discard = edits.discard.into_inner();
+        discard.sort();
+        discard.dedup();
         for b in edits.touched.into_inner() {
             let (computed, _) = bucket_digests(&self.conn, b).map_err(self.err())?;
             self.conn
@@ -156,7 +144,10 @@ impl Index {
             )
             .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
-        record.state()
+        Ok(Committed {
+            state: record.state()?,
+            discard,
+        })
     }
 
     pub(super) fn meta_vault_id(&self, conn: &Connection) -> Result<String, IndexError> {
@@ -167,24 +158,40 @@ impl Index {
     }
 
     /// Commits a new value for `r`: the row now points at `row.object_id`,
-    /// which leaves `pending`, and the replaced object (if any) enters
-    /// `pending` for deletion. This is the commit point of a put.
+    /// which leaves `pending`. The value it replaces (`current`, read
+    /// under the lock; `live` unless it had expired) becomes an earlier
+    /// version; versions past the keep limit, and the whole history of
+    /// an expired value, enter `pending` for deletion. This is the commit
+    /// point of a put.
     pub(crate) fn commit_put(
         &self,
         r: &VaultRef,
         row: &Row,
-        replaced: Option<&ObjectId>,
-    ) -> Result<State, IndexError> {
+        current: Option<&Row>,
+        live: bool,
+        keep_old: bool,
+    ) -> Result<Committed, IndexError> {
         self.commit(
             &r.to_string(),
-            |e| {
-                e.upsert_secret(r, row)?;
-                e.remove(KIND_RETIRED, &ref_name(r))?;
-                e.unpend(&row.object_id)?;
-                replaced.map_or(Ok(()), |old| e.pend(old))
-            },
+            |e| e.install(r, row, current, live, keep_old),
             |rec| expires_by(rec, row.expires_ms),
         )
+    }
+
+    /// Destroys every kept version of `r` (a `delete --purge` of a secret
+    /// deleted already).
+    pub(crate) fn commit_purge(&self, r: &VaultRef) -> Result<Committed, IndexError> {
+        self.commit(&r.to_string(), |e| e.prune(r, 0), |_| {})
+    }
+
+    /// Sets how many earlier versions of each secret are kept, vault-wide.
+    pub(crate) fn commit_keep_versions(&self, keep: u32) -> Result<State, IndexError> {
+        self.commit(
+            "vault settings",
+            |_| Ok(()),
+            |rec| rec.keep_versions = Some(keep),
+        )
+        .map(|c| c.state)
     }
 
     /// Removes every secret of `scope` (`rows`, read under the lock) and
@@ -192,12 +199,14 @@ impl Index {
     /// expired one.
     /// `ended_ms`: the registration stays, ending then (nothing more is
     /// stored in the session); `None`: it goes.
+    /// Kept versions of its secrets (`versions`, live or deleted) go too.
     pub(crate) fn commit_end_scope(
         &self,
         scope: &VaultScope,
         rows: &[(VaultRef, Row)],
+        versions: &[(VaultRef, VersionRow)],
         ended_ms: Option<i64>,
-    ) -> Result<State, IndexError> {
+    ) -> Result<Committed, IndexError> {
         let name = scope.to_string();
         let kept = match ended_ms {
             Some(t) => {
@@ -215,7 +224,10 @@ impl Index {
             &name,
             |e| {
                 for (r, row) in rows {
-                    e.retire(r, row)?;
+                    e.retire(r, row, true)?;
+                }
+                for (r, v) in versions {
+                    e.drop_version(r, v)?;
                 }
                 e.remove(KIND_SCOPE, name.as_bytes())?;
                 kept.map_or(Ok(()), |rec| e.put(rec.seal(e.keys)))
@@ -230,18 +242,23 @@ impl Index {
         )
     }
 
-    /// Removes the expired secrets `rows` in one commit, and sets when the
+    /// Removes the expired secrets `rows` (with their earlier versions) and
+    /// the expired versions `versions` in one commit, and sets when the
     /// next one expires.
     pub(crate) fn commit_expired(
         &self,
         rows: &[(VaultRef, Row)],
+        versions: &[(VaultRef, VersionRow)],
         next_expiry_ms: Option<i64>,
-    ) -> Result<State, IndexError> {
+    ) -> Result<Committed, IndexError> {
         self.commit(
             "expired secrets",
             |e| {
                 for (r, row) in rows {
-                    e.retire(r, row)?;
+                    e.retire(r, row, true)?;
+                }
+                for (r, v) in versions {
+                    e.drop_version(r, v)?;
                 }
                 Ok(())
             },
@@ -249,31 +266,36 @@ impl Index {
         )
     }
 
-    /// Removes `r`, remembering its version and marking its object for
-    /// deletion. This is the commit point of a delete.
-    pub(crate) fn commit_delete(&self, r: &VaultRef, row: &Row) -> Result<State, IndexError> {
-        self.commit(&r.to_string(), |e| e.retire(r, row), |_| {})
+    /// Removes `r`, remembering its version. Its value becomes its last
+    /// kept version, unless `purge` (or it was read-once): then it and
+    /// every earlier version are marked for deletion. This is the commit
+    /// point of a delete.
+    pub(crate) fn commit_delete(
+        &self,
+        r: &VaultRef,
+        row: &Row,
+        purge: bool,
+    ) -> Result<Committed, IndexError> {
+        self.commit(&r.to_string(), |e| e.retire(r, row, purge), |_| {})
     }
 
-    /// Moves `from` to `to` in one commit: `from` is removed as by a delete,
-    /// `to` points at its freshly sealed object, and a value `to` held
-    /// before is marked for deletion.
+    /// Moves `from` to `to` in one commit: `from` is removed as by a delete
+    /// (its value kept as its last version), and `to` points at its
+    /// freshly sealed object as by a put over `target`.
     pub(crate) fn commit_rename(
         &self,
         from: &VaultRef,
         from_row: &Row,
         to: &VaultRef,
         to_row: &Row,
-        replaced: Option<&ObjectId>,
-    ) -> Result<State, IndexError> {
+        target: Option<&Row>,
+        target_live: bool,
+    ) -> Result<Committed, IndexError> {
         self.commit(
             &from.to_string(),
             |e| {
-                e.retire(from, from_row)?;
-                e.upsert_secret(to, to_row)?;
-                e.remove(KIND_RETIRED, &ref_name(to))?;
-                e.unpend(&to_row.object_id)?;
-                replaced.map_or(Ok(()), |old| e.pend(old))
+                e.retire(from, from_row, false)?;
+                e.install(to, to_row, target, target_live, true)
             },
             |rec| expires_by(rec, to_row.expires_ms),
         )
@@ -285,6 +307,7 @@ impl Index {
         update: impl FnOnce(&mut VaultRecord),
     ) -> Result<State, IndexError> {
         self.commit("vault metadata", |_| Ok(()), update)
+            .map(|c| c.state)
     }
 
     /// Registers `scope` with an owner; `None` (nothing committed) if it
@@ -319,18 +342,16 @@ impl Index {
             },
             |vault| expires_by(vault, expires_ms),
         )
-        .map(Some)
+        .map(|c| Some(c.state))
     }
+}
 
-    /// Forgets a registered scope; `None` if it was not registered.
-    pub(crate) fn unregister_scope(&self, scope: &VaultScope) -> Result<Option<State>, IndexError> {
-        let name = scope.to_string();
-        if self.read(|| self.scope_record_in(scope))?.is_none() {
-            return Ok(None);
-        }
-        self.commit(&name, |e| e.remove(KIND_SCOPE, name.as_bytes()), |_| {})
-            .map(Some)
-    }
+/// What a commit did: the state it made, and the blobs it left to delete
+/// (in `pending` until deleted).
+#[must_use]
+pub(crate) struct Committed {
+    pub state: State,
+    pub discard: Vec<ObjectId>,
 }
 
 /// Makes `record` say that something expires at `expires_ms`, if sooner
@@ -375,6 +396,10 @@ pub(super) struct Edit<'a> {
     touched: std::cell::RefCell<Vec<u8>>,
     index: &'a Index,
     what: &'a str,
+    /// How many earlier versions a secret keeps unless it says otherwise.
+    keep_default: u32,
+    /// The objects this commit marked for deletion.
+    discard: std::cell::RefCell<Vec<ObjectId>>,
 }
 
 impl Edit<'_> {
@@ -414,24 +439,120 @@ impl Edit<'_> {
             version: row.version,
             once: row.once,
             expires_ms: row.expires_ms,
+            keep: row.keep,
+            writer: row.writer.clone(),
+            restored_from: row.restored_from,
         };
         self.put(rec.seal(self.keys, r))
     }
 
-    /// Deletes the live record, remembers its version, and marks its object
-    /// for deletion.
-    pub(super) fn retire(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+    /// Makes `row` the live value of `r` over `current` (see
+    /// [`Index::commit_put`]). A secret brought back after a delete keeps
+    /// the versions and the keep limit it had.
+    fn install(
+        &self,
+        r: &VaultRef,
+        row: &Row,
+        current: Option<&Row>,
+        live: bool,
+        keep_old: bool,
+    ) -> Result<(), IndexError> {
+        let mut row = row.clone();
+        match current {
+            Some(c) if live && keep_old => self.keep_version(r, c)?,
+            Some(c) if live => self.pend(&c.object_id)?,
+            Some(c) => {
+                // Expired: neither it nor its history is there any more.
+                self.pend(&c.object_id)?;
+                self.prune(r, 0)?;
+            }
+            None => {
+                if let Some(t) = self.index.retired_in(r)? {
+                    row.keep = row.keep.or(t.keep);
+                }
+            }
+        }
+        self.upsert_secret(r, &row)?;
+        self.remove(KIND_RETIRED, &ref_name(r))?;
+        self.unpend(&row.object_id)?;
+        self.prune(r, self.keep_of(r, &row))
+    }
+
+    /// How many earlier versions of `r` are kept: its own limit, else the
+    /// vault's; none in a session unless the secret says so (sessions are
+    /// temporary, and their quotas count live values), and never any of
+    /// sealfs's own secrets (a pin or a rotated credential stays rotated).
+    fn keep_of(&self, r: &VaultRef, row: &Row) -> usize {
+        if r.scope().is_reserved() {
+            return 0;
+        }
+        let default = match r.scope() {
+            VaultScope::Session(_) => 0,
+            _ => self.keep_default,
+        };
+        row.keep.unwrap_or(default) as usize
+    }
+
+    /// Files the value `row` of `r` as an earlier version (a read-once
+    /// value is never kept: it is marked for deletion).
+    fn keep_version(&self, r: &VaultRef, row: &Row) -> Result<(), IndexError> {
+        if row.once {
+            return self.pend(&row.object_id);
+        }
+        let rec = VersionRecord {
+            scope: r.scope().to_string(),
+            key: r.key().as_str().to_owned(),
+            version: row.version,
+            object_id: row.object_id.as_str().to_owned(),
+            len: row.len,
+            written_ms: row.updated_ms,
+            expires_ms: row.expires_ms,
+            writer: row.writer.clone(),
+            restored_from: row.restored_from,
+        };
+        self.put(rec.seal(self.keys, r))
+    }
+
+    /// Keeps the newest `keep` earlier versions of `r`; the others are
+    /// removed and their objects marked for deletion.
+    pub(super) fn prune(&self, r: &VaultRef, keep: usize) -> Result<(), IndexError> {
+        let versions = self.index.versions_in(r)?;
+        let extra = versions.len().saturating_sub(keep);
+        for v in &versions[..extra] {
+            self.drop_version(r, v)?;
+        }
+        Ok(())
+    }
+
+    /// Removes version `v` of `r` and marks its object for deletion.
+    pub(super) fn drop_version(&self, r: &VaultRef, v: &VersionRow) -> Result<(), IndexError> {
+        self.remove(KIND_VERSION, &version_name(r, v.version))?;
+        self.pend(&v.object_id)
+    }
+
+    /// Deletes the live record and remembers its version. Its value is kept
+    /// as its last version (unless read-once), or, with `purge`, goes with
+    /// every earlier version.
+    pub(super) fn retire(&self, r: &VaultRef, row: &Row, purge: bool) -> Result<(), IndexError> {
         self.remove(KIND_SECRET, &ref_name(r))?;
         let rec = RetiredRecord {
             scope: r.scope().to_string(),
             key: r.key().as_str().to_owned(),
             version: row.version,
+            keep: row.keep,
         };
         self.put(rec.seal(self.keys, r))?;
-        self.pend(&row.object_id)
+        if purge {
+            self.pend(&row.object_id)?;
+            self.prune(r, 0)
+        } else {
+            self.keep_version(r, row)?;
+            self.prune(r, self.keep_of(r, row))
+        }
     }
 
     pub(super) fn pend(&self, id: &ObjectId) -> Result<(), IndexError> {
+        self.discard.borrow_mut().push(id.clone());
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO pending (object_id) VALUES (?1)",

@@ -127,6 +127,17 @@ impl SecretStore for FleetVault {
     fn sweep_expired(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    fn history(&self, _r: &VaultRef) -> Result<Vec<crate::Version>, StoreError> {
+        Err(StoreError::Unsupported("history in the fleet vault"))
+    }
+    fn get_version(&self, _r: &VaultRef, _n: u64) -> Result<SensitiveBytes, StoreError> {
+        Err(StoreError::Unsupported(
+            "earlier versions in the fleet vault",
+        ))
+    }
+    fn versioned_keys(&self, _scope: &VaultScope) -> Result<Vec<SecretKey>, StoreError> {
+        Err(StoreError::Unsupported("history in the fleet vault"))
+    }
     fn create_scope(&self, scope: &VaultScope, _owner_uid: Option<u32>) -> Result<(), StoreError> {
         // Fleet scopes have no owner: who may use them is the mount's
         // policy, on every host alike.

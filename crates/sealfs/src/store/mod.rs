@@ -5,7 +5,7 @@
 #[cfg(feature = "fleet")]
 mod fleet;
 
-use crate::vault::{Entry, PutOptions, ScopeInfo};
+use crate::vault::{Entry, PutOptions, ScopeInfo, Version};
 use crate::{ErrorKind, SecretKey, SensitiveBytes, Vault, VaultError, VaultRef, VaultScope};
 
 /// An error of a [`SecretStore`]: the local vault's or the fleet's, or an
@@ -104,6 +104,13 @@ pub trait SecretStore: Send + Sync {
     fn sweep_expired(&self) -> Result<(), StoreError>;
     /// Removes an empty scope.
     fn remove_scope(&self, scope: &VaultScope) -> Result<(), StoreError>;
+    /// The versions of `r`, oldest first (see [`Vault::history`]); a store
+    /// that keeps none says so.
+    fn history(&self, r: &VaultRef) -> Result<Vec<Version>, StoreError>;
+    /// The value of version `n` of `r` (see [`Vault::get_version`]).
+    fn get_version(&self, r: &VaultRef, n: u64) -> Result<SensitiveBytes, StoreError>;
+    /// The keys of `scope` with earlier versions kept, live or deleted.
+    fn versioned_keys(&self, scope: &VaultScope) -> Result<Vec<SecretKey>, StoreError>;
     /// Whether scopes record who made them (the local vault): the fleet's
     /// do not (uids are per host), so what rests on an owner (a session's
     /// maker using it, per-user session quotas) is not there.
@@ -177,5 +184,14 @@ impl SecretStore for Vault {
     }
     fn records_scope_owners(&self) -> bool {
         true
+    }
+    fn history(&self, r: &VaultRef) -> Result<Vec<Version>, StoreError> {
+        Ok(Vault::history(self, r)?)
+    }
+    fn get_version(&self, r: &VaultRef, n: u64) -> Result<SensitiveBytes, StoreError> {
+        Ok(Vault::get_version(self, r, n)?)
+    }
+    fn versioned_keys(&self, scope: &VaultScope) -> Result<Vec<SecretKey>, StoreError> {
+        Ok(Vault::versioned_keys(self, scope)?)
     }
 }

@@ -21,6 +21,30 @@ pub enum VaultError {
     /// No secret is stored under this ref.
     #[error("secret not found: {0}")]
     NotFound(VaultRef),
+    /// The secret keeps no such version.
+    #[error("{vault_ref} has no version {version} ({kept})")]
+    NoSuchVersion {
+        /// The secret.
+        vault_ref: VaultRef,
+        /// The version asked for.
+        version: u64,
+        /// What it does keep, said for the reader.
+        kept: String,
+    },
+    /// No secret is stored under this key (the mount's `.history`).
+    #[error("{0}: the key `.history` is reserved (the mount shows earlier versions under it)")]
+    ReservedKey(VaultRef),
+    /// A rollback with nothing to go back to.
+    #[error("{0} has no earlier version to roll back to")]
+    NoHistory(VaultRef),
+    /// A rollback to the value the secret holds now.
+    #[error("{vault_ref} is at version {version} already")]
+    AlreadyCurrent {
+        /// The secret.
+        vault_ref: VaultRef,
+        /// Its current version.
+        version: u64,
+    },
     /// An empty value was given to store under this ref.
     #[error("refusing to store an empty value for {0}")]
     EmptyValue(VaultRef),
@@ -226,10 +250,17 @@ impl VaultError {
         use crate::ErrorKind as K;
         use VaultError as E;
         match self {
-            E::NoVault(_) | E::NotFound(_) | E::NoSuchScope(_) | E::SessionEnded(_) => K::NotFound,
-            E::EmptyValue(_) | E::BackendConflict { .. } | E::IdentityConflict(_) => {
-                K::InvalidInput
-            }
+            E::NoVault(_)
+            | E::NotFound(_)
+            | E::NoSuchScope(_)
+            | E::SessionEnded(_)
+            | E::NoSuchVersion { .. }
+            | E::NoHistory(_) => K::NotFound,
+            E::AlreadyCurrent { .. } => K::InvalidInput,
+            E::EmptyValue(_)
+            | E::ReservedKey(_)
+            | E::BackendConflict { .. }
+            | E::IdentityConflict(_) => K::InvalidInput,
             E::TooLarge { .. } => K::TooLarge,
             E::Exists(_) | E::ScopeExists(_) | E::NotAsExpected { .. } => K::Exists,
             E::ScopeNotEmpty(_) => K::NotEmpty,

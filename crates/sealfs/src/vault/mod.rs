@@ -33,6 +33,9 @@ mod lock;
 mod migrate;
 mod open;
 mod ops;
+mod versions;
+
+pub use versions::Version;
 
 use anchoring::retire_others;
 pub use config::{
@@ -69,7 +72,7 @@ pub struct Entry {
 }
 
 /// How to store a value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Read-once: the first successful `get` returns the value and deletes it.
     pub once: bool,
@@ -88,6 +91,15 @@ pub struct PutOptions {
     /// With `expires` `None`: the value does not expire, whatever the one
     /// it replaces did.
     pub no_expiry: bool,
+    /// How many earlier versions of this secret to keep from now on;
+    /// `None` keeps what it had (by default, the vault's setting).
+    pub keep_versions: Option<u32>,
+    /// Who is writing, kept with the value (see [`Vault::history`]).
+    pub writer: Option<crate::writer::Writer>,
+    /// The version this writer stored itself a moment ago and now
+    /// completes (one open file written in steps): if it is still the
+    /// current one, it is replaced rather than kept as an earlier version.
+    pub amends: Option<u64>,
 }
 
 /// What a conditional write requires of its slot (`sealfs set

@@ -412,6 +412,7 @@ impl Vault {
             migration_target: None,
             migration_cleanup: None,
             next_expiry_ms: None,
+            keep_versions: None,
         };
         self.fault(FaultPoint::UpgradeBeforeCommit)?;
         let mut state = w.migrate_from_v1(&record)?;
@@ -517,6 +518,7 @@ impl Vault {
             migration_target: None,
             migration_cleanup: None,
             next_expiry_ms: None,
+            keep_versions: None,
         };
         let state = writer.create(&crate::hex::hex(&vault_id), &record)?;
         let anchor = match identity_store_of(choice.kind) {

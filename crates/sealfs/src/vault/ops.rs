@@ -56,8 +56,24 @@ impl Vault {
         if !(options.allow_empty && value.is_empty()) {
             self.check_value(r, &value)?;
         }
+        if r.key().is_reserved() {
+            return Err(VaultError::ReservedKey(r.clone()));
+        }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
+        self.put_locked(&w, r, &value, options, None)
+    }
+
+    /// [`Vault::put_with`] under the writer lock; `restored_from`: the
+    /// version a rollback brings back.
+    pub(super) fn put_locked(
+        &self,
+        w: &Index,
+        r: &VaultRef,
+        value: &SensitiveBytes,
+        options: PutOptions,
+        restored_from: Option<u64>,
+    ) -> Result<Entry, VaultError> {
         // An expired value is not there for `expect`, nor carries its
         // creation time or lifetime over; its version and blob still count.
         let (current, _) = w.row(r)?;
@@ -67,7 +83,7 @@ impl Vault {
             (None, true) => None,
             (None, false) => live.as_ref().and_then(|c| c.expires_ms),
         };
-        let expires_ms = self.expiry_in(&w, r.scope(), asked)?;
+        let expires_ms = self.expiry_in(w, r.scope(), asked)?;
         if let Some(expected) = options.expect {
             // Checked under the writer lock, so no other write comes between.
             let found = live.as_ref().map(|c| c.version);
@@ -79,15 +95,20 @@ impl Vault {
                 });
             }
         }
-        let mut row = self.store_blob(&w, r, &value, live.as_ref(), options.once)?;
+        let mut row = self.store_blob(w, r, value, live.as_ref(), options.once)?;
         row.expires_ms = expires_ms;
+        row.keep = options
+            .keep_versions
+            .or_else(|| live.as_ref().and_then(|c| c.keep));
+        row.writer = options.writer.clone();
+        row.restored_from = restored_from;
         self.fault(FaultPoint::PutAfterBlob)?;
-        let state = w.commit_put(r, &row, current.as_ref().map(|c| &c.object_id))?;
+        let keep_old =
+            options.amends.is_none() || options.amends != live.as_ref().map(|c| c.version);
+        let c = w.commit_put(r, &row, current.as_ref(), live.is_some(), keep_old)?;
         self.fault(FaultPoint::PutAfterCommit)?;
-        self.committed(state)?;
-        if let Some(old) = current {
-            self.discard(&w, &old.object_id);
-        }
+        self.committed(c.state)?;
+        self.discard_all(w, &c.discard);
         Ok(self.entry_of(r.clone(), &row))
     }
 
@@ -169,17 +190,16 @@ impl Vault {
             // Ended: its secrets go; its record stays for a while, so that
             // nothing is written into it, then goes too.
             let rows = w.list(Some(&s.scope))?.0;
+            let versions = w.all_versions(Some(&s.scope))?.0;
             let forget = t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS) <= now;
-            if rows.is_empty() && !forget {
+            if rows.is_empty() && versions.is_empty() && !forget {
                 soonest(t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS));
                 continue;
             }
-            let state = w.commit_end_scope(&s.scope, &rows, (!forget).then_some(t))?;
-            self.committed(state)?;
+            let c = w.commit_end_scope(&s.scope, &rows, &versions, (!forget).then_some(t))?;
+            self.committed(c.state)?;
             self.fault(FaultPoint::SweepAfterCommit)?;
-            for (_, row) in &rows {
-                self.discard(w, &row.object_id);
-            }
+            self.discard_all(w, &c.discard);
             if !forget {
                 soonest(t.saturating_add(crate::index::ENDED_SESSION_KEPT_MS));
             }
@@ -192,12 +212,18 @@ impl Vault {
                 None => {}
             }
         }
-        let state = w.commit_expired(&expired, next)?;
-        self.committed(state)?;
-        self.fault(FaultPoint::SweepAfterCommit)?;
-        for (_, row) in &expired {
-            self.discard(w, &row.object_id);
+        let mut old = Vec::new();
+        for (r, v) in w.all_versions(None)?.0 {
+            match v.expires_ms {
+                Some(t) if t <= now => old.push((r, v)),
+                Some(t) => soonest(t),
+                None => {}
+            }
         }
+        let c = w.commit_expired(&expired, &old, next)?;
+        self.committed(c.state)?;
+        self.fault(FaultPoint::SweepAfterCommit)?;
+        self.discard_all(w, &c.discard);
         Ok(())
     }
 
@@ -243,12 +269,21 @@ impl Vault {
             version,
             once,
             expires_ms: None,
+            keep: None,
+            writer: None,
+            restored_from: None,
         })
     }
 
     /// Best-effort removal of a replaced blob after the commit point: the
     /// write already succeeded, so a failure here only leaves the id in
     /// `pending` for the next writer to sweep.
+    pub(super) fn discard_all(&self, w: &Index, ids: &[ObjectId]) {
+        for id in ids {
+            self.discard(w, id);
+        }
+    }
+
     pub(super) fn discard(&self, w: &Index, id: &ObjectId) {
         let result = self
             .backend
@@ -326,9 +361,10 @@ impl Vault {
         let value = self.open_blob(r, &row, &blob)?;
         // Rewritten as an ordinary secret since we looked: nothing to consume.
         if row.once {
-            let state = w.commit_delete(r, &row)?;
-            self.committed(state)?;
-            self.discard(&w, &row.object_id);
+            // Consumed: not kept, but the plain values before it are.
+            let c = w.commit_delete(r, &row, false)?;
+            self.committed(c.state)?;
+            self.discard_all(&w, &c.discard);
         }
         Ok(value)
     }
@@ -348,15 +384,17 @@ impl Vault {
     }
 
     /// Removes `r`; [`VaultError::NotFound`] if there is no such secret.
+    /// Its value is kept as its last version: [`Vault::rollback`] brings
+    /// it back (see [`Vault::purge`]).
     pub fn delete(&self, r: &VaultRef) -> Result<(), VaultError> {
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         let row = w.row(r)?.0.filter(|row| !row.expired(now_ms()));
         let row = row.ok_or_else(|| VaultError::NotFound(r.clone()))?;
-        let state = w.commit_delete(r, &row)?;
+        let c = w.commit_delete(r, &row, false)?;
         self.fault(FaultPoint::DeleteAfterCommit)?;
-        self.committed(state)?;
-        self.discard(&w, &row.object_id);
+        self.committed(c.state)?;
+        self.discard_all(&w, &c.discard);
         Ok(())
     }
 
@@ -369,6 +407,9 @@ impl Vault {
         to: &VaultRef,
         no_replace: bool,
     ) -> Result<Entry, VaultError> {
+        if to.key().is_reserved() {
+            return Err(VaultError::ReservedKey(to.clone()));
+        }
         let w = self.writer();
         let _lock = self.lock_and_recover(&w)?;
         let from_row = w
@@ -388,16 +429,15 @@ impl Vault {
             Err(BackendError::NotFound(_)) => return Err(VaultError::BlobMissing(from.clone())),
             other => self.open_blob(from, &from_row, &other?)?,
         };
+        let target_live = target.as_ref().is_some_and(|t| !t.expired(now_ms()));
         let mut to_row = self.store_blob(&w, to, &value, Some(&from_row), from_row.once)?;
         to_row.updated_ms = from_row.updated_ms;
         to_row.expires_ms = expires_ms;
-        let replaced = target.as_ref().map(|t| &t.object_id);
-        let state = w.commit_rename(from, &from_row, to, &to_row, replaced)?;
-        self.committed(state)?;
-        self.discard(&w, &from_row.object_id);
-        if let Some(t) = &target {
-            self.discard(&w, &t.object_id);
-        }
+        to_row.writer = from_row.writer.clone();
+        to_row.keep = target.as_ref().and_then(|t| t.keep);
+        let c = w.commit_rename(from, &from_row, to, &to_row, target.as_ref(), target_live)?;
+        self.committed(c.state)?;
+        self.discard_all(&w, &c.discard);
         Ok(self.entry_of(to.clone(), &to_row))
     }
 
@@ -459,13 +499,21 @@ impl Vault {
                 Some(s) if s.registered && !s.ended(now_ms()) => {}
                 _ => return Err(VaultError::NoSuchScope(scope.clone())),
             }
-            let state = w.commit_end_scope(scope, &[], Some(now_ms()))?;
-            return self.committed(state);
+            let versions = w.all_versions(Some(scope))?.0;
+            let c = w.commit_end_scope(scope, &[], &versions, Some(now_ms()))?;
+            self.committed(c.state)?;
+            self.discard_all(&w, &c.discard);
+            return Ok(());
         }
-        match w.unregister_scope(scope)? {
-            Some(state) => self.committed(state)?,
-            None => return Err(VaultError::NoSuchScope(scope.clone())),
+        // Removed with the history of what it held: a scope made again
+        // under that name starts with none.
+        if !w.scope_row(scope)?.0.is_some_and(|s| s.registered) {
+            return Err(VaultError::NoSuchScope(scope.clone()));
         }
+        let versions = w.all_versions(Some(scope))?.0;
+        let c = w.commit_end_scope(scope, &[], &versions, None)?;
+        self.committed(c.state)?;
+        self.discard_all(&w, &c.discard);
         Ok(())
     }
 
@@ -513,12 +561,11 @@ impl Vault {
             _ => return Err(VaultError::NoSuchScope(scope.clone())),
         }
         let rows = w.list(Some(scope))?.0;
+        let versions = w.all_versions(Some(scope))?.0;
         // Its record stays, ended now, as after its lifetime.
-        let state = w.commit_end_scope(scope, &rows, Some(now_ms()))?;
-        self.committed(state)?;
-        for (_, row) in &rows {
-            self.discard(&w, &row.object_id);
-        }
+        let c = w.commit_end_scope(scope, &rows, &versions, Some(now_ms()))?;
+        self.committed(c.state)?;
+        self.discard_all(&w, &c.discard);
         Ok(())
     }
 
@@ -598,6 +645,14 @@ impl Vault {
     #[doc(hidden)]
     pub fn blob_id(&self, r: &VaultRef) -> Result<Option<ObjectId>, VaultError> {
         Ok(self.verified(|ix| ix.row(r))?.map(|row| row.object_id))
+    }
+
+    /// The object id of every blob the index references: live secrets
+    /// (expired ones not yet swept too) and kept versions. Tests check the
+    /// backend holds exactly these.
+    #[doc(hidden)]
+    pub fn object_ids(&self) -> Result<Vec<ObjectId>, VaultError> {
+        Ok(self.reader().object_ids()?)
     }
 
     /// Whether a secret is stored under `r`.
