@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::guard::session_id;
 use super::{lock, Console, AUDIT_TAIL_BYTES, REVEAL_LIMIT, REVEAL_WINDOW};
-use crate::view::{EntryJson, RefCheckJson};
+use crate::view::{EntryJson, RefCheckJson, VersionJson};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -288,7 +288,9 @@ pub(super) async fn store(
                             sealfs::describe_uid(uid)
                         ),
                     )),
-                    _ => vault.put(&r, value).map_err(from_vault),
+                                        _ => vault
+                        .put_with(&r, value, console_write())
+                        .map_err(from_vault),
                 }
             });
         audited(&c, "set", &r, &result);
@@ -296,6 +298,67 @@ pub(super) async fn store(
         Ok((
             StatusCode::CREATED,
             Json(json!({ "entry": EntryJson::of(&e) })),
+        ))
+    })
+    .await
+}
+
+/// A write by the console: the writer kept with the value.
+fn console_write() -> sealfs::PutOptions {
+    sealfs::PutOptions {
+        writer: Some(sealfs::Writer::this_process(sealfs::WriteSource::Console)),
+        ..sealfs::PutOptions::default()
+    }
+}
+
+pub(super) async fn history(
+    State(c): State<Arc<Console>>,
+    Query(q): Query<RefQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let r = parse_ref(&q.vault_ref)?;
+    blocking(move || {
+        let vault = open_vault(&c)?;
+        let versions = vault.history(&r).map_err(from_vault)?;
+        let rows: Vec<VersionJson> = versions.iter().map(VersionJson::of).collect();
+        Ok(Json(json!({ "ref": r.to_string(), "versions": rows })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct RollbackBody {
+    #[serde(rename = "ref")]
+    vault_ref: String,
+    /// The version to bring back: the page always names it (the operator
+    /// confirmed that one).
+    to: u64,
+}
+
+pub(super) async fn rollback(
+    State(c): State<Arc<Console>>,
+    body: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req: RollbackBody = json_body(&body)?;
+    let r = parse_ref(&req.vault_ref)?;
+    blocking(move || {
+        let result = open_vault(&c).and_then(|vault| {
+            if let Some(uid) = vault.others_session(r.scope()).map_err(from_vault)? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{} belongs to {}, who created it through the mount; roll back with the CLI",
+                        r.scope(),
+                        sealfs::describe_uid(uid)
+                    ),
+                ));
+            }
+            let writer = console_write().writer;
+            vault.rollback(&r, Some(req.to), writer).map_err(from_vault)
+        });
+        audited(&c, "rollback", &r, &result);
+        let (entry, from) = result?;
+        Ok(Json(
+            json!({ "entry": EntryJson::of(&entry), "restored_from": from }),
         ))
     })
     .await

@@ -35,7 +35,8 @@ mod guard;
 mod tls;
 
 use api::{
-    audit_tail, config_refs, delete, inspect, list, reveal, scopes, session_info, store, ApiError,
+    audit_tail, config_refs, delete, history, inspect, list, reveal, rollback, scopes,
+    session_info, store, ApiError,
 };
 use guard::{guard, index};
 
@@ -182,6 +183,8 @@ async fn serve(opts: ConsoleOptions) -> Result<()> {
         .route("/api/inspect", get(inspect))
         .route("/api/reveal", post(reveal))
         .route("/api/delete", post(delete))
+        .route("/api/history", get(history))
+        .route("/api/rollback", post(rollback))
         .route("/api/audit", get(audit_tail))
         .route("/api/config", get(config_refs))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page".into()) })

@@ -133,6 +133,37 @@ try {
     check(true, "screenshot saved");
   }
 
+    // History and rollback: a wrong value written by the CLI is undone from
+  // the page, after a confirmation naming the version.
+  const WRONG = "wrong-value-from-the-cli";
+  cli(["set", REF], WRONG);
+  await page.click("#audit-refresh");
+  await page.click(`button[aria-label="History of ${REF}"]`);
+  await page.waitForSelector('#history-panel:not([hidden]) tr[data-version="2"]');
+  const rows = await page.$$eval("#history tbody tr", (trs) => trs.map((tr) => tr.textContent));
+  check(rows.length === 2 && rows[0].includes("current") && rows[0].includes("cli") && rows[1].includes("console"),
+    "the history lists both versions, newest first, with who wrote each: " + JSON.stringify(rows));
+  check(!(await page.content()).includes(VALUE) && !(await page.content()).includes(WRONG), "the history shows no value");
+  check((await page.locator(`button[aria-label="Roll back ${REF} to version 2"]`).count()) === 0,
+    "the current version has no Roll back");
+  await page.click(`button[aria-label="Roll back ${REF} to version 1"]`);
+  await page.waitForSelector("#confirm-rollback[open]");
+  check((await page.textContent("#rollback-title")).includes(REF) && (await page.textContent("#rollback-version")) === "1",
+    "the confirmation names the secret and the version");
+  await page.click("#confirm-rollback button[value=cancel]");
+  await page.waitForSelector("#confirm-rollback", { state: "hidden" });
+  check(cli(["get", REF]) === WRONG, "Cancel rolls nothing back");
+  await page.click(`button[aria-label="Roll back ${REF} to version 1"]`);
+  await page.waitForSelector("#confirm-rollback[open]");
+  await page.click("#rollback-yes");
+  await page.waitForSelector('#history tr[data-version="3"]');
+  check(cli(["get", REF]) === VALUE, "the rollback brought the value of version 1 back");
+  check((await page.textContent('#history tr[data-version="3"]')).includes("rollback to 1"),
+    "the history says version 3 is a rollback to 1");
+  check(cli(["get", REF, "--version", "2"]) === WRONG, "the wrong value stays in the history");
+  check(cli(["audit-log", "--json"]).split("\n").some((l) => l.includes('"source":"console"') && l.includes('"op":"rollback"') && l.includes(REF)),
+    "the rollback is in the audit log");
+
   // Delete: Cancel keeps it; confirming deletes it.
   await page.click(`button[aria-label="Delete ${REF}"]`);
   await page.waitForSelector("#confirm-delete[open]");

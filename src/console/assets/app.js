@@ -103,7 +103,8 @@ function render() {
     actions.className = "actions";
     actions.append(
       button("Inspect", () => inspect(e.ref), "Inspect " + e.ref),
-      button("Reveal", () => reveal(e.ref, e.once), "Reveal " + e.ref),
+            button("Reveal", () => reveal(e.ref, e.once), "Reveal " + e.ref),
+      button("History", () => showHistory(e.ref), "History of " + e.ref),
       button("Delete", () => confirmDelete(e.ref), "Delete " + e.ref),
     );
     actions.lastChild.className = "danger";
@@ -135,6 +136,54 @@ async function inspect(ref) {
   } catch (err) {
     show(err.message);
   }
+}
+
+async function showHistory(ref) {
+  try {
+    const { versions } = await api("GET", "/api/history?ref=" + encodeURIComponent(ref));
+    $("history-ref").textContent = ref;
+    const body = $("history").querySelector("tbody");
+    body.replaceChildren();
+    for (const v of [...versions].reverse()) {
+      const tr = document.createElement("tr");
+      tr.dataset.version = String(v.version);
+      const by = v.source ? [v.source, v.uid !== undefined ? "uid " + v.uid : "", v.exe || ""].filter(Boolean).join(", ") : "unknown";
+      const notes = [];
+      if (v.current) notes.push("current");
+      if (v.restored_from !== undefined) notes.push("rollback to " + v.restored_from);
+      tr.append(cell(String(v.version)), cell(String(v.length)), cell(v.written), cell(by), cell(notes.join(", ")));
+      const actions = document.createElement("td");
+      actions.className = "actions";
+      if (!v.current) {
+        actions.append(button("Roll back", () => confirmRollback(ref, v.version), `Roll back ${ref} to version ${v.version}`));
+      }
+      tr.append(actions);
+      body.append(tr);
+    }
+    $("history-panel").hidden = false;
+  } catch (err) {
+    show(err.message);
+  }
+}
+
+function confirmRollback(ref, version) {
+  const dialog = $("confirm-rollback");
+  $("rollback-ref").textContent = ref;
+  $("rollback-version").textContent = String(version);
+  dialog.returnValue = "";
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "rollback") return;
+    try {
+      const data = await api("POST", "/api/rollback", { ref, to: version });
+      if (revealed && revealed.ref === ref) hideValue();
+      show(`Rolled ${ref} back: version ${data.entry.version} holds the value of version ${data.restored_from}.`, true);
+      await refresh();
+      await showHistory(ref);
+    } catch (err) {
+      show(err.message);
+    }
+  };
+  dialog.showModal();
 }
 
 function hideValue() {
