@@ -94,7 +94,13 @@ impl VersionJson {
             written: sealfs::rfc3339(v.written, false),
             source: v.writer.as_ref().map(|w| w.source.as_str()),
             uid: v.writer.as_ref().and_then(|w| w.uid),
-            exe: v.writer.as_ref().and_then(|w| w.exe.clone()),
+            // Named by whoever wrote through the mount: escaped as in the
+            // audit log (no control or bidi characters reach a terminal).
+            exe: v
+                .writer
+                .as_ref()
+                .and_then(|w| w.exe.as_deref())
+                .map(sealfs::audit::escaped),
             current: v.current,
             restored_from: v.restored_from,
             expires: v.expires.map(|t| sealfs::rfc3339(t, false)),

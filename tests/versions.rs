@@ -288,7 +288,7 @@ fn an_old_version_is_never_served_as_the_current_one() {
 }
 
 #[test]
-fn a_rollback_keeps_the_sooner_lifetime_and_history_output_is_escaped() {
+fn a_rollback_brings_a_value_back_with_its_lifetime_and_history_output_is_escaped() {
     let sb = Sandbox::new();
     sb.run(&["set", "global/k", "--ttl", "1h"], b"temporary")
         .ok();
@@ -300,6 +300,27 @@ fn a_rollback_keeps_the_sooner_lifetime_and_history_output_is_escaped() {
         "the value keeps the end it was written with"
     );
     assert_eq!(sb.get("global/k"), b"temporary");
+
+    // A value with a lifetime put over lasting ones (a `set --ttl`, a move
+    // out of a session) takes only itself away when it ends.
+    sb.set("global/db", b"good");
+    sb.run(&["set", "global/db", "--ttl", "2s"], b"junk").ok();
+    let ends = Instant::now() + Duration::from_millis(2100);
+    sb.run(&["rollback", "global/db"], b"").ok();
+    sb.run(&["set", "global/db", "--ttl", "2s"], b"junk again")
+        .ok();
+    until_past(ends + Duration::from_millis(100));
+    until_past(Instant::now() + Duration::from_millis(2000));
+    sb.run(&["get", "global/db"], b"")
+        .fails(1, "secret not found");
+    assert_eq!(versions(&sb, "global/db"), [1, 3]);
+    sb.run(&["rollback", "global/db"], b"").ok();
+    assert_eq!(sb.get("global/db"), b"good");
+    let entry = sb.vault().entry(&r("global/db")).unwrap().unwrap();
+    assert_eq!(
+        entry.expires, None,
+        "it comes back as it was written: lasting"
+    );
 
     // An executable named to forge a line and colour the terminal.
     let dir = sb

@@ -355,7 +355,9 @@ pub(super) async fn rollback(
             let writer = console_write().writer;
             vault.rollback(&r, Some(req.to), writer).map_err(from_vault)
         });
-        audited(&c, "rollback", &r, &result);
+                // The version asked for (and brought back) is part of the record.
+        let failure = result.as_ref().err().map(|e| e.kind.audit_label());
+        record(&c, "rollback", &format!("{r}@{}", req.to), failure);
         let (entry, from) = result?;
         Ok(Json(
             json!({ "entry": EntryJson::of(&entry), "restored_from": from }),

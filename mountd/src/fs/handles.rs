@@ -65,6 +65,10 @@ pub(super) struct Handle {
     /// (a shell's `>` stores the emptied file, then the content), so
     /// history keeps what was there before the open, not each step.
     pub(super) stored: Option<u64>,
+    /// The executable of the process that opened it for writing, taken at
+    /// the open (at the commit, that process may be gone and its pid
+    /// another's): kept with what it stores.
+    pub(super) exe: Option<String>,
 }
 
 impl Handle {
@@ -350,6 +354,7 @@ impl SealFs {
                 session_end,
                 exclusive: false,
                 stored: None,
+                exe: writable.then(|| sealfs::audit::exe_of(c.pid)).flatten(),
             },
             slot,
         ))
@@ -395,6 +400,7 @@ impl SealFs {
                 session_end: None,
                 exclusive: false,
                 stored: None,
+                exe: None,
             },
             slot,
         ))
@@ -542,11 +548,10 @@ impl SealFs {
             expect: (h.created && h.exclusive).then_some(sealfs::Expected::Absent),
             expires: current.and_then(|e| e.expires),
             amends: h.stored,
-            // Flushed at the writer's close(2): the process is still there.
             writer: Some(sealfs::Writer {
                 source: sealfs::WriteSource::Mount,
                 uid: Some(h.caller.uid),
-                exe: sealfs::audit::exe_of(h.caller.pid),
+                exe: h.exe.clone(),
             }),
             ..sealfs::PutOptions::default()
         };
@@ -714,6 +719,7 @@ impl SealFs {
                 session_end,
                 exclusive: mode.exclusive,
                 stored: None,
+                exe: sealfs::audit::exe_of(c.pid),
             },
             slot,
         );

@@ -224,7 +224,7 @@ impl Index {
             &name,
             |e| {
                 for (r, row) in rows {
-                    e.retire(r, row, true)?;
+                    e.retire(r, row, Retire::Purge)?;
                 }
                 for (r, v) in versions {
                     e.drop_version(r, v)?;
@@ -242,9 +242,10 @@ impl Index {
         )
     }
 
-    /// Removes the expired secrets `rows` (with their earlier versions) and
-    /// the expired versions `versions` in one commit, and sets when the
-    /// next one expires.
+    /// Removes the expired secrets `rows` and the expired versions
+    /// `versions` in one commit, and sets when the next one expires. An
+    /// expired value goes alone: each earlier version keeps the lifetime it
+    /// was written with.
     pub(crate) fn commit_expired(
         &self,
         rows: &[(VaultRef, Row)],
@@ -255,7 +256,7 @@ impl Index {
             "expired secrets",
             |e| {
                 for (r, row) in rows {
-                    e.retire(r, row, true)?;
+                    e.retire(r, row, Retire::Release)?;
                 }
                 for (r, v) in versions {
                     e.drop_version(r, v)?;
@@ -276,7 +277,8 @@ impl Index {
         row: &Row,
         purge: bool,
     ) -> Result<Committed, IndexError> {
-        self.commit(&r.to_string(), |e| e.retire(r, row, purge), |_| {})
+        let how = if purge { Retire::Purge } else { Retire::Keep };
+        self.commit(&r.to_string(), |e| e.retire(r, row, how), |_| {})
     }
 
     /// Moves `from` to `to` in one commit: `from` is removed as by a delete
@@ -294,7 +296,7 @@ impl Index {
         self.commit(
             &from.to_string(),
             |e| {
-                e.retire(from, from_row, false)?;
+                e.retire(from, from_row, Retire::Keep)?;
                 e.install(to, to_row, target, target_live, true)
             },
             |rec| expires_by(rec, to_row.expires_ms),
@@ -344,6 +346,17 @@ impl Index {
         )
         .map(|c| Some(c.state))
     }
+}
+
+/// What becomes of a removed secret's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retire {
+    /// Kept as its last version (a delete; a read-once value is released).
+    Keep,
+    /// Released, the earlier versions kept (an expired value).
+    Release,
+    /// Released with every earlier version (a purge, a session's end).
+    Purge,
 }
 
 /// What a commit did: the state it made, and the blobs it left to delete
@@ -461,11 +474,9 @@ impl Edit<'_> {
         match current {
             Some(c) if live && keep_old => self.keep_version(r, c)?,
             Some(c) if live => self.pend(&c.object_id)?,
-            Some(c) => {
-                // Expired: neither it nor its history is there any more.
-                self.pend(&c.object_id)?;
-                self.prune(r, 0)?;
-            }
+            // Expired: it is not there any more; its earlier versions keep
+            // their own lifetimes.
+            Some(c) => self.pend(&c.object_id)?,
             None => {
                 if let Some(t) = self.index.retired_in(r)? {
                     row.keep = row.keep.or(t.keep);
@@ -530,24 +541,28 @@ impl Edit<'_> {
         self.pend(&v.object_id)
     }
 
-    /// Deletes the live record and remembers its version. Its value is kept
-    /// as its last version (unless read-once), or, with `purge`, goes with
-    /// every earlier version.
-    pub(super) fn retire(&self, r: &VaultRef, row: &Row, purge: bool) -> Result<(), IndexError> {
+    /// Deletes the live record and remembers its version; its value is
+    /// kept, released or purged with the whole history (see [`Retire`]).
+    pub(super) fn retire(&self, r: &VaultRef, row: &Row, how: Retire) -> Result<(), IndexError> {
         self.remove(KIND_SECRET, &ref_name(r))?;
         let rec = RetiredRecord {
             scope: r.scope().to_string(),
             key: r.key().as_str().to_owned(),
             version: row.version,
-            keep: row.keep,
+            // A purged name starts again with the default limit.
+            keep: if how == Retire::Purge { None } else { row.keep },
         };
         self.put(rec.seal(self.keys, r))?;
-        if purge {
-            self.pend(&row.object_id)?;
-            self.prune(r, 0)
-        } else {
-            self.keep_version(r, row)?;
-            self.prune(r, self.keep_of(r, row))
+        match how {
+            Retire::Keep => {
+                self.keep_version(r, row)?;
+                self.prune(r, self.keep_of(r, row))
+            }
+            Retire::Release => self.pend(&row.object_id),
+            Retire::Purge => {
+                self.pend(&row.object_id)?;
+                self.prune(r, 0)
+            }
         }
     }
 

@@ -29,6 +29,7 @@ mod anchoring;
 mod cache;
 mod config;
 mod error;
+mod lifetimes;
 mod lock;
 mod migrate;
 mod open;

@@ -58,11 +58,10 @@ impl Version {
 
 /// A slot as a reader sees it at `now`: expired values and versions left
 /// out.
+/// Each value has its own lifetime: an expired live value goes alone.
 fn live_slot(mut slot: Slot, now: i64) -> Slot {
     if slot.live.as_ref().is_some_and(|l| l.expired(now)) {
-        // An expired secret's history went with it.
         slot.live = None;
-        slot.versions.clear();
     }
     slot.versions.retain(|v| !v.expired(now));
     slot
@@ -109,11 +108,8 @@ impl Vault {
         let now = now_ms();
         let found = self.verified(|ix| ix.version(r, n))?;
         if let Some(v) = found.filter(|v| !v.expired(now)) {
-            // An expired secret's versions went with it.
-            if self.live_or_expired(r)?.is_none_or(|row| !row.expired(now)) {
-                let blob = self.blob_of(r, &v)?;
-                return self.open_version(r, n, &blob);
-            }
+            let blob = self.blob_of(r, &v)?;
+            return self.open_version(r, n, &blob);
         }
         let row = self.live_or_expired(r)?.filter(|row| !row.expired(now));
         match row {
@@ -173,18 +169,11 @@ impl Vault {
     /// sorted (the mount's `.history` directory).
     pub fn versioned_keys(&self, scope: &VaultScope) -> Result<Vec<SecretKey>, VaultError> {
         let now = now_ms();
-        let expired: std::collections::HashSet<SecretKey> = self
-            .verified(|ix| ix.list(Some(scope)))?
-            .into_iter()
-            .filter(|(_, row)| row.expired(now))
-            .map(|(r, _)| r.into_key())
-            .collect();
         let mut keys: Vec<SecretKey> = self
             .verified(|ix| ix.all_versions(Some(scope)))?
             .into_iter()
             .filter(|(_, v)| !v.expired(now))
             .map(|(r, _)| r.into_key())
-            .filter(|k| !expired.contains(k))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -193,8 +182,8 @@ impl Vault {
 
     /// Writes a new version of `r` equal to version `to` (by default the
     /// newest kept one: the value before the current one, or the deleted
-    /// value), so history only grows. The new value keeps the current
-    /// one's lifetime (a deleted secret's, the version's own).
+    /// value), so history only grows. The value comes back with the
+    /// lifetime it was written with (capped by its session's end).
     pub fn rollback(
         &self,
         r: &VaultRef,
@@ -233,16 +222,13 @@ impl Vault {
             })?,
         };
         let value = self.open_version(r, target.version, &self.blob_of(r, target)?)?;
-        // The sooner of the two lifetimes: a rollback never makes a value
-        // outlive the end it was written with, nor the current one.
-        let current_end = slot.live.as_ref().and_then(|l| l.expires_ms);
-        let ends = match (current_end, target.expires_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // The value comes back with the lifetime it was written with (and
+        // no other): never longer, and not cut short by the value it
+        // replaces.
         let options = PutOptions {
             allow_empty: true,
-            expires: ends.map(time_of),
+            expires: target.expires_ms.map(time_of),
+            no_expiry: target.expires_ms.is_none(),
             writer,
             ..PutOptions::default()
         };
