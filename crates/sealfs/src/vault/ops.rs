@@ -112,6 +112,61 @@ impl Vault {
         Ok(self.entry_of(r.clone(), &row))
     }
 
+    /// The value of `r`, or, if there is none, `generate()` stored under
+    /// `r` and returned: one value however many processes ask at once (the
+    /// store is a compare-and-swap, and a loser reads the winner's value).
+    /// A read-once secret is not loaded this way (it would be consumed).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let mut config = sealfs::VaultConfig::new(dir.path().join("vault"));
+    /// # config.backend = sealfs::BackendPreference::Explicit(sealfs::BackendKind::EncryptedFile);
+    /// use sealfs::{SensitiveBytes, Vault, VaultRef};
+    ///
+    /// let vault = Vault::open(config)?;
+    /// let r = VaultRef::parse("global/session_signing_key")?;
+    /// let first = vault.load_or_create(&r, || SensitiveBytes::from_slice(b"generated once"))?;
+    /// // Later (or in another process): the stored value, not a new one.
+    /// let again = vault.load_or_create(&r, || SensitiveBytes::from_slice(b"never used"))?;
+    /// assert_eq!(first.expose(), again.expose());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_or_create(
+        &self,
+        r: &VaultRef,
+        generate: impl FnOnce() -> SensitiveBytes,
+    ) -> Result<SensitiveBytes, VaultError> {
+        let stored = |vault: &Vault| -> Result<Option<SensitiveBytes>, VaultError> {
+            match vault.live_row(r)? {
+                None => Ok(None),
+                Some(row) if row.once => Err(VaultError::Unsupported(
+                    "load_or_create of a read-once secret (it would be consumed)",
+                )),
+                Some(_) => match vault.get(r) {
+                    Ok(v) => Ok(Some(v)),
+                    Err(VaultError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        if let Some(v) = stored(self)? {
+            return Ok(v);
+        }
+        let value = generate();
+        let options = PutOptions {
+            expect: Some(super::Expected::Absent),
+            ..PutOptions::default()
+        };
+        match self.put_with(r, SensitiveBytes::from_slice(value.expose()), options) {
+            Ok(_) => Ok(value),
+            // Another process stored one first: that one is the value.
+            Err(VaultError::NotAsExpected { .. }) => {
+                stored(self)?.ok_or_else(|| VaultError::NotFound(r.clone()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) fn check_value(
         &self,
         r: &VaultRef,
