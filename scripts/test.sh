@@ -87,7 +87,10 @@ if command -v cargo-nextest >/dev/null; then
 else
   timeout -k 30s 40m cargo test --workspace --locked
 fi
-# Tests must not rewrite tracked files.
+echo "== the man pages in docs/man are current (scripts/man.sh)"
+scripts/man.sh
+# Tests must not rewrite tracked files, and the man pages must be current.
 if git rev-parse --git-dir >/dev/null 2>&1; then
+  git add --intent-to-add docs/man
   git diff --exit-code --stat >&2
 fi

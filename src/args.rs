@@ -158,6 +158,17 @@ pub(crate) enum Command {
     /// Run a command with secrets in its environment (never in its arguments or a file).
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// Print a shell completion script: `source <(sealfs completions bash)`, or see the README to install one.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of sealfs and each subcommand into DIR (scripts/man.sh).
+    #[command(hide = true)]
+    ManPages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Mount the vault with FUSE: runs `sealfs-mountd` with these arguments (see `sealfs mount --help`).
     #[command(disable_help_flag = true)]
     Mount {

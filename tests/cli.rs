@@ -448,3 +448,33 @@ fn set_if_absent_and_if_version_store_only_when_the_slot_is_as_expected() {
     )
     .fails(2, "cannot be used with");
 }
+
+#[test]
+fn completions_load_in_bash_and_complete_subcommands_and_flags() {
+    let sb = Sandbox::new();
+    let script = sb.run(&["completions", "bash"], b"").ok().stdout;
+    let file = sb.path().join("sealfs.bash");
+    std::fs::write(&file, script).unwrap();
+    let complete = |words: &str| {
+        let mut c = std::process::Command::new("bash");
+        c.arg("--norc").arg("-c").arg(format!(
+            "source {} && complete -p sealfs >/dev/null && COMP_WORDS=({words}) && \
+             COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)) && COMP_LINE=\"${{COMP_WORDS[*]}}\" && \
+                          COMP_POINT=${{#COMP_LINE}} && \
+             _sealfs sealfs \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\" && \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display()
+        ));
+        crate::util::run(c, b"").ok().stdout_str()
+    };
+    let subs = complete("sealfs roll");
+    assert_eq!(subs.trim(), "rollback", "{subs}");
+    let flags = complete("sealfs delete --pu");
+    assert_eq!(flags.trim(), "--purge", "{flags}");
+    // The other shells' scripts are produced too; a bad name is a usage error.
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        assert!(!sb.run(&["completions", shell], b"").ok().stdout.is_empty());
+    }
+    sb.run(&["completions", "tcsh"], b"")
+        .fails(2, "invalid value 'tcsh'");
+}

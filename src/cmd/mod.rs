@@ -11,6 +11,7 @@ mod mount;
 mod run;
 mod secret;
 mod session;
+mod shell;
 mod vault;
 
 use anyhow::Result;
@@ -56,6 +57,8 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
             accept_move,
         } => vault::recover(v, accept_rollback, accept_move),
         Command::Mount { args } => mount::mount(v, args),
+        Command::Completions { shell } => shell::completions(shell),
+        Command::ManPages { dir } => shell::man_pages(&dir),
         Command::Run(args) => Ok(run::run(v, args)),
         Command::Session { command } => session::run(v, command),
         Command::Console(args) => vault::console(v, args),

@@ -22,7 +22,7 @@ use crate::policy::Policy;
 #[command(name = "sealfs-mountd", version, max_term_width = 100)]
 pub struct Args {
     /// Where to mount (an existing directory)
-    #[arg(required_unless_present_any = ["check_policy", "print_vault_args"])]
+    #[arg(required_unless_present_any = ["check_policy", "print_vault_args", "write_man_pages"])]
     pub mountpoint: Option<PathBuf>,
 
     /// Check a policy file and exit (0 if it loads, 1 with the error if
@@ -101,6 +101,10 @@ pub struct Args {
     /// mount`) and exit: for the test that every flag reaches the daemon
     #[arg(long, hide = true)]
     pub print_vault_args: bool,
+
+    /// Write this command's man page into DIR and exit (scripts/man.sh)
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub write_man_pages: Option<PathBuf>,
 }
 
 /// No core dumps, no ptrace by other users, no `/proc/<pid>/mem` for them:
@@ -206,6 +210,11 @@ pub fn run(args: Args) -> Result<()> {
     if args.print_vault_args {
         super::print_vault_args(&args.vault);
         return Ok(());
+    }
+    if let Some(dir) = &args.write_man_pages {
+        use clap::CommandFactory;
+        return clap_mangen::generate_to(Args::command(), dir)
+            .with_context(|| format!("cannot write man pages into {}", dir.display()));
     }
     if let Some(p) = &args.check_policy {
         return check_policy(p);
