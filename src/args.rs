@@ -105,6 +105,21 @@ pub(crate) enum Command {
         #[arg(long)]
         into_others_session: bool,
     },
+    /// Move plaintext secrets out of a TOML config file: store each and replace its field with `<field>_vault_ref` (comments and formatting kept).
+    Import {
+        /// The TOML file to edit (replaced atomically; a re-run changes nothing)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The scope to store into
+        #[arg(long, value_name = "SCOPE", default_value = "global")]
+        scope: VaultScope,
+        /// Only this field (its dotted name or its own name; repeatable), instead of every field named with key, token, secret, password, passwd, credential(s) or dsn
+        #[arg(long = "field", value_name = "PATTERN")]
+        fields: Vec<String>,
+        /// List the fields and the refs they would get (never values), and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check every `*_vault_ref` field of a TOML config file against the vault.
     Audit {
         #[arg(long, value_name = "FILE")]

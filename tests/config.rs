@@ -294,3 +294,127 @@ fn library_resolves_refs_at_any_depth_and_names_the_failing_field() {
         "{msg}"
     );
 }
+
+const PLAINTEXT: &str = r#"# app config -- keep this comment
+title = "demo"   # inline comment
+
+[model_provider]
+name = "openai"
+# the key, in the clear (for now)
+openai_api_key = "sk-plain-openai"   # trailing comment
+timeout_secs = 30
+
+[database]
+host = "db.internal"
+password = 'hunter2-plain'
+pool = { size = 4, auth_token = "tok-plain-123" }
+empty_secret = ""
+"#;
+
+#[test]
+fn import_moves_plaintext_out_byte_identical_otherwise_and_reruns_change_nothing() {
+    let sb = Sandbox::new();
+    let path = sb.path().join("app.toml");
+    fs::write(&path, PLAINTEXT).unwrap();
+    let p = path.to_str().unwrap();
+
+    // A dry run names fields and refs, never values, and changes nothing.
+    let dry = sb.run(&["import", "--config", p, "--dry-run"], b"").ok();
+    assert_eq!(
+        dry.stdout_str(),
+        "model_provider.openai_api_key\tglobal/model_provider.openai_api_key\n\
+         database.password\tglobal/database.password\n\
+         database.pool.auth_token\tglobal/database.pool.auth_token\n"
+    );
+    assert!(!dry.stdout_str().contains("plain") && !dry.stderr.contains("plain"));
+    assert_eq!(fs::read_to_string(&path).unwrap(), PLAINTEXT);
+    assert!(sb.vault().list(None).unwrap().is_empty());
+
+    // A ref that holds another value stops it before anything changes.
+    sb.set("global/database.password", b"someone else's");
+    sb.run(&["import", "--config", p], b"").fails(
+        1,
+        "global/database.password holds another value already; nothing was changed",
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), PLAINTEXT);
+    assert_eq!(sb.vault().list(None).unwrap().len(), 1);
+    sb.run(&["delete", "global/database.password", "--purge"], b"")
+        .ok();
+
+    sb.run(&["import", "--config", p], b"").ok();
+    let expected = PLAINTEXT
+        .replace(
+            r#"openai_api_key = "sk-plain-openai""#,
+            r#"openai_api_key_vault_ref = "global/model_provider.openai_api_key""#,
+        )
+        .replace(
+            "password = 'hunter2-plain'",
+            r#"password_vault_ref = "global/database.password""#,
+        )
+        .replace(
+            r#"auth_token = "tok-plain-123""#,
+            r#"auth_token_vault_ref = "global/database.pool.auth_token""#,
+        );
+    assert_eq!(fs::read_to_string(&path).unwrap(), expected);
+    assert_eq!(
+        sb.get("global/model_provider.openai_api_key"),
+        b"sk-plain-openai"
+    );
+    assert_eq!(sb.get("global/database.password"), b"hunter2-plain");
+    assert_eq!(sb.get("global/database.pool.auth_token"), b"tok-plain-123");
+    // The file resolves through the vault, and a re-run changes nothing.
+    sb.run(&["audit", "--config", p], b"").ok();
+    let versions: Vec<u64> = sb
+        .vault()
+        .list(None)
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    sb.run(&["import", "--config", p], b"").ok();
+    assert_eq!(fs::read_to_string(&path).unwrap(), expected);
+    let again: Vec<u64> = sb
+        .vault()
+        .list(None)
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, again);
+    let log = sb.run(&["audit-log", "--json"], b"").ok().stdout_str();
+    assert_eq!(log.matches(r#""op":"import""#).count(), 3, "{log}");
+    assert!(!log.contains("plain"));
+}
+
+#[test]
+fn import_of_chosen_fields_into_a_scope() {
+    let sb = Sandbox::new();
+    let path = sb.path().join("app.toml");
+    fs::write(&path, PLAINTEXT).unwrap();
+    let p = path.to_str().unwrap();
+    sb.run(
+        &[
+            "import",
+            "--config",
+            p,
+            "--scope",
+            "principal:app",
+            "--field",
+            "database.host",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        PLAINTEXT.replace(
+            r#"host = "db.internal""#,
+            r#"host_vault_ref = "principal:app/database.host""#
+        )
+    );
+    assert_eq!(sb.get("principal:app/database.host"), b"db.internal");
+    sb.run(&["import", "--config", "missing.toml"], b"")
+        .fails(1, "cannot read config missing.toml");
+    sb.run(&["import", "--config", p, "--scope", "bad scope"], b"")
+        .fails(2, "invalid value");
+}

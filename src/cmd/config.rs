@@ -70,3 +70,89 @@ pub(super) fn audit(v: &VaultArgs, path: &Path, json: bool) -> Result<Status> {
         Status::FoundProblems
     })
 }
+
+/// `import`: every plaintext secret field of `path` stored in `scope` and
+/// replaced by its `*_vault_ref` field, the file rewritten atomically.
+/// A ref that holds another value already stops the import before
+/// anything changes; one that holds the same value (a re-run after an
+/// interruption) is left as it is.
+pub(super) fn import(
+    v: &VaultArgs,
+    path: &Path,
+    scope: &sealfs::VaultScope,
+    patterns: Vec<String>,
+    dry_run: bool,
+) -> Result<Status> {
+    if !path.is_file() {
+        bail!("cannot read config {}: no such file", path.display());
+    }
+    let mut file = ConfigFile::load_or_new(path)?;
+    let filter = config::FieldFilter { patterns };
+    let found = config::find_plaintext(file.document_mut(), &filter, scope);
+    let mut refs: Vec<&VaultRef> = found.iter().map(|f| &f.vault_ref).collect();
+    refs.sort();
+    if let Some(w) = refs.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "two fields would both be stored as {}; import them one at a time with --field",
+            w[0]
+        );
+    }
+    if dry_run || found.is_empty() {
+        let mut out = String::new();
+        for f in &found {
+            out.push_str(&format!("{}\t{}\n", f.dotted(), f.vault_ref));
+        }
+        write_stdout(out.as_bytes())?;
+        if found.is_empty() {
+            crate::output::note(&format!("no plaintext secret fields in {}", path.display()));
+        }
+        return Ok(Status::Done);
+    }
+    let store = v.open_store_once(true)?;
+    // Checked, all of them, before anything is stored.
+    let mut todo = Vec::new();
+    for f in &found {
+        let value = config::plaintext_of(file.document_mut(), f).expect("found just now");
+        let value = sealfs::SensitiveBytes::from_slice(value.as_bytes());
+        sealfs::check_value(&f.vault_ref, &value, v.max_value_size)?;
+        if let Some(vault) = store.local() {
+            super::secret::refuse_others_session(vault, &f.vault_ref)?;
+        }
+        match store.as_dyn().read(&f.vault_ref) {
+            Ok((held, _)) if held.expose() == value.expose() => {}
+            Ok(_) => bail!(
+                "{} holds another value already; nothing was changed (choose another --scope, or --field)",
+                f.vault_ref
+            ),
+            Err(e) if e.kind() == sealfs::ErrorKind::NotFound => todo.push((f, value)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (f, value) in todo {
+        let options = sealfs::PutOptions {
+            expect: Some(sealfs::Expected::Absent),
+            writer: Some(sealfs::Writer::this_process(sealfs::WriteSource::Cli)),
+            ..sealfs::PutOptions::default()
+        };
+        let result = store.as_dyn().put_with(&f.vault_ref, value, options);
+        super::record(
+            v,
+            "import",
+            &f.vault_ref.to_string(),
+            result.as_ref().err().map(StoreError::kind),
+        );
+        result.with_context(|| format!("cannot store {} from `{}`", f.vault_ref, f.dotted()))?;
+    }
+    for f in &found {
+        config::replace_with_ref(file.document_mut(), f);
+    }
+    file.save().with_context(|| {
+        "the secrets were stored, but the config was not rewritten (run the import again)"
+    })?;
+    let mut out = String::new();
+    for f in &found {
+        out.push_str(&format!("{}\t{}\n", f.ref_field_dotted(), f.vault_ref));
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(Status::Done)
+}

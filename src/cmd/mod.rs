@@ -49,6 +49,12 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
             into_others_session,
         } => config::configure(v, &config, &field, &vault_ref, into_others_session),
         Command::Audit { config, json } => config::audit(v, &config, json),
+        Command::Import {
+            config,
+            scope,
+            fields,
+            dry_run,
+        } => config::import(v, &config, &scope, fields, dry_run),
         Command::Doctor => vault::doctor(v),
         Command::AuditLog { follow, json } => log::audit_log(v, follow, json),
         Command::Migrate { to } => vault::migrate(v, to),

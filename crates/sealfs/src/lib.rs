@@ -72,7 +72,8 @@
 //!   of a vault, implemented by [`Vault`] and (in `store/fleet.rs`) by the
 //!   fleet vault, with its one error type [`StoreError`].
 //! - [`config`]: `*_vault_ref` fields of TOML files: find at any depth,
-//!   resolve, edit in place, check ([`check_refs`]).
+//!   resolve, edit in place, check ([`check_refs`]); plaintext secret
+//!   fields found and replaced by refs where they stand (`import.rs`).
 //! - [`doctor`]: the findings of `sealfs doctor`.
 //! - `cli_common` (feature `cli-common`): `VaultArgs`, the flags both
 //!   binaries share, and `export_env`, which hands them from `sealfs mount`

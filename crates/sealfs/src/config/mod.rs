@@ -13,6 +13,11 @@ use crate::scope::VaultRef;
 use crate::secret::SensitiveBytes;
 use crate::vault::{Vault, VaultError};
 
+mod import;
+pub use import::{
+    find_plaintext, plaintext_of, replace_with_ref, FieldFilter, PlainField, SECRET_WORDS,
+};
+
 /// Fields whose name ends with this hold a vault ref.
 pub const REF_SUFFIX: &str = "_vault_ref";
 
@@ -459,7 +464,7 @@ mod tests {
     /// ("all items have spans") on this file instead of returning an error.
     #[test]
     fn a_file_that_crashed_the_toml_parser_is_a_clear_error() {
-        let bytes = include_bytes!("../../../fuzz/regressions/config-toml-edit-span-panic");
+        let bytes = include_bytes!("../../../../fuzz/regressions/config-toml-edit-span-panic");
         let text = std::str::from_utf8(bytes).unwrap();
         let err = parse_document(Path::new("evil.toml"), text).unwrap_err();
         assert!(err.to_string().contains("evil.toml"), "{err}");
