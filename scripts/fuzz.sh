@@ -12,6 +12,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+# fuzz/ is its own workspace with its own lock file: a dependency added to
+# the library or the daemon must reach it too (cargo fuzz would otherwise
+# rewrite it silently during the build).
+if ! cargo metadata --locked --format-version 1 >/dev/null; then
+  echo "fuzz.sh: fuzz/Cargo.lock is out of date: run 'cargo metadata --manifest-path fuzz/Cargo.toml' and commit it" >&2
+  exit 1
+fi
 seconds="${FUZZ_SECONDS:-10}"
 cargo +nightly fuzz build -O --sanitizer none
 for target in refs envelope policy config; do
