@@ -105,16 +105,26 @@ pub(crate) enum Command {
         #[arg(long)]
         into_others_session: bool,
     },
-    /// Move plaintext secrets out of a TOML config file: store each and replace its field with `<field>_vault_ref` (comments and formatting kept).
+    /// Move plaintext secrets out of a TOML config file (each field becomes `<field>_vault_ref`, comments and formatting kept), or out of a .env file (one secret per variable and a template that renders the file).
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["config", "env_file"])))]
     Import {
         /// The TOML file to edit (replaced atomically; a re-run changes nothing)
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// A .env file (NAME=value lines): each value is stored as <scope>/<name in lower case>, and template NAME renders the same file through the mount
+        #[arg(long, value_name = "FILE", requires = "template")]
+        env_file: Option<PathBuf>,
+        /// With --env-file: the template to store (its file name under <mountpoint>/templates/)
+        #[arg(long, value_name = "NAME", conflicts_with = "config", value_parser = parse_template_name)]
+        template: Option<sealfs::SecretKey>,
+        /// With --env-file: once everything is stored and the template renders the file byte for byte, overwrite the file and remove it
+        #[arg(long, conflicts_with = "config")]
+        replace: bool,
         /// The scope to store into
         #[arg(long, value_name = "SCOPE", default_value = "global")]
         scope: VaultScope,
         /// Only this field (its dotted name or its own name; repeatable), instead of every field named with key, token, secret, password, passwd, credential(s) or dsn
-        #[arg(long = "field", value_name = "PATTERN")]
+        #[arg(long = "field", value_name = "PATTERN", conflicts_with = "env_file")]
         fields: Vec<String>,
         /// List the fields and the refs they would get (never values), and change nothing
         #[arg(long)]
@@ -164,6 +174,11 @@ pub(crate) enum Command {
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,
+    },
+    /// Whole files with secrets inside (.env, .pgpass, database.yml): stored sealed, rendered on open through the mount.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
     },
     /// Temporary scopes: create, list and end sessions.
     Session {
@@ -421,6 +436,60 @@ pub(crate) struct SetArgs {
     /// Keep this many earlier versions of this secret from now on (the vault's default: `sealfs settings`)
     #[arg(long, value_name = "N")]
     pub keep_versions: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub(crate) enum TemplateCommand {
+    /// Store template NAME (from FILE or stdin), sealed; refused with the line and column of an error.
+    #[command(after_help = TEMPLATE_AFTER_HELP)]
+    Set {
+        /// The template's name (a-z 0-9 . _ -), its file name under <mountpoint>/templates/
+        #[arg(value_parser = parse_template_name)]
+        name: sealfs::SecretKey,
+        /// Read the template from FILE instead of stdin
+        #[arg(long = "from", value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
+    /// List the templates and the refs each one reads.
+    List {
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a template's source (to edit it and `set` it again).
+    Show {
+        #[arg(value_parser = parse_template_name)]
+        name: sealfs::SecretKey,
+    },
+    /// Print a template rendered with the current values (fails, naming the ref, if one is missing).
+    Render {
+        #[arg(value_parser = parse_template_name)]
+        name: sealfs::SecretKey,
+    },
+    /// Delete a template (the secrets it reads stay).
+    Delete {
+        #[arg(value_parser = parse_template_name)]
+        name: sealfs::SecretKey,
+    },
+}
+
+const TEMPLATE_AFTER_HELP: &str = "\
+Syntax: text is copied as it is; {{ REF }} is replaced by the value of REF,
+e.g. {{ global/db_password }} or {{ vault://principal:alice/token }}.
+Filters, left to right: {{ REF | trim | json }}
+  json       escaped for the inside of a JSON string
+  base64     standard base64
+  urlencode  percent-encoded (for a URL's user or password)
+  trim       leading and trailing white space removed
+A literal {{ is written {{ \"{{\" }}. Nothing else: no includes, no environment.";
+
+/// A template name: the key rules, said as a template name.
+fn parse_template_name(s: &str) -> Result<sealfs::SecretKey, String> {
+    sealfs::SecretKey::new(s).map_err(|e| match e {
+        sealfs::RefError::BadKey { why, .. } => format!("invalid template name: {why}"),
+        e => e.to_string(),
+    })
 }
 
 #[derive(Debug, Subcommand)]

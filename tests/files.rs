@@ -2,18 +2,8 @@
 //! in any file other than a sealed blob.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use crate::util::Sandbox;
-
-fn walk(root: &Path, out: &mut Vec<std::path::PathBuf>) {
-    out.push(root.to_owned());
-    if root.is_dir() {
-        for e in std::fs::read_dir(root).unwrap() {
-            walk(&e.unwrap().path(), out);
-        }
-    }
-}
+use crate::util::{assert_nowhere_on_disk, walk, Sandbox};
 
 #[test]
 fn everything_in_vault_and_identity_dirs_is_owner_only() {
@@ -57,16 +47,7 @@ fn no_plaintext_in_any_file() {
     sb.set("global/k2", marker);
     sb.run(&["delete", "global/k2"], b"").ok();
     let _vault = sb.vault();
-    let mut paths = Vec::new();
-    walk(sb.path(), &mut paths);
-    for p in paths.iter().filter(|p| p.is_file()) {
-        let bytes = std::fs::read(p).unwrap();
-        assert!(
-            !bytes.windows(marker.len()).any(|w| w == marker),
-            "plaintext found in {}",
-            p.display()
-        );
-    }
+    assert_nowhere_on_disk(sb.path(), marker);
 }
 
 #[test]

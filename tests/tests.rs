@@ -27,4 +27,5 @@ mod lifetimes;
 mod run;
 mod snapshots;
 mod tamper;
+mod templates;
 mod versions;

@@ -274,3 +274,28 @@ impl Drop for Keyring {
         let _ = self.bus.wait();
     }
 }
+
+/// Every file under `root` (directories included), depth first.
+pub(crate) fn walk(root: &Path, out: &mut Vec<PathBuf>) {
+    out.push(root.to_owned());
+    if root.is_dir() {
+        for e in std::fs::read_dir(root).unwrap() {
+            walk(&e.unwrap().path(), out);
+        }
+    }
+}
+
+/// Fails if any file under `root` holds `marker`.
+#[track_caller]
+pub(crate) fn assert_nowhere_on_disk(root: &Path, marker: &[u8]) {
+    let mut paths = Vec::new();
+    walk(root, &mut paths);
+    for p in paths.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker),
+            "plaintext found in {}",
+            p.display()
+        );
+    }
+}

@@ -114,6 +114,15 @@ fn answer(reply: ReplyEmpty, result: Result<(), FsError>) {
     }
 }
 
+/// How long the kernel may keep `a`: not at all if it says so.
+fn ttl_of(ttl: &Duration, a: &Attr) -> Duration {
+    if a.uncached {
+        Duration::ZERO
+    } else {
+        *ttl
+    }
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -211,7 +220,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match name_str(name).and_then(|n| self.fs.lookup(&caller(req), parent.0, n)) {
-            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl_of(&self.ttl, &a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -222,7 +231,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(&caller(req), ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&ttl_of(&self.ttl, &a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -250,7 +259,7 @@ impl Filesystem for FuseAdapter {
             .fs
             .setattr(&caller(req), ino.0, fh.map(|f| f.0), size, changes)
         {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&ttl_of(&self.ttl, &a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -282,7 +291,7 @@ impl Filesystem for FuseAdapter {
             None => return reply.error(Errno::EINVAL),
         };
         match self.fs.mkdir(&caller(req), parent.0, name) {
-            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl_of(&self.ttl, &a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -14,5 +14,6 @@ mod lifetimes;
 mod load;
 mod read;
 mod snapshots;
+mod templates;
 mod versions;
 mod write;

@@ -12,6 +12,7 @@ mod run;
 mod secret;
 mod session;
 mod shell;
+mod template;
 mod vault;
 
 use anyhow::Result;
@@ -50,11 +51,23 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
         } => config::configure(v, &config, &field, &vault_ref, into_others_session),
         Command::Audit { config, json } => config::audit(v, &config, json),
         Command::Import {
-            config,
+            config: Some(config),
             scope,
             fields,
             dry_run,
+            ..
         } => config::import(v, &config, &scope, fields, dry_run),
+        Command::Import {
+            env_file: Some(file),
+            template: Some(name),
+            scope,
+            replace,
+            dry_run,
+            ..
+        } => template::import_env(v, &file, &scope, &name, replace, dry_run),
+        Command::Import { .. } => {
+            unreachable!("clap requires --config, or --env-file with --template")
+        }
         Command::Doctor => vault::doctor(v),
         Command::AuditLog { follow, json } => log::audit_log(v, follow, json),
         Command::Migrate { to } => vault::migrate(v, to),
@@ -67,6 +80,7 @@ pub(crate) fn run(cli: Cli) -> Result<Status> {
         Command::ManPages { dir } => shell::man_pages(&dir),
         Command::Run(args) => Ok(run::run(v, args)),
         Command::Session { command } => session::run(v, command),
+        Command::Template { command } => template::run(v, command),
         Command::Console(args) => vault::console(v, args),
         #[cfg(feature = "fleet")]
         Command::Fleet { command } => fleet::run(v, command),

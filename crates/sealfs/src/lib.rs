@@ -121,6 +121,7 @@ mod index;
 mod scope;
 mod secret;
 mod store;
+pub mod template;
 mod vault;
 mod writer;
 

@@ -72,6 +72,31 @@ pub(super) struct Handle {
 }
 
 impl Handle {
+    /// A read-only handle on `buf`.
+    pub(super) fn reader(
+        ino: u64,
+        vault_ref: VaultRef,
+        caller: Caller,
+        buf: Arc<LockedBuf>,
+    ) -> Self {
+        Handle {
+            ino,
+            vault_ref,
+            caller,
+            buf,
+            writable: false,
+            append: false,
+            dirty: false,
+            created: false,
+            poisoned: false,
+            once: false,
+            session_end: None,
+            exclusive: false,
+            stored: None,
+            exe: None,
+        }
+    }
+
     /// The buffer to write into: this handle's own, copied first if a read
     /// being answered still shares it.
     fn buf_mut(&mut self) -> std::result::Result<&mut LockedBuf, BufError> {
@@ -270,6 +295,7 @@ impl SealFs {
         let r = match self.node(ino)? {
             Node::Secret(r) => r,
             Node::Version(r, n) => return self.open_version(c, ino, r, n, mode),
+            Node::Template(name) => return self.open_template(c, ino, name, mode),
             _ => return Err(FsError::IsDir),
         };
         let target = r.to_string();
@@ -385,25 +411,7 @@ impl SealFs {
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(FsError::NotFound),
             Err(e) => return self.fail(c, "open", target, &e),
         };
-        Ok(self.new_handle(
-            Handle {
-                ino,
-                vault_ref: r,
-                caller: *c,
-                buf: Arc::new(buf),
-                writable: false,
-                append: false,
-                dirty: false,
-                created: false,
-                poisoned: false,
-                once: false,
-                session_end: None,
-                exclusive: false,
-                stored: None,
-                exe: None,
-            },
-            slot,
-        ))
+        Ok(self.new_handle(Handle::reader(ino, r, *c, Arc::new(buf)), slot))
     }
 
     pub(super) fn fail<T>(
@@ -672,9 +680,12 @@ impl SealFs {
     ) -> Result<(Attr, u64)> {
         let scope = match self.node(parent)? {
             Node::Scope(s) => s,
-            Node::Root | Node::Kind(_) | Node::History(_) | Node::Versions(_) => {
-                return Err(FsError::NotPermitted)
-            }
+            Node::Root
+            | Node::Kind(_)
+            | Node::History(_)
+            | Node::Versions(_)
+            | Node::Templates
+            | Node::Template(_) => return Err(FsError::NotPermitted),
             Node::Secret(_) | Node::Version(..) => return Err(FsError::NotDir),
         };
         let target = format!("{scope}/{name}");

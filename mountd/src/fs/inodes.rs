@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use sealfs::ScopeId;
-use sealfs::{VaultRef, VaultScope};
+use sealfs::{SecretKey, VaultRef, VaultScope};
 
-use super::{GLOBAL_INO, PRINCIPAL_INO, ROOT_INO, SESSION_INO};
+use super::{GLOBAL_INO, LAST_FIXED_INO, PRINCIPAL_INO, ROOT_INO, SESSION_INO, TEMPLATES_INO};
 
 /// The two kinds of scope directory under the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +52,10 @@ pub enum Node {
     Versions(VaultRef),
     /// `<scope>/.history/<key>/<N>`: version N, read-only.
     Version(VaultRef, u64),
+    /// `templates/`: the templates the caller may render.
+    Templates,
+    /// `templates/<name>`: a template, rendered on open.
+    Template(SecretKey),
 }
 
 /// Inode numbers, never reused. The kernel's lookup count of each is kept,
@@ -70,13 +74,14 @@ impl Inodes {
             by_ino: HashMap::new(),
             by_node: HashMap::new(),
             lookups: HashMap::new(),
-            next: SESSION_INO + 1,
+            next: LAST_FIXED_INO + 1,
         };
         for (ino, node) in [
             (ROOT_INO, Node::Root),
             (GLOBAL_INO, Node::Scope(VaultScope::Global)),
             (PRINCIPAL_INO, Node::Kind(ScopeKind::Principal)),
             (SESSION_INO, Node::Kind(ScopeKind::Session)),
+            (TEMPLATES_INO, Node::Templates),
         ] {
             i.by_ino.insert(ino, node.clone());
             i.by_node.insert(node, ino);
@@ -113,7 +118,7 @@ impl Inodes {
 
     /// The kernel dropped `n` references.
     pub(super) fn forget(&mut self, ino: u64, n: u64) {
-        if ino <= SESSION_INO {
+        if ino <= LAST_FIXED_INO {
             return;
         }
         let left = self.lookups.get(&ino).map_or(0, |c| c.saturating_sub(n));
@@ -129,7 +134,7 @@ impl Inodes {
 
     /// Drops `ino` unless the kernel holds a reference to it.
     pub(super) fn drop_unreferenced(&mut self, ino: u64) {
-        if ino > SESSION_INO && !self.lookups.contains_key(&ino) {
+        if ino > LAST_FIXED_INO && !self.lookups.contains_key(&ino) {
             if let Some(node) = self.by_ino.remove(&ino) {
                 self.by_node.remove(&node);
             }

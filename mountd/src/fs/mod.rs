@@ -7,10 +7,14 @@
 //! /global/<key>          VaultScope::Global
 //! /principal/<id>/<key>  VaultScope::Principal
 //! /session/<id>/<key>    VaultScope::Session
+//! /templates/<name>      a template (sealfs::template), rendered on open
 //! ```
 //!
 //! Lookup, getattr and readdir read only the index; a value is decrypted
 //! only by `open`, into a buffer owned by that handle and wiped on release.
+//! Templates are the exception that proves it: to know who may see one,
+//! lookup and readdir decrypt the template itself (never a value it
+//! reads), to learn its refs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,7 @@ use crate::policy::{Access, Policy, Rules, Who};
 mod handles;
 mod inodes;
 mod namespace;
+mod templates;
 
 use handles::{Counted, Handle};
 use inodes::Inodes;
@@ -35,6 +40,9 @@ pub const ROOT_INO: u64 = 1;
 const GLOBAL_INO: u64 = 2;
 const PRINCIPAL_INO: u64 = 3;
 const SESSION_INO: u64 = 4;
+const TEMPLATES_INO: u64 = 5;
+/// The last of the inodes that always exist.
+const LAST_FIXED_INO: u64 = TEMPLATES_INO;
 
 /// Why an operation failed; adapters map these to errno or NTSTATUS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +148,9 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub nlink: u32,
+    /// Not to be cached by the kernel at all (a template's size is its
+    /// rendering's, known only once a handle has rendered it).
+    pub uncached: bool,
 }
 
 /// How a file is being opened.
@@ -411,6 +422,7 @@ impl SealFs {
             uid,
             gid,
             nlink: 2,
+            uncached: false,
         }
     }
 
@@ -449,6 +461,7 @@ impl SealFs {
             uid: c.uid,
             gid: c.gid,
             nlink: 1,
+            uncached: false,
         }
     }
 

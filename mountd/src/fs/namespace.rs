@@ -10,7 +10,7 @@ use sealfs::{ErrorKind, SecretKey, SecretStore, VaultRef, VaultScope};
 
 use super::{
     from_store, lock, AccessMask, Attr, FileKind, FsError, Node, Result, ScopeKind, SealFs,
-    GLOBAL_INO, PRINCIPAL_INO, ROOT_INO, SESSION_INO,
+    GLOBAL_INO, PRINCIPAL_INO, ROOT_INO, SESSION_INO, TEMPLATES_INO,
 };
 use crate::policy::Access;
 
@@ -85,6 +85,7 @@ impl SealFs {
             Node::Root => match name {
                 "principal" => Ok(self.dir_attr(PRINCIPAL_INO, 0o755, 0, 0)),
                 "session" => Ok(self.dir_attr(SESSION_INO, 0o755, 0, 0)),
+                "templates" => Ok(self.dir_attr(TEMPLATES_INO, 0o555, 0, 0)),
                 "global" => {
                     let access = self.access(c, &VaultScope::Global)?;
                     if !access.can_read() {
@@ -158,7 +159,16 @@ impl SealFs {
                 }
                 attr
             }
-            Node::Secret(_) | Node::Version(..) => Err(FsError::NotDir),
+            Node::Templates => {
+                let name = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
+                let ino = self.ino(Node::Template(name.clone()));
+                let attr = self.template_attr(c, ino, &name, "lookup");
+                if attr.is_err() {
+                    lock(&self.inodes).drop_unreferenced(ino);
+                }
+                attr
+            }
+            Node::Secret(_) | Node::Version(..) | Node::Template(_) => Err(FsError::NotDir),
         }
     }
 
@@ -216,6 +226,8 @@ impl SealFs {
                 Ok(self.dir_attr(ino, 0o500, c.uid, c.gid))
             }
             Node::Version(r, n) => self.version_attr(c, ino, &r, n),
+            Node::Templates => Ok(self.dir_attr(ino, 0o555, 0, 0)),
+            Node::Template(name) => self.template_attr(c, ino, &name, "getattr"),
         }
     }
 
@@ -242,6 +254,19 @@ impl SealFs {
                 }
                 out.push(PRINCIPAL_INO, FileKind::Directory, "principal");
                 out.push(SESSION_INO, FileKind::Directory, "session");
+                out.push(TEMPLATES_INO, FileKind::Directory, "templates");
+            }
+            Node::Templates => {
+                out.push(ino, FileKind::Directory, ".");
+                out.push(parent, FileKind::Directory, "..");
+                let names = sealfs::template::names(&self.vault).map_err(|e| from_store(&e))?;
+                for name in names {
+                    // Hidden or gone since it was listed: not shown.
+                    if let Ok(Some(_)) = self.template_for(c, &name) {
+                        let ino = lock(&self.inodes).peek(&Node::Template(name.clone()));
+                        out.push(ino, FileKind::File, name.as_str());
+                    }
+                }
             }
             Node::Kind(kind) => {
                 out.push(ino, FileKind::Directory, ".");
@@ -308,7 +333,7 @@ impl SealFs {
                     out.push(ino, FileKind::File, &v.version.to_string());
                 }
             }
-            Node::Secret(_) | Node::Version(..) => return Err(FsError::NotDir),
+            Node::Secret(_) | Node::Version(..) | Node::Template(_) => return Err(FsError::NotDir),
         }
         Ok(out)
     }
@@ -348,7 +373,7 @@ impl SealFs {
                 let key = SecretKey::new(name).map_err(|_| FsError::NotFound)?;
                 Ok(VaultRef::new(scope, key))
             }
-            Node::Secret(_) | Node::Version(..) => Err(FsError::NotDir),
+            Node::Secret(_) | Node::Version(..) | Node::Template(_) => Err(FsError::NotDir),
             _ => Err(FsError::NotPermitted),
         }
     }
@@ -533,6 +558,18 @@ impl SealFs {
             }
             Node::Scope(s) | Node::History(s) => s.clone(),
             Node::Secret(r) | Node::Versions(r) | Node::Version(r, _) => r.scope().clone(),
+            Node::Templates | Node::Template(_) => {
+                if let Node::Template(name) = &node {
+                    if self.template_for(c, name)?.is_none() {
+                        return Err(FsError::NotFound);
+                    }
+                }
+                // Rendered, never written, never run.
+                if mask.write || (mask.execute && node != Node::Templates) {
+                    return Err(FsError::Denied);
+                }
+                return Ok(());
+            }
         };
         let access = self.access(c, &scope)?;
         if !access.can_read() {
