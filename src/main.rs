@@ -7,7 +7,8 @@
 //!   `sealfs::cli_common::VaultArgs`.
 //! - [`cmd`]: one module per command group; `cmd/secret.rs` is
 //!   set/get/list/delete, written once over `SecretStore` for a local vault
-//!   and `--backend etcd` alike; `cmd/fleet.rs` is only `sealfs fleet ...`.
+//!   and `--backend etcd` alike; `cmd/fleet.rs` is only `sealfs fleet ...`;
+//!   `cmd/template.rs` is `sealfs template ...` and `import --env-file`.
 //! - [`input`]: where a value comes from (stdin, a prompt, `--generate`).
 //! - [`output`]: stdout that survives a closed pipe, the one `sealfs: `
 //!   prefix, the exit statuses (0 done, 1 failed, 2 usage, 3 found

@@ -17,8 +17,9 @@
 //! - [`fs`]: what the mount means, with no FUSE types, over any
 //!   `SecretStore`: the inode table (`inodes.rs`), lookup, getattr,
 //!   listings and name changes (`namespace.rs`), open/read/write/flush/
-//!   release over per-handle buffers (`handles.rs`), every permission
-//!   decision and audit event.
+//!   release over per-handle buffers (`handles.rs`), `templates/<name>`
+//!   rendered on open (`templates.rs`), every permission decision and
+//!   audit event.
 //! - [`policy`]: the built-in rules and the TOML policy file: `Access`
 //!   (none, read, read-write) per caller and scope.
 //! - [`buffer`]: `LockedBuf`, a handle's plaintext, grown as data arrives

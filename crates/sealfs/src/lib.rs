@@ -74,6 +74,9 @@
 //! - [`config`]: `*_vault_ref` fields of TOML files: find at any depth,
 //!   resolve, edit in place, check ([`check_refs`]); plaintext secret
 //!   fields found and replaced by refs where they stand (`import.rs`).
+//! - [`template`]: whole files with secrets inside: the `{{ REF | filter }}`
+//!   grammar, rendering into wiping buffers, where templates are stored,
+//!   and a `.env` file split into secrets and the template that renders it.
 //! - [`doctor`]: the findings of `sealfs doctor`.
 //! - `cli_common` (feature `cli-common`): `VaultArgs`, the flags both
 //!   binaries share, and `export_env`, which hands them from `sealfs mount`
