@@ -1113,6 +1113,9 @@ fn read_once_rename_and_empty_scopes_work_on_the_fleet() {
     let hosts = fleet(&etcd, 2);
     let (a, b) = (&hosts[0], &hosts[1]);
     let (va, vb) = (a.vault(), b.vault());
+    // Templates stay in local vaults: refused on the fleet, nothing stored.
+    a.run(&["template", "set", "t"], b"{{ global/otp }}")
+        .fails(1, "templates are kept in local vaults only");
     for round in 0..5 {
         let value = format!("otp-{round}");
         a.run(&["set", "--once", "global/otp"], value.as_bytes())

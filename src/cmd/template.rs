@@ -88,6 +88,7 @@ pub(super) fn set(v: &VaultArgs, name: &SecretKey, source: SensitiveBytes) -> Re
     let t = Template::parse(source).map_err(|e| anyhow::anyhow!("template {name} refused: {e}"))?;
     let refs = t.refs();
     let store = v.open_store_once(true)?;
+    local_only(&store)?;
     let options = sealfs::PutOptions {
         writer: Some(sealfs::Writer::this_process(sealfs::WriteSource::Cli)),
         ..sealfs::PutOptions::default()
@@ -109,6 +110,15 @@ pub(super) fn set(v: &VaultArgs, name: &SecretKey, source: SensitiveBytes) -> Re
                 "template {name} reads {r}, which does not exist: it cannot be opened or rendered until it does"
             ));
         }
+    }
+    Ok(())
+}
+
+/// Templates live in local vaults: the fleet has no reserved scopes to
+/// keep them in (it shares scopes by audience).
+fn local_only(store: &sealfs::cli_common::Store) -> Result<()> {
+    if store.local().is_none() {
+        bail!("templates are kept in local vaults only, not in the fleet (--backend etcd)");
     }
     Ok(())
 }
@@ -187,6 +197,7 @@ pub(super) fn import_env(
         return Ok(Status::Done);
     }
     let store = v.open_store_once(true)?;
+    local_only(&store)?;
     let s = store.as_dyn();
     // Checked, all of them, before anything is stored.
     let mut todo = Vec::new();
