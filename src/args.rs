@@ -481,6 +481,7 @@ Filters, left to right: {{ REF | trim | json }}
   json       escaped for the inside of a JSON string
   base64     standard base64
   urlencode  percent-encoded (for a URL's user or password)
+  shell      one single-quoted shell word (for a file a shell sources)
   trim       leading and trailing white space removed
 A literal {{ is written {{ \"{{\" }}. Nothing else: no includes, no environment.";
 

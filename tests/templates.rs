@@ -109,7 +109,7 @@ fn bad_templates_are_refused_with_line_and_column_and_change_nothing() {
     for (source, want) in [
         (&b"line one\n  x={{ global/a"[..], "template ok refused: line 2, column 5: `{{` is never closed with `}}`"),
         (b"{{ sk-live-PASTED }}", "template ok refused: line 1, column 4: invalid ref: expected `<scope>/<key>`"),
-        (b"a\nb\n{{ global/a | upper }}", "template ok refused: line 3, column 15: unknown filter (there are: json, base64, urlencode, trim)"),
+        (b"a\nb\n{{ global/a | upper }}", "template ok refused: line 3, column 15: unknown filter (there are: json, base64, urlencode, shell, trim)"),
         (b"{{ principal:sealfs-fleet/etcd_password }}", "line 1, column 4: sealfs's own scopes cannot be named in a template"),
         (b"\xff", "line 1, column 1: the template is not UTF-8 here"),
         (b"", "refusing to store an empty template ok"),
@@ -231,6 +231,26 @@ fn an_env_file_becomes_secrets_and_a_template_that_renders_it_byte_for_byte() {
         "template other exists with other content; nothing was changed",
     );
 
+    // A value that was single-quoted stays one shell word whatever is
+    // written to it later.
+    assert!(
+        template.contains("export DB_PASSWORD={{ principal:app/db_password | shell }}"),
+        "{template}"
+    );
+    sb.set("principal:app/db_password", b"x'; echo INJECTED; '");
+    let sourced = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("{}\nprintf %s \"$DB_PASSWORD\"", render().replace('\r', "")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sourced.stdout),
+        "x'; echo INJECTED; '"
+    );
+    sb.set("principal:app/db_password", b"s3cr3t pw");
+
     // --replace: the file goes, once the template renders it.
     let out = import(&["--replace"]).ok();
     assert!(
@@ -275,6 +295,40 @@ fn an_env_file_becomes_secrets_and_a_template_that_renders_it_byte_for_byte() {
             .fails(1, want);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
+    // Not a regular file, or through a symlink: refused, without blocking.
+    let fifo = sb.path().join("fifo.env");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    sb.run(
+        &[
+            "import",
+            "--env-file",
+            fifo.to_str().unwrap(),
+            "--template",
+            "f",
+        ],
+        b"",
+    )
+    .fails(1, "not a regular file");
+    fs::write(sb.path().join("real.env"), "A=1\n").unwrap();
+    std::os::unix::fs::symlink("real.env", sb.path().join("link.env")).unwrap();
+    let link = sb.path().join("link.env");
+    sb.run(
+        &[
+            "import",
+            "--env-file",
+            link.to_str().unwrap(),
+            "--template",
+            "l",
+            "--replace",
+        ],
+        b"",
+    )
+    .fails(1, "cannot open");
+    assert!(sb.path().join("real.env").exists());
     sb.run(
         &["import", "--env-file", "missing.env", "--template", "x"],
         b"",

@@ -91,7 +91,7 @@ fn shell_tools_see_the_vault() {
 /// The refs the daemon asked its vault to decrypt, in order, from its debug
 /// log (`-v`): counted where values leave the store, whatever code path
 /// asked, so a decryption without an audit event is seen too.
-fn decrypted_refs(daemon_log: &str) -> Vec<String> {
+pub(crate) fn decrypted_refs(daemon_log: &str) -> Vec<String> {
     daemon_log
         .lines()
         .filter(|l| l.contains("decrypting a value"))

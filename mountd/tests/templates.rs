@@ -216,3 +216,35 @@ fn a_private_mount_never_caches_a_templates_size() {
     m.set("global/k", b"a-longer-value-2");
     assert_eq!(bash(), "a-longer-value-2");
 }
+
+#[test]
+fn listing_and_stat_decrypt_a_template_once_per_stored_version_and_never_a_value() {
+    let Some(mut m) = Mounted::start(&["-v"]) else {
+        return;
+    };
+    let mnt = m.mnt.display();
+    m.set("global/a", b"alpha");
+    m.cli(&["template", "set", "t"], b"{{ global/a }}").ok();
+    let look =
+        format!("ls -la {mnt}/templates && stat {mnt}/templates/t && test -r {mnt}/templates/t");
+    for _ in 0..3 {
+        sh(&look).ok();
+        sh_as(BOB, &format!("ls {mnt}/templates; stat {mnt}/templates/t")).fails_with("");
+    }
+    m.cli(&["template", "set", "t"], b"a={{ global/a }}").ok();
+    sh(&look).ok();
+    assert_eq!(cat_as(&m, 0, "t"), "a=alpha");
+    m.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(m.wait_exit().success());
+    assert_eq!(
+        crate::read::decrypted_refs(&m.take_stderr()),
+        [
+            "principal:sealfs-templates/t",
+            "principal:sealfs-templates/t",
+            // The open: the template, then its one ref.
+            "principal:sealfs-templates/t",
+            "global/a",
+        ],
+        "metadata decrypts a template once per stored version, and no value"
+    );
+}

@@ -23,18 +23,35 @@ pub(super) fn run(v: &VaultArgs, command: TemplateCommand) -> Result<Status> {
         TemplateCommand::List { json } => list(v, json)?,
         TemplateCommand::Show { name } => {
             let t = load(v, &name)?;
+            record(v, "show", &target(&name), None);
             write_stdout(t.source().expose())?;
         }
         TemplateCommand::Render { name } => {
             let t = load(v, &name)?;
             let store = v.open_store_once(false)?;
             let result = template::render_from(store.as_dyn(), &t, MAX_RENDERED_SIZE);
-            record(
-                v,
-                "render",
-                &target(&name),
-                result.as_ref().err().map(|_| ErrorKind::NotFound),
-            );
+            // As through the mount: the template, then each ref it read
+            // (or the one that failed).
+            let failure = match &result {
+                Ok(_) => None,
+                Err(template::RenderError::Read { source, .. }) => Some(match source {
+                    template::RefReadError::Missing => ErrorKind::NotFound,
+                    template::RefReadError::Store(e) => e.kind(),
+                    _ => ErrorKind::InvalidInput,
+                }),
+                Err(_) => Some(ErrorKind::InvalidInput),
+            };
+            record(v, "render", &target(&name), failure);
+            match &result {
+                Ok(_) => t
+                    .refs()
+                    .iter()
+                    .for_each(|r| record(v, "render", &r.to_string(), None)),
+                Err(template::RenderError::Read { vault_ref, .. }) => {
+                    record(v, "render", &vault_ref.to_string(), failure)
+                }
+                Err(_) => {}
+            }
             let out = result.map_err(|e| anyhow::anyhow!("cannot render template {name}: {e}"))?;
             write_stdout(out.expose())?;
         }
@@ -176,9 +193,11 @@ pub(super) fn import_env(
     replace: bool,
     dry_run: bool,
 ) -> Result<Status> {
-    let file = sealfs::open_read_nofollow(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let text = SensitiveBytes::read_limited(file, MAX_ENV_FILE)
+    // One descriptor for reading and, with --replace, for wiping: what is
+    // wiped is the file that was read, whatever the path names meanwhile.
+    let file =
+        open_env_file(path, replace).with_context(|| format!("cannot open {}", path.display()))?;
+    let text = SensitiveBytes::read_limited(&file, MAX_ENV_FILE)
         .with_context(|| format!("cannot read {}", path.display()))?
         .ok_or_else(|| anyhow::anyhow!("{} is larger than {MAX_ENV_FILE} bytes", path.display()))?;
     let found = template::from_env_file(text.expose(), scope)
@@ -205,6 +224,10 @@ pub(super) fn import_env(
         sealfs::check_value(r, value, v.max_value_size)?;
         if let Some(vault) = store.local() {
             super::secret::refuse_others_session(vault, r)?;
+        }
+        // Comparing would consume a read-once secret.
+        if s.entry(r)?.is_some_and(|e| e.once) {
+            bail!("{r} (from {var}) is a read-once secret already; nothing was changed (choose another --scope)");
         }
         match s.read(r) {
             Ok((held, _)) if held.ct_eq(value) => {}
@@ -268,7 +291,7 @@ pub(super) fn import_env(
                 path.display()
             );
         }
-        wipe_and_remove(path, text.len()).with_context(|| {
+        wipe_and_remove(path, &file).with_context(|| {
             format!(
                 "everything is stored, but {} was not removed",
                 path.display()
@@ -282,16 +305,41 @@ pub(super) fn import_env(
     Ok(Status::Done)
 }
 
-/// Overwrites the first `len` bytes of `path` with zeros, syncs, removes it.
-fn wipe_and_remove(path: &Path, len: usize) -> std::io::Result<()> {
-    use std::io::Write;
+/// `path` for reading (and writing, to wipe it), never through a symlink
+/// and never blocking on a FIFO; only a regular file.
+fn open_env_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true);
+    options.read(true).write(write);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, nix::libc::O_NOFOLLOW);
-    let mut f = options.open(path)?;
-    f.write_all(&vec![0u8; len])?;
-    f.sync_all()?;
-    drop(f);
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK,
+    );
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Overwrites all of `file` (opened from `path`) with zeros, syncs it, and
+/// removes `path`, unless `path` no longer names that file.
+fn wipe_and_remove(path: &Path, mut file: &std::fs::File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, Write};
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (held, named) = (file.metadata()?, std::fs::symlink_metadata(path)?);
+        if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+            return Err(std::io::Error::other(
+                "the path names another file now; nothing was wiped",
+            ));
+        }
+    }
+    let len = file.metadata()?.len();
+    file.seek(std::io::SeekFrom::Start(0))?;
+    std::io::copy(&mut std::io::repeat(0).take(len), &mut file)?;
+    file.flush()?;
+    file.sync_all()?;
     std::fs::remove_file(path)
 }

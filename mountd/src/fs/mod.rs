@@ -12,9 +12,9 @@
 //!
 //! Lookup, getattr and readdir read only the index; a value is decrypted
 //! only by `open`, into a buffer owned by that handle and wiped on release.
-//! Templates are the exception that proves it: to know who may see one,
-//! lookup and readdir decrypt the template itself (never a value it
-//! reads), to learn its refs.
+//! Templates are the exception: to know who may see one, lookup and
+//! readdir need its refs, read from the template itself (never a value)
+//! once per stored version of it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,6 +235,11 @@ pub struct SealFs {
     /// Inodes with a read that may have filled the kernel's page cache (a
     /// mapping's faults, readahead): dropped from it at their last close.
     cached_inos: Mutex<std::collections::HashSet<u64>>,
+    /// Each template's refs, by name, with the version and time of the
+    /// template they were read from: lookup, getattr, access and readdir
+    /// decide who sees a template from these, decrypting it only when it
+    /// has changed.
+    template_refs: Mutex<HashMap<sealfs::SecretKey, templates::Known>>,
     /// Listings taken at opendir, served in pieces by readdir: a large
     /// scope is read from the index once per `ls`, not once per piece.
     dirs: Mutex<HashMap<u64, OpenDir>>,
@@ -270,6 +275,7 @@ impl SealFs {
             handles_by_uid: Mutex::new((HashMap::new(), 0)),
             handles_by_ino: Mutex::new(HashMap::new()),
             cached_inos: Mutex::new(std::collections::HashSet::new()),
+            template_refs: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),

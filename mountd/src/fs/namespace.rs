@@ -262,7 +262,7 @@ impl SealFs {
                 let names = sealfs::template::names(&self.vault).map_err(|e| from_store(&e))?;
                 for name in names {
                     // Hidden or gone since it was listed: not shown.
-                    if let Ok(Some(_)) = self.template_for(c, &name) {
+                    if let Ok(true) = self.template_visible(c, &name) {
                         let ino = lock(&self.inodes).peek(&Node::Template(name.clone()));
                         out.push(ino, FileKind::File, name.as_str());
                     }
@@ -560,7 +560,7 @@ impl SealFs {
             Node::Secret(r) | Node::Versions(r) | Node::Version(r, _) => r.scope().clone(),
             Node::Templates | Node::Template(_) => {
                 if let Node::Template(name) = &node {
-                    if self.template_for(c, name)?.is_none() {
+                    if !self.template_visible(c, name)? {
                         return Err(FsError::NotFound);
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sealfs::audit::Caller;
 use sealfs::template::{self, LoadError, RenderError, Template, MAX_RENDERED_SIZE};
-use sealfs::{SecretKey, SecretStore};
+use sealfs::{SecretKey, SecretStore, VaultRef};
 
 use super::handles::Handle;
 use super::{from_store, lock, Attr, FsError, OpenMode, Result, SealFs};
@@ -19,31 +19,73 @@ pub(super) fn target(name: &SecretKey) -> String {
     format!("template:{name}")
 }
 
+/// A template's refs as last read, and which stored version of the
+/// template they were read from.
+pub(super) struct Known {
+    version: u64,
+    updated: std::time::SystemTime,
+    refs: Vec<VaultRef>,
+}
+
 impl SealFs {
-    /// Template `name`, if it exists and `c` may see it; `Ok(None)` if it
-    /// exists but `c` may not. A caller sees a template only if it may
-    /// read every ref in it; one that names no ref (all its text is its
-    /// own) only root and the vault owner see.
-    pub(super) fn template_for(&self, c: &Caller, name: &SecretKey) -> Result<Option<Template>> {
-        let t = match template::load(&self.vault, name) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Err(FsError::NotFound),
-            Err(LoadError::Store(e)) => return Err(from_store(&e)),
+    /// The refs of template `name`: from what was read of it before if it
+    /// has not changed since (the index says so, without decrypting),
+    /// else from the template itself.
+    fn refs_of(&self, name: &SecretKey) -> Result<Vec<VaultRef>> {
+        let entry = self
+            .vault
+            .entry(&template::template_ref(name))
+            .map_err(|e| from_store(&e))?
+            .ok_or(FsError::NotFound)?;
+        if let Some(k) = lock(&self.template_refs).get(name) {
+            if (k.version, k.updated) == (entry.version, entry.updated) {
+                return Ok(k.refs.clone());
+            }
+        }
+        let refs = self.load_template(name)?.refs();
+        lock(&self.template_refs).insert(
+            name.clone(),
+            Known {
+                version: entry.version,
+                updated: entry.updated,
+                refs: refs.clone(),
+            },
+        );
+        Ok(refs)
+    }
+
+    fn load_template(&self, name: &SecretKey) -> Result<Template> {
+        match template::load(&self.vault, name) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(FsError::NotFound),
+            Err(LoadError::Store(e)) => Err(from_store(&e)),
             Err(e) => {
-                tracing::warn!(error = %e, "a stored template does not parse");
-                return Err(FsError::Io);
+                tracing::warn!(error = %e, "a stored template cannot be used");
+                Err(FsError::Io)
             }
-        };
-        let refs = t.refs();
-        if refs.is_empty() && !self.rules.is_admin(c.uid) {
-            return Ok(None);
         }
-        for r in &refs {
+    }
+
+    /// Whether `c` may see a template that names `refs`: only if it may
+    /// read every one of them; one that names none (all its text is its
+    /// own) only root and the vault owner.
+    fn may_see(&self, c: &Caller, refs: &[VaultRef]) -> Result<bool> {
+        if refs.is_empty() {
+            return Ok(self.rules.is_admin(c.uid));
+        }
+        for r in refs {
             if !self.access(c, r.scope())?.can_read() {
-                return Ok(None);
+                return Ok(false);
             }
         }
-        Ok(Some(t))
+        Ok(true)
+    }
+
+    /// Whether template `name` exists and `c` may see it (`NotFound` if it
+    /// does not exist; `Ok(false)` if `c` may not see it).
+    pub(super) fn template_visible(&self, c: &Caller, name: &SecretKey) -> Result<bool> {
+        let refs = self.refs_of(name)?;
+        self.may_see(c, &refs)
     }
 
     /// Attributes of template `name` (inode `ino`) for `c`: a read-only
@@ -57,7 +99,7 @@ impl SealFs {
         name: &SecretKey,
         op: &str,
     ) -> Result<Attr> {
-        if self.template_for(c, name)?.is_none() {
+        if !self.template_visible(c, name)? {
             return self.deny(c, op, target(name), FsError::NotFound);
         }
         let mtime = self
@@ -89,21 +131,18 @@ impl SealFs {
         mode: OpenMode,
     ) -> Result<u64> {
         let target = target(&name);
-        let Some(t) = self.template_for(c, &name)? else {
+        // Decided on the template as it is now, the one that is rendered.
+        let t = self.load_template(&name)?;
+        let refs = t.refs();
+        if !self.may_see(c, &refs)? {
             return self.deny(c, "open", target, FsError::NotFound);
-        };
+        }
         if mode.write {
             return self.deny(c, "open", target, FsError::Denied);
         }
         let slot = self.handle_slot(c, &target)?;
         let rendered = match template::render_from(&self.vault, &t, MAX_RENDERED_SIZE) {
-            Ok(out) => {
-                self.record(self.event(c, "open", target.clone()));
-                for r in t.refs() {
-                    self.record(self.event(c, "render", r.to_string()).to(target.clone()));
-                }
-                out
-            }
+            Ok(out) => out,
             Err(RenderError::Read { vault_ref, source }) => {
                 self.record(
                     self.event(c, "render", vault_ref.to_string())
@@ -122,6 +161,10 @@ impl SealFs {
             }
         };
         let buf = self.buffer(c, &target, LockedBuf::adopt(rendered))?;
+        self.record(self.event(c, "open", target.clone()));
+        for r in refs {
+            self.record(self.event(c, "render", r.to_string()).to(target.clone()));
+        }
         Ok(self.new_handle(
             Handle::reader(ino, template::template_ref(&name), *c, Arc::new(buf)),
             slot,
