@@ -3,7 +3,7 @@
 //! and an open that fails (`EIO`, audited with the ref) rather than
 //! rendering a hole when a ref is missing or expired.
 
-use crate::util::{sh, sh_as, Mounted};
+use crate::util::{sh, sh_as, shell_as, Mounted};
 
 const ALICE: u32 = 1234;
 const BOB: u32 = 1235;
@@ -32,24 +32,7 @@ fn a_dotenv_template_is_sourced_by_a_shell_and_shows_a_rotation_on_the_next_open
     // fstat, so the size must be the rendering's once it is open).
     let source =
         format!("set -a; . {mnt}/templates/app.env; printf '%s|%s' \"$DB_PASSWORD\" \"$API_KEY\"");
-    let run_bash = |uid: u32| {
-        let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid",
-            &uid.to_string(),
-            "--regid",
-            &uid.to_string(),
-            "--clear-groups",
-        ]);
-        c.args(["bash", "-c", &source]);
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run_bash = |uid: u32| shell_as(uid, "bash", &source).ok().stdout_str();
     assert_eq!(run_bash(ALICE), "pw one'two|sk-1");
     assert_eq!(
         cat_as(&m, ALICE, "app.env"),

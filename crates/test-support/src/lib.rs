@@ -14,5 +14,5 @@ pub mod run;
 pub mod skip;
 
 pub use etcd::{free_port, Etcd, EtcdMember, TestPki};
-pub use run::{eventually, feed, run, sh, sh_as, uid_of, until_past, Run, XorShift};
+pub use run::{eventually, feed, run, sh, sh_as, shell_as, uid_of, until_past, Run, XorShift};
 pub use skip::{have_root, have_tools, missing, skip_list, skips_allowed};

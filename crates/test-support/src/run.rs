@@ -142,6 +142,11 @@ pub fn sh(script: &str) -> Run {
 
 /// `sh -c script` as `uid` (and the same gid, no supplementary groups).
 pub fn sh_as(uid: u32, script: &str) -> Run {
+    shell_as(uid, "sh", script)
+}
+
+/// `shell -c script` (e.g. `bash`) as `uid`, like [`sh_as`].
+pub fn shell_as(uid: u32, shell: &str, script: &str) -> Run {
     let mut c = Command::new("setpriv");
     c.args([
         "--reuid",
@@ -149,7 +154,7 @@ pub fn sh_as(uid: u32, script: &str) -> Run {
         "--regid",
         &uid.to_string(),
         "--clear-groups",
-        "sh",
+        shell,
         "-c",
         script,
     ]);

@@ -296,7 +296,7 @@ impl Index {
         let record = self.vault_record_in(&self.conn)?;
         self.checked_whole(record.state()?)?;
         let mut scope_ids = ScopeIds::default();
-        let mut each = |s: Stored| -> Result<(), IndexError> {
+        let each = |s: Stored| -> Result<(), IndexError> {
             let (r, row) = self.open_secret("the index", &s, &mut scope_ids)?;
             if scope.is_some_and(|sc| r.scope() != sc) {
                 return Err(tampered(
@@ -312,19 +312,7 @@ impl Index {
                 let sid = self
                     .keys()
                     .name_id(KIND_SCOPE_MEMBERS, sc.to_string().as_bytes());
-                let mut st = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT id, kind, scope_id, object_id, sealed FROM records
-                         WHERE scope_id = ?1 AND kind = ?2",
-                    )
-                    .map_err(self.err())?;
-                let rows = st
-                    .query_map(params![sid.as_slice(), KIND_SECRET], stored_row)
-                    .map_err(self.err())?;
-                for s in rows {
-                    each(s.map_err(self.err())?)?;
-                }
+                self.for_each_in_group(&sid, KIND_SECRET, each)?;
             }
             None => self.for_each_of_kind(KIND_SECRET, each)?,
         }
@@ -345,6 +333,31 @@ impl Index {
             )
             .map_err(self.err())?;
         let rows = st.query_map([kind], stored_row).map_err(self.err())?;
+        for s in rows {
+            f(s.map_err(self.err())?)?;
+        }
+        Ok(())
+    }
+
+    /// Hands each stored record of `kind` filed under the clear group id
+    /// `group` (a scope's members, a secret's versions) to `f`, stopping
+    /// at the first error.
+    pub(super) fn for_each_in_group(
+        &self,
+        group: &[u8],
+        kind: u8,
+        mut f: impl FnMut(Stored) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, scope_id, object_id, sealed FROM records
+                 WHERE scope_id = ?1 AND kind = ?2",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map(params![group, kind], stored_row)
+            .map_err(self.err())?;
         for s in rows {
             f(s.map_err(self.err())?)?;
         }

@@ -1,12 +1,10 @@
 //! Reading the earlier versions of secrets and the retired records of
 //! deleted ones.
 
-use rusqlite::params;
-
 use super::records::{version_name, versions_id};
 use super::{
-    bucket_of, ref_name, stored_row, tampered, Index, IndexError, Retired, RetiredRecord, Row,
-    State, Stored, VersionRecord, VersionRow, KIND_RETIRED, KIND_VERSION,
+    bucket_of, ref_name, tampered, Index, IndexError, Retired, RetiredRecord, Row, State, Stored,
+    VersionRecord, VersionRow, KIND_RETIRED, KIND_VERSION,
 };
 use crate::backend::ObjectId;
 use crate::scope::{VaultRef, VaultScope};
@@ -151,19 +149,9 @@ impl Index {
     /// holds), oldest first. Their buckets are not checked here.
     pub(super) fn versions_in(&self, r: &VaultRef) -> Result<Vec<VersionRow>, IndexError> {
         let gid = versions_id(self.keys(), r);
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, kind, scope_id, object_id, sealed FROM records
-                 WHERE scope_id = ?1 AND kind = ?2",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map(params![gid.as_slice(), KIND_VERSION], stored_row)
-            .map_err(self.err())?;
         let mut out = Vec::new();
-        for s in rows {
-            let (found, row) = self.open_version(&r.to_string(), &s.map_err(self.err())?)?;
+        self.for_each_in_group(&gid, KIND_VERSION, |s| {
+            let (found, row) = self.open_version(&r.to_string(), &s)?;
             if &found != r {
                 return Err(tampered(
                     r.to_string(),
@@ -171,7 +159,8 @@ impl Index {
                 ));
             }
             out.push(row);
-        }
+            Ok(())
+        })?;
         out.sort_by_key(|v| v.version);
         Ok(out)
     }
