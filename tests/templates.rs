@@ -251,6 +251,13 @@ fn an_env_file_becomes_secrets_and_a_template_that_renders_it_byte_for_byte() {
     );
     sb.set("principal:app/db_password", b"s3cr3t pw");
 
+    // --replace refuses a file with other names, which would show zeros.
+    let other = sb.path().join("other-name.env");
+    fs::hard_link(&path, &other).unwrap();
+    import(&["--replace"]).fails(1, "it has other names (hard links)");
+    assert_eq!(fs::read_to_string(&path).unwrap(), DOTENV);
+    fs::remove_file(&other).unwrap();
+
     // --replace: the file goes, once the template renders it.
     let out = import(&["--replace"]).ok();
     assert!(

@@ -208,11 +208,15 @@ fn listing_and_stat_decrypt_a_template_once_per_stored_version_and_never_a_value
     let mnt = m.mnt.display();
     m.set("global/a", b"alpha");
     m.cli(&["template", "set", "t"], b"{{ global/a }}").ok();
+    // Stored by hand, not by `template set`: it does not parse, and is
+    // not decrypted again for that at every request either.
+    m.set("principal:sealfs-templates/broken", b"{{ nope");
     let look =
         format!("ls -la {mnt}/templates && stat {mnt}/templates/t && test -r {mnt}/templates/t");
     for _ in 0..3 {
         sh(&look).ok();
         sh_as(BOB, &format!("ls {mnt}/templates; stat {mnt}/templates/t")).fails_with("");
+        sh(&format!("stat {mnt}/templates/broken")).fails_with("Input/output error");
     }
     m.cli(&["template", "set", "t"], b"a={{ global/a }}").ok();
     sh(&look).ok();
@@ -222,6 +226,7 @@ fn listing_and_stat_decrypt_a_template_once_per_stored_version_and_never_a_value
     assert_eq!(
         crate::read::decrypted_refs(&m.take_stderr()),
         [
+            "principal:sealfs-templates/broken",
             "principal:sealfs-templates/t",
             "principal:sealfs-templates/t",
             // The open: the template, then its one ref.

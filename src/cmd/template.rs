@@ -157,9 +157,18 @@ fn list(v: &VaultArgs, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     if let Some(store) = open_existing(v)? {
         for name in template::names(store.as_dyn())? {
-            let refs = match template::load(store.as_dyn(), &name)? {
-                Some(t) => t.refs().iter().map(ToString::to_string).collect(),
-                None => continue,
+            let refs = match template::load(store.as_dyn(), &name) {
+                Ok(Some(t)) => t.refs().iter().map(ToString::to_string).collect(),
+                Ok(None) => continue,
+                // One that cannot be used is said, and the rest listed.
+                Err(
+                    e
+                    @ (template::LoadError::Corrupt { .. } | template::LoadError::ReadOnce { .. }),
+                ) => {
+                    note(&e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             rows.push(TemplateJson {
                 name: name.to_string(),
@@ -291,7 +300,7 @@ pub(super) fn import_env(
                 path.display()
             );
         }
-        wipe_and_remove(path, &file).with_context(|| {
+        wipe_and_remove(path, &file, text.len() as u64).with_context(|| {
             format!(
                 "everything is stored, but {} was not removed",
                 path.display()
@@ -315,6 +324,11 @@ fn open_env_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
         &mut options,
         nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK,
     );
+    // Looked at before it is opened: opening a device for writing can
+    // have effects of its own.
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let file = options.open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -324,7 +338,7 @@ fn open_env_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
 
 /// Overwrites all of `file` (opened from `path`) with zeros, syncs it, and
 /// removes `path`, unless `path` no longer names that file.
-fn wipe_and_remove(path: &Path, mut file: &std::fs::File) -> std::io::Result<()> {
+fn wipe_and_remove(path: &Path, mut file: &std::fs::File, read: u64) -> std::io::Result<()> {
     use std::io::{Read, Seek, Write};
     #[cfg(unix)]
     {
@@ -336,7 +350,19 @@ fn wipe_and_remove(path: &Path, mut file: &std::fs::File) -> std::io::Result<()>
             ));
         }
     }
-    let len = file.metadata()?.len();
+    let held = file.metadata()?;
+    if held.len() != read {
+        return Err(std::io::Error::other(
+            "it changed since it was read; nothing was wiped",
+        ));
+    }
+    #[cfg(unix)]
+    if std::os::unix::fs::MetadataExt::nlink(&held) != 1 {
+        return Err(std::io::Error::other(
+            "it has other names (hard links), which would show the zeros; nothing was wiped",
+        ));
+    }
+    let len = held.len();
     file.seek(std::io::SeekFrom::Start(0))?;
     std::io::copy(&mut std::io::repeat(0).take(len), &mut file)?;
     file.flush()?;

@@ -106,10 +106,14 @@ impl Filter {
     }
 
     /// `input` filtered, in a buffer allocated once at its final size.
-    fn apply(self, input: &[u8]) -> Result<SensitiveBytes, NotText> {
+    fn apply(self, input: &[u8]) -> Result<SensitiveBytes, Unfit> {
         match self {
             Filter::Trim => Ok(SensitiveBytes::from_slice(input.trim_ascii())),
             Filter::Shell => {
+                // A shell variable cannot hold one: refused, not cut short.
+                if input.contains(&0) {
+                    return Err(Unfit("cannot carry a NUL byte"));
+                }
                 let mut out = SensitiveBytes::zeroed(self.output_len(input));
                 let buf = out.expose_mut();
                 buf[0] = b'\'';
@@ -159,7 +163,7 @@ impl Filter {
             }
             Filter::Json => {
                 if std::str::from_utf8(input).is_err() {
-                    return Err(NotText);
+                    return Err(Unfit("needs a UTF-8 value"));
                 }
                 let escaped = json_len;
                 let len = self.output_len(input);
@@ -221,9 +225,9 @@ fn json_len(b: u8) -> usize {
     }
 }
 
-/// A value a filter needs as text is not UTF-8.
+/// A value a filter cannot carry, and why.
 #[derive(Debug)]
-struct NotText;
+struct Unfit(&'static str);
 
 /// Why a template was refused: where, and what is wrong there. The
 /// message never quotes the template (a secret may be pasted into it).
@@ -251,13 +255,16 @@ pub enum RenderError<E: std::error::Error + 'static> {
         #[source]
         source: E,
     },
-    /// A filter that needs text got a value that is not UTF-8.
-    #[error("{vault_ref}: the {filter} filter needs a UTF-8 value")]
-    NotText {
+    /// A filter cannot carry the value (`json`: not UTF-8; `shell`: a
+    /// NUL byte).
+    #[error("{vault_ref}: the {filter} filter {why}")]
+    Unfit {
         /// The ref.
         vault_ref: VaultRef,
         /// The filter's name.
         filter: &'static str,
+        /// Why.
+        why: &'static str,
     },
     /// The rendering would be larger than allowed.
     #[error("the rendering is larger than {max} bytes")]
@@ -375,13 +382,15 @@ impl Template {
                 if total.saturating_add(f.output_len(value.expose())) > max {
                     return Err(RenderError::TooLarge { max });
                 }
-                // A literal is a slice of the (UTF-8) source, and every
-                // filter turns text into text: only a value can fail here.
+                // A literal is a slice of the source (UTF-8, no NUL), and
+                // every filter turns such text into such text: only a value
+                // can fail here.
                 value = f
                     .apply(value.expose())
-                    .map_err(|NotText| RenderError::NotText {
-                        vault_ref: r.cloned().expect("a literal is text"),
+                    .map_err(|Unfit(why)| RenderError::Unfit {
+                        vault_ref: r.cloned().expect("a literal fits every filter"),
                         filter: f.name(),
+                        why,
                     })?;
             }
             total = total.saturating_add(value.len());
@@ -453,12 +462,16 @@ pub fn load(store: &dyn SecretStore, name: &SecretKey) -> Result<Option<Template
         return Err(LoadError::ReadOnce { name: name.clone() });
     }
     match store.read(&r) {
-        Ok((source, _)) => Template::parse(source)
-            .map(Some)
-            .map_err(|source| LoadError::Corrupt {
-                name: name.clone(),
-                source,
-            }),
+        // Made read-once between the two calls: consumed, and said so.
+        Ok((_, true)) => Err(LoadError::ReadOnce { name: name.clone() }),
+        Ok((source, false)) => {
+            Template::parse(source)
+                .map(Some)
+                .map_err(|source| LoadError::Corrupt {
+                    name: name.clone(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(LoadError::Store(e)),
     }
@@ -507,11 +520,28 @@ pub fn render_from(
     t: &Template,
     max: usize,
 ) -> Result<SensitiveBytes, RenderError<RefReadError>> {
+    // From the index, before any value is decrypted: each ref is there
+    // and not read-once, and their lengths together fit.
+    let mut total = 0usize;
+    for r in t.refs() {
+        let failed = |source| RenderError::Read {
+            vault_ref: r.clone(),
+            source,
+        };
+        match store.entry(&r) {
+            Ok(Some(e)) if e.once => return Err(failed(RefReadError::ReadOnce)),
+            Ok(Some(e)) => {
+                total = total.saturating_add(usize::try_from(e.len).unwrap_or(usize::MAX));
+            }
+            Ok(None) => return Err(failed(RefReadError::Missing)),
+            Err(e) => return Err(failed(e.into())),
+        }
+    }
+    if total > max {
+        return Err(RenderError::TooLarge { max });
+    }
     t.render(
         |r| {
-            if store.entry(r)?.is_some_and(|e| e.once) {
-                return Err(RefReadError::ReadOnce);
-            }
             let (value, consumed) = store.read(r)?;
             if consumed {
                 // Made read-once between the two calls: consumed, so said,
@@ -673,6 +703,9 @@ fn parse(bytes: &[u8]) -> Result<Vec<Part>, TemplateError> {
             ));
         }
     };
+    if let Some(at) = src.find('\0') {
+        return Err(err(src, at, "the template holds a NUL byte".into()));
+    }
     if src.len() > MAX_TEMPLATE_SIZE {
         return Err(TemplateError {
             line: 1,

@@ -24,7 +24,9 @@ pub(super) fn target(name: &SecretKey) -> String {
 pub(super) struct Known {
     version: u64,
     updated: std::time::SystemTime,
-    refs: Vec<VaultRef>,
+    /// Or why it cannot be used: kept too, so a broken template is not
+    /// decrypted again at every request either.
+    refs: std::result::Result<Vec<VaultRef>, FsError>,
 }
 
 impl SealFs {
@@ -39,10 +41,15 @@ impl SealFs {
             .ok_or(FsError::NotFound)?;
         if let Some(k) = lock(&self.template_refs).get(name) {
             if (k.version, k.updated) == (entry.version, entry.updated) {
-                return Ok(k.refs.clone());
+                return k.refs.clone();
             }
         }
-        let refs = self.load_template(name)?.refs();
+        let refs = match self.load_template(name) {
+            Ok(t) => Ok(t.refs()),
+            // Gone since the index was read: nothing to keep.
+            Err(FsError::NotFound) => return Err(FsError::NotFound),
+            Err(e) => Err(e),
+        };
         lock(&self.template_refs).insert(
             name.clone(),
             Known {
@@ -51,7 +58,7 @@ impl SealFs {
                 refs: refs.clone(),
             },
         );
-        Ok(refs)
+        refs
     }
 
     fn load_template(&self, name: &SecretKey) -> Result<Template> {
