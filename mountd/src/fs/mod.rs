@@ -747,7 +747,7 @@ mod tests {
             .iter()
             .map(|e| e.name.to_owned())
             .collect();
-        assert_eq!(names, [".", "..", "principal", "session"]);
+        assert_eq!(names, [".", "..", "principal", "session", "templates"]);
         assert_eq!(
             fs.getattr(&stranger, GLOBAL_INO).unwrap_err(),
             FsError::NotFound
